@@ -1,0 +1,140 @@
+"""Command line: `planner estimate`, `planner validate`, `planner calibrate`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from planner.cost.step import evaluate
+from planner.errors import PlannerError
+from planner.plan import Plan
+from planner.problem import build, load_plan, load_problem
+from planner.report import estimate_json, render_estimate
+
+
+def _plan_from_args(args: argparse.Namespace, num_devices: int) -> Plan:
+    if args.plan:
+        plan = load_plan(args.plan)
+        overrides = {k: getattr(args, k) for k in _PLAN_FLAGS if getattr(args, k) is not None}
+        return build(Plan, plan.model_dump() | overrides, args.plan) if overrides else plan
+    fields = {k: getattr(args, k) for k in _PLAN_FLAGS if getattr(args, k) is not None}
+    if "dp" not in fields:
+        fields["dp"] = max(num_devices // (fields.get("tp", 1) * fields.get("cp", 1) * fields.get("pp", 1)), 1)
+    if fields.get("virtual_stages", 1) > 1:
+        fields.setdefault("schedule", "interleaved")
+    return build(Plan, fields, "command line")
+
+
+_PLAN_FLAGS = {
+    "tp": int,
+    "cp": int,
+    "pp": int,
+    "dp": int,
+    "virtual_stages": int,
+    "micro_batch_size": int,
+    "zero_stage": int,
+    "recompute": str,
+    "schedule": str,
+}
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    problem = load_problem(args.task)
+    plan = _plan_from_args(args, problem.cluster.num_devices)
+    if args.sp:
+        plan = plan.model_copy(update={"sp": True})
+    if args.tp_comm_overlap:
+        plan = plan.model_copy(update={"tp_comm_overlap": True})
+    plan_hash = plan.provenance.problem_hash
+    if plan_hash is not None and plan_hash != problem.hash:
+        raise PlannerError(
+            f"{args.plan}: this plan was made for problem {plan_hash}, but {args.task} is problem "
+            f"{problem.hash}; re-solve, or remove provenance.problem_hash to price it anyway"
+        )
+    breakdown = evaluate(problem, plan)
+    if args.json:
+        print(json.dumps(estimate_json(problem, plan, breakdown), indent=2))
+    else:
+        print(render_estimate(problem, plan, breakdown))
+    return 0 if breakdown.fits else 3
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from planner.validate import DEFAULT_RUNS, render_validation, validate, validation_json
+
+    results = validate(args.runs or DEFAULT_RUNS)
+    if args.json:
+        print(json.dumps(validation_json(results), indent=2))
+    else:
+        print(render_validation(results, verbose=args.verbose))
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from planner.calibrate import DEFAULT_EFFICIENCY, calibrate, render_calibration
+
+    result = calibrate(args.data or DEFAULT_EFFICIENCY)
+    print(json.dumps(result, indent=2) if args.json else render_calibration(result))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="planner", description="Parallelism planner for large-model training (cost model and solvers)."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    est = sub.add_parser(
+        "estimate",
+        help="price one plan: step time, MFU, breakdown, memory per stage",
+        description="Price one parallel plan for a task. Exit code 3 if a stage does not fit in memory.",
+    )
+    est.add_argument("task", help="task YAML (e.g. problems/tasks/llama3-70b-64xh100.yaml)")
+    est.add_argument("--plan", help="plan YAML (e.g. problems/plans/llama3-70b-nemo.yaml); flags override it")
+    est.add_argument("--tp", type=int)
+    est.add_argument("--cp", type=int)
+    est.add_argument("--pp", type=int)
+    est.add_argument("--dp", type=int, help="default: devices / (tp*cp*pp)")
+    est.add_argument("--vpp", dest="virtual_stages", type=int, help="virtual stages (interleaved)")
+    est.add_argument("--mbs", dest="micro_batch_size", type=int, help="micro-batch size")
+    est.add_argument("--zero", dest="zero_stage", type=int, choices=[0, 1, 2, 3])
+    est.add_argument("--recompute", choices=["none", "selective", "full"])
+    est.add_argument("--schedule", choices=["1f1b", "interleaved"])
+    est.add_argument("--sp", action="store_true", help="sequence parallelism")
+    est.add_argument("--tp-comm-overlap", action="store_true")
+    est.add_argument("--json", action="store_true", help="machine-readable output")
+    est.set_defaults(func=cmd_estimate)
+
+    val = sub.add_parser(
+        "validate",
+        help="predict published measured runs and report the error (MAPE)",
+        description="Predict every usable row of a measured-runs file and compare with the measurement.",
+    )
+    val.add_argument("--runs", help="measured-runs YAML (default: the copy shipped in planner/data)")
+    val.add_argument("--json", action="store_true")
+    val.add_argument("--verbose", "-v", action="store_true", help="list each row's assumptions")
+    val.set_defaults(func=cmd_validate)
+
+    cal = sub.add_parser(
+        "calibrate",
+        help="re-fit GEMM and collective efficiencies from published measurements",
+        description="Fit the hardware-efficiency constants used by the device and cluster presets.",
+    )
+    cal.add_argument("--data", help="efficiency YAML (default: planner/data/efficiency.yaml)")
+    cal.add_argument("--json", action="store_true")
+    cal.set_defaults(func=cmd_calibrate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except PlannerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

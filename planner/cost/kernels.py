@@ -1,0 +1,57 @@
+"""Time of the kernels of one device: GEMMs, fused attention, memory-bound ops.
+
+GEMM: t = flops / (peak * gemm_fraction) + gemm_overhead_s. The fraction is the large-shape
+plateau and the overhead a fixed cost per call (launch, partial last wave); together they
+give the lower efficiency of small GEMMs (small TP shards). Both are fitted to published
+per-shape measurements (`planner calibrate`, planner/data/efficiency.yaml).
+
+Fused attention: executed FLOPs / (bf16 peak * attention_fraction), with the causal half
+skipped and the backward pass costing 2.5x the forward (FlashAttention-2 recomputes the
+scores: 5 GEMMs backward vs 2 forward; Dao 2023, sec. 3.1).
+
+Memory-bound ops (norms, residual adds, activation functions, softmax, dropout, casts,
+optimizer): bytes / (HBM bandwidth * hbm_fraction).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from planner.hardware import Device
+
+FLASH_BACKWARD_FACTOR = 2.5
+"""Backward/forward FLOP ratio of fused attention (5 vs 2 score-sized GEMMs)."""
+
+
+def gemm_peak(device: Device, precision: str) -> tuple[float, float]:
+    """(peak FLOP/s, achievable fraction) for GEMMs in the task precision."""
+    eff = device.efficiency
+    if precision == "fp8":
+        return device.peak("fp8"), eff.gemm_fraction_fp8 or eff.gemm_fraction
+    dtype = "fp16" if precision == "fp16" else "bf16"
+    return device.peak(dtype), eff.gemm_fraction
+
+
+def gemm_time_s(flops, num_calls, device: Device, precision: str):
+    """Time of `num_calls` GEMMs totalling `flops` FLOPs (arrays broadcast)."""
+    peak, fraction = gemm_peak(device, precision)
+    return np.asarray(flops) / (peak * fraction) + num_calls * device.efficiency.gemm_overhead_s
+
+
+def gemm_efficiency(flops_per_call, device: Device, precision: str):
+    """Achieved fraction of peak of one GEMM of the given size (for reports and tests)."""
+    peak, fraction = gemm_peak(device, precision)
+    t = gemm_time_s(flops_per_call, 1, device, precision)
+    return np.asarray(flops_per_call) / (t * peak)
+
+
+def flash_attention_time_s(forward_flops, device: Device):
+    """(forward, backward) time of fused attention with `forward_flops` executed FLOPs."""
+    rate = device.peak("bf16") * device.efficiency.attention_fraction
+    forward = np.asarray(forward_flops) / rate
+    return forward, FLASH_BACKWARD_FACTOR * forward
+
+
+def memory_bound_time_s(num_bytes, device: Device):
+    """Time to stream `num_bytes` through HBM at the achievable fraction."""
+    return np.asarray(num_bytes) / (device.hbm_bandwidth_bytes_per_s * device.efficiency.hbm_fraction)

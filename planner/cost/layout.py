@@ -1,0 +1,83 @@
+"""Plan variables as arrays, and where each axis's process group sits in the network.
+
+`PlanVars` holds the decisions of one plan (Python scalars) or of many candidate plans
+(numpy arrays of equal length); every cost function takes it and broadcasts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from planner.cost.collectives import members_per_tier
+from planner.hardware import Cluster
+from planner.plan import Plan
+
+RECOMPUTE_CODES = {"none": 0, "selective": 1, "full": 2}
+AXES = ("tp", "cp", "dp", "pp")
+
+
+@dataclass(frozen=True)
+class PlanVars:
+    """Decision variables; each field a scalar or an array over candidates."""
+
+    tp: object
+    cp: object
+    pp: object
+    dp: object
+    virtual_stages: object
+    micro_batch_size: object
+    sp: object
+    tp_comm_overlap: object
+    zero_stage: object
+    shard_size: object
+    recompute: object  # RECOMPUTE_CODES
+    strides: dict  # axis -> stride (product of degrees of axes inside it)
+
+    @classmethod
+    def from_plan(cls, plan: Plan) -> PlanVars:
+        return cls(
+            tp=plan.tp,
+            cp=plan.cp,
+            pp=plan.pp,
+            dp=plan.dp,
+            virtual_stages=plan.virtual_stages,
+            micro_batch_size=plan.micro_batch_size,
+            sp=int(plan.sp),
+            tp_comm_overlap=int(plan.tp_comm_overlap),
+            zero_stage=plan.zero_stage,
+            shard_size=plan.shard_size,
+            recompute=RECOMPUTE_CODES[plan.recompute],
+            strides=strides_for(plan.axis_order, {a: plan.degree(a) for a in AXES}),
+        )
+
+
+def strides_for(axis_order, degrees: dict) -> dict:
+    """Stride of each axis = product of the degrees of the axes listed before it."""
+    stride = 1
+    result = {}
+    for axis in axis_order:
+        result[axis] = stride
+        stride = stride * np.asarray(degrees[axis])
+    return result
+
+
+def group_members(cluster: Cluster, v: PlanVars, axes: tuple[str, ...]) -> list:
+    """Members per tier domain of the group spanned by `axes` (see collectives)."""
+    degrees = [getattr(v, a) for a in axes]
+    strides = [v.strides[a] for a in axes]
+    return members_per_tier(cluster, degrees, strides)
+
+
+def pp_hop_crosses(cluster: Cluster, v: PlanVars) -> list:
+    """For each tier i, whether some pipeline hop leaves a domain of tier i-1.
+
+    Consecutive stages are `stride_pp` ranks apart; a hop stays inside a tier-(i-1) domain
+    only if the whole pipeline (stride * pp ranks) fits in it.
+    """
+    crosses = [True]
+    for index in range(1, len(cluster.tiers)):
+        inner = cluster.tier_size(index - 1)
+        crosses.append(np.asarray(v.strides["pp"]) * np.asarray(v.pp) > inner)
+    return crosses

@@ -1,0 +1,132 @@
+"""Peak memory per GPU of one pipeline stage.
+
+static   weights (2 B/param; fp8 adds a 1 B cast copy) + gradients (grad dtype) + optimizer
+         (fp32 master 4 B + 4 B per moment). ZeRO-1 shards the optimizer over the shard
+         group, ZeRO-2 also the gradients, ZeRO-3 also the weights (Rajbhandari et al. 2020).
+         Megatron mixed precision: 2 + 4 + 12 = 18 B/param (Korthikanti et al., fig. 1).
+activations  per-block bytes (planner.cost.layer) x layers x micro-batches in flight:
+         1F1B keeps min(p - i, m) micro-batches on stage i; interleaved keeps
+         min(2(p - i - 1) + (v - 1)p + 1, m v) model chunks of L_i / v layers
+         (Megatron-Core schedules; Korthikanti et al. sec. 4.2.3 gives p(1 + (p-1)/(pv)) for i=0).
+         The first stage also keeps the embedding dropout mask per micro-batch in flight.
+transient  one micro-batch's full block activations while a full-recompute block is re-run;
+         logits (bf16) + fp32 softmax and its gradient on the last stage; two gathered
+         layers (weights and gradients) under ZeRO-3 prefetch.
+overhead the framework's fixed bytes (CUDA context, NCCL, workspaces) plus an allocator
+         fragmentation fraction of activations. Both are task settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from planner.cost import flops
+from planner.cost.layer import LayerCost
+from planner.cost.layout import PlanVars
+from planner.problem import Problem
+
+
+@dataclass(frozen=True)
+class StageMemory:
+    """Bytes per GPU on one stage."""
+
+    weights_bytes: object
+    grads_bytes: object
+    optimizer_bytes: object
+    activations_bytes: object
+    transient_bytes: object
+    overhead_bytes: object
+
+    @property
+    def total_bytes(self):
+        return (
+            self.weights_bytes
+            + self.grads_bytes
+            + self.optimizer_bytes
+            + self.activations_bytes
+            + self.transient_bytes
+            + self.overhead_bytes
+        )
+
+
+def stage_params(problem: Problem, v: PlanVars, layers, is_first, is_last):
+    """Parameters held by one GPU of a stage (TP-sharded, before ZeRO sharding)."""
+    model = problem.model
+    t = np.asarray(v.tp, dtype=float)
+    pp = np.asarray(v.pp)
+    params = np.asarray(layers, dtype=float) * flops.layer_params(model) / t
+    params = params + np.where(is_first, flops.embedding_params(model) / t, 0.0)
+    # The last stage holds the head; with tied embeddings and pp > 1 it holds a copy.
+    head = flops.head_params(model) / t
+    if model.tied_embeddings:
+        head = head + np.where(pp > 1, model.vocab_size * model.hidden_size / t, 0.0)
+    return params + np.where(is_last, head, 0.0)
+
+
+def in_flight_micro_batches(v: PlanVars, stage_index, num_micro_batches):
+    """Micro-batches' worth of a stage's activations kept at the peak (see module doc)."""
+    p = np.asarray(v.pp, dtype=float)
+    vs = np.asarray(v.virtual_stages, dtype=float)
+    m = np.asarray(num_micro_batches, dtype=float)
+    i = np.asarray(stage_index, dtype=float)
+    one_f_one_b = np.minimum(p - i, m)
+    chunks = np.minimum(2 * (p - i - 1) + (vs - 1) * p + 1, m * vs)
+    return np.where(vs > 1, chunks / vs, one_f_one_b)
+
+
+def stage_memory(
+    problem: Problem,
+    v: PlanVars,
+    layer: LayerCost,
+    layers,
+    recomputed_layers,
+    stage_index,
+    is_first,
+    is_last,
+    num_micro_batches,
+    logits_bytes,
+) -> StageMemory:
+    model, task = problem.model, problem.task
+    framework, optimizer = task.framework, task.optimizer
+    zero = np.asarray(v.zero_stage)
+    # Megatron-Core's distributed optimizer shards over the data-parallel x context-parallel group.
+    shard = np.asarray(v.shard_size, dtype=float) * np.asarray(v.cp, dtype=float)
+    t = np.asarray(v.tp, dtype=float)
+    params = stage_params(problem, v, layers, is_first, is_last)
+
+    weight_bytes_per_param = 2.0 + (1.0 if task.precision == "fp8" else 0.0)
+    grad_bytes_per_param = 4.0 if framework.grad_dtype == "fp32" else 2.0
+    optimizer_bytes_per_param = (4.0 if optimizer.master_weights else 0.0) + 4.0 * optimizer.num_states
+    weights = params * weight_bytes_per_param / np.where(zero >= 3, shard, 1.0)
+    grads = params * grad_bytes_per_param / np.where(zero >= 2, shard, 1.0)
+    opt = params * optimizer_bytes_per_param / np.where(zero >= 1, shard, 1.0)
+
+    recompute = np.asarray(v.recompute)
+    kept = np.where(recompute == 1, layer.activation_selective_bytes, layer.activation_none_bytes)
+    layers = np.asarray(layers, dtype=float)
+    recomputed = np.asarray(recomputed_layers, dtype=float)
+    per_micro_batch = recomputed * layer.activation_full_bytes + (layers - recomputed) * kept
+    # The embedding output is the first block's input (already counted); only its dropout
+    # mask is extra (Korthikanti et al. sec. 4.3).
+    sp = np.asarray(v.sp, dtype=bool)
+    embedding_mask = (1.0 if model.dropout else 0.0) * layer.tokens * model.hidden_size / np.where(sp, t, 1.0)
+    per_micro_batch = per_micro_batch + np.where(is_first, embedding_mask, 0.0)
+    in_flight = in_flight_micro_batches(v, stage_index, num_micro_batches)
+    activations = per_micro_batch * in_flight
+
+    transient = np.where(recomputed > 0, layer.activation_none_bytes, 0.0)
+    transient = transient + np.where(is_last, logits_bytes, 0.0)
+    gathered = 2.0 * flops.layer_params(model) / t * (2.0 + grad_bytes_per_param)
+    transient = transient + np.where(zero >= 3, gathered, 0.0)
+
+    overhead = framework.framework_overhead_bytes + framework.allocator_fragmentation * activations
+    return StageMemory(
+        weights_bytes=weights,
+        grads_bytes=grads,
+        optimizer_bytes=opt,
+        activations_bytes=activations,
+        transient_bytes=transient,
+        overhead_bytes=overhead,
+    )

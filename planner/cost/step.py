@@ -1,0 +1,293 @@
+"""The assembled training step: stages, pipeline, data parallelism, optimizer, overlap.
+
+Per stage i and micro-batch (seconds):
+    F_i = L_i * block.fwd + [first] embedding + [last] head + 2v * p2p... (sends counted in B)
+    B_i = L_i * block.bwd + R_i * block.fwd (full recompute) + L_i * selective part + edges
+    exposed ZeRO-3 gathers: per block max(0, gather - block compute) (prefetch under the
+    previous block), plus the first block's gather.
+    PP sends: v sends of T*h*2/t bytes each way per micro-batch (Megatron scatter/gather).
+Pipeline: planner.cost.pipeline. Data parallel (after the last backward):
+    ZeRO-0: all-reduce of gradients over the dp x cp group.
+    ZeRO-1/2: reduce-scatter of gradients + all-gather of bf16 weights over the shard group,
+    and (HSDP) an all-reduce of the shard across replicas.
+    With overlap, communication hides under the stage's last backward (gradients) or first
+    forward (weights) except the last bucket; stage i ends sum_{j<i} B_j before stage 0,
+    which is its slack.
+Optimizer: Adam reads the gradient, reads and writes master weights and moments, writes
+bf16 weights: memory-bound over the local shard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from planner.cost import flops, kernels
+from planner.cost.breakdown import Breakdown, StageReport
+from planner.cost.collectives import collective_time_by_tier, collective_time_s, p2p_time_s
+from planner.cost.edges import EdgeCost, edge_cost
+from planner.cost.layer import LayerCost, layer_cost
+from planner.cost.layout import PlanVars, group_members, pp_hop_crosses, strides_for
+from planner.cost.memory import stage_memory, stage_params
+from planner.cost.pipeline import pipeline_time_s
+from planner.errors import PlanError
+from planner.plan import Plan, check_plan
+from planner.problem import Problem
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """A stage (or `count` identical stages) of the pipeline."""
+
+    index: object
+    layers: object
+    recomputed: object
+    is_first: object
+    is_last: object
+    count: object = 1
+
+
+@dataclass(frozen=True)
+class StageTerms:
+    """Per-micro-batch seconds of one stage, by part."""
+
+    compute_s: object
+    recompute_s: object
+    tp_s: object
+    cp_s: object
+    p2p_s: object
+    zero3_s: object
+    forward_s: object
+    backward_s: object
+
+    @property
+    def total_s(self):
+        return self.forward_s + self.backward_s
+
+
+def _groups(problem: Problem, v: PlanVars):
+    """(gradient group, shard group, replica group) member counts per tier."""
+    cluster = problem.cluster
+    grad = group_members(cluster, v, ("cp", "dp"))
+    shard = np.asarray(v.shard_size, dtype=float)
+    dp = np.asarray(v.dp, dtype=float)
+    from planner.cost.collectives import members_per_tier
+
+    shard_group = members_per_tier(cluster, [v.cp, shard], [v.strides["cp"], v.strides["dp"]])
+    replica_group = members_per_tier(cluster, [dp / shard], [np.asarray(v.strides["dp"]) * shard])
+    return grad, shard_group, replica_group
+
+
+def stage_terms(problem: Problem, v: PlanVars, layer: LayerCost, edges: EdgeCost, spec: StageSpec) -> StageTerms:
+    model, cluster = problem.model, problem.cluster
+    layers = np.asarray(spec.layers, dtype=float)
+    recomputed = np.asarray(spec.recomputed, dtype=float)
+    first, last = np.asarray(spec.is_first, dtype=bool), np.asarray(spec.is_last, dtype=bool)
+    t = np.asarray(v.tp, dtype=float)
+    vs = np.asarray(v.virtual_stages, dtype=float)
+    recompute = np.asarray(v.recompute)
+
+    compute_f = layers * layer.compute_fwd_s + np.where(first, edges.embedding_fwd_s, 0.0)
+    compute_f = compute_f + np.where(last, edges.head_fwd_s, 0.0)
+    compute_b = layers * layer.compute_bwd_s + np.where(first, edges.embedding_bwd_s, 0.0)
+    compute_b = compute_b + np.where(last, edges.head_bwd_s, 0.0)
+    selective = np.where(recompute == 1, layers * layer.selective_recompute_s, 0.0)
+    recompute_s = recomputed * layer.full_recompute_s + selective
+
+    tp_f = layers * layer.tp_exposed_fwd_s + np.where(first, edges.embedding_tp_s / 2, 0.0)
+    tp_f = tp_f + np.where(last, edges.head_tp_s / 2, 0.0)
+    tp_b = layers * layer.tp_exposed_bwd_s + np.where(first, edges.embedding_tp_s / 2, 0.0)
+    tp_b = tp_b + np.where(last, edges.head_tp_s / 2, 0.0)
+    cp_f = layers * layer.cp_exposed_fwd_s
+    cp_b = layers * layer.cp_exposed_bwd_s
+
+    p2p_bytes = layer.tokens * model.hidden_size * 2.0 / t
+    hop = p2p_time_s(p2p_bytes, pp_hop_crosses(cluster, v), cluster)
+    if problem.task.framework.overlap_p2p_comm:
+        # Each send overlaps the next chunk's compute (Megatron-Core overlap_p2p_comm).
+        chunk_s = (layers * (layer.compute_fwd_s + layer.compute_bwd_s)) / (2 * vs)
+        hop = np.maximum(hop - chunk_s, 0.0)
+    p2p_one_way = np.where(np.asarray(v.pp) > 1, vs * hop, 0.0)
+
+    # ZeRO-3: gather weights before each block (forward and backward), reduce-scatter grads.
+    zero3 = np.asarray(v.zero_stage) >= 3
+    _, shard_group, _ = _groups(problem, v)
+    block_bytes = flops.layer_params(model) / t
+    grad_bytes = 4.0 if problem.task.framework.grad_dtype == "fp32" else 2.0
+    gather = collective_time_s("all_gather", block_bytes * 2.0, shard_group, cluster)
+    scatter = collective_time_s("reduce_scatter", block_bytes * grad_bytes, shard_group, cluster)
+    z_f = layers * np.maximum(gather - layer.fwd_s, 0.0) + gather
+    z_b = layers * np.maximum(gather + scatter - layer.bwd_s, 0.0) + scatter
+    z_f, z_b = np.where(zero3, z_f, 0.0), np.where(zero3, z_b, 0.0)
+
+    forward = compute_f + tp_f + cp_f + p2p_one_way + z_f
+    backward = compute_b + recompute_s + tp_b + cp_b + p2p_one_way + z_b
+    return StageTerms(
+        compute_s=compute_f + compute_b,
+        recompute_s=recompute_s,
+        tp_s=tp_f + tp_b,
+        cp_s=cp_f + cp_b,
+        p2p_s=2 * p2p_one_way,
+        zero3_s=z_f + z_b,
+        forward_s=forward,
+        backward_s=backward,
+    )
+
+
+def data_parallel_terms(problem: Problem, v: PlanVars, spec: StageSpec, terms: StageTerms):
+    """(exposed gradient seconds, exposed weight-gather seconds, optimizer seconds, by-tier raw)."""
+    cluster, framework = problem.cluster, problem.task.framework
+    params = stage_params(problem, v, spec.layers, spec.is_first, spec.is_last)
+    zero = np.asarray(v.zero_stage)
+    shard = np.asarray(v.shard_size, dtype=float)
+    grad_bytes = 4.0 if framework.grad_dtype == "fp32" else 2.0
+    grad_group, shard_group, replica_group = _groups(problem, v)
+
+    g_bytes = params * grad_bytes
+    ar_all = collective_time_by_tier("all_reduce", g_bytes, grad_group, cluster)
+    rs = collective_time_by_tier("reduce_scatter", g_bytes, shard_group, cluster)
+    ar_rep = collective_time_by_tier(
+        "all_reduce", g_bytes / (shard * np.asarray(v.cp, dtype=float)), replica_group, cluster
+    )
+    ag = collective_time_by_tier("all_gather", params * 2.0, shard_group, cluster)
+    grad_tiers = [
+        np.where(zero == 0, a, np.where(zero >= 3, r2, r + r2))
+        for a, r, r2 in zip(ar_all, rs, ar_rep, strict=True)
+    ]
+    param_tiers = [np.where((zero >= 1) & (zero <= 2), g, 0.0) for g in ag]
+    grad_s, param_s = sum(grad_tiers), sum(param_tiers)
+
+    bucket = framework.grad_bucket_bytes
+    if framework.overlap_grad_reduce:
+        last_bucket = grad_s * np.minimum(1.0, bucket / np.maximum(g_bytes, 1.0))
+        grad_exposed = np.maximum(grad_s - terms.backward_s, last_bucket)
+    else:
+        grad_exposed = grad_s
+    if framework.overlap_param_gather:
+        first_bucket = param_s * np.minimum(1.0, bucket / np.maximum(params * 2.0, 1.0))
+        param_exposed = np.maximum(param_s - terms.forward_s, first_bucket)
+    else:
+        param_exposed = param_s
+
+    opt = problem.task.optimizer
+    local = params / np.where(zero >= 1, shard * np.asarray(v.cp, dtype=float), 1.0)
+    step_bytes = grad_bytes + (8.0 if opt.master_weights else 0.0) + 8.0 * opt.num_states + 2.0
+    optimizer_s = kernels.memory_bound_time_s(local * step_bytes, cluster.device)
+    return grad_exposed, param_exposed, optimizer_s, (grad_tiers, param_tiers)
+
+
+def plan_stage_specs(plan: Plan, problem: Problem) -> list[StageSpec]:
+    """One StageSpec per pipeline stage of a concrete plan."""
+    layers = plan.layers_per_stage(problem.model.num_layers)
+    recomputed = plan.recomputed_layers(problem.model.num_layers)
+    return [
+        StageSpec(index=i, layers=n, recomputed=r, is_first=i == 0, is_last=i == plan.pp - 1)
+        for i, (n, r) in enumerate(zip(layers, recomputed, strict=True))
+    ]
+
+
+def evaluate(problem: Problem, plan: Plan) -> Breakdown:
+    """Prices one plan: the full breakdown, per-stage memory and throughput metrics.
+
+    Raises:
+        PlanError: the plan is inconsistent with the problem (`check_plan`).
+    """
+    errors = check_plan(plan, problem)
+    if errors:
+        raise PlanError(errors)
+    model, task, cluster = problem.model, problem.task, problem.cluster
+    v = PlanVars.from_plan(plan)
+    layer = layer_cost(problem, v)
+    edges = edge_cost(problem, v, layer.tokens)
+    m = plan.num_micro_batches(task.num_sequences)
+    specs = plan_stage_specs(plan, problem)
+    terms = [stage_terms(problem, v, layer, edges, s) for s in specs]
+    stage_times = [float(x.total_s) for x in terms]
+    pipeline_s, bubble_s, _ = pipeline_time_s(stage_times, [1] * len(specs), m, plan.virtual_stages)
+    critical = int(np.argmax(stage_times))
+
+    dp = [data_parallel_terms(problem, v, s, x) for s, x in zip(specs, terms, strict=True)]
+    slack_b = np.concatenate([[0.0], np.cumsum([float(x.backward_s) for x in terms])[:-1]])
+    slack_f = np.concatenate([[0.0], np.cumsum([float(x.forward_s) for x in terms])[:-1]])
+    grad_exposed = max(max(float(g) - sb, 0.0) for (g, _, _, _), sb in zip(dp, slack_b, strict=True))
+    param_exposed = max(max(float(p) - sf, 0.0) for (_, p, _, _), sf in zip(dp, slack_f, strict=True))
+    optimizer_s = max(float(o) for (_, _, o, _) in dp)
+    dp_exposed = grad_exposed + param_exposed
+
+    crit = terms[critical]
+    step = float(pipeline_s) + dp_exposed + optimizer_s
+    capacity = cluster.device.hbm_bytes * (1.0 - task.memory_headroom)
+    stages = []
+    for spec, x in zip(specs, terms, strict=True):
+        mem = stage_memory(
+            problem, v, layer, spec.layers, spec.recomputed, spec.index, spec.is_first, spec.is_last,
+            m, edges.logits_bytes,
+        )
+        mem = type(mem)(**{k: float(getattr(mem, k)) for k in mem.__dataclass_fields__})
+        stages.append(
+            StageReport(
+                index=int(spec.index),
+                layers=int(spec.layers),
+                recomputed_layers=int(spec.recomputed),
+                has_embedding=bool(spec.is_first),
+                has_head=bool(spec.is_last),
+                forward_s=float(x.forward_s),
+                backward_s=float(x.backward_s),
+                memory=mem,
+                capacity_bytes=capacity,
+            )
+        )
+
+    tokens = task.tokens_per_step
+    model_flops = flops.model_flops_per_token(model, task.seq_len) * tokens
+    hardware_flops = flops.hardware_flops_per_token(model, task.seq_len, plan.recompute) * tokens
+    peak = cluster.device.peak("fp16" if task.precision == "fp16" else "bf16") * cluster.num_devices
+    by_axis = _exposed_by_axis_tier(problem, layer, crit, specs[critical], dp, critical, m)
+    return Breakdown(
+        step_time_s=step,
+        compute_s=m * float(crit.compute_s),
+        recompute_s=m * float(crit.recompute_s),
+        tp_exposed_s=m * float(crit.tp_s),
+        cp_exposed_s=m * float(crit.cp_s),
+        pp_p2p_s=m * float(crit.p2p_s),
+        zero3_exposed_s=m * float(crit.zero3_s),
+        bubble_s=float(bubble_s),
+        dp_exposed_s=dp_exposed,
+        optimizer_s=optimizer_s,
+        exposed_by_axis_tier=by_axis,
+        tokens_per_s=tokens / step,
+        tokens_per_s_per_gpu=tokens / step / cluster.num_devices,
+        model_flops_per_step=model_flops,
+        hardware_flops_per_step=hardware_flops,
+        mfu=model_flops / (step * peak),
+        hfu=hardware_flops / (step * peak),
+        num_micro_batches=m,
+        critical_stage=critical,
+        stages=stages,
+    )
+
+
+def _split(total: float, raw_by_tier: list, names: list[str]) -> dict[str, float]:
+    """Attributes an exposed total to tiers in proportion to the raw per-tier time."""
+    raw = [float(np.asarray(x)) for x in raw_by_tier]
+    whole = sum(raw)
+    if total <= 0 or whole <= 0:
+        return {}
+    return {n: total * r / whole for n, r in zip(names, raw, strict=True) if r > 0}
+
+
+def _exposed_by_axis_tier(problem, layer, crit, spec, dp, critical, m) -> dict[str, dict[str, float]]:
+    names = [tier.name for tier in problem.cluster.tiers]
+    result = {
+        "tp": _split(m * float(crit.tp_s), [a + b for a, b in zip(layer.tp_fwd_by_tier, layer.tp_bwd_by_tier, strict=True)], names),
+        "cp": _split(m * float(crit.cp_s), [a + b for a, b in zip(layer.cp_fwd_by_tier, layer.cp_bwd_by_tier, strict=True)], names),
+    }
+    grad_tiers, param_tiers = dp[critical][3]
+    dp_total = float(dp[critical][0]) + float(dp[critical][1])
+    result["dp"] = _split(dp_total, [g + p for g, p in zip(grad_tiers, param_tiers, strict=True)], names)
+    result["pp"] = {"p2p": m * float(crit.p2p_s)} if float(crit.p2p_s) > 0 else {}
+    return {axis: parts for axis, parts in result.items() if parts}
+
+
+__all__ = ["evaluate", "plan_stage_specs", "stage_terms", "data_parallel_terms", "StageSpec", "strides_for"]

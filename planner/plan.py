@@ -1,0 +1,187 @@
+"""A parallel plan: degrees, schedule, stage partition, ZeRO, micro-batching, recompute, mapping.
+
+A plan is input (`estimate --plan`) and output (solvers). `check_plan` lists every way a
+plan is inconsistent with its problem; the cost model only prices plans that pass it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field, model_validator
+
+from planner.schema_base import Spec
+from planner.task import Axis, Recompute, Schedule
+
+if TYPE_CHECKING:
+    from planner.problem import Problem
+
+DEFAULT_AXIS_ORDER: tuple[Axis, ...] = ("tp", "cp", "dp", "pp")
+
+
+class Provenance(Spec):
+    """Who produced a plan and how good it is known to be."""
+
+    solver: str = "user"
+    status: str = "given"
+    objective_s: float | None = None
+    best_bound_s: float | None = None
+    gap: float | None = None
+    wall_time_s: float | None = None
+    problem_hash: str | None = None
+
+
+class Plan(Spec):
+    """One parallelization of a training step."""
+
+    tp: int = Field(default=1, gt=0, description="Tensor-parallel degree.")
+    sp: bool = Field(default=False, description="Sequence parallelism on the TP group.")
+    tp_comm_overlap: bool = Field(default=False, description="TP collectives overlapped with GEMMs.")
+    cp: int = Field(default=1, gt=0, description="Context-parallel degree (ring attention).")
+    pp: int = Field(default=1, gt=0, description="Pipeline stages.")
+    schedule: Schedule = "1f1b"
+    virtual_stages: int = Field(default=1, gt=0, description="Model chunks per rank (interleaved).")
+    stage_layers: list[int] | None = Field(
+        default=None, description="Transformer layers per pipeline stage; null = balanced."
+    )
+    dp: int = Field(default=1, gt=0, description="Data-parallel degree (replicas x shards).")
+    zero_stage: Literal[0, 1, 2, 3] = 0
+    zero_shard_size: int | None = Field(
+        default=None, gt=0, description="HSDP: shard within groups of this size, replicate across."
+    )
+    micro_batch_size: int = Field(default=1, gt=0, description="Sequences per micro-batch.")
+    recompute: Recompute = "none"
+    recompute_num_layers: list[int] | None = Field(
+        default=None, description="Per stage: layers fully recomputed (full mode); null = all."
+    )
+    axis_order: list[Axis] = Field(
+        default_factory=lambda: list(DEFAULT_AXIS_ORDER),
+        description="Axes from innermost (fastest tier) to outermost.",
+    )
+    provenance: Provenance = Provenance()
+
+    @model_validator(mode="after")
+    def _check_self(self) -> Plan:
+        if sorted(self.axis_order) != sorted(DEFAULT_AXIS_ORDER):
+            raise ValueError(f"axis_order must be a permutation of {list(DEFAULT_AXIS_ORDER)}")
+        if self.schedule == "1f1b" and self.virtual_stages != 1:
+            raise ValueError("virtual_stages > 1 needs schedule: interleaved")
+        if self.sp and self.tp == 1:
+            raise ValueError("sp: true needs tp > 1")
+        return self
+
+    @property
+    def num_gpus(self) -> int:
+        return self.tp * self.cp * self.pp * self.dp
+
+    @property
+    def shard_size(self) -> int:
+        """Devices that share one ZeRO shard group (= dp unless HSDP)."""
+        if self.zero_stage == 0:
+            return 1
+        return self.zero_shard_size if self.zero_shard_size is not None else self.dp
+
+    def degree(self, axis: Axis) -> int:
+        return {"tp": self.tp, "cp": self.cp, "pp": self.pp, "dp": self.dp}[axis]
+
+    def layers_per_stage(self, num_layers: int) -> list[int]:
+        """Layers on each pipeline stage (balanced when not given)."""
+        if self.stage_layers is not None:
+            return list(self.stage_layers)
+        base, extra = divmod(num_layers, self.pp)
+        return [base + (1 if i < extra else 0) for i in range(self.pp)]
+
+    def recomputed_layers(self, num_layers: int) -> list[int]:
+        """Per stage, how many layers run in full-recompute mode."""
+        stages = self.layers_per_stage(num_layers)
+        if self.recompute != "full":
+            return [0] * self.pp
+        if self.recompute_num_layers is None:
+            return stages
+        return list(self.recompute_num_layers)
+
+    def num_micro_batches(self, num_sequences: int) -> int:
+        return num_sequences // (self.dp * self.micro_batch_size)
+
+    def summary(self) -> str:
+        parts = [f"TP{self.tp}{'+SP' if self.sp else ''}", f"CP{self.cp}", f"PP{self.pp}"]
+        if self.schedule == "interleaved":
+            parts[-1] += f"x{self.virtual_stages}v"
+        zero = f"ZeRO-{self.zero_stage}" if self.zero_stage else "DDP"
+        if self.zero_shard_size and self.zero_stage:
+            zero += f"/HSDP{self.zero_shard_size}"
+        parts += [f"DP{self.dp}({zero})", f"mbs{self.micro_batch_size}", f"rc:{self.recompute}"]
+        return " ".join(parts)
+
+
+def check_plan(plan: Plan, problem: Problem) -> list[str]:
+    """Every way `plan` is inconsistent with `problem` (empty list = valid).
+
+    Rules: degrees multiply to the device count; heads (query and kv) divide by TP; layers
+    split into pp * virtual_stages chunks; the batch splits into dp * micro-batch; the
+    sequence splits into 2 * cp chunks (load-balanced causal ring); ZeRO shard group divides dp;
+    user constraints hold; each axis group fits the tiers given its position in axis_order.
+    """
+    model, task, cluster = problem.model, problem.task, problem.cluster
+    errors: list[str] = []
+    if plan.num_gpus != cluster.num_devices:
+        errors.append(
+            f"tp*cp*pp*dp = {plan.tp}*{plan.cp}*{plan.pp}*{plan.dp} = {plan.num_gpus} "
+            f"!= num_devices ({cluster.num_devices})"
+        )
+    if model.num_heads % plan.tp:
+        errors.append(f"num_heads ({model.num_heads}) is not divisible by tp ({plan.tp})")
+    if model.kv_heads % plan.tp and plan.tp % model.kv_heads:
+        errors.append(f"num_kv_heads ({model.kv_heads}) and tp ({plan.tp}) do not divide one another")
+    if task.seq_len % (2 * plan.cp) and plan.cp > 1:
+        errors.append(f"seq_len ({task.seq_len}) is not divisible by 2*cp ({2 * plan.cp})")
+    if task.seq_len > model.max_seq_len:
+        errors.append(f"seq_len ({task.seq_len}) exceeds the model's max_seq_len ({model.max_seq_len})")
+    seqs = task.num_sequences
+    if seqs % (plan.dp * plan.micro_batch_size):
+        errors.append(
+            f"global batch ({seqs} sequences) is not divisible by dp*micro_batch_size "
+            f"({plan.dp}*{plan.micro_batch_size})"
+        )
+    if plan.stage_layers is not None:
+        if len(plan.stage_layers) != plan.pp:
+            errors.append(f"stage_layers has {len(plan.stage_layers)} entries, pp is {plan.pp}")
+        elif sum(plan.stage_layers) != model.num_layers:
+            errors.append(f"stage_layers sum to {sum(plan.stage_layers)}, the model has {model.num_layers}")
+        elif min(plan.stage_layers) < plan.virtual_stages:
+            errors.append("every stage needs at least virtual_stages layers")
+    elif model.num_layers % (plan.pp * plan.virtual_stages):
+        errors.append(
+            f"num_layers ({model.num_layers}) is not divisible by pp*virtual_stages "
+            f"({plan.pp}*{plan.virtual_stages}); give stage_layers for a non-uniform split"
+        )
+    if plan.schedule == "interleaved" and plan.pp == 1:
+        errors.append("interleaved schedule needs pp > 1")
+    if plan.schedule == "interleaved" and seqs // max(plan.dp * plan.micro_batch_size, 1) % plan.pp:
+        errors.append("interleaved schedule needs the number of micro-batches to be a multiple of pp")
+    if plan.recompute_num_layers is not None:
+        stages = plan.layers_per_stage(model.num_layers)
+        if plan.recompute != "full":
+            errors.append("recompute_num_layers needs recompute: full")
+        elif len(plan.recompute_num_layers) != plan.pp or any(
+            not 0 <= r <= n for r, n in zip(plan.recompute_num_layers, stages, strict=False)
+        ):
+            errors.append("recompute_num_layers needs one count per stage, each within 0..layers on it")
+    if plan.zero_stage and plan.dp % plan.shard_size:
+        errors.append(f"zero_shard_size ({plan.shard_size}) does not divide dp ({plan.dp})")
+    if getattr(cluster.device.peak_flops, task.precision) is None:
+        errors.append(f"device {cluster.device.name} has no {task.precision} peak")
+    c = task.constraints
+    for axis in ("tp", "cp", "pp", "dp"):
+        if not getattr(c, axis).admits(plan.degree(axis)):
+            errors.append(f"{axis}={plan.degree(axis)} violates the task constraint {getattr(c, axis)}")
+    if not c.micro_batch_size.admits(plan.micro_batch_size):
+        errors.append(f"micro_batch_size={plan.micro_batch_size} violates the task constraint")
+    if plan.schedule not in c.schedules:
+        errors.append(f"schedule {plan.schedule} is not allowed by the task ({c.schedules})")
+    if plan.zero_stage not in c.zero_stages:
+        errors.append(f"zero_stage {plan.zero_stage} is not allowed by the task ({c.zero_stages})")
+    if plan.recompute not in c.recompute:
+        errors.append(f"recompute {plan.recompute} is not allowed by the task ({c.recompute})")
+    return errors
+

@@ -1,0 +1,116 @@
+"""Training tasks: batch, sequence, precision, optimizer, framework behaviour, constraints."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from planner.schema_base import Bytes, Spec
+
+Axis = Literal["tp", "cp", "pp", "dp"]
+Schedule = Literal["1f1b", "interleaved"]
+Recompute = Literal["none", "selective", "full"]
+
+
+class DegreeBound(Spec):
+    """A user constraint on one parallel degree: a fixed value, or bounds."""
+
+    fixed: int | None = Field(default=None, gt=0)
+    min: int | None = Field(default=None, gt=0)
+    max: int | None = Field(default=None, gt=0)
+
+    def admits(self, degree: int) -> bool:
+        if self.fixed is not None and degree != self.fixed:
+            return False
+        if self.min is not None and degree < self.min:
+            return False
+        return not (self.max is not None and degree > self.max)
+
+
+class Constraints(Spec):
+    """Restrictions the user puts on the plan space (used by solvers; checked by `estimate`)."""
+
+    tp: DegreeBound = DegreeBound()
+    cp: DegreeBound = DegreeBound()
+    pp: DegreeBound = DegreeBound()
+    dp: DegreeBound = DegreeBound()
+    micro_batch_size: DegreeBound = DegreeBound()
+    schedules: list[Schedule] = Field(default_factory=lambda: ["1f1b", "interleaved"])
+    zero_stages: list[Literal[0, 1, 2, 3]] = Field(default_factory=lambda: [0, 1, 2, 3])
+    recompute: list[Recompute] = Field(default_factory=lambda: ["none", "selective", "full"])
+
+
+class Optimizer(Spec):
+    """Adam-style optimizer state, per parameter."""
+
+    name: Literal["adam", "adamw"] = "adamw"
+    master_weights: bool = Field(default=True, description="fp32 master copy kept (mixed precision).")
+    num_states: int = Field(default=2, ge=0, description="fp32 moments per parameter (Adam: 2).")
+
+
+class Framework(Spec):
+    """How the training framework behaves (Megatron-Core defaults)."""
+
+    attention: Literal["flash", "unfused"] = Field(
+        default="flash",
+        description="flash: fused kernel, no s^2 activations, causal half skipped; "
+        "unfused: Megatron 2021-22 style softmax/dropout kernels on the s x s scores.",
+    )
+    grad_dtype: Literal["fp32", "bf16"] = Field(
+        default="fp32", description="Gradient accumulation/reduction dtype (Megatron main_grad: fp32)."
+    )
+    overlap_grad_reduce: bool = Field(default=True, description="DP reduce under backward.")
+    overlap_param_gather: bool = Field(default=True, description="ZeRO param gather under forward.")
+    overlap_p2p_comm: bool = Field(
+        default=True, description="Pipeline sends overlapped with the next chunk's compute."
+    )
+    grad_bucket_bytes: Bytes = Field(
+        default=40e6 * 4, description="DP bucket size; the last bucket is exposed (Megatron: 40M params)."
+    )
+    framework_overhead_bytes: Bytes = Field(
+        default=2.5 * 2**30,
+        description="CUDA context, NCCL and cuBLAS workspaces, allocator slack not in the formulas.",
+    )
+    allocator_fragmentation: float = Field(
+        default=0.10, ge=0, le=1, description="Extra fraction of activation memory lost to fragmentation."
+    )
+
+
+class TrainingTask(Spec):
+    """A training (pre-training or fine-tuning) job: what is trained and how."""
+
+    kind: Literal["training"] = "training"
+    global_batch_size: int | None = Field(default=None, gt=0, description="Sequences per step.")
+    global_batch_tokens: int | None = Field(default=None, gt=0, description="Tokens per step.")
+    seq_len: int = Field(gt=0, description="Tokens per sequence.")
+    precision: Literal["bf16", "fp16", "fp8"] = Field(
+        default="bf16", description="GEMM precision; fp8 keeps bf16 weights/activations outside GEMMs."
+    )
+    optimizer: Optimizer = Optimizer()
+    framework: Framework = Framework()
+    memory_headroom: float = Field(
+        default=0.05, ge=0, lt=1, description="Fraction of device memory kept free."
+    )
+    constraints: Constraints = Constraints()
+
+    @model_validator(mode="after")
+    def _check_batch(self) -> TrainingTask:
+        if (self.global_batch_size is None) == (self.global_batch_tokens is None):
+            raise ValueError("give exactly one of global_batch_size (sequences) or global_batch_tokens")
+        if self.global_batch_tokens is not None and self.global_batch_tokens % self.seq_len != 0:
+            raise ValueError(
+                f"global_batch_tokens ({self.global_batch_tokens}) is not a multiple of seq_len ({self.seq_len})"
+            )
+        return self
+
+    @property
+    def num_sequences(self) -> int:
+        if self.global_batch_size is not None:
+            return self.global_batch_size
+        assert self.global_batch_tokens is not None
+        return self.global_batch_tokens // self.seq_len
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.num_sequences * self.seq_len

@@ -1,0 +1,386 @@
+"""`planner validate`: predict every usable row of a measured-runs file and compare.
+
+Each row names its hardware and gives numbers (peak TFLOP/s, memory, GPUs per node, NIC Gb/s
+per GPU; some null). A row is resolved to the closest device preset (by name, else by peak
+and memory), then the row's own numbers override the preset's; every fallback is recorded as
+an assumption of that prediction. Missing plan details are filled with stated defaults, also
+recorded. Rows that cannot be priced (inference, MoE, no batch size) are skipped with a reason.
+
+The compared metric is the first the row measured of: step time, tokens/s per GPU, TFLOP/s
+per GPU (converted to a step time with the row's own FLOP convention: hardware FLOPs count the
+recompute pass, model FLOPs do not), MFU. Errors are (predicted - measured) / measured on that
+metric; memory is compared where measured.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from planner.cost import flops
+from planner.cost.step import evaluate
+from planner.errors import InputError, PlannerError
+from planner.hardware import Cluster, Device
+from planner.model import DenseTransformer
+from planner.plan import Plan
+from planner.problem import PROBLEMS_DIR, Problem, build, load_cluster, load_device
+from planner.task import Framework, TrainingTask
+
+DEFAULT_RUNS = Path(__file__).resolve().parent / "data" / "measured_runs.yaml"
+
+DEVICE_PRESETS = {
+    "a100-sxm4-80gb": "dgx-a100-80gb",
+    "a100-sxm4-40gb": "dgx-a100-40gb",
+    "h100-sxm5-80gb": "dgx-h100",
+    "h200-sxm-141gb": "dgx-h200",
+    "gb200": "gb200-nvl72",
+}
+
+
+@dataclass
+class RowResult:
+    """One row's prediction (or the reason it was skipped)."""
+
+    id: str
+    metric: str | None = None
+    predicted: float | None = None
+    measured: float | None = None
+    error_pct: float | None = None
+    memory_predicted_gib: float | None = None
+    memory_measured_gib: float | None = None
+    memory_error_pct: float | None = None
+    preset: str | None = None
+    plan: str | None = None
+    assumptions: list[str] = field(default_factory=list)
+    skipped: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+def load_runs(path: str | Path) -> list[dict]:
+    path = Path(path)
+    try:
+        rows = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read file ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(rows, list):
+        raise InputError(f"{path}: expected a list of runs at the top level")
+    for index, row in enumerate(rows):
+        for key in ("id", "workload", "model", "hardware", "plan", "measured"):
+            if not isinstance(row, dict) or key not in row:
+                raise InputError(f"{path}: [{index}].{key}: field required")
+    return rows
+
+
+def _resolve_device(hw: dict, notes: list[str]) -> tuple[Device, str]:
+    gpu = str(hw.get("gpu") or "")
+    presets = {name: load_device(name) for name in DEVICE_PRESETS}
+    key = gpu.lower().replace(" ", "-")
+    chosen = next((name for name in presets if name == key or presets[name].name.lower() == key.lower()), None)
+    if chosen is None:
+        peak = hw.get("peak_dense_tflops_per_gpu")
+        mem = hw.get("gpu_memory_gb")
+
+        def distance(name: str) -> float:
+            d = presets[name]
+            score = 0.0
+            if peak:
+                score += abs(math.log(d.peak("bf16") / (peak * 1e12)))
+            if mem:
+                score += abs(math.log(d.hbm_bytes / (mem * 1e9)))
+            return score if (peak or mem) else 0.0
+
+        chosen = min(presets, key=distance)
+        missing = [k for k in ("peak TFLOP/s", "memory") if not (peak if k.startswith("peak") else mem)]
+        notes.append(
+            f"GPU {gpu!r} is not a preset: closest preset {chosen} by "
+            f"{'peak and memory' if not missing else 'peak (memory not stated)'}"
+        )
+    device = presets[chosen]
+    updates: dict[str, Any] = {}
+    peak = hw.get("peak_dense_tflops_per_gpu")
+    if peak and abs(peak * 1e12 - device.peak("bf16")) / device.peak("bf16") > 0.01:
+        notes.append(f"bf16 peak {peak} TFLOP/s from the row instead of the preset")
+        updates["peak_flops"] = device.peak_flops.model_copy(update={"bf16": peak * 1e12, "fp16": peak * 1e12})
+    mem = hw.get("gpu_memory_gb")
+    if mem and abs(mem * 1e9 - device.hbm_bytes) / device.hbm_bytes > 0.01:
+        updates["hbm_bytes"] = mem * 1e9
+    return device.model_copy(update=updates), chosen
+
+
+def resolve_cluster(hw: dict, notes: list[str]) -> tuple[Cluster, str]:
+    """A cluster from the row's hardware block; fallbacks recorded in `notes`."""
+    device, preset = _resolve_device(hw, notes)
+    cluster_preset = DEVICE_PRESETS[preset]
+    base = load_cluster(cluster_preset, num_devices=hw["num_gpus"])
+    tiers = list(base.tiers)
+    per_node = hw.get("gpus_per_node")
+    if per_node:
+        tiers[0] = tiers[0].model_copy(update={"size": int(per_node)})
+    else:
+        notes.append(f"GPUs per node not stated: {tiers[0].size} from preset {cluster_preset}")
+    nic = hw.get("inter_node_gbps_per_gpu")
+    if nic and len(tiers) > 1:
+        tiers[1] = tiers[1].model_copy(update={"bandwidth_bytes_per_s": nic * 1e9 / 8})
+    elif len(tiers) > 1:
+        notes.append(f"NIC rate not stated: {tiers[1].bandwidth_bytes_per_s * 8 / 1e9:.0f} Gb/s per GPU from preset")
+    cluster = build(
+        Cluster,
+        {"name": f"{hw.get('cluster') or cluster_preset}", "device": device, "num_devices": hw["num_gpus"], "tiers": tiers},
+        "measured row",
+    )
+    return cluster, preset
+
+
+def _era(plan: dict) -> str:
+    framework = str(plan.get("framework") or "")
+    old = any(tag in framework for tag in ("2021", "2022", "DeepSpeed"))
+    return "old" if old else "new"
+
+
+def resolve_model(m: dict, era: str, notes: list[str]) -> DenseTransformer:
+    activation = str(m.get("ffn_activation") or "").lower()
+    gated = "glu" in activation
+    gpt_style = activation.startswith("gelu")
+    heads, kv = m["num_heads"], m.get("num_kv_heads") or m["num_heads"]
+    if kv > heads or heads % kv:
+        notes.append(f"num_kv_heads {kv} inconsistent with num_heads {heads}: MHA assumed")
+        kv = heads
+    vocab = m.get("vocab_size")
+    if vocab is None:
+        vocab = 51200
+        notes.append("vocab not stated: GPT-2 BPE padded to 51200 assumed")
+    hidden = m["hidden_size"]
+    head_dim = m.get("head_dim")
+    if head_dim and head_dim * heads == hidden:
+        head_dim = None
+    bloom = "bloom" in str(m.get("name", "")).lower()
+    data = {
+        "name": m.get("name") or "row model",
+        "num_layers": m["num_layers"],
+        "hidden_size": hidden,
+        "num_heads": heads,
+        "num_kv_heads": kv,
+        "head_dim": head_dim,
+        "ffn_hidden_size": m["ffn_hidden_size"],
+        "gated_mlp": gated,
+        "vocab_size": vocab,
+        "tied_embeddings": gpt_style,
+        "max_seq_len": m["seq_len"],
+        "linear_bias": gpt_style,
+        "dropout": era == "old",
+        "position_embedding": ("none" if bloom else "learned") if gpt_style else "rope",
+    }
+    return build(DenseTransformer, data, "measured row", prefix="model.")
+
+
+def _recompute(text: Any, era: str, notes: list[str]) -> str:
+    text = str(text or "").lower()
+    if "full" in text or "checkpoint" in text:
+        return "full"
+    if "selective" in text:
+        return "selective"
+    if not text or text == "none":
+        if text == "":
+            notes.append("recompute not stated: none assumed" + (" (flash attention)" if era == "new" else ""))
+        return "none"
+    return "none"
+
+
+def resolve_row(row: dict) -> tuple[Problem, Plan, list[str], str]:
+    """(problem, plan, assumptions, preset) for one training row; raises PlannerError if unusable."""
+    notes: list[str] = []
+    m, hw, p = row["model"], row["hardware"], row["plan"]
+    if row.get("workload") != "training":
+        raise PlannerError(f"workload {row.get('workload')!r}: only training is priced so far")
+    if m.get("moe_num_experts"):
+        raise PlannerError("mixture-of-experts model: the MoE family is not priced yet")
+    if not m.get("ffn_hidden_size"):
+        raise PlannerError("ffn_hidden_size not stated")
+    era = _era(p)
+    model = resolve_model(m, era, notes)
+    cluster, preset = resolve_cluster(hw, notes)
+    seq = m["seq_len"]
+    gbs = p.get("global_batch_size")
+    if gbs is None and p.get("global_batch_tokens"):
+        gbs = p["global_batch_tokens"] // seq
+    if gbs is None:
+        raise PlannerError("global batch size not stated")
+    precision_text = str(p.get("precision") or "").lower()
+    precision = "fp8" if "fp8" in precision_text else ("fp16" if "fp16" in precision_text else "bf16")
+    if not precision_text:
+        notes.append("precision not stated: bf16 assumed")
+    other = str(p.get("other") or "")
+    framework = Framework(
+        attention="unfused" if era == "old" else "flash",
+        overlap_grad_reduce=era == "new",
+        overlap_param_gather=era == "new",
+        overlap_p2p_comm=era == "new",
+    )
+    notes.append(
+        "framework era: "
+        + ("2021-22 (unfused attention, dropout, no DP overlap)" if era == "old" else "2023+ (flash attention, DP overlap)")
+    )
+    task = TrainingTask(
+        global_batch_size=gbs, seq_len=seq, precision=precision, framework=framework, memory_headroom=0.0
+    )
+    tp, pp, cp = p.get("tp") or 1, p.get("pp") or 1, p.get("cp") or 1
+    dp = p.get("dp") or hw["num_gpus"] // (tp * pp * cp)
+    vpp = p.get("vpp") or 1
+    mbs = p.get("micro_batch_size")
+    if mbs is None:
+        mbs = 1
+        notes.append("micro-batch size not stated: 1 assumed")
+    sp = p.get("sp")
+    if sp is None:
+        sp = era == "new" and tp > 1
+        notes.append(f"sequence parallelism not stated: {sp} assumed")
+    zero = p.get("zero_stage")
+    if zero is None:
+        zero = 1 if era == "new" else 0
+        notes.append(f"ZeRO stage not stated: {zero} assumed (distributed optimizer in Megatron-Core)")
+    tp_overlap = tp > 1 and era == "new" and ("tp-comm-overlap" in other or "NeMo" in str(p.get("framework")))
+    if tp_overlap and "tp-comm-overlap" not in other:
+        notes.append("TP communication overlap assumed on (NeMo performance configs)")
+    layers = model.num_layers
+    stage_layers = None
+    if layers % (pp * vpp):
+        base, extra = divmod(layers, pp)
+        stage_layers = [base + (1 if i < extra else 0) for i in range(pp)]
+        stage_layers = sorted(stage_layers)[::-1]
+        stage_layers = stage_layers[1:] + stage_layers[:1] if extra else stage_layers
+        notes.append(f"{layers} layers do not split evenly over {pp}x{vpp}: stages {min(stage_layers)}-{max(stage_layers)} layers")
+    plan = build(
+        Plan,
+        {
+            "tp": tp,
+            "sp": bool(sp),
+            "tp_comm_overlap": tp_overlap,
+            "cp": cp,
+            "pp": pp,
+            "schedule": "interleaved" if vpp > 1 else "1f1b",
+            "virtual_stages": vpp,
+            "stage_layers": stage_layers,
+            "dp": dp,
+            "zero_stage": zero,
+            "micro_batch_size": mbs,
+            "recompute": _recompute(p.get("recompute"), era, notes),
+        },
+        "measured row",
+        prefix="plan.",
+    )
+    return Problem(model=model, cluster=cluster, task=task, source=row["id"]), plan, notes, preset
+
+
+def _measured_step_time(row: dict, problem: Problem, plan: Plan) -> tuple[str, float, callable]:
+    """(metric name, measured value, function step_time -> predicted value)."""
+    me = row["measured"]
+    task, model = problem.task, problem.model
+    gpus = problem.cluster.num_devices
+    tokens = task.tokens_per_step
+    if me.get("step_time_s"):
+        return "step_time_s", me["step_time_s"], lambda step: step
+    if me.get("tokens_per_s_per_gpu"):
+        return "tokens_per_s_per_gpu", me["tokens_per_s_per_gpu"], lambda step: tokens / step / gpus
+    if me.get("tflops_per_gpu"):
+        kind = str(me.get("tflops_kind") or "model").lower()
+        if kind.startswith("hardware"):
+            per_token = flops.hardware_flops_per_token(model, task.seq_len, plan.recompute)
+        else:
+            per_token = flops.model_flops_per_token(model, task.seq_len)
+        return "tflops_per_gpu", me["tflops_per_gpu"], lambda step: per_token * tokens / step / gpus / 1e12
+    if me.get("mfu_pct"):
+        per_token = flops.model_flops_per_token(model, task.seq_len)
+        peak = problem.cluster.device.peak("bf16")
+        return "mfu_pct", me["mfu_pct"], lambda step: 100 * per_token * tokens / step / gpus / peak
+    raise PlannerError("no step time, throughput, TFLOP/s or MFU measured")
+
+
+def validate_row(row: dict) -> RowResult:
+    result = RowResult(id=row["id"])
+    try:
+        problem, plan, notes, preset = resolve_row(row)
+        metric, measured, convert = _measured_step_time(row, problem, plan)
+        breakdown = evaluate(problem, plan)
+    except PlannerError as exc:
+        result.skipped = str(exc).replace("\n", " ")
+        return result
+    result.metric = metric
+    result.measured = float(measured)
+    result.predicted = float(convert(breakdown.step_time_s))
+    result.error_pct = 100.0 * (result.predicted - result.measured) / result.measured
+    result.preset = preset
+    result.plan = plan.summary()
+    result.assumptions = notes
+    mem = row["measured"].get("memory_gib_per_gpu")
+    if mem:
+        result.memory_measured_gib = float(mem)
+        result.memory_predicted_gib = breakdown.peak_memory_bytes / 2**30
+        result.memory_error_pct = 100.0 * (result.memory_predicted_gib - mem) / mem
+    return result
+
+
+def validate(path: str | Path = DEFAULT_RUNS) -> list[RowResult]:
+    return [validate_row(row) for row in load_runs(path)]
+
+
+def mape(values: list[float]) -> float | None:
+    return sum(abs(v) for v in values) / len(values) if values else None
+
+
+_ = PROBLEMS_DIR
+
+
+def validation_json(results: list[RowResult]) -> dict[str, Any]:
+    used = [r for r in results if r.skipped is None]
+    return {
+        "rows": [r.as_json() for r in results],
+        "mape_pct": mape([r.error_pct for r in used]),
+        "max_abs_error_pct": max((abs(r.error_pct) for r in used), default=None),
+        "memory_mape_pct": mape([r.memory_error_pct for r in used if r.memory_error_pct is not None]),
+        "num_predicted": len(used),
+        "num_skipped": len(results) - len(used),
+    }
+
+
+def render_validation(results: list[RowResult], verbose: bool = False) -> str:
+    from planner.report import table
+
+    used = [r for r in results if r.skipped is None]
+    rows = []
+    for r in used:
+        mem = (
+            f"{r.memory_predicted_gib:.1f}/{r.memory_measured_gib:.0f} ({r.memory_error_pct:+.0f}%)"
+            if r.memory_measured_gib
+            else ""
+        )
+        rows.append([r.id, r.metric, f"{r.predicted:.4g}", f"{r.measured:.4g}", f"{r.error_pct:+.1f}%", mem])
+    lines = [table(rows, ["row", "metric", "predicted", "measured", "error", "memory GiB pred/meas"])]
+    summary = validation_json(results)
+    lines.append("")
+    lines.append(
+        f"throughput/step-time MAPE {summary['mape_pct']:.1f}% over {summary['num_predicted']} rows "
+        f"(max |error| {summary['max_abs_error_pct']:.1f}%)"
+    )
+    groups: dict[str, list[float]] = {}
+    for r in used:
+        groups.setdefault(r.id.split("-")[0], []).append(r.error_pct)
+    lines.append("by source: " + ", ".join(f"{k} {mape(v):.1f}% (n={len(v)})" for k, v in groups.items()))
+    if summary["memory_mape_pct"] is not None:
+        lines.append(f"memory MAPE {summary['memory_mape_pct']:.1f}%")
+    skipped = [r for r in results if r.skipped]
+    if skipped:
+        lines += ["", f"skipped {len(skipped)} rows:"] + [f"  {r.id}: {r.skipped}" for r in skipped]
+    if verbose:
+        lines += ["", "assumptions per row:"]
+        for r in used:
+            lines.append(f"  {r.id} [{r.plan}; preset {r.preset}]")
+            lines += [f"    - {a}" for a in r.assumptions]
+    return "\n".join(lines)

@@ -1,0 +1,65 @@
+"""Shared fixtures: small problems built in code, and paths to the shipped presets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from planner.hardware import Cluster, NetworkTier
+from planner.model import DenseTransformer
+from planner.problem import Problem, load_cluster, load_model
+from planner.task import Framework, TrainingTask
+
+ROOT = Path(__file__).resolve().parent.parent
+PROBLEMS = ROOT / "problems"
+
+
+def small_model(**overrides) -> DenseTransformer:
+    data = dict(
+        name="tiny",
+        num_layers=8,
+        hidden_size=1024,
+        num_heads=16,
+        num_kv_heads=4,
+        ffn_hidden_size=2816,
+        gated_mlp=True,
+        vocab_size=32000,
+        max_seq_len=4096,
+    )
+    data.update(overrides)
+    return DenseTransformer(**data)
+
+
+def make_problem(
+    num_devices: int = 16,
+    model: DenseTransformer | None = None,
+    global_batch_size: int = 64,
+    seq_len: int = 2048,
+    cluster: Cluster | None = None,
+    **task_overrides,
+) -> Problem:
+    cluster = cluster or load_cluster("dgx-h100", num_devices=num_devices)
+    task = TrainingTask(global_batch_size=global_batch_size, seq_len=seq_len, **task_overrides)
+    return Problem(model=model or small_model(), cluster=cluster, task=task)
+
+
+def with_bandwidth(cluster: Cluster, scale: float) -> Cluster:
+    tiers = [
+        NetworkTier(**(t.model_dump() | {"bandwidth_bytes_per_s": t.bandwidth_bytes_per_s * scale}))
+        for t in cluster.tiers
+    ]
+    return cluster.model_copy(update={"tiers": tiers})
+
+
+@pytest.fixture
+def gpt3():
+    return load_model("gpt3-175b")
+
+
+@pytest.fixture
+def llama3_70b():
+    return load_model("llama3-70b")
+
+
+__all__ = ["PROBLEMS", "ROOT", "small_model", "make_problem", "with_bandwidth", "Framework"]
