@@ -35,11 +35,12 @@ class Breakdown:
     """Step time split into parts that sum to `step_time_s`.
 
     step_time_s = compute_s + recompute_s + tp_exposed_s + cp_exposed_s + pp_p2p_s
-                  + zero3_exposed_s + bubble_s + dp_exposed_s + optimizer_s
+                  + zero3_exposed_s + bubble_s + dp_exposed_s + embedding_sync_s + optimizer_s
     The first six are the critical (slowest) stage's per-micro-batch parts times the number
     of micro-batches (the steady state); bubble_s is warm-up and cool-down; dp_exposed_s is
     the data-parallel gradient reduction and parameter gather left after overlap with the
-    last backward / first forward; optimizer_s is the memory-bound Adam step.
+    last backward / first forward; embedding_sync_s the tied-embedding gradient all-reduce
+    between the first and last stages; optimizer_s is the memory-bound Adam step.
     """
 
     step_time_s: float
@@ -51,6 +52,7 @@ class Breakdown:
     zero3_exposed_s: float
     bubble_s: float
     dp_exposed_s: float
+    embedding_sync_s: float
     optimizer_s: float
     exposed_by_axis_tier: dict[str, dict[str, float]]
     tokens_per_s: float
@@ -72,6 +74,7 @@ class Breakdown:
         "zero3_exposed_s",
         "bubble_s",
         "dp_exposed_s",
+        "embedding_sync_s",
         "optimizer_s",
     )
 

@@ -13,7 +13,8 @@ With GPT dims (aw=kvw=h, f=4h, dropout) this is s*b*h*(10 + 24/t + 5as/(ht)): eq
 Selective recompute drops the score part; full recompute keeps only the block input 2*T*h.
 
 Communication per block: TP all-reduce (or SP all-gather + reduce-scatter) of T*h*2 bytes
-twice forward and twice backward (Narayanan et al. 2021, fig. 5); CP ring exchange of K and
+twice forward and twice backward (Narayanan et al. 2021, fig. 5), exposed unless overlapped
+with the GEMMs (then one chunk of t is exposed); CP ring exchange of K and
 V, which moves what an all-gather of the sequence's K,V would move (forward), plus the
 gradient reduce-scatter (backward); both hidden under attention when shorter.
 """
@@ -131,8 +132,20 @@ def layer_cost(problem: Problem, v: PlanVars) -> LayerCost:
     tp_bwd = [2 * x for x in tp_pair]
     overlap = np.asarray(v.tp_comm_overlap, dtype=bool)
     tp_fwd_total, tp_bwd_total = sum(tp_fwd), sum(tp_bwd)
-    tp_exp_fwd = np.where(overlap, np.maximum(tp_fwd_total - gemm_fwd, 0.0), tp_fwd_total)
-    tp_exp_bwd = np.where(overlap, np.maximum(tp_bwd_total - 2 * gemm_fwd, 0.0), tp_bwd_total)
+    # Overlap splits each GEMM and its collective into t chunks (Transformer Engine userbuffers
+    # ring exchange): one chunk of communication cannot hide, the rest hides under the GEMM,
+    # and each of the 4 GEMMs (8 backward) becomes t smaller calls.
+    chunk_calls = (t - 1.0) * device.efficiency.gemm_overhead_s
+    tp_exp_fwd = np.where(
+        overlap,
+        tp_fwd_total / t + np.maximum(tp_fwd_total * (t - 1) / t - gemm_fwd, 0.0) + 4 * chunk_calls,
+        tp_fwd_total,
+    )
+    tp_exp_bwd = np.where(
+        overlap,
+        tp_bwd_total / t + np.maximum(tp_bwd_total * (t - 1) / t - 2 * gemm_fwd, 0.0) + 8 * chunk_calls,
+        tp_bwd_total,
+    )
 
     # Context-parallel ring exchange of K and V.
     cp_members = group_members(cluster, v, ("cp",))

@@ -13,6 +13,8 @@ Pipeline: planner.cost.pipeline. Data parallel (after the last backward):
     With overlap, communication hides under the stage's last backward (gradients) or first
     forward (weights) except the last bucket; stage i ends sum_{j<i} B_j before stage 0,
     which is its slack.
+Tied embeddings (pp > 1): the first and last stages all-reduce the embedding gradient (two
+members: one transfer of the table each way, i.e. one p2p time).
 Optimizer: Adam reads the gradient, reads and writes master weights and moments, writes
 bf16 weights: memory-bound over the local shard.
 """
@@ -177,6 +179,21 @@ def data_parallel_terms(problem: Problem, v: PlanVars, spec: StageSpec, terms: S
     return grad_exposed, param_exposed, optimizer_s, (grad_tiers, param_tiers)
 
 
+def tied_embedding_sync_s(problem: Problem, v: PlanVars):
+    """All-reduce of the tied word-embedding gradient between the first and last stages.
+
+    With tied embeddings and pp > 1 both edge stages hold the V x h/t table; Megatron sums
+    their gradients after the backward pass, before the optimizer, without overlap.
+    """
+    model, cluster = problem.model, problem.cluster
+    if not model.tied_embeddings:
+        return 0.0
+    grad_bytes = 4.0 if problem.task.framework.grad_dtype == "fp32" else 2.0
+    size = model.vocab_size * model.hidden_size / np.asarray(v.tp, dtype=float) * grad_bytes
+    hop = p2p_time_s(size, pp_hop_crosses(cluster, v), cluster)
+    return np.where(np.asarray(v.pp) > 1, hop, 0.0)
+
+
 def plan_stage_specs(plan: Plan, problem: Problem) -> list[StageSpec]:
     """One StageSpec per pipeline stage of a concrete plan."""
     layers = plan.layers_per_stage(problem.model.num_layers)
@@ -185,6 +202,73 @@ def plan_stage_specs(plan: Plan, problem: Problem) -> list[StageSpec]:
         StageSpec(index=i, layers=n, recomputed=r, is_first=i == 0, is_last=i == plan.pp - 1)
         for i, (n, r) in enumerate(zip(layers, recomputed, strict=True))
     ]
+
+
+@dataclass(frozen=True)
+class Assembled:
+    """A priced step (scalars or arrays over candidates); see the module docstring."""
+
+    step_s: object
+    pipeline_s: object
+    bubble_s: object
+    grad_exposed_s: object
+    param_exposed_s: object
+    embedding_sync_s: object
+    optimizer_s: object
+    peak_memory_bytes: object
+    terms: list
+    memories: list
+    data_parallel: list
+
+
+def assemble(problem: Problem, v: PlanVars, specs: list[StageSpec], num_micro_batches) -> Assembled:
+    """Step time and peak memory from stage specs, in order of stage index.
+
+    Each spec stands for `count` consecutive stages starting at `index` (identical in time);
+    its memory and data-parallel exposure are those of its first stage, the worst of the
+    group (most micro-batches in flight, least slack). A spec with count 0 is ignored.
+    Stage k ends its last backward sum_{j<k} B_j before stage 0 does: that is its slack.
+    """
+    layer = layer_cost(problem, v)
+    edges = edge_cost(problem, v, layer.tokens)
+    terms = [stage_terms(problem, v, layer, edges, s) for s in specs]
+    counts = [s.count for s in specs]
+    pipeline_s, bubble_s, _ = pipeline_time_s(
+        [x.total_s for x in terms], counts, num_micro_batches, v.virtual_stages
+    )
+    grad_exposed = param_exposed = optimizer_s = peak = 0.0
+    slack_b = slack_f = 0.0
+    memories, data_parallel = [], []
+    for spec, x in zip(specs, terms, strict=True):
+        active = np.asarray(spec.count) > 0
+        g, p, o, tiers = data_parallel_terms(problem, v, spec, x)
+        grad_exposed = np.maximum(grad_exposed, np.where(active, g - slack_b, 0.0))
+        param_exposed = np.maximum(param_exposed, np.where(active, p - slack_f, 0.0))
+        optimizer_s = np.maximum(optimizer_s, np.where(active, o, 0.0))
+        mem = stage_memory(
+            problem, v, layer, spec.layers, spec.recomputed, spec.index, spec.is_first, spec.is_last,
+            num_micro_batches, edges.logits_bytes,
+        )
+        peak = np.maximum(peak, np.where(active, mem.total_bytes, 0.0))
+        slack_b = slack_b + spec.count * x.backward_s
+        slack_f = slack_f + spec.count * x.forward_s
+        memories.append(mem)
+        data_parallel.append((g, p, o, tiers))
+    embedding_sync = tied_embedding_sync_s(problem, v)
+    step = pipeline_s + grad_exposed + param_exposed + embedding_sync + optimizer_s
+    return Assembled(
+        step_s=step,
+        pipeline_s=pipeline_s,
+        bubble_s=bubble_s,
+        grad_exposed_s=grad_exposed,
+        param_exposed_s=param_exposed,
+        embedding_sync_s=embedding_sync,
+        optimizer_s=optimizer_s,
+        peak_memory_bytes=peak,
+        terms=terms,
+        memories=memories,
+        data_parallel=data_parallel,
+    )
 
 
 def evaluate(problem: Problem, plan: Plan) -> Breakdown:
@@ -198,32 +282,15 @@ def evaluate(problem: Problem, plan: Plan) -> Breakdown:
         raise PlanError(errors)
     model, task, cluster = problem.model, problem.task, problem.cluster
     v = PlanVars.from_plan(plan)
-    layer = layer_cost(problem, v)
-    edges = edge_cost(problem, v, layer.tokens)
     m = plan.num_micro_batches(task.num_sequences)
     specs = plan_stage_specs(plan, problem)
-    terms = [stage_terms(problem, v, layer, edges, s) for s in specs]
-    stage_times = [float(x.total_s) for x in terms]
-    pipeline_s, bubble_s, _ = pipeline_time_s(stage_times, [1] * len(specs), m, plan.virtual_stages)
+    a = assemble(problem, v, specs, m)
+    stage_times = [float(x.total_s) for x in a.terms]
     critical = int(np.argmax(stage_times))
-
-    dp = [data_parallel_terms(problem, v, s, x) for s, x in zip(specs, terms, strict=True)]
-    slack_b = np.concatenate([[0.0], np.cumsum([float(x.backward_s) for x in terms])[:-1]])
-    slack_f = np.concatenate([[0.0], np.cumsum([float(x.forward_s) for x in terms])[:-1]])
-    grad_exposed = max(max(float(g) - sb, 0.0) for (g, _, _, _), sb in zip(dp, slack_b, strict=True))
-    param_exposed = max(max(float(p) - sf, 0.0) for (_, p, _, _), sf in zip(dp, slack_f, strict=True))
-    optimizer_s = max(float(o) for (_, _, o, _) in dp)
-    dp_exposed = grad_exposed + param_exposed
-
-    crit = terms[critical]
-    step = float(pipeline_s) + dp_exposed + optimizer_s
+    crit = a.terms[critical]
     capacity = cluster.device.hbm_bytes * (1.0 - task.memory_headroom)
     stages = []
-    for spec, x in zip(specs, terms, strict=True):
-        mem = stage_memory(
-            problem, v, layer, spec.layers, spec.recomputed, spec.index, spec.is_first, spec.is_last,
-            m, edges.logits_bytes,
-        )
+    for spec, x, mem in zip(specs, a.terms, a.memories, strict=True):
         mem = type(mem)(**{k: float(getattr(mem, k)) for k in mem.__dataclass_fields__})
         stages.append(
             StageReport(
@@ -239,11 +306,13 @@ def evaluate(problem: Problem, plan: Plan) -> Breakdown:
             )
         )
 
+    step = float(a.step_s)
     tokens = task.tokens_per_step
     model_flops = flops.model_flops_per_token(model, task.seq_len) * tokens
     hardware_flops = flops.hardware_flops_per_token(model, task.seq_len, plan.recompute) * tokens
     peak = cluster.device.peak("fp16" if task.precision == "fp16" else "bf16") * cluster.num_devices
-    by_axis = _exposed_by_axis_tier(problem, layer, crit, specs[critical], dp, critical, m)
+    layer = layer_cost(problem, v)
+    by_axis = _exposed_by_axis_tier(problem, layer, crit, a.data_parallel, critical, m)
     return Breakdown(
         step_time_s=step,
         compute_s=m * float(crit.compute_s),
@@ -252,9 +321,10 @@ def evaluate(problem: Problem, plan: Plan) -> Breakdown:
         cp_exposed_s=m * float(crit.cp_s),
         pp_p2p_s=m * float(crit.p2p_s),
         zero3_exposed_s=m * float(crit.zero3_s),
-        bubble_s=float(bubble_s),
-        dp_exposed_s=dp_exposed,
-        optimizer_s=optimizer_s,
+        bubble_s=float(a.bubble_s),
+        dp_exposed_s=float(a.grad_exposed_s) + float(a.param_exposed_s),
+        embedding_sync_s=float(a.embedding_sync_s),
+        optimizer_s=float(a.optimizer_s),
         exposed_by_axis_tier=by_axis,
         tokens_per_s=tokens / step,
         tokens_per_s_per_gpu=tokens / step / cluster.num_devices,
@@ -277,17 +347,17 @@ def _split(total: float, raw_by_tier: list, names: list[str]) -> dict[str, float
     return {n: total * r / whole for n, r in zip(names, raw, strict=True) if r > 0}
 
 
-def _exposed_by_axis_tier(problem, layer, crit, spec, dp, critical, m) -> dict[str, dict[str, float]]:
+def _exposed_by_axis_tier(problem, layer, crit, dp, critical, m) -> dict[str, dict[str, float]]:
     names = [tier.name for tier in problem.cluster.tiers]
     result = {
         "tp": _split(m * float(crit.tp_s), [a + b for a, b in zip(layer.tp_fwd_by_tier, layer.tp_bwd_by_tier, strict=True)], names),
         "cp": _split(m * float(crit.cp_s), [a + b for a, b in zip(layer.cp_fwd_by_tier, layer.cp_bwd_by_tier, strict=True)], names),
     }
     grad_tiers, param_tiers = dp[critical][3]
-    dp_total = float(dp[critical][0]) + float(dp[critical][1])
+    dp_total = max(float(dp[critical][0]), 0.0) + max(float(dp[critical][1]), 0.0)
     result["dp"] = _split(dp_total, [g + p for g, p in zip(grad_tiers, param_tiers, strict=True)], names)
     result["pp"] = {"p2p": m * float(crit.p2p_s)} if float(crit.p2p_s) > 0 else {}
     return {axis: parts for axis, parts in result.items() if parts}
 
 
-__all__ = ["evaluate", "plan_stage_specs", "stage_terms", "data_parallel_terms", "StageSpec", "strides_for"]
+__all__ = ["assemble", "evaluate", "plan_stage_specs", "stage_terms", "data_parallel_terms", "StageSpec", "strides_for"]
