@@ -60,6 +60,12 @@ class Framework(Spec):
     grad_dtype: Literal["fp32", "bf16"] = Field(
         default="fp32", description="Gradient accumulation/reduction dtype (Megatron main_grad: fp32)."
     )
+    low_precision_grads: bool = Field(
+        default=False,
+        description="Backward writes bf16/fp16 .grad tensors for the whole stage before they are "
+        "added to the fp32 gradients (DeepSpeed BF16_Optimizer); Megatron-Core's gradient-"
+        "accumulation fusion writes straight into the fp32 buffer (false).",
+    )
     overlap_grad_reduce: bool = Field(default=True, description="DP reduce under backward.")
     overlap_param_gather: bool = Field(default=True, description="ZeRO param gather under forward.")
     overlap_p2p_comm: bool = Field(

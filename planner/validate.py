@@ -223,6 +223,7 @@ def resolve_row(row: dict) -> tuple[Problem, Plan, list[str], str]:
         overlap_grad_reduce=era == "new",
         overlap_param_gather=era == "new",
         overlap_p2p_comm=era == "new",
+        low_precision_grads="DeepSpeed" in str(p.get("framework")),
     )
     notes.append(
         "framework era: "

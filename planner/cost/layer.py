@@ -11,6 +11,8 @@ MLPs, flash attention and CP), per block:
     scores (unfused attention only): (2 + 3*dropout) * T*s*a / t [softmax, dropout mask+out]
 With GPT dims (aw=kvw=h, f=4h, dropout) this is s*b*h*(10 + 24/t + 5as/(ht)): eq. 1.
 Selective recompute drops the score part; full recompute keeps only the block input 2*T*h.
+In fp8 the four weight-GEMM inputs are kept in fp8 (1 B): QKV and fc1 inputs, projection
+input, fc2 input.
 
 Communication per block: TP all-reduce (or SP all-gather + reduce-scatter) of T*h*2 bytes
 twice forward and twice backward (Narayanan et al. 2021, fig. 5), exposed unless overlapped
@@ -161,8 +163,12 @@ def layer_cost(problem: Problem, v: PlanVars) -> LayerCost:
     selective = 0.0 if flash else attn_fwd
 
     # Activation memory.
-    replicated = (8.0 + 2.0 * dropout) * tokens * h / hidden_div
-    tp_part = (2.0 * tokens * (aw + 2 * kvw) + 2.0 * tokens * aw + (6.0 if gated else 4.0) * tokens * f) / t
+    # With fp8, Transformer Engine saves the inputs of the weight GEMMs (QKV, projection, fc1,
+    # fc2) for the weight gradient in fp8: 1 B instead of 2.
+    gemm_input = 1.0 if task.precision == "fp8" else 2.0
+    replicated = (4.0 + 2.0 * gemm_input + 2.0 * dropout) * tokens * h / hidden_div
+    mlp_bytes = (4.0 if gated else 2.0) + gemm_input
+    tp_part = (2.0 * tokens * (aw + 2 * kvw) + gemm_input * tokens * aw + mlp_bytes * tokens * f) / t
     if flash:
         scores = 4.0 * tokens * model.num_heads / t  # fp32 log-sum-exp per row
         kept_scores = scores

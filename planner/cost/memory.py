@@ -1,6 +1,7 @@
 """Peak memory per GPU of one pipeline stage.
 
-static   weights (2 B/param; fp8 adds a 1 B cast copy) + gradients (grad dtype) + optimizer
+static   weights (2 B/param; fp8 adds a 1 B cast copy) + gradients (grad dtype; plus 2 B when
+         the framework keeps low-precision .grad tensors before accumulating) + optimizer
          (fp32 master 4 B + 4 B per moment). ZeRO-1 shards the optimizer over the shard
          group, ZeRO-2 also the gradients, ZeRO-3 also the weights (Rajbhandari et al. 2020).
          Megatron mixed precision: 2 + 4 + 12 = 18 B/param (Korthikanti et al., fig. 1).
@@ -101,6 +102,8 @@ def stage_memory(
     optimizer_bytes_per_param = (4.0 if optimizer.master_weights else 0.0) + 4.0 * optimizer.num_states
     weights = params * weight_bytes_per_param / np.where(zero >= 3, shard, 1.0)
     grads = params * grad_bytes_per_param / np.where(zero >= 2, shard, 1.0)
+    if framework.low_precision_grads:
+        grads = grads + params * 2.0
     opt = params * optimizer_bytes_per_param / np.where(zero >= 1, shard, 1.0)
 
     recompute = np.asarray(v.recompute)
