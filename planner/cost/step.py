@@ -137,8 +137,36 @@ def stage_terms(problem: Problem, v: PlanVars, layer: LayerCost, edges: EdgeCost
     )
 
 
-def data_parallel_terms(problem: Problem, v: PlanVars, spec: StageSpec, terms: StageTerms):
-    """(exposed gradient seconds, exposed weight-gather seconds, optimizer seconds, by-tier raw)."""
+@dataclass(frozen=True)
+class DataParallelRaw:
+    """Data-parallel communication and optimizer time of one stage, before overlap.
+
+    Exposure after overlap (seconds):
+        gradients: max(grad_s - grad_window * B, grad_floor_s)
+        weights:   max(param_s - param_window * F, param_floor_s)
+    where B and F are the stage's backward and forward time of one micro-batch, the windows
+    are 1 with overlap and 0 without, and the floors are the last (first) bucket with overlap,
+    the whole collective without.
+    """
+
+    grad_s: object
+    grad_floor_s: object
+    grad_window: float
+    param_s: object
+    param_floor_s: object
+    param_window: float
+    optimizer_s: object
+    grad_tiers: list
+    param_tiers: list
+
+    def exposed(self, forward_s, backward_s):
+        grad = np.maximum(self.grad_s - self.grad_window * backward_s, self.grad_floor_s)
+        param = np.maximum(self.param_s - self.param_window * forward_s, self.param_floor_s)
+        return grad, param
+
+
+def data_parallel_raw(problem: Problem, v: PlanVars, spec: StageSpec) -> DataParallelRaw:
+    """Gradient reduction, weight gather and Adam step of one stage (see module doc)."""
     cluster, framework = problem.cluster, problem.task.framework
     params = stage_params(problem, v, spec.layers, spec.is_first, spec.is_last)
     zero = np.asarray(v.zero_stage)
@@ -162,21 +190,29 @@ def data_parallel_terms(problem: Problem, v: PlanVars, spec: StageSpec, terms: S
 
     bucket = framework.grad_bucket_bytes
     if framework.overlap_grad_reduce:
-        last_bucket = grad_s * np.minimum(1.0, bucket / np.maximum(g_bytes, 1.0))
-        grad_exposed = np.maximum(grad_s - terms.backward_s, last_bucket)
+        grad_floor = grad_s * np.minimum(1.0, bucket / np.maximum(g_bytes, 1.0))
     else:
-        grad_exposed = grad_s
+        grad_floor = grad_s
     if framework.overlap_param_gather:
-        first_bucket = param_s * np.minimum(1.0, bucket / np.maximum(params * 2.0, 1.0))
-        param_exposed = np.maximum(param_s - terms.forward_s, first_bucket)
+        param_floor = param_s * np.minimum(1.0, bucket / np.maximum(params * 2.0, 1.0))
     else:
-        param_exposed = param_s
+        param_floor = param_s
 
     opt = problem.task.optimizer
     local = params / np.where(zero >= 1, shard * np.asarray(v.cp, dtype=float), 1.0)
     step_bytes = grad_bytes + (8.0 if opt.master_weights else 0.0) + 8.0 * opt.num_states + 2.0
     optimizer_s = kernels.memory_bound_time_s(local * step_bytes, cluster.device)
-    return grad_exposed, param_exposed, optimizer_s, (grad_tiers, param_tiers)
+    return DataParallelRaw(
+        grad_s=grad_s,
+        grad_floor_s=grad_floor,
+        grad_window=1.0 if framework.overlap_grad_reduce else 0.0,
+        param_s=param_s,
+        param_floor_s=param_floor,
+        param_window=1.0 if framework.overlap_param_gather else 0.0,
+        optimizer_s=optimizer_s,
+        grad_tiers=grad_tiers,
+        param_tiers=param_tiers,
+    )
 
 
 def tied_embedding_sync_s(problem: Problem, v: PlanVars):
@@ -241,7 +277,9 @@ def assemble(problem: Problem, v: PlanVars, specs: list[StageSpec], num_micro_ba
     memories, data_parallel = [], []
     for spec, x in zip(specs, terms, strict=True):
         active = np.asarray(spec.count) > 0
-        g, p, o, tiers = data_parallel_terms(problem, v, spec, x)
+        raw = data_parallel_raw(problem, v, spec)
+        g, p = raw.exposed(x.forward_s, x.backward_s)
+        o = raw.optimizer_s
         grad_exposed = np.maximum(grad_exposed, np.where(active, g - slack_b, 0.0))
         param_exposed = np.maximum(param_exposed, np.where(active, p - slack_f, 0.0))
         optimizer_s = np.maximum(optimizer_s, np.where(active, o, 0.0))
@@ -253,7 +291,7 @@ def assemble(problem: Problem, v: PlanVars, specs: list[StageSpec], num_micro_ba
         slack_b = slack_b + spec.count * x.backward_s
         slack_f = slack_f + spec.count * x.forward_s
         memories.append(mem)
-        data_parallel.append((g, p, o, tiers))
+        data_parallel.append((g, p, o, (raw.grad_tiers, raw.param_tiers)))
     embedding_sync = tied_embedding_sync_s(problem, v)
     step = pipeline_s + grad_exposed + param_exposed + embedding_sync + optimizer_s
     return Assembled(
@@ -360,4 +398,4 @@ def _exposed_by_axis_tier(problem, layer, crit, dp, critical, m) -> dict[str, di
     return {axis: parts for axis, parts in result.items() if parts}
 
 
-__all__ = ["assemble", "evaluate", "plan_stage_specs", "stage_terms", "data_parallel_terms", "StageSpec", "strides_for"]
+__all__ = ["assemble", "evaluate", "plan_stage_specs", "stage_terms", "data_parallel_raw", "StageSpec", "strides_for"]
