@@ -41,6 +41,7 @@ class CandidateSet:
     zero_stage: np.ndarray
     recompute: np.ndarray
     axis_order: np.ndarray
+    shard_size: np.ndarray
 
     def __len__(self) -> int:
         return len(self.tp)
@@ -63,6 +64,7 @@ class CandidateSet:
             micro_batch_size=int(self.micro_batch_size[i]),
             recompute=RECOMPUTE_NAMES[int(self.recompute[i])],
             axis_order=list(AXIS_ORDERS[int(self.axis_order[i])]),
+            zero_shard_size=int(self.shard_size[i]) if self.shard_size[i] != self.dp[i] else None,
         )
 
     @classmethod
@@ -82,6 +84,7 @@ class CandidateSet:
             zero_stage=col(lambda p: p.zero_stage),
             recompute=col(lambda p: RECOMPUTE_CODES[p.recompute]),
             axis_order=col(lambda p: AXIS_ORDERS.index(tuple(p.axis_order))),
+            shard_size=col(lambda p: p.shard_size if p.zero_stage else p.dp),
         )
 
 
@@ -119,7 +122,7 @@ def price(problem: Problem, c: CandidateSet) -> Priced:
         sp=c.sp,
         tp_comm_overlap=c.tp_comm_overlap,
         zero_stage=c.zero_stage,
-        shard_size=np.where(c.zero_stage > 0, c.dp, 1),
+        shard_size=np.where(c.zero_stage > 0, c.shard_size, 1),
         recompute=c.recompute,
         strides=_strides(c),
     )
@@ -150,21 +153,65 @@ def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
+@dataclass(frozen=True)
+class SpaceOptions:
+    """Which plans the search space declares, beyond the task's own constraints.
+
+    Attributes:
+        max_virtual_stages: interleaving depth considered (1 = plain 1F1B only).
+        max_micro_batch_size: largest micro-batch considered.
+        axis_orders: "megatron" (tp, cp, dp, pp only), "tp-inner" (tp innermost, the other
+            three in any order) or "all" (24 orders). Orders that differ only in where
+            degree-1 axes sit are the same mapping and are listed once.
+        hsdp: also consider ZeRO sharding within a node's worth of DP ranks (replicated across).
+        tp_within_tier: the TP group must fit in one domain of this tier (0 = NVLink); None
+            lifts the rule.
+        tp_comm_overlap: consider TP communication overlap (needs TP > 1).
+        non_uniform_stages: pipeline depths whose layers do not split evenly are in the space
+            (stages then differ; each holds a multiple of v layers, at least v).
+    """
+
+    max_virtual_stages: int = 4
+    max_micro_batch_size: int = 16
+    axis_orders: str = "tp-inner"
+    hsdp: bool = True
+    tp_within_tier: int | None = 0
+    tp_comm_overlap: bool = True
+    non_uniform_stages: bool = True
+
+
+def _orders(kind: str) -> list[int]:
+    if kind == "megatron":
+        return [DEFAULT_ORDER_INDEX]
+    if kind == "tp-inner":
+        return [i for i, order in enumerate(AXIS_ORDERS) if order[0] == "tp"]
+    if kind == "all":
+        return list(range(len(AXIS_ORDERS)))
+    raise ValueError(f"axis_orders must be megatron, tp-inner or all, got {kind!r}")
+
+
 def enumerate_candidates(
     problem: Problem,
     max_virtual_stages: int = 4,
     axis_orders: list[int] | None = None,
+    options: SpaceOptions | None = None,
 ) -> CandidateSet:
-    """Every uniform-stage plan of the task's declared space that passes `check_plan`.
+    """Every uniform-stage plan of the declared space that passes `check_plan`.
 
     Degrees are divisors of the device count; TP also divides the heads; layers divide into
-    pp * v chunks; the batch into dp * micro-batch. Axis orders default to the Megatron
-    order (tp, cp, dp, pp) only.
+    pp * v chunks; the batch into dp * micro-batch; the task's constraints hold; with
+    `options`, the TP group fits its tier and equivalent axis orders are listed once.
+    Without `options`, the Megatron axis order (or the given ones) and all micro-batch sizes.
     """
     model, task, cluster = problem.model, problem.task, problem.cluster
     c = task.constraints
     n = cluster.num_devices
-    orders = axis_orders if axis_orders is not None else [DEFAULT_ORDER_INDEX]
+    if options is not None:
+        max_virtual_stages = options.max_virtual_stages
+        orders = _orders(options.axis_orders)
+    else:
+        orders = axis_orders if axis_orders is not None else [DEFAULT_ORDER_INDEX]
+    max_mbs = options.max_micro_batch_size if options else task.num_sequences
     rows = []
     for tp in _divisors(n):
         if model.num_heads % tp or (model.kv_heads % tp and tp % model.kv_heads) or not c.tp.admits(tp):
@@ -178,14 +225,41 @@ def enumerate_candidates(
                 dp = n // (tp * cp * pp)
                 if not c.dp.admits(dp) or task.num_sequences % dp:
                     continue
+                degrees = {"tp": tp, "cp": cp, "dp": dp, "pp": pp}
+                seen = set()
+                kept_orders = []
+                for order in orders:
+                    key = tuple(a for a in AXIS_ORDERS[order] if degrees[a] > 1)
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    if options is not None and options.tp_within_tier is not None and tp > 1:
+                        stride = 1
+                        for axis in AXIS_ORDERS[order]:
+                            if axis == "tp":
+                                break
+                            stride *= degrees[axis]
+                        if stride * tp > cluster.tier_size(options.tp_within_tier):
+                            continue
+                    kept_orders.append(order)
+                shards = [dp]
+                if options is not None and options.hsdp:
+                    local = cluster.tier_size(0) // (tp * cp)
+                    if 1 < local < dp and dp % local == 0:
+                        shards.append(local)
+                uneven_ok = options is not None and options.non_uniform_stages
                 for vs in range(1, max_virtual_stages + 1):
-                    if model.num_layers % (pp * vs) or (vs > 1 and pp == 1):
+                    if vs > 1 and pp == 1:
+                        continue
+                    if model.num_layers % (pp * vs) and not (
+                        uneven_ok and model.num_layers % vs == 0 and model.num_layers >= pp * vs
+                    ):
                         continue
                     schedule = "interleaved" if vs > 1 else "1f1b"
                     if schedule not in c.schedules:
                         continue
                     for mbs in _divisors(task.num_sequences // dp):
-                        if not c.micro_batch_size.admits(mbs):
+                        if mbs > max_mbs or not c.micro_batch_size.admits(mbs):
                             continue
                         m = task.num_sequences // (dp * mbs)
                         if vs > 1 and m % pp:
@@ -194,14 +268,19 @@ def enumerate_candidates(
                             if zero and dp == 1:
                                 continue
                             for rc in c.recompute:
-                                for sp, ov in ((0, 0), (1, 0), (1, 1), (0, 1)) if tp > 1 else ((0, 0),):
-                                    for order in orders:
-                                        rows.append(
-                                            (tp, cp, pp, dp, vs, mbs, sp, ov, zero, RECOMPUTE_CODES[rc], order)
-                                        )
+                                overlap_ok = options is None or options.tp_comm_overlap
+                                tp_modes = (
+                                    ((0, 0), (1, 0), (1, 1), (0, 1)) if overlap_ok else ((0, 0), (1, 0))
+                                ) if tp > 1 else ((0, 0),)
+                                for sp, ov in tp_modes:
+                                    for order in kept_orders:
+                                        for shard in shards if zero else [dp]:
+                                            rows.append(
+                                                (tp, cp, pp, dp, vs, mbs, sp, ov, zero, RECOMPUTE_CODES[rc], order, shard)
+                                            )
     if not rows:
         empty = np.zeros(0, dtype=np.int64)
-        return CandidateSet(*(empty for _ in range(11)))
+        return CandidateSet(*(empty for _ in range(12)))
     data = np.array(rows, dtype=np.int64)
     return CandidateSet(*(data[:, i] for i in range(data.shape[1])))
 

@@ -35,8 +35,8 @@ class Breakdown:
     """Step time split into parts that sum to `step_time_s`.
 
     step_time_s = compute_s + recompute_s + tp_exposed_s + cp_exposed_s + pp_p2p_s
-                  + zero3_exposed_s + bubble_s + dp_exposed_s + embedding_sync_s + optimizer_s
-    The first six are the critical (slowest) stage's per-micro-batch parts times the number
+                  + zero_exposed_s + bubble_s + dp_exposed_s + embedding_sync_s + optimizer_s
+    zero_exposed_s is the per-micro-batch ZeRO-2/3 traffic left exposed. The first six are the critical (slowest) stage's per-micro-batch parts times the number
     of micro-batches (the steady state); bubble_s is warm-up and cool-down; dp_exposed_s is
     the data-parallel gradient reduction and parameter gather left after overlap with the
     last backward / first forward; embedding_sync_s the tied-embedding gradient all-reduce
@@ -49,7 +49,7 @@ class Breakdown:
     tp_exposed_s: float
     cp_exposed_s: float
     pp_p2p_s: float
-    zero3_exposed_s: float
+    zero_exposed_s: float
     bubble_s: float
     dp_exposed_s: float
     embedding_sync_s: float
@@ -71,7 +71,7 @@ class Breakdown:
         "tp_exposed_s",
         "cp_exposed_s",
         "pp_p2p_s",
-        "zero3_exposed_s",
+        "zero_exposed_s",
         "bubble_s",
         "dp_exposed_s",
         "embedding_sync_s",

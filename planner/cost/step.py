@@ -1,15 +1,18 @@
 """The assembled training step: stages, pipeline, data parallelism, optimizer, overlap.
 
 Per stage i and micro-batch (seconds):
-    F_i = L_i * block.fwd + [first] embedding + [last] head + 2v * p2p... (sends counted in B)
+    F_i = L_i * block.fwd + [first] embedding + [last] head + pipeline sends
     B_i = L_i * block.bwd + R_i * block.fwd (full recompute) + L_i * selective part + edges
-    exposed ZeRO-3 gathers: per block max(0, gather - block compute) (prefetch under the
-    previous block), plus the first block's gather.
+          + pipeline sends
+    exposed ZeRO-3 gathers (and ZeRO-2/3 gradient reduce-scatters): per block
+    max(0, collective - block compute) (prefetch under the previous block), plus the first
+    block's collective.
     PP sends: v sends of T*h*2/t bytes each way per micro-batch (Megatron scatter/gather).
 Pipeline: planner.cost.pipeline. Data parallel (after the last backward):
     ZeRO-0: all-reduce of gradients over the dp x cp group.
-    ZeRO-1/2: reduce-scatter of gradients + all-gather of bf16 weights over the shard group,
-    and (HSDP) an all-reduce of the shard across replicas.
+    ZeRO-1: reduce-scatter of gradients + all-gather of bf16 weights over the shard group,
+    and (HSDP) an all-reduce of the shard across replicas. ZeRO-2 reduce-scatters every
+    micro-batch (in the stage terms) and gathers weights after the step; ZeRO-3 gathers too.
     With overlap, communication hides under the stage's last backward (gradients) or first
     forward (weights) except the last bucket; stage i ends sum_{j<i} B_j before stage 0,
     which is its slack.
@@ -59,7 +62,7 @@ class StageTerms:
     tp_s: object
     cp_s: object
     p2p_s: object
-    zero3_s: object
+    zero_s: object
     forward_s: object
     backward_s: object
 
@@ -112,8 +115,11 @@ def stage_terms(problem: Problem, v: PlanVars, layer: LayerCost, edges: EdgeCost
         hop = np.maximum(hop - chunk_s, 0.0)
     p2p_one_way = np.where(np.asarray(v.pp) > 1, vs * hop, 0.0)
 
-    # ZeRO-3: gather weights before each block (forward and backward), reduce-scatter grads.
+    # ZeRO-2 and -3 keep only a shard of the gradients, so every micro-batch reduce-scatters
+    # each block's gradients (hidden under the next block's backward); ZeRO-3 also gathers
+    # each block's weights before its forward and its backward (prefetched likewise).
     zero3 = np.asarray(v.zero_stage) >= 3
+    zero2 = np.asarray(v.zero_stage) == 2
     _, shard_group, _ = _groups(problem, v)
     block_bytes = flops.layer_params(model) / t
     grad_bytes = 4.0 if problem.task.framework.grad_dtype == "fp32" else 2.0
@@ -121,7 +127,9 @@ def stage_terms(problem: Problem, v: PlanVars, layer: LayerCost, edges: EdgeCost
     scatter = collective_time_s("reduce_scatter", block_bytes * grad_bytes, shard_group, cluster)
     z_f = layers * np.maximum(gather - layer.fwd_s, 0.0) + gather
     z_b = layers * np.maximum(gather + scatter - layer.bwd_s, 0.0) + scatter
-    z_f, z_b = np.where(zero3, z_f, 0.0), np.where(zero3, z_b, 0.0)
+    z2_b = layers * np.maximum(scatter - layer.bwd_s, 0.0) + scatter
+    z_f = np.where(zero3, z_f, 0.0)
+    z_b = np.where(zero3, z_b, np.where(zero2, z2_b, 0.0))
 
     forward = compute_f + tp_f + cp_f + p2p_one_way + z_f
     backward = compute_b + recompute_s + tp_b + cp_b + p2p_one_way + z_b
@@ -131,7 +139,7 @@ def stage_terms(problem: Problem, v: PlanVars, layer: LayerCost, edges: EdgeCost
         tp_s=tp_f + tp_b,
         cp_s=cp_f + cp_b,
         p2p_s=2 * p2p_one_way,
-        zero3_s=z_f + z_b,
+        zero_s=z_f + z_b,
         forward_s=forward,
         backward_s=backward,
     )
@@ -182,7 +190,7 @@ def data_parallel_raw(problem: Problem, v: PlanVars, spec: StageSpec) -> DataPar
     )
     ag = collective_time_by_tier("all_gather", params * 2.0, shard_group, cluster)
     grad_tiers = [
-        np.where(zero == 0, a, np.where(zero >= 3, r2, r + r2))
+        np.where(zero == 0, a, np.where(zero >= 2, r2, r + r2))
         for a, r, r2 in zip(ar_all, rs, ar_rep, strict=True)
     ]
     param_tiers = [np.where((zero >= 1) & (zero <= 2), g, 0.0) for g in ag]
@@ -358,7 +366,7 @@ def evaluate(problem: Problem, plan: Plan) -> Breakdown:
         tp_exposed_s=m * float(crit.tp_s),
         cp_exposed_s=m * float(crit.cp_s),
         pp_p2p_s=m * float(crit.p2p_s),
-        zero3_exposed_s=m * float(crit.zero3_s),
+        zero_exposed_s=m * float(crit.zero_s),
         bubble_s=float(a.bubble_s),
         dp_exposed_s=float(a.grad_exposed_s) + float(a.param_exposed_s),
         embedding_sync_s=float(a.embedding_sync_s),

@@ -1,0 +1,72 @@
+"""The solver interface: options in, a result with its proof (or its failure) out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from planner.candidates import SpaceOptions
+from planner.cost.breakdown import Breakdown
+from planner.plan import Plan
+from planner.problem import Problem
+
+
+@dataclass(frozen=True)
+class SolveOptions:
+    """How to search.
+
+    Attributes:
+        time_limit_s: wall-clock limit of the exact search (best plan so far is returned).
+        workers: CP-SAT search workers (fixed for reproducibility).
+        seed: CP-SAT random seed.
+        space: which plans the search space declares.
+        max_configs: largest number of configurations the CP-SAT model holds at once; the rest
+            are covered by their lower bounds (reported in the bound).
+        max_evaluations: the exhaustive oracle refuses spaces larger than this.
+        log: print the CP-SAT search log.
+    """
+
+    time_limit_s: float = 10.0
+    workers: int = 2
+    seed: int = 0
+    space: SpaceOptions = field(default_factory=SpaceOptions)
+    max_configs: int = 200
+    max_evaluations: int = 5_000_000
+    log: bool = False
+
+
+@dataclass
+class SolveResult:
+    """A solver's answer. Statuses are results, not exceptions.
+
+    status: OPTIMAL (proven), FEASIBLE (a plan, gap open), INFEASIBLE (proven: no plan fits;
+    `infeasibility` says why), UNKNOWN (nothing found in time), HEURISTIC (a rule's plan,
+    no bound). objective_s is the solver's own objective; breakdown is the cost model's
+    re-evaluation of the plan.
+    """
+
+    solver: str
+    status: str
+    plan: Plan | None = None
+    objective_s: float | None = None
+    best_bound_s: float | None = None
+    wall_time_s: float = 0.0
+    breakdown: Breakdown | None = None
+    infeasibility: str | None = None
+    notes: list[str] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def gap(self) -> float | None:
+        if self.objective_s is None or self.best_bound_s is None or self.objective_s <= 0:
+            return None
+        return max(0.0, (self.objective_s - self.best_bound_s) / self.objective_s)
+
+
+class Solver(Protocol):
+    """Anything that turns a problem into a SolveResult."""
+
+    name: str
+    exact: bool
+
+    def solve(self, problem: Problem, options: SolveOptions) -> SolveResult: ...

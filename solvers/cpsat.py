@@ -1,0 +1,334 @@
+"""The exact planner: one CP-SAT model over configurations, stage partitions and recompute.
+
+Pre-processing (Python, valid bounds only; planner.bounds documents each):
+  1. The declared space is enumerated (planner.candidates.enumerate_candidates): every
+     configuration k = (TP, SP, TP overlap, CP, PP, v, DP, ZeRO stage, HSDP shard, micro-batch,
+     recompute mode, axis order) that passes the divisibility rules and the task's constraints.
+  2. The best heuristic plan (megatron-rules, fsdp-only, greedy) is the incumbent U.
+  3. Configurations with time lower bound LB_k > U are dropped (they cannot be optimal).
+  4. Of the rest, at most `max_configs` with the smallest LB_k enter the model; each is priced
+     into tables (planner.stage_tables); those whose memory lower bound exceeds the usable
+     memory are dropped. The smallest LB of configurations left out caps the proven bound.
+
+Scaling: every time is an integer number of units u = 1 ns, and the objective is 12 T / u
+(12 = lcm of v = 1..4, so (sum - max)/v stays integral). Each table entry is rounded to the
+nearest unit; `rounding_bound_s` is the worst accumulated rounding error of a configuration
+(reported; tested against the cost model's re-evaluation).
+
+Variables, for each configuration k kept (p stages, C = L/v chunks, m micro-batches):
+  x_k          Bool: configuration k is chosen; exactly one is.
+  c_ki         int in [1, C - p + 1]: chunks (of v layers) on stage i; sum_i c_ki = C if x_k.
+  r_ki         int in [0, L] (full recompute only): recomputed layers on stage i, r_ki <= v c_ki.
+  y_ki         Bool: r_ki > 0 (stage i pays the recompute transient); r_ki <= L y_ki.
+  F_ki, B0_ki  Element(c_ki, table): forward, backward (no recompute) seconds of a micro-batch.
+  B_ki         = B0_ki + R_k r_ki: backward with recompute.
+  t_ki         = F_ki + B_ki: stage time per micro-batch.
+  G_ki, Gf_ki, P_ki, Pf_ki, O_ki  Element(c_ki, table): DP gradient time and its floor, weight
+               gather time and its floor, optimizer time.
+  SB_ki, SF_ki = sum_{j<i} B_kj, sum_{j<i} F_kj: slack of stage i (stage 0 finishes last).
+  eg_ki >= G_ki - wg B_ki, eg_ki >= Gf_ki;  ep_ki >= P_ki - wp F_ki, ep_ki >= Pf_ki.
+  tmax_k >= t_ki;  gE_k >= eg_ki - SB_ki, gE_k >= 0;  pE_k >= ep_ki - SF_ki, pE_k >= 0;
+  opt_k >= O_ki.
+  obj          >= 12 m tmax_k + (12/v)(sum_i t_ki - tmax_k) + 12 (gE_k + pE_k + opt_k + sync_k)
+               if x_k; obj >= sum_k 12 LB_k x_k (a valid cut that tightens the bound).
+Constraints with enforcement literals (assumptions for infeasibility explanations):
+  memory       M_ki(c_ki) + dM_ki r_ki + Tr_ki y_ki <= usable memory, if x_k and A_memory.
+When x_k is false its stage variables are fixed (balanced chunks, no recompute).
+Objective: minimize obj. Every maximum above is only bounded from below; T increases in each of
+tmax, gE, pE, opt, so at the optimum they equal their maxima: obj = 12 T(plan) / u exactly up to
+rounding. The chosen plan is decoded and re-priced by planner.cost.step.evaluate.
+
+Search: the incumbent is a solution hint; fixed seed and worker count; `time_limit_s` and
+Ctrl-C return the best plan so far with its bound and gap.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from ortools.sat.python import cp_model
+
+from planner.bounds import memory_lower_bound, time_lower_bound
+from planner.candidates import enumerate_candidates
+from planner.cost.step import evaluate
+from planner.plan import Plan
+from planner.problem import Problem
+from planner.stage_tables import StageModel, plan_with_partition, stage_model
+from solvers.base import SolveOptions, SolveResult
+from solvers.heuristics import best_heuristic
+
+UNIT_S = 1e-9
+LCM_V = 12
+
+
+def _ints(values) -> list[int]:
+    return [int(round(float(x) / UNIT_S)) for x in values]
+
+
+@dataclass
+class _ConfigVars:
+    k: int
+    sm: StageModel
+    x: cp_model.IntVar
+    chunks: list
+    recomputed: list
+
+
+def _partition_of(plan: Plan, sm: StageModel) -> tuple[list[int], list[int]] | None:
+    layers = plan.layers_per_stage(sm.num_layers)
+    if any(n % sm.virtual_stages for n in layers):
+        return None
+    rc = plan.recomputed_layers(sm.num_layers) if sm.recompute_full else [0] * sm.num_stages
+    return [n // sm.virtual_stages for n in layers], list(rc)
+
+
+def _same_config(a: Plan, b: Plan) -> bool:
+    keys = ("tp", "sp", "tp_comm_overlap", "cp", "pp", "virtual_stages", "dp", "zero_stage",
+            "micro_batch_size", "recompute")
+    if any(getattr(a, k) != getattr(b, k) for k in keys):
+        return False
+    if a.shard_size != b.shard_size:
+        return False
+    degrees = {ax: a.degree(ax) for ax in ("tp", "cp", "dp", "pp")}
+    key = [ax for ax in a.axis_order if degrees[ax] > 1]
+    return key == [ax for ax in b.axis_order if degrees[ax] > 1]
+
+
+def _balanced(chunks: int, p: int) -> list[int]:
+    base, extra = divmod(chunks, p)
+    return [base + (1 if i < extra else 0) for i in range(p)]
+
+
+def build_model(models: list[StageModel], lower_bounds: list[float], incumbent: Plan | None, memory_literal: bool = True):
+    """The CP-SAT model of the module docstring; returns (model, configs, objective var, A_memory)."""
+    model = cp_model.CpModel()
+    a_memory = model.new_bool_var("A_memory")
+    configs: list[_ConfigVars] = []
+    horizon = 0
+    for sm in models:
+        worst = max(
+            max(np.max(st.forward_s) + np.max(st.backward_s) + sm.num_layers * sm.recompute_s for st in sm.stages),
+            0.0,
+        )
+        dp_worst = max(float(np.max(st.grad_s) + np.max(st.grad_floor_s) + np.max(st.param_s)
+                             + np.max(st.param_floor_s) + np.max(st.optimizer_s)) for st in sm.stages)
+        total = sm.num_micro_batches * worst + sm.num_stages * worst + dp_worst + sm.embedding_sync_s
+        horizon = max(horizon, int(math.ceil(LCM_V * total / UNIT_S)) + 1)
+    obj = model.new_int_var(0, horizon, "obj")
+    xs = []
+    for k, sm in enumerate(models):
+        p, C, L, v = sm.num_stages, sm.chunks, sm.num_layers, sm.virtual_stages
+        x = model.new_bool_var(f"x_{k}")
+        xs.append(x)
+        balanced = _balanced(C, p)
+        chunks, recomputed = [], []
+        t_terms, b_vars, f_vars = [], [], []
+        tmax = model.new_int_var(0, horizon, f"tmax_{k}")
+        g_exp = model.new_int_var(0, horizon, f"gE_{k}")
+        p_exp = model.new_int_var(0, horizon, f"pE_{k}")
+        opt = model.new_int_var(0, horizon, f"opt_{k}")
+        slack_b = 0
+        slack_f = 0
+        r_unit = int(round(sm.recompute_s / UNIT_S))
+        for i, st in enumerate(sm.stages):
+            c = model.new_int_var(1, C - p + 1, f"c_{k}_{i}")
+            model.add(c == balanced[i]).only_enforce_if(~x)
+            chunks.append(c)
+
+            def element(table, name, c=c, i=i):
+                values = _ints(table)
+                var = model.new_int_var(min(values), max(values), f"{name}_{k}_{i}")
+                model.add_element(c, values, var)
+                return var
+
+            f = element(st.forward_s, "F")
+            b0 = element(st.backward_s, "B0")
+            if sm.recompute_full:
+                r = model.new_int_var(0, L, f"r_{k}_{i}")
+                y = model.new_bool_var(f"y_{k}_{i}")
+                model.add(r <= v * c)
+                model.add(r <= L * y)
+                model.add(r == 0).only_enforce_if(~x)
+                model.add(y == 0).only_enforce_if(~x)
+                b = b0 + r_unit * r
+            else:
+                r, y = 0, 0
+                b = b0
+            recomputed.append(r)
+            b_var = model.new_int_var(0, horizon, f"B_{k}_{i}")
+            model.add(b_var == b)
+            t_terms.append(f + b_var)
+            model.add(tmax >= f + b_var)
+            g = element(st.grad_s, "G")
+            gf = element(st.grad_floor_s, "Gf")
+            pg = element(st.param_s, "P")
+            pf = element(st.param_floor_s, "Pf")
+            o = element(st.optimizer_s, "O")
+            eg = model.new_int_var(0, horizon, f"eg_{k}_{i}")
+            ep = model.new_int_var(0, horizon, f"ep_{k}_{i}")
+            model.add(eg >= g - int(sm.grad_window) * b_var)
+            model.add(eg >= gf)
+            model.add(ep >= pg - int(sm.param_window) * f)
+            model.add(ep >= pf)
+            model.add(g_exp >= eg - slack_b)
+            model.add(p_exp >= ep - slack_f)
+            model.add(opt >= o)
+            slack_b = slack_b + b_var
+            slack_f = slack_f + f
+            b_vars.append(b_var)
+            f_vars.append(f)
+            # Memory: M_i(c) + dM r + transient y <= usable, as an element table plus linear terms.
+            mem_unit = 1024  # bytes per unit (keeps the coefficients small); tables rounded up
+            mem_table = [int(math.ceil(float(mb) / mem_unit)) for mb in st.memory_bytes]
+            mem = model.new_int_var(min(mem_table), max(mem_table), f"M_{k}_{i}")
+            model.add_element(c, mem_table, mem)
+            per_r = int(math.floor(st.memory_per_recomputed_bytes / mem_unit)) if sm.recompute_full else 0
+            trans = int(math.ceil(st.memory_transient_bytes / mem_unit)) if sm.recompute_full else 0
+            cap = int(math.floor(sm.capacity_bytes / mem_unit))
+            literals = [x, a_memory] if memory_literal else [x]
+            model.add(mem + per_r * r + trans * y <= cap).only_enforce_if(literals)
+        model.add(sum(chunks) == C).only_enforce_if(x)
+        sync = int(round(sm.embedding_sync_s / UNIT_S))
+        m = sm.num_micro_batches
+        expr = (LCM_V * m * tmax + (LCM_V // v) * (sum(t_terms) - tmax)
+                + LCM_V * (g_exp + p_exp + opt) + LCM_V * sync)
+        model.add(obj >= expr).only_enforce_if(x)
+        configs.append(_ConfigVars(k=k, sm=sm, x=x, chunks=chunks, recomputed=recomputed))
+    model.add_exactly_one(xs)
+    model.add(obj >= sum(int(math.floor(LCM_V * lb / UNIT_S)) * x for lb, x in zip(lower_bounds, xs, strict=True)))
+    model.minimize(obj)
+    if incumbent is not None:
+        for cv in configs:
+            if _same_config(cv.sm.config, incumbent):
+                part = _partition_of(incumbent, cv.sm)
+                if part is None:
+                    continue
+                model.add_hint(cv.x, 1)
+                for var, value in zip(cv.chunks, part[0], strict=True):
+                    model.add_hint(var, value)
+                if cv.sm.recompute_full:
+                    for var, value in zip(cv.recomputed, part[1], strict=True):
+                        model.add_hint(var, value)
+                break
+    return model, configs, obj, a_memory
+
+
+def rounding_bound_s(sm: StageModel) -> float:
+    """Worst-case |objective * u / 12 - T| from rounding each table entry to a unit."""
+    p, m, v, L = sm.num_stages, sm.num_micro_batches, sm.virtual_stages, sm.num_layers
+    per_stage = 0.5 * UNIT_S * (2 + 2 + L)  # F, B0, B assembly, recompute coefficient times r <= L
+    return m * per_stage + (p * per_stage) / v + 0.5 * UNIT_S * (6 + 4 * p) + p * per_stage * 2
+
+
+class _Interrupt:
+    def __init__(self, solver: cp_model.CpSolver):
+        self.solver = solver
+        self.previous = None
+
+    def __enter__(self):
+        try:
+            self.previous = signal.signal(signal.SIGINT, lambda *_: self.solver.stop_search())
+        except ValueError:  # not the main thread
+            self.previous = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+class CpSat:
+    name = "cpsat"
+    exact = True
+
+    def solve(self, problem: Problem, options: SolveOptions) -> SolveResult:
+        start = time.perf_counter()
+        stats: dict = {}
+        candidates = enumerate_candidates(problem, options=options.space)
+        stats["configurations"] = len(candidates)
+        if len(candidates) == 0:
+            from solvers.diagnose import explain_empty_space
+
+            return SolveResult(solver=self.name, status="INFEASIBLE", wall_time_s=time.perf_counter() - start,
+                               infeasibility=explain_empty_space(problem, options), stats=stats)
+        heuristic = best_heuristic(problem, options)
+        incumbent = heuristic.plan if heuristic else None
+        upper = heuristic.objective_s if heuristic else math.inf
+        lower = time_lower_bound(problem, candidates)
+        order = np.argsort(lower, kind="stable")
+        keep = [int(i) for i in order if lower[i] <= upper * (1 + 1e-9)]
+        stats["pruned_by_time_bound"] = len(candidates) - len(keep)
+        models, bounds = [], []
+        excluded_bound = math.inf
+        pruned_memory = 0
+        for position, i in enumerate(keep):
+            if len(models) >= options.max_configs:
+                excluded_bound = min(excluded_bound, float(lower[i]))
+                stats["left_out_by_max_configs"] = len(keep) - position
+                break
+            config = candidates.plan(i)
+            sm = stage_model(problem, config)
+            if memory_lower_bound(sm) > sm.capacity_bytes:
+                pruned_memory += 1
+                continue
+            models.append(sm)
+            bounds.append(float(lower[i]))
+        stats["pruned_by_memory_bound"] = pruned_memory
+        stats["configurations_in_model"] = len(models)
+        if not models:
+            wall = time.perf_counter() - start
+            if incumbent is not None:  # every other configuration is provably worse
+                return self._result(problem, incumbent, upper, upper, "OPTIMAL", wall, stats,
+                                    ["the heuristic plan's configuration bounds every other one"])
+            from solvers.diagnose import explain_infeasible
+
+            return SolveResult(solver=self.name, status="INFEASIBLE", wall_time_s=wall, stats=stats,
+                               infeasibility=explain_infeasible(problem, options, candidates, lower))
+        model, configs, obj, a_memory = build_model(models, bounds, incumbent)
+        model.add_assumptions([a_memory])
+        solver = cp_model.CpSolver()
+        remaining = max(0.1, options.time_limit_s - (time.perf_counter() - start))
+        solver.parameters.max_time_in_seconds = remaining
+        solver.parameters.num_workers = options.workers
+        solver.parameters.random_seed = options.seed
+        solver.parameters.log_search_progress = options.log
+        with _Interrupt(solver):
+            status = solver.solve(model)
+        wall = time.perf_counter() - start
+        stats["cp_sat_wall_s"] = solver.wall_time
+        stats["rounding_bound_s"] = max(rounding_bound_s(sm) for sm in models)
+        status_name = solver.status_name(status)
+        if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            chosen = next(cv for cv in configs if solver.boolean_value(cv.x))
+            chunks = [int(solver.value(c)) for c in chosen.chunks]
+            recomputed = [int(solver.value(r)) if not isinstance(r, int) else 0 for r in chosen.recomputed]
+            plan = plan_with_partition(chosen.sm, chunks, recomputed)
+            objective = solver.objective_value * UNIT_S / LCM_V
+            bound = min(solver.best_objective_bound * UNIT_S / LCM_V, excluded_bound)
+            bound = min(bound, objective)
+            proven = status == cp_model.OPTIMAL and excluded_bound >= objective - stats["rounding_bound_s"]
+            stats["objective_units"] = int(solver.objective_value)
+            return self._result(problem, plan, objective, bound, "OPTIMAL" if proven else "FEASIBLE", wall, stats)
+        if status == cp_model.INFEASIBLE:
+            from solvers.diagnose import explain_infeasible
+
+            return SolveResult(solver=self.name, status="INFEASIBLE", wall_time_s=wall, stats=stats,
+                               infeasibility=explain_infeasible(problem, options, candidates, lower))
+        if incumbent is not None:
+            return self._result(problem, incumbent, upper, None, "FEASIBLE", wall, stats,
+                                [f"CP-SAT returned {status_name} in the time limit; the heuristic plan is shown"])
+        return SolveResult(solver=self.name, status="UNKNOWN", wall_time_s=wall, stats=stats,
+                           notes=[f"CP-SAT returned {status_name} within {options.time_limit_s} s"])
+
+    def _result(self, problem, plan, objective, bound, status, wall, stats, notes=None) -> SolveResult:
+        gap = None if bound is None or objective <= 0 else max(0.0, (objective - bound) / objective)
+        plan = plan.model_copy(update={"provenance": plan.provenance.model_copy(update={
+            "solver": self.name, "status": status, "objective_s": objective, "best_bound_s": bound,
+            "gap": gap, "wall_time_s": wall, "problem_hash": problem.hash})})
+        return SolveResult(solver=self.name, status=status, plan=plan, objective_s=objective,
+                           best_bound_s=bound, wall_time_s=wall, breakdown=evaluate(problem, plan),
+                           stats=stats, notes=list(notes or []))

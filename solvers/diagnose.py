@@ -1,0 +1,170 @@
+"""Why no plan exists: the binding constraint family, found with CP-SAT assumptions.
+
+Families:
+  memory           every stage of the chosen plan fits in usable memory;
+  task constraints the degrees, schedules, ZeRO stages and recompute modes the task allows;
+  tp-within-tier   the TP group stays inside one NVLink domain.
+The space is re-enumerated without the task constraints and the tier rule; configurations that
+break a family are forbidden only while that family's assumption literal holds. CP-SAT's
+sufficient assumptions for infeasibility name the families that bind. The memory report then
+comes from the plan that overflows least (memory as a soft constraint): which stage, how much
+it needs, how much there is, and what to try.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from ortools.sat.python import cp_model
+
+from planner.bounds import memory_lower_bound, time_lower_bound
+from planner.candidates import CandidateSet, SpaceOptions, enumerate_candidates
+from planner.cost.step import evaluate
+from planner.plan import check_plan
+from planner.problem import Problem
+from planner.stage_tables import plan_with_partition, stage_model
+from planner.task import Constraints
+from planner.units import format_bytes
+from solvers.base import SolveOptions
+
+REMEDIES = (
+    "more GPUs or GPUs with more memory",
+    "ZeRO-3 / FSDP (shards weights, gradients and optimizer state)",
+    "full activation recompute",
+    "more pipeline or tensor parallelism",
+    "a smaller micro-batch",
+)
+
+
+def explain_empty_space(problem: Problem, options: SolveOptions) -> str:
+    """No configuration passes the divisibility rules and the task constraints."""
+    relaxed = problem.task.model_copy(update={"constraints": Constraints()})
+    relaxed_problem = type(problem)(model=problem.model, cluster=problem.cluster, task=relaxed, source=problem.source)
+    if len(enumerate_candidates(relaxed_problem, options=options.space)) == 0:
+        return (
+            f"no plan divides the problem: {problem.cluster.num_devices} GPUs, {problem.model.num_heads} heads, "
+            f"{problem.model.num_layers} layers, {problem.task.num_sequences} sequences per step have no "
+            "TP x CP x PP x DP split that divides them; change the GPU count or the global batch"
+        )
+    return "the task's constraints (degree bounds, schedules, ZeRO stages, recompute modes) exclude every plan"
+
+
+def explain_infeasible(problem: Problem, options: SolveOptions, candidates: CandidateSet, lower) -> str:
+    """The binding families, with numbers for memory (see module doc).
+
+    The families are tested on the `max_configs` configurations of the relaxed space that need
+    the least memory at a balanced split (the ones that would fit first).
+    """
+    from planner.candidates import price
+
+    relaxed_task = problem.task.model_copy(update={"constraints": Constraints()})
+    relaxed = type(problem)(model=problem.model, cluster=problem.cluster, task=relaxed_task, source=problem.source)
+    space = SpaceOptions(**{**options.space.__dict__, "tp_within_tier": None})
+    pool = enumerate_candidates(relaxed, options=space)
+    peak = price(relaxed, pool).peak_memory_bytes
+    order = np.argsort(peak, kind="stable")[: options.max_configs]
+    models = [stage_model(relaxed, pool.plan(int(i))) for i in order]
+    families = _families(problem, options, models)
+    parts = []
+    if "memory" in families or not families:
+        parts.append(_memory_report(relaxed, models, options))
+    if "task constraints" in families:
+        parts.append("the task's constraints exclude the plans that would fit; relax them")
+    if "tp-within-tier" in families:
+        parts.append("only plans whose TP group spans NVLink domains would fit; allow it or use larger domains")
+    return "; ".join(parts) if parts else "no plan fits"
+
+
+def _families(problem: Problem, options: SolveOptions, models) -> set[str]:
+    from solvers.cpsat import build_model
+
+    model, configs, _, a_memory = build_model(models, [0.0] * len(models), None)
+    a_task = model.new_bool_var("A_task_constraints")
+    a_tier = model.new_bool_var("A_tp_within_tier")
+    tier = options.space.tp_within_tier
+    for cv in configs:
+        plan = cv.sm.config
+        if check_plan(plan.model_copy(update={"stage_layers": None}), problem) and _violates_task(plan, problem):
+            model.add(cv.x == 0).only_enforce_if(a_task)
+        if tier is not None and plan.tp > 1:
+            stride = 1
+            for axis in plan.axis_order:
+                if axis == "tp":
+                    break
+                stride *= plan.degree(axis)
+            if stride * plan.tp > problem.cluster.tier_size(tier):
+                model.add(cv.x == 0).only_enforce_if(a_tier)
+    names = {a_memory.index: "memory", a_task.index: "task constraints", a_tier.index: "tp-within-tier"}
+    literals = {a_memory.index: a_memory, a_task.index: a_task, a_tier.index: a_tier}
+
+    def infeasible(assumed: list) -> list[int] | None:
+        model.clear_assumptions()
+        model.add_assumptions(assumed)
+        solver = cp_model.CpSolver()
+        solver.parameters.max_time_in_seconds = max(1.0, options.time_limit_s)
+        solver.parameters.num_workers = 1
+        solver.parameters.random_seed = options.seed
+        if solver.solve(model) != cp_model.INFEASIBLE:
+            return None
+        return list(solver.sufficient_assumptions_for_infeasibility())
+
+    core = infeasible([a_memory, a_task, a_tier])
+    if core is None:
+        return set()
+    # Deletion filter: drop every family the conflict does not need.
+    for index in list(core):
+        trial = [literals[i] for i in core if i != index]
+        if infeasible(trial) is not None:
+            core = [i for i in core if i != index]
+    return {names[i] for i in core if i in names}
+
+
+def _violates_task(plan, problem: Problem) -> bool:
+    c = problem.task.constraints
+    return not (
+        all(getattr(c, a).admits(plan.degree(a)) for a in ("tp", "cp", "pp", "dp"))
+        and c.micro_batch_size.admits(plan.micro_batch_size)
+        and plan.schedule in c.schedules
+        and plan.zero_stage in c.zero_stages
+        and plan.recompute in c.recompute
+    )
+
+
+def _memory_report(problem: Problem, models, options: SolveOptions) -> str:
+    """The plan that overflows least: minimise the largest stage overflow over the pool."""
+    best = None
+    for sm in models:
+        chunks = _least_memory_partition(sm)
+        recomputed = [c * sm.virtual_stages for c in chunks] if sm.recompute_full else [0] * sm.num_stages
+        plan = plan_with_partition(sm, chunks, recomputed)
+        b = evaluate(problem, plan)
+        worst = max(b.stages, key=lambda s: s.memory_bytes - s.capacity_bytes)
+        excess = worst.memory_bytes - worst.capacity_bytes
+        if best is None or excess < best[0]:
+            best = (excess, plan, worst)
+    if best is None:
+        return "no plan fits in memory"
+    excess, plan, stage = best
+    cluster = problem.cluster
+    return (
+        f"no plan fits in memory: the best, {plan.summary()}, has stage {stage.index} needing "
+        f"{format_bytes(stage.memory_bytes)} of {format_bytes(stage.capacity_bytes)} usable on "
+        f"{cluster.num_devices} x {cluster.device.name} (over by {format_bytes(excess)}); try "
+        + ", ".join(f"({i + 1}) {r}" for i, r in enumerate(REMEDIES))
+    )
+
+
+def _least_memory_partition(sm) -> list[int]:
+    """Greedy: give each chunk to the stage whose memory grows least past the current max."""
+    chunks = [1] * sm.num_stages
+    for _ in range(sm.chunks - sm.num_stages):
+        def after(i):
+            st = sm.stages[i]
+            return st.memory_bytes[chunks[i] + 1]
+        i = min(range(sm.num_stages), key=after)
+        chunks[i] += 1
+    return chunks
+
+
+_ = (math, time_lower_bound)

@@ -1,0 +1,252 @@
+"""Rules of thumb people use today, behind the solver interface.
+
+- megatron-rules (Narayanan et al. SC'21 sec. 5, the Megatron-LM guidance): TP = GPUs per node,
+  halved until it divides the heads; SP with TP; PP the smallest that fits; DP the rest with the
+  distributed optimizer (ZeRO-1); interleaving (v = 2) when PP > 1; micro-batch 1; recompute
+  none, then selective, then full when memory is tight.
+- fsdp-only (MAD-Max's shipped LLM plans): FSDP (ZeRO-3) over all GPUs, no TP/PP/CP; the
+  fastest micro-batch and recompute mode that fits.
+- greedy: local search from the best of the above over one-knob moves (TP, PP, CP, DP,
+  virtual stages, micro-batch, ZeRO, recompute, SP, TP overlap, axis order), with balanced
+  stages, until no move improves.
+All plans are priced by planner.cost.step.evaluate.
+"""
+
+from __future__ import annotations
+
+import time
+
+from planner.candidates import AXIS_ORDERS, _orders
+from planner.cost.step import evaluate
+from planner.plan import Plan, check_plan
+from planner.problem import Problem
+from solvers.base import SolveOptions, SolveResult
+
+
+def balanced_layers(num_layers: int, pp: int, v: int) -> list[int] | None:
+    """Layers per stage, as equal as possible, each a multiple of v (None if impossible)."""
+    chunks = num_layers // v
+    if num_layers % v or chunks < pp:
+        return None
+    base, extra = divmod(chunks, pp)
+    # Extra chunks go to the middle stages: the edge stages carry embedding and head.
+    order = list(range(1, pp - 1)) + [pp - 1, 0] if pp > 2 else list(range(pp))
+    counts = [base] * pp
+    for i in order[:extra]:
+        counts[i] += 1
+    return [c * v for c in counts]
+
+
+def price(problem: Problem, plan: Plan) -> tuple[float, bool] | None:
+    """(step seconds, fits) of a plan, or None if the plan is invalid for the problem."""
+    if plan.stage_layers is None and problem.model.num_layers % (plan.pp * plan.virtual_stages):
+        layers = balanced_layers(problem.model.num_layers, plan.pp, plan.virtual_stages)
+        if layers is None:
+            return None
+        plan = plan.model_copy(update={"stage_layers": layers})
+    if check_plan(plan, problem):
+        return None
+    b = evaluate(problem, plan)
+    return b.step_time_s, b.fits
+
+
+def _finish(name: str, problem: Problem, plan: Plan | None, start: float, note: str = "") -> SolveResult:
+    if plan is None:
+        return SolveResult(
+            solver=name, status="INFEASIBLE", wall_time_s=time.perf_counter() - start,
+            infeasibility=note or f"{name}: no plan of this rule fits in memory",
+        )
+    if plan.stage_layers is None and problem.model.num_layers % (plan.pp * plan.virtual_stages):
+        plan = plan.model_copy(
+            update={"stage_layers": balanced_layers(problem.model.num_layers, plan.pp, plan.virtual_stages)}
+        )
+    b = evaluate(problem, plan)
+    wall = time.perf_counter() - start
+    plan = plan.model_copy(
+        update={
+            "provenance": plan.provenance.model_copy(
+                update={"solver": name, "status": "HEURISTIC", "objective_s": b.step_time_s,
+                        "wall_time_s": wall, "problem_hash": problem.hash}
+            )
+        }
+    )
+    return SolveResult(solver=name, status="HEURISTIC", plan=plan, objective_s=b.step_time_s,
+                       wall_time_s=wall, breakdown=b)
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def megatron_rules(problem: Problem, options: SolveOptions | None = None) -> Plan | None:
+    model, cluster, task = problem.model, problem.cluster, problem.task
+    options = options or SolveOptions()
+    n = cluster.num_devices
+    tp = min(cluster.tier_size(0), n)
+    while tp > 1 and (model.num_heads % tp or n % tp or (model.kv_heads % tp and tp % model.kv_heads)):
+        tp //= 2
+    zero = 1 if 1 in task.constraints.zero_stages else min(task.constraints.zero_stages)
+    for pp in _divisors(n // tp):
+        dp = n // (tp * pp)
+        if task.num_sequences % dp or pp > model.num_layers:
+            continue
+        m = task.num_sequences // dp
+        v = 2 if pp > 1 and model.num_layers % (2 * pp) == 0 and m % pp == 0 else 1
+        if v > options.space.max_virtual_stages or (v > 1 and "interleaved" not in task.constraints.schedules):
+            v = 1
+        for recompute in ("none", "selective", "full"):
+            if recompute not in task.constraints.recompute:
+                continue
+            plan = Plan(
+                tp=tp, sp=tp > 1, pp=pp, dp=dp, schedule="interleaved" if v > 1 else "1f1b",
+                virtual_stages=v, zero_stage=zero if dp > 1 else 0, micro_batch_size=1, recompute=recompute,
+            )
+            priced = price(problem, plan)
+            if priced and priced[1] and _allowed(problem, plan, options):
+                return plan
+    return None
+
+
+def fsdp_only(problem: Problem, options: SolveOptions | None = None) -> Plan | None:
+    n, task = problem.cluster.num_devices, problem.task
+    options = options or SolveOptions()
+    if task.num_sequences % n or 3 not in task.constraints.zero_stages:
+        return None
+    best: tuple[float, Plan] | None = None
+    for recompute in ("none", "selective", "full"):
+        if recompute not in task.constraints.recompute:
+            continue
+        for mbs in _divisors(task.num_sequences // n):
+            if mbs > options.space.max_micro_batch_size:
+                continue
+            plan = Plan(dp=n, zero_stage=3 if n > 1 else 0, micro_batch_size=mbs, recompute=recompute)
+            priced = price(problem, plan)
+            if priced and priced[1] and (best is None or priced[0] < best[0]):
+                best = (priced[0], plan)
+    return best[1] if best else None
+
+
+def _neighbours(problem: Problem, plan: Plan, options: SolveOptions):
+    n = problem.cluster.num_devices
+    fields = plan.model_dump(exclude={"provenance", "stage_layers", "recompute_num_layers"})
+
+    def make(**update):
+        data = dict(fields) | update
+        data["dp"] = n // (data["tp"] * data["cp"] * data["pp"]) if n % (data["tp"] * data["cp"] * data["pp"]) == 0 else 0
+        if data["dp"] < 1:
+            return None
+        if data["tp"] == 1:
+            data["sp"] = False
+            data["tp_comm_overlap"] = False
+        if data["pp"] == 1:
+            data["schedule"], data["virtual_stages"] = "1f1b", 1
+        if data["virtual_stages"] > 1:
+            data["schedule"] = "interleaved"
+        else:
+            data["schedule"] = "1f1b"
+        if data["zero_stage"] and data["dp"] == 1:
+            data["zero_stage"] = 0
+        data["zero_shard_size"] = None
+        try:
+            return Plan(**data)
+        except ValueError:
+            return None
+
+    for axis in ("tp", "cp", "pp"):
+        for factor in (2, 0.5):
+            value = fields[axis] * factor
+            if value >= 1 and value == int(value):
+                yield make(**{axis: int(value)})
+    for mbs in (fields["micro_batch_size"] * 2, fields["micro_batch_size"] // 2):
+        if mbs >= 1:
+            yield make(micro_batch_size=mbs)
+    for vs in (fields["virtual_stages"] + 1, fields["virtual_stages"] - 1):
+        if 1 <= vs <= options.space.max_virtual_stages:
+            yield make(virtual_stages=vs)
+    for zero in (0, 1, 2, 3):
+        if zero != fields["zero_stage"]:
+            yield make(zero_stage=zero)
+    for recompute in ("none", "selective", "full"):
+        if recompute != fields["recompute"]:
+            yield make(recompute=recompute)
+    yield make(sp=not fields["sp"])
+    yield make(tp_comm_overlap=not fields["tp_comm_overlap"])
+    for index in _orders(options.space.axis_orders):
+        if list(AXIS_ORDERS[index]) != fields["axis_order"]:
+            yield make(axis_order=list(AXIS_ORDERS[index]))
+
+
+def _allowed(problem: Problem, plan: Plan, options: SolveOptions) -> bool:
+    space = options.space
+    if plan.micro_batch_size > space.max_micro_batch_size or plan.virtual_stages > space.max_virtual_stages:
+        return False
+    if tuple(plan.axis_order) not in [AXIS_ORDERS[i] for i in _orders(space.axis_orders)]:
+        return False
+    if space.tp_within_tier is not None and plan.tp > 1:
+        stride = 1
+        for axis in plan.axis_order:
+            if axis == "tp":
+                break
+            stride *= plan.degree(axis)
+        if stride * plan.tp > problem.cluster.tier_size(space.tp_within_tier):
+            return False
+    return True
+
+
+def greedy(problem: Problem, options: SolveOptions, start_plans: list[Plan]) -> Plan | None:
+    best_plan, best_time = None, float("inf")
+    for plan in start_plans:
+        if not _allowed(problem, plan, options):
+            continue
+        priced = price(problem, plan)
+        if priced and priced[1] and priced[0] < best_time:
+            best_plan, best_time = plan, priced[0]
+    if best_plan is None:
+        return None
+    improved = True
+    while improved:
+        improved = False
+        for candidate in _neighbours(problem, best_plan, options):
+            if candidate is None or not _allowed(problem, candidate, options):
+                continue
+            priced = price(problem, candidate)
+            if priced and priced[1] and priced[0] < best_time * (1 - 1e-12):
+                best_plan, best_time, improved = candidate, priced[0], True
+    return best_plan
+
+
+class MegatronRules:
+    name = "megatron-rules"
+    exact = False
+
+    def solve(self, problem: Problem, options: SolveOptions) -> SolveResult:
+        start = time.perf_counter()
+        return _finish(self.name, problem, megatron_rules(problem, options), start)
+
+
+class FsdpOnly:
+    name = "fsdp-only"
+    exact = False
+
+    def solve(self, problem: Problem, options: SolveOptions) -> SolveResult:
+        start = time.perf_counter()
+        return _finish(self.name, problem, fsdp_only(problem, options), start)
+
+
+class Greedy:
+    name = "greedy"
+    exact = False
+
+    def solve(self, problem: Problem, options: SolveOptions) -> SolveResult:
+        start = time.perf_counter()
+        starts = [p for p in (megatron_rules(problem, options), fsdp_only(problem, options)) if p is not None]
+        starts.append(Plan(tp=1, dp=problem.cluster.num_devices, zero_stage=1 if problem.cluster.num_devices > 1 else 0,
+                           recompute="full" if "full" in problem.task.constraints.recompute else "none"))
+        return _finish(self.name, problem, greedy(problem, options, starts), start)
+
+
+def best_heuristic(problem: Problem, options: SolveOptions) -> SolveResult | None:
+    """The fastest fitting plan among the heuristics (the hint for exact solvers)."""
+    results = [s.solve(problem, options) for s in (MegatronRules(), FsdpOnly(), Greedy())]
+    feasible = [r for r in results if r.plan is not None and r.breakdown is not None and r.breakdown.fits]
+    return min(feasible, key=lambda r: r.objective_s) if feasible else None
