@@ -30,7 +30,7 @@ class SolveOptions:
     workers: int = 2
     seed: int = 0
     space: SpaceOptions = field(default_factory=SpaceOptions)
-    max_configs: int = 200
+    max_configs: int = 25
     max_evaluations: int = 5_000_000
     log: bool = False
 

@@ -225,13 +225,20 @@ def rounding_bound_s(sm: StageModel) -> float:
 
 
 class _Interrupt:
+    """Ctrl-C stops the search; the best plan so far is returned."""
+
     def __init__(self, solver: cp_model.CpSolver):
         self.solver = solver
         self.previous = None
+        self.fired = False
+
+    def _stop(self, *_):
+        self.fired = True
+        self.solver.stop_search()
 
     def __enter__(self):
         try:
-            self.previous = signal.signal(signal.SIGINT, lambda *_: self.solver.stop_search())
+            self.previous = signal.signal(signal.SIGINT, self._stop)
         except ValueError:  # not the main thread
             self.previous = None
         return self
@@ -241,13 +248,43 @@ class _Interrupt:
             signal.signal(signal.SIGINT, self.previous)
 
 
+def dominance_filter(problem: Problem, candidates) -> np.ndarray:
+    """Mask of configurations kept after removing exact duplicates of other configurations.
+
+    Full recompute with per-stage counts includes "none" (every count 0): identical time and
+    memory. With flash attention "selective" is identical to "none" (flash already recomputes
+    its scores). Dropping these duplicates loses no plan.
+    """
+    from planner.cost.layout import RECOMPUTE_CODES
+
+    allowed = problem.task.constraints.recompute
+    keep = np.ones(len(candidates), dtype=bool)
+    flash = problem.task.framework.attention == "flash"
+    if "full" in allowed:
+        keep &= candidates.recompute != RECOMPUTE_CODES["none"]
+        if flash:
+            keep &= candidates.recompute != RECOMPUTE_CODES["selective"]
+    elif flash and "none" in allowed:
+        keep &= candidates.recompute != RECOMPUTE_CODES["selective"]
+    return keep
+
+
 class CpSat:
     name = "cpsat"
     exact = True
 
     def solve(self, problem: Problem, options: SolveOptions) -> SolveResult:
+        """Rounds of CP-SAT models over batches of configurations (see the module doc).
+
+        Configurations are taken in order of their time lower bound. Each round's model holds
+        up to `max_configs` configurations whose bound is below the incumbent and requires a
+        strictly better plan; when a round is proven (OPTIMAL or INFEASIBLE) its configurations
+        are settled. The incumbent is optimal once every configuration is settled or bounded
+        above it.
+        """
         start = time.perf_counter()
-        stats: dict = {}
+        deadline = start + options.time_limit_s
+        stats: dict = {"rounds": 0}
         candidates = enumerate_candidates(problem, options=options.space)
         stats["configurations"] = len(candidates)
         if len(candidates) == 0:
@@ -255,74 +292,85 @@ class CpSat:
 
             return SolveResult(solver=self.name, status="INFEASIBLE", wall_time_s=time.perf_counter() - start,
                                infeasibility=explain_empty_space(problem, options), stats=stats)
+        keep = dominance_filter(problem, candidates)
+        stats["duplicates_removed"] = int((~keep).sum())
+        candidates = candidates.take(np.flatnonzero(keep))
         heuristic = best_heuristic(problem, options)
         incumbent = heuristic.plan if heuristic else None
         upper = heuristic.objective_s if heuristic else math.inf
+        stats["heuristic"] = heuristic.solver if heuristic else None
         lower = time_lower_bound(problem, candidates)
-        order = np.argsort(lower, kind="stable")
-        keep = [int(i) for i in order if lower[i] <= upper * (1 + 1e-9)]
-        stats["pruned_by_time_bound"] = len(candidates) - len(keep)
-        models, bounds = [], []
-        excluded_bound = math.inf
-        pruned_memory = 0
-        for position, i in enumerate(keep):
-            if len(models) >= options.max_configs:
-                excluded_bound = min(excluded_bound, float(lower[i]))
-                stats["left_out_by_max_configs"] = len(keep) - position
+        order = [int(i) for i in np.argsort(lower, kind="stable")]
+        position = 0
+        pruned_time = pruned_memory = 0
+        rounding = 0.0
+        open_bound = math.inf  # lowest bound of configurations not settled
+        interrupted = False
+        while True:
+            batch, bounds = [], []
+            while position < len(order) and len(batch) < options.max_configs:
+                i = order[position]
+                if lower[i] > upper * (1 + 1e-12):
+                    pruned_time += len(order) - position
+                    position = len(order)
+                    break
+                position += 1
+                sm = stage_model(problem, candidates.plan(i))
+                if memory_lower_bound(sm) > sm.capacity_bytes:
+                    pruned_memory += 1
+                    continue
+                batch.append(sm)
+                bounds.append(float(lower[i]))
+            if not batch:
                 break
-            config = candidates.plan(i)
-            sm = stage_model(problem, config)
-            if memory_lower_bound(sm) > sm.capacity_bytes:
-                pruned_memory += 1
-                continue
-            models.append(sm)
-            bounds.append(float(lower[i]))
-        stats["pruned_by_memory_bound"] = pruned_memory
-        stats["configurations_in_model"] = len(models)
-        if not models:
-            wall = time.perf_counter() - start
-            if incumbent is not None:  # every other configuration is provably worse
-                return self._result(problem, incumbent, upper, upper, "OPTIMAL", wall, stats,
-                                    ["the heuristic plan's configuration bounds every other one"])
-            from solvers.diagnose import explain_infeasible
-
-            return SolveResult(solver=self.name, status="INFEASIBLE", wall_time_s=wall, stats=stats,
-                               infeasibility=explain_infeasible(problem, options, candidates, lower))
-        model, configs, obj, a_memory = build_model(models, bounds, incumbent)
-        model.add_assumptions([a_memory])
-        solver = cp_model.CpSolver()
-        remaining = max(0.1, options.time_limit_s - (time.perf_counter() - start))
-        solver.parameters.max_time_in_seconds = remaining
-        solver.parameters.num_workers = options.workers
-        solver.parameters.random_seed = options.seed
-        solver.parameters.log_search_progress = options.log
-        with _Interrupt(solver):
-            status = solver.solve(model)
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0 or interrupted:
+                open_bound = min(open_bound, min(bounds))
+                break
+            stats["rounds"] += 1
+            rounding = max(rounding, max(rounding_bound_s(sm) for sm in batch))
+            model, configs, obj, a_memory = build_model(batch, bounds, None)
+            if math.isfinite(upper):
+                model.add(obj <= int(math.floor(LCM_V * upper / UNIT_S)) - 1)
+            model.add_assumptions([a_memory])
+            solver = cp_model.CpSolver()
+            solver.parameters.max_time_in_seconds = max(0.05, remaining)
+            solver.parameters.num_workers = options.workers
+            solver.parameters.random_seed = options.seed
+            solver.parameters.log_search_progress = options.log
+            with _Interrupt(solver) as guard:
+                status = solver.solve(model)
+                interrupted = guard.fired
+            if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+                chosen = next(cv for cv in configs if solver.boolean_value(cv.x))
+                chunks = [int(solver.value(c)) for c in chosen.chunks]
+                recomputed = [int(solver.value(r)) if not isinstance(r, int) else 0 for r in chosen.recomputed]
+                incumbent = plan_with_partition(chosen.sm, chunks, recomputed)
+                upper = solver.objective_value * UNIT_S / LCM_V
+                if status == cp_model.FEASIBLE:
+                    open_bound = min(open_bound, solver.best_objective_bound * UNIT_S / LCM_V)
+            elif status != cp_model.INFEASIBLE:  # UNKNOWN: time ran out before any answer
+                open_bound = min(open_bound, min(bounds))
+                break
+        if position < len(order):
+            open_bound = min(open_bound, float(min(lower[order[position:]])))
+        stats.update(pruned_by_time_bound=pruned_time, pruned_by_memory_bound=pruned_memory,
+                     rounding_bound_s=rounding)
         wall = time.perf_counter() - start
-        stats["cp_sat_wall_s"] = solver.wall_time
-        stats["rounding_bound_s"] = max(rounding_bound_s(sm) for sm in models)
-        status_name = solver.status_name(status)
-        if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            chosen = next(cv for cv in configs if solver.boolean_value(cv.x))
-            chunks = [int(solver.value(c)) for c in chosen.chunks]
-            recomputed = [int(solver.value(r)) if not isinstance(r, int) else 0 for r in chosen.recomputed]
-            plan = plan_with_partition(chosen.sm, chunks, recomputed)
-            objective = solver.objective_value * UNIT_S / LCM_V
-            bound = min(solver.best_objective_bound * UNIT_S / LCM_V, excluded_bound)
-            bound = min(bound, objective)
-            proven = status == cp_model.OPTIMAL and excluded_bound >= objective - stats["rounding_bound_s"]
-            stats["objective_units"] = int(solver.objective_value)
-            return self._result(problem, plan, objective, bound, "OPTIMAL" if proven else "FEASIBLE", wall, stats)
-        if status == cp_model.INFEASIBLE:
+        if incumbent is None:
+            if math.isfinite(open_bound):
+                return SolveResult(solver=self.name, status="UNKNOWN", wall_time_s=wall, stats=stats,
+                                   notes=[f"no plan found within {options.time_limit_s} s"])
             from solvers.diagnose import explain_infeasible
 
             return SolveResult(solver=self.name, status="INFEASIBLE", wall_time_s=wall, stats=stats,
                                infeasibility=explain_infeasible(problem, options, candidates, lower))
-        if incumbent is not None:
-            return self._result(problem, incumbent, upper, None, "FEASIBLE", wall, stats,
-                                [f"CP-SAT returned {status_name} in the time limit; the heuristic plan is shown"])
-        return SolveResult(solver=self.name, status="UNKNOWN", wall_time_s=wall, stats=stats,
-                           notes=[f"CP-SAT returned {status_name} within {options.time_limit_s} s"])
+        incumbent = _simplify(problem, incumbent)
+        bound = min(upper, open_bound)
+        proven = open_bound >= upper - rounding
+        notes = ["interrupted: best plan so far"] if interrupted else []
+        return self._result(problem, incumbent, upper, upper if proven else bound,
+                            "OPTIMAL" if proven else "FEASIBLE", wall, stats, notes)
 
     def _result(self, problem, plan, objective, bound, status, wall, stats, notes=None) -> SolveResult:
         gap = None if bound is None or objective <= 0 else max(0.0, (objective - bound) / objective)
@@ -332,3 +380,19 @@ class CpSat:
         return SolveResult(solver=self.name, status=status, plan=plan, objective_s=objective,
                            best_bound_s=bound, wall_time_s=wall, breakdown=evaluate(problem, plan),
                            stats=stats, notes=list(notes or []))
+
+
+def _simplify(problem: Problem, plan: Plan) -> Plan:
+    """Full recompute with no recomputed layer is plain "none" (identical price) when allowed;
+    balanced stage lists that equal the default are dropped."""
+    allowed = problem.task.constraints.recompute
+    if plan.recompute == "full" and plan.recompute_num_layers is not None and not any(plan.recompute_num_layers):
+        if "none" in allowed:
+            plan = plan.model_copy(update={"recompute": "none", "recompute_num_layers": None})
+    if plan.recompute_num_layers is not None and plan.stage_layers is not None:
+        if list(plan.recompute_num_layers) == list(plan.stage_layers):
+            plan = plan.model_copy(update={"recompute_num_layers": None})
+    if plan.stage_layers is not None and problem.model.num_layers % plan.pp == 0:
+        if list(plan.stage_layers) == [problem.model.num_layers // plan.pp] * plan.pp:
+            plan = plan.model_copy(update={"stage_layers": None})
+    return plan
