@@ -10,8 +10,12 @@ micro-batches: with t_i the stage times,
       >= (m - 1/v) * S/p + S/v + (sum_i O_i)/p + sync,        S = sum_i t_i
 because max_i t_i >= S/p and m >= 1/v. Every part of t_i is affine in the stage's layer count
 except the exposed pipeline send max(hop - a*l, 0), which is convex; recompute only adds time.
-So S >= the sum over stages of t_i at the uniform split l = L/p with no recompute (Jensen), and
-sum_i O_i (affine) equals its value at the uniform split.
+So S >= the sum over stages of t_i at the uniform split l = L/p with no recompute (Jensen), plus
+the recompute time of the fewest recomputed layers any fitting partition needs (`_least_recompute`,
+an LP relaxation of the per-stage memory limits), and sum_i O_i (affine) equals its value at the
+uniform split. Stage 0 has no slack, so the never-hidden part of its gradient reduction and
+weight gather (whole collectives without overlap, last/first buckets with it; smallest at an end
+of the admissible layer range) is added. Configurations that cannot fit get +inf.
 
 Memory (`memory_lower_bound`): stage i's peak is affine in its layers, M_i = a_i + d_i c_i
 (c_i chunks of v layers), with d_i taken at full recompute when that mode is allowed and the
@@ -25,21 +29,30 @@ from __future__ import annotations
 import numpy as np
 
 from planner.candidates import CandidateSet, _strides
+from planner.cost.edges import edge_cost
+from planner.cost.layer import layer_cost
 from planner.cost.layout import RECOMPUTE_CODES, PlanVars
-from planner.cost.step import StageSpec, assemble
+from planner.cost.memory import stage_memory
+from planner.cost.step import StageSpec, assemble, data_parallel_raw, stage_terms
 from planner.problem import Problem
 from planner.stage_tables import StageModel
 
 
-def time_lower_bound(problem: Problem, c: CandidateSet) -> np.ndarray:
-    """Per candidate, a valid lower bound on the step time of any partition (seconds)."""
-    model, task = problem.model, problem.task
-    v = PlanVars(
+def _vars(c: CandidateSet) -> PlanVars:
+    return PlanVars(
         tp=c.tp, cp=c.cp, pp=c.pp, dp=c.dp, virtual_stages=c.virtual_stages,
         micro_batch_size=c.micro_batch_size, sp=c.sp, tp_comm_overlap=c.tp_comm_overlap,
         zero_stage=c.zero_stage, shard_size=np.where(c.zero_stage > 0, c.shard_size, 1),
         recompute=c.recompute, strides=_strides(c),
     )
+
+
+def time_lower_bound(problem: Problem, c: CandidateSet, upper: float = np.inf) -> np.ndarray:
+    """Per candidate, a valid lower bound on the step time of any partition (seconds);
+    +inf where no partition fits in memory (see the module doc). The memory part of the bound
+    is only computed where the rest of it does not already exceed `upper`."""
+    model, task = problem.model, problem.task
+    v = _vars(c)
     pp = c.pp.astype(float)
     per_stage = model.num_layers / pp
     zero = np.zeros(len(c))
@@ -54,15 +67,87 @@ def time_lower_bound(problem: Problem, c: CandidateSet) -> np.ndarray:
     m = (task.num_sequences // (c.dp * c.micro_batch_size)).astype(float)
     a = assemble(problem, v, specs, m)
     total = sum(np.asarray(s.count, dtype=float) * x.total_s for s, x in zip(specs, a.terms, strict=True))
-    from planner.cost.step import data_parallel_raw
-
     optimizer_sum = sum(
         np.asarray(s.count, dtype=float) * np.asarray(data_parallel_raw(problem, v, s).optimizer_s, dtype=float)
         for s in specs
     )
     vs = c.virtual_stages.astype(float)
-    bound = total * ((m - 1.0 / vs) / pp + 1.0 / vs) + optimizer_sum / pp + np.asarray(a.embedding_sync_s)
-    return np.asarray(bound, dtype=float)
+    weight = (m - 1.0 / vs) / pp + 1.0 / vs
+
+    layer = layer_cost(problem, v)
+    edges = edge_cost(problem, v, layer.tokens)
+    one = np.ones(len(c))
+    with_r = stage_terms(problem, v, layer, edges, StageSpec(1, one, one, False, False))
+    without_r = stage_terms(problem, v, layer, edges, StageSpec(1, one, zero, False, False))
+    recompute_s = np.broadcast_to(np.asarray(with_r.backward_s - without_r.backward_s, dtype=float), (len(c),))
+
+    # Stage 0 has no slack: its gradient/weight exposure (or their floors, which are smallest at
+    # an end of the admissible layer range) is paid in full.
+    low, high = vs, model.num_layers - (pp - 1) * vs
+    exposure = []
+    for getter in ("grad", "param"):
+        ends = []
+        for n in (low, high):
+            raw = data_parallel_raw(problem, v, StageSpec(0, n, zero, True, single))
+            value = raw.grad_floor_s if getter == "grad" else raw.param_floor_s
+            ends.append(np.asarray(value, dtype=float))
+        exposure.append(np.minimum(*ends))
+    bound = total * weight + optimizer_sum / pp + np.asarray(a.embedding_sync_s) + exposure[0] + exposure[1]
+    bound = np.broadcast_to(np.asarray(bound, dtype=float), (len(c),)).copy()
+    open_ = np.flatnonzero(bound <= upper)
+    if len(open_):
+        sub = c.take(open_)
+        layers, feasible = _least_recompute(problem, sub, _vars(sub), m[open_])
+        extra = recompute_s[open_] * layers * np.broadcast_to(weight, (len(c),))[open_]
+        bound[open_] = np.where(feasible, bound[open_] + extra, np.inf)
+    return bound
+
+
+def _least_recompute(problem: Problem, c: CandidateSet, v: PlanVars, m) -> tuple[np.ndarray, np.ndarray]:
+    """(a lower bound on the recomputed layers any fitting partition needs, whether any can fit).
+
+    Stage i's memory is a_i + b_i l_i + d_i r_i (d_i <= 0, full recompute only; the recompute
+    transient dropped). It holds tau_i = (cap - a_i)/b_i layers without recompute and at least v
+    layers in any case (paying (a_i + b_i v - cap)/|d_i| if v > tau_i); layers beyond
+    sum_i max(tau_i, v) cost at least min_i b_i/|d_i| recomputed layers each. Without full
+    recompute, such an overflow means no partition fits. (An LP relaxation of the true problem.)
+    """
+    model, task = problem.model, problem.task
+    capacity = problem.cluster.device.hbm_bytes * (1.0 - task.memory_headroom)
+    layer = layer_cost(problem, v)
+    edges = edge_cost(problem, v, layer.tokens)
+    full = c.recompute == RECOMPUTE_CODES["full"]
+    pp = c.pp
+    vs = c.virtual_stages.astype(float)
+    zero, one = np.zeros(len(c)), np.ones(len(c))
+    transient = np.where(full, np.asarray(layer.activation_none_bytes, dtype=float), 0.0)
+    free = np.zeros(len(c))
+    forced = np.zeros(len(c))
+    slope = np.full(len(c), np.inf)
+    feasible = np.ones(len(c), dtype=bool)
+    for i in range(int(pp.max())):
+        active = i < pp
+        first, last = np.full(len(c), i == 0), pp - 1 == i
+        a = stage_memory(problem, v, layer, zero, zero, i, first, last, m, edges.logits_bytes).total_bytes
+        m1 = stage_memory(problem, v, layer, one, zero, i, first, last, m, edges.logits_bytes).total_bytes
+        m11 = stage_memory(problem, v, layer, one, one, i, first, last, m, edges.logits_bytes).total_bytes
+        b = np.maximum(np.asarray(m1 - a, dtype=float), 1e-9)
+        d = np.where(full, np.minimum(np.asarray(m11 - m1, dtype=float) - transient, 0.0), 0.0)
+        tau = (capacity - np.asarray(a, dtype=float)) / b
+        need = np.asarray(a, dtype=float) + b * vs - capacity
+        saving = np.abs(d)
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            forced_i = np.where(need > 0, np.where(saving > 0, need / np.maximum(saving, 1e-300), np.inf), 0.0)
+            ratio = b / np.maximum(saving, 1e-300)
+        forced = forced + np.where(active, forced_i, 0.0)
+        free = free + np.where(active, np.maximum(tau, vs), 0.0)
+        slope = np.where(active & (saving > 0), np.minimum(slope, ratio), slope)
+    overflow = np.maximum(model.num_layers - free, 0.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        layers = forced + np.where(overflow > 0, overflow * slope, 0.0)
+    feasible &= np.isfinite(layers)
+    layers = np.where(full, layers, 0.0)
+    return np.where(np.isfinite(layers), layers, 0.0), feasible
 
 
 def memory_lower_bound(sm: StageModel) -> float:

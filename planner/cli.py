@@ -60,6 +60,88 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     return 0 if breakdown.fits else 3
 
 
+def _solve_options(args: argparse.Namespace):
+    from planner.candidates import SpaceOptions
+    from solvers import SolveOptions
+
+    space = SpaceOptions(
+        max_virtual_stages=args.max_vpp,
+        max_micro_batch_size=args.max_mbs,
+        axis_orders=args.axis_orders,
+        hsdp=not args.no_hsdp,
+        tp_within_tier=None if args.tp_across_tiers else 0,
+    )
+    return SolveOptions(
+        time_limit_s=args.time_limit, workers=args.workers, seed=args.seed, space=space,
+        max_configs=args.max_configs, log=args.log,
+    )
+
+
+def cmd_solve(args: argparse.Namespace) -> int:
+    from planner.plan_io import plan_document, save_plan
+    from planner.solve_report import proof_line, stats_line
+    from solvers import SOLVERS
+
+    problem = load_problem(args.task)
+    if args.solver not in SOLVERS:
+        raise PlannerError(f"unknown solver {args.solver!r}; choose from {', '.join(SOLVERS)}")
+    result = SOLVERS[args.solver].solve(problem, _solve_options(args))
+    if args.output and result.plan is not None:
+        save_plan(result.plan, args.output)
+    if args.json:
+        out = {
+            "solver": result.solver, "status": result.status, "objective_s": result.objective_s,
+            "best_bound_s": result.best_bound_s, "gap": result.gap, "wall_time_s": result.wall_time_s,
+            "stats": result.stats, "notes": result.notes, "infeasibility": result.infeasibility,
+            "plan": plan_document(result.plan) if result.plan else None,
+            "estimate": estimate_json(problem, result.plan, result.breakdown) if result.breakdown else None,
+        }
+        print(json.dumps(out, indent=2, default=str))
+    else:
+        print(proof_line(result))
+        line = stats_line(result)
+        if line:
+            print(line)
+        for note in result.notes:
+            print(f"note: {note}")
+        if result.infeasibility:
+            print(f"infeasible: {result.infeasibility}")
+        if result.plan is not None and result.breakdown is not None:
+            print()
+            print(render_estimate(problem, result.plan, result.breakdown))
+        if args.output and result.plan is not None:
+            print(f"\nplan written to {args.output}")
+    return 0 if result.plan is not None else 3
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from planner.cost.step import evaluate
+    from planner.solve_report import compare_rows
+    from solvers import SOLVERS, SolveResult
+
+    problem = load_problem(args.task)
+    options = _solve_options(args)
+    names = [n.strip() for n in args.solvers.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SOLVERS]
+    if unknown:
+        raise PlannerError(f"unknown solver {unknown[0]!r}; choose from {', '.join(SOLVERS)}")
+    rows = [(name, SOLVERS[name].solve(problem, options)) for name in names]
+    for path in args.plan or []:
+        plan = load_plan(path)
+        b = evaluate(problem, plan)
+        rows.append((f"plan {path}", SolveResult(solver="user", status="GIVEN", plan=plan,
+                                                 objective_s=b.step_time_s, breakdown=b)))
+    text, records = compare_rows(rows)
+    if args.json:
+        print(json.dumps({"problem_hash": problem.hash, "rows": records}, indent=2, default=str))
+    else:
+        print(f"problem  {problem.model.name} on {problem.cluster.num_devices} x {problem.cluster.device.name}; "
+              f"{problem.task.num_sequences} x {problem.task.seq_len} tokens/step, {problem.task.precision}")
+        print()
+        print(text)
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from planner.validate import DEFAULT_RUNS, render_validation, validate, validation_json
 
@@ -105,6 +187,42 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--tp-comm-overlap", action="store_true")
     est.add_argument("--json", action="store_true", help="machine-readable output")
     est.set_defaults(func=cmd_estimate)
+
+    def search_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--time-limit", type=float, default=10.0, help="seconds (default 10)")
+        p.add_argument("--workers", type=int, default=2, help="CP-SAT workers (default 2)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--max-configs", type=int, default=25, help="configurations per CP-SAT round")
+        p.add_argument("--max-vpp", type=int, default=4, help="largest virtual-stage count searched")
+        p.add_argument("--max-mbs", type=int, default=16, help="largest micro-batch searched")
+        p.add_argument("--axis-orders", choices=["megatron", "tp-inner", "all"], default="tp-inner")
+        p.add_argument("--no-hsdp", action="store_true", help="do not search HSDP sharding")
+        p.add_argument("--tp-across-tiers", action="store_true", help="allow TP groups to span NVLink domains")
+        p.add_argument("--log", action="store_true", help="print the CP-SAT search log")
+        p.add_argument("--json", action="store_true")
+
+    sol = sub.add_parser(
+        "solve",
+        help="find the fastest plan that fits, with a proof (status, bound, gap)",
+        description="Search the plan space with a solver (default: CP-SAT, exact). Exit code 3: no plan.",
+    )
+    sol.add_argument("task", help="task YAML")
+    sol.add_argument("--solver", default="cpsat", help="cpsat | exhaustive | megatron-rules | fsdp-only | greedy")
+    sol.add_argument("-o", "--output", help="write the plan here (.yaml or .json)")
+    search_flags(sol)
+    sol.set_defaults(func=cmd_solve)
+
+    cmp_ = sub.add_parser(
+        "compare",
+        help="the solver beside the heuristics (and given plans): step time, MFU, memory, gap to best",
+        description="Run several solvers on one task and price given plans; one row each.",
+    )
+    cmp_.add_argument("task", help="task YAML")
+    cmp_.add_argument("--solvers", default="cpsat,megatron-rules,fsdp-only,greedy",
+                      help="comma-separated (add exhaustive for small problems)")
+    cmp_.add_argument("--plan", action="append", help="also price this plan file (repeatable)")
+    search_flags(cmp_)
+    cmp_.set_defaults(func=cmd_compare)
 
     val = sub.add_parser(
         "validate",

@@ -162,8 +162,7 @@ def load_problem(path: str | Path) -> Problem:
 
 
 def load_plan(path: str | Path) -> Plan:
-    """Loads a plan YAML (as written by `planner solve` or by hand)."""
-    path = Path(path)
-    data = read_yaml(path)
-    data.pop("planner_version", None)
-    return build(Plan, data, str(path))
+    """Loads a plan YAML or JSON (see planner.plan_io)."""
+    from planner.plan_io import load_plan as _load
+
+    return _load(path)

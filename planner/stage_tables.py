@@ -78,7 +78,12 @@ class StageModel:
 
 
 def stage_model(problem: Problem, config: Plan) -> StageModel:
-    """Prices every stage of `config` for every admissible layer count."""
+    """Prices every stage of `config` for every admissible layer count.
+
+    Time and data-parallel tables depend only on whether a stage is first, last or in the
+    middle, so they are priced once per kind; memory depends on the stage index (micro-batches
+    in flight) and is priced for all stages in one array call.
+    """
     model, task, cluster = problem.model, problem.task, problem.cluster
     v = PlanVars.from_plan(config)
     layer = layer_cost(problem, v)
@@ -89,39 +94,48 @@ def stage_model(problem: Problem, config: Plan) -> StageModel:
     zeros = np.zeros_like(layers)
     full = config.recompute == "full"
     capacity = cluster.device.hbm_bytes * (1.0 - task.memory_headroom)
-    stages = []
+    one = np.ones(1)
+
+    kinds: dict[tuple[bool, bool], tuple] = {}
     recompute_s = grad_window = param_window = 0.0
-    for i in range(p):
-        spec = StageSpec(index=i, layers=layers, recomputed=zeros, is_first=i == 0, is_last=i == p - 1)
+    for first, last in {(i == 0, i == p - 1) for i in range(p)}:
+        spec = StageSpec(index=0, layers=layers, recomputed=zeros, is_first=first, is_last=last)
         terms = stage_terms(problem, v, layer, edges, spec)
         raw = data_parallel_raw(problem, v, spec)
         grad_window, param_window = raw.grad_window, raw.param_window
-        mem0 = stage_memory(problem, v, layer, layers, zeros, i, spec.is_first, spec.is_last, m, edges.logits_bytes)
-        one = np.ones(1)
-        mem_r0 = stage_memory(problem, v, layer, one, 0 * one, i, spec.is_first, spec.is_last, m, edges.logits_bytes)
-        mem_r1 = stage_memory(problem, v, layer, one, one, i, spec.is_first, spec.is_last, m, edges.logits_bytes)
-        transient = float(np.asarray(layer.activation_none_bytes)) if full else 0.0
-        per_recomputed = float(mem_r1.total_bytes[0] - mem_r0.total_bytes[0]) - transient if full else 0.0
-        with_r = stage_terms(
-            problem, v, layer, edges,
-            StageSpec(index=i, layers=one, recomputed=one, is_first=spec.is_first, is_last=spec.is_last),
+        if full:
+            with_r = stage_terms(problem, v, layer, edges, StageSpec(0, one, one, first, last))
+            without_r = stage_terms(problem, v, layer, edges, StageSpec(0, one, 0 * one, first, last))
+            recompute_s = float(with_r.backward_s[0] - without_r.backward_s[0])
+
+        def table(x):
+            return np.broadcast_to(np.asarray(x, dtype=float), layers.shape).copy()
+
+        kinds[(first, last)] = (
+            table(terms.forward_s), table(terms.backward_s), table(raw.grad_s), table(raw.grad_floor_s),
+            table(raw.param_s), table(raw.param_floor_s), table(raw.optimizer_s),
         )
-        without_r = stage_terms(
-            problem, v, layer, edges,
-            StageSpec(index=i, layers=one, recomputed=0 * one, is_first=spec.is_first, is_last=spec.is_last),
-        )
-        recompute_s = float(with_r.backward_s[0] - without_r.backward_s[0]) if full else 0.0
+
+    index = np.arange(p, dtype=float)[:, None]
+    first_mask = index == 0
+    last_mask = index == p - 1
+    grid = np.broadcast_to(layers[None, :], (p, len(layers)))
+    mem0 = stage_memory(problem, v, layer, grid, 0 * grid, index, first_mask, last_mask, m, edges.logits_bytes)
+    ones = np.ones((p, 1))
+    mem_r0 = stage_memory(problem, v, layer, ones, 0 * ones, index, first_mask, last_mask, m, edges.logits_bytes)
+    mem_r1 = stage_memory(problem, v, layer, ones, ones, index, first_mask, last_mask, m, edges.logits_bytes)
+    transient = float(np.asarray(layer.activation_none_bytes)) if full else 0.0
+    memory = np.broadcast_to(np.asarray(mem0.total_bytes, dtype=float), (p, len(layers)))
+    per_recomputed = (np.asarray(mem_r1.total_bytes) - np.asarray(mem_r0.total_bytes)).reshape(p) - transient
+
+    stages = []
+    for i in range(p):
+        f, b, g, gf, pg, pf, o = kinds[(i == 0, i == p - 1)]
         stages.append(
             StageTables(
-                forward_s=np.asarray(terms.forward_s, dtype=float),
-                backward_s=np.asarray(terms.backward_s, dtype=float),
-                grad_s=np.broadcast_to(np.asarray(raw.grad_s, dtype=float), layers.shape).copy(),
-                grad_floor_s=np.broadcast_to(np.asarray(raw.grad_floor_s, dtype=float), layers.shape).copy(),
-                param_s=np.broadcast_to(np.asarray(raw.param_s, dtype=float), layers.shape).copy(),
-                param_floor_s=np.broadcast_to(np.asarray(raw.param_floor_s, dtype=float), layers.shape).copy(),
-                optimizer_s=np.broadcast_to(np.asarray(raw.optimizer_s, dtype=float), layers.shape).copy(),
-                memory_bytes=np.asarray(mem0.total_bytes, dtype=float),
-                memory_per_recomputed_bytes=per_recomputed,
+                forward_s=f, backward_s=b, grad_s=g, grad_floor_s=gf, param_s=pg, param_floor_s=pf,
+                optimizer_s=o, memory_bytes=memory[i].copy(),
+                memory_per_recomputed_bytes=float(per_recomputed[i]) if full else 0.0,
                 memory_transient_bytes=transient,
             )
         )

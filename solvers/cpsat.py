@@ -69,6 +69,25 @@ def _ints(values) -> list[int]:
     return [int(round(float(x) / UNIT_S)) for x in values]
 
 
+def lower_hull(values: list[int], low: int, high: int) -> list[tuple[int, int, int, int]]:
+    """Segments (x0, y0, x1, y1) of the lower convex hull of points (x, values[x]), low <= x <= high.
+
+    Each segment gives a valid linear cut var >= y0 + (y1 - y0) (x - x0) / (x1 - x0) for
+    var = values[x]: the cuts tighten CP-SAT's LP relaxation of an element constraint.
+    """
+    hull: list[tuple[int, int]] = []
+    for x in range(low, high + 1):
+        point = (x, values[x])
+        while len(hull) >= 2:
+            (x1, y1), (x2, y2) = hull[-2], hull[-1]
+            if (y2 - y1) * (point[0] - x1) >= (point[1] - y1) * (x2 - x1):
+                hull.pop()
+            else:
+                break
+        hull.append(point)
+    return [(a[0], a[1], b[0], b[1]) for a, b in zip(hull, hull[1:], strict=False)]
+
+
 @dataclass
 class _ConfigVars:
     k: int
@@ -103,30 +122,71 @@ def _balanced(chunks: int, p: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(p)]
 
 
-def build_model(models: list[StageModel], lower_bounds: list[float], incumbent: Plan | None, memory_literal: bool = True):
-    """The CP-SAT model of the module docstring; returns (model, configs, objective var, A_memory)."""
+def stage_domains(sm: StageModel, upper_s: float) -> list[tuple[int, int]] | None:
+    """Valid ranges [lo, hi] of chunks per stage for plans no slower than `upper_s`.
+
+    T >= m t_i >= m (F_i + B_i), so a stage whose time alone exceeds the incumbent is
+    excluded; memory excludes counts that cannot fit even with every layer recomputed; then
+    sum_i c_i = C gives lo_i = C - sum_{j != i} hi_j. None: no partition can beat the incumbent.
+    """
+    C, p, m = sm.chunks, sm.num_stages, sm.num_micro_batches
+    top = C - p + 1
+    ranges = []
+    for st in sm.stages:
+        time_ok = m * (st.forward_s + st.backward_s) <= upper_s * (1 + 1e-9) + 1e-12
+        slope = st.memory_per_recomputed_bytes * sm.virtual_stages if sm.recompute_full else 0.0
+        least_memory = st.memory_bytes + min(slope, 0.0) * np.arange(len(st.memory_bytes))
+        memory_ok = least_memory <= sm.capacity_bytes
+        allowed = [c for c in range(1, top + 1) if time_ok[c] and memory_ok[c]]
+        if not allowed:
+            return None
+        ranges.append((min(allowed), max(allowed)))
+    total_hi = sum(hi for _, hi in ranges)
+    if total_hi < C or sum(lo for lo, _ in ranges) > C:
+        return None
+    tightened = []
+    for lo, hi in ranges:
+        lo = max(lo, C - (total_hi - hi))
+        if lo > hi:
+            return None
+        tightened.append((lo, hi))
+    return tightened
+
+
+def build_model(
+    models: list[StageModel],
+    lower_bounds: list[float],
+    incumbent: Plan | None,
+    memory_literal: bool = True,
+    upper_s: float = math.inf,
+):
+    """The CP-SAT model of the module docstring; returns (model, configs, objective var, A_memory).
+
+    Configurations that cannot beat `upper_s` (see `stage_domains`) are left out.
+    """
     model = cp_model.CpModel()
     a_memory = model.new_bool_var("A_memory")
     configs: list[_ConfigVars] = []
+    kept = []
+    for sm, lb in zip(models, lower_bounds, strict=True):
+        domains = stage_domains(sm, upper_s)
+        if domains is not None:
+            kept.append((sm, lb, domains))
     horizon = 0
-    for sm in models:
-        worst = max(
-            max(np.max(st.forward_s) + np.max(st.backward_s) + sm.num_layers * sm.recompute_s for st in sm.stages),
-            0.0,
-        )
+    for sm, _, _ in kept:
+        worst = max(np.max(st.forward_s) + np.max(st.backward_s) + sm.num_layers * sm.recompute_s for st in sm.stages)
         dp_worst = max(float(np.max(st.grad_s) + np.max(st.grad_floor_s) + np.max(st.param_s)
                              + np.max(st.param_floor_s) + np.max(st.optimizer_s)) for st in sm.stages)
         total = sm.num_micro_batches * worst + sm.num_stages * worst + dp_worst + sm.embedding_sync_s
         horizon = max(horizon, int(math.ceil(LCM_V * total / UNIT_S)) + 1)
-    obj = model.new_int_var(0, horizon, "obj")
+    obj = model.new_int_var(0, max(horizon, 1), "obj")
     xs = []
-    for k, sm in enumerate(models):
+    for k, (sm, _, domains) in enumerate(kept):
         p, C, L, v = sm.num_stages, sm.chunks, sm.num_layers, sm.virtual_stages
         x = model.new_bool_var(f"x_{k}")
         xs.append(x)
-        balanced = _balanced(C, p)
         chunks, recomputed = [], []
-        t_terms, b_vars, f_vars = [], [], []
+        t_terms = []
         tmax = model.new_int_var(0, horizon, f"tmax_{k}")
         g_exp = model.new_int_var(0, horizon, f"gE_{k}")
         p_exp = model.new_int_var(0, horizon, f"pE_{k}")
@@ -134,24 +194,36 @@ def build_model(models: list[StageModel], lower_bounds: list[float], incumbent: 
         slack_b = 0
         slack_f = 0
         r_unit = int(round(sm.recompute_s / UNIT_S))
+        m = sm.num_micro_batches
         for i, st in enumerate(sm.stages):
-            c = model.new_int_var(1, C - p + 1, f"c_{k}_{i}")
-            model.add(c == balanced[i]).only_enforce_if(~x)
+            lo, hi = domains[i]
+            c = model.new_int_var(lo, hi, f"c_{k}_{i}")
+            model.add(c == lo).only_enforce_if(~x)
             chunks.append(c)
 
-            def element(table, name, c=c, i=i):
-                values = _ints(table)
-                var = model.new_int_var(min(values), max(values), f"{name}_{k}_{i}")
+            def element(table, name, c=c, lo=lo, hi=hi):
+                values = _ints(table[: hi + 1])
+                window = values[lo:]
+                var = model.new_int_var(min(window), max(window), f"{name}_{k}_{i}")
+                if lo == hi:
+                    model.add(var == values[lo])
+                    return var
                 model.add_element(c, values, var)
+                for x0, y0, x1, y1 in lower_hull(values, lo, hi):
+                    model.add((x1 - x0) * var >= (x1 - x0) * y0 + (y1 - y0) * (c - x0))
                 return var
 
             f = element(st.forward_s, "F")
             b0 = element(st.backward_s, "B0")
             if sm.recompute_full:
-                r = model.new_int_var(0, L, f"r_{k}_{i}")
+                base = float(np.min((st.forward_s + st.backward_s)[lo : hi + 1]))
+                room = upper_s / m - base if math.isfinite(upper_s) else math.inf
+                r_top = L if room == math.inf or sm.recompute_s <= 0 else int(min(L, math.floor(room / sm.recompute_s + 1e-9)))
+                r_top = max(0, min(r_top, v * hi))
+                r = model.new_int_var(0, r_top, f"r_{k}_{i}")
                 y = model.new_bool_var(f"y_{k}_{i}")
                 model.add(r <= v * c)
-                model.add(r <= L * y)
+                model.add(r <= max(r_top, 1) * y)
                 model.add(r == 0).only_enforce_if(~x)
                 model.add(y == 0).only_enforce_if(~x)
                 b = b0 + r_unit * r
@@ -179,13 +251,17 @@ def build_model(models: list[StageModel], lower_bounds: list[float], incumbent: 
             model.add(opt >= o)
             slack_b = slack_b + b_var
             slack_f = slack_f + f
-            b_vars.append(b_var)
-            f_vars.append(f)
-            # Memory: M_i(c) + dM r + transient y <= usable, as an element table plus linear terms.
-            mem_unit = 1024  # bytes per unit (keeps the coefficients small); tables rounded up
-            mem_table = [int(math.ceil(float(mb) / mem_unit)) for mb in st.memory_bytes]
-            mem = model.new_int_var(min(mem_table), max(mem_table), f"M_{k}_{i}")
-            model.add_element(c, mem_table, mem)
+            # Memory: M_i(c) + dM r + transient y <= usable (kibibytes; tables rounded up).
+            mem_unit = 1024
+            mem_table = [int(math.ceil(float(mb) / mem_unit)) for mb in st.memory_bytes[: hi + 1]]
+            window = mem_table[lo:]
+            mem = model.new_int_var(min(window), max(window), f"M_{k}_{i}")
+            if lo == hi:
+                model.add(mem == mem_table[lo])
+            else:
+                model.add_element(c, mem_table, mem)
+                for x0, y0, x1, y1 in lower_hull(mem_table, lo, hi):
+                    model.add((x1 - x0) * mem >= (x1 - x0) * y0 + (y1 - y0) * (c - x0))
             per_r = int(math.floor(st.memory_per_recomputed_bytes / mem_unit)) if sm.recompute_full else 0
             trans = int(math.ceil(st.memory_transient_bytes / mem_unit)) if sm.recompute_full else 0
             cap = int(math.floor(sm.capacity_bytes / mem_unit))
@@ -193,13 +269,16 @@ def build_model(models: list[StageModel], lower_bounds: list[float], incumbent: 
             model.add(mem + per_r * r + trans * y <= cap).only_enforce_if(literals)
         model.add(sum(chunks) == C).only_enforce_if(x)
         sync = int(round(sm.embedding_sync_s / UNIT_S))
-        m = sm.num_micro_batches
         expr = (LCM_V * m * tmax + (LCM_V // v) * (sum(t_terms) - tmax)
                 + LCM_V * (g_exp + p_exp + opt) + LCM_V * sync)
         model.add(obj >= expr).only_enforce_if(x)
         configs.append(_ConfigVars(k=k, sm=sm, x=x, chunks=chunks, recomputed=recomputed))
-    model.add_exactly_one(xs)
-    model.add(obj >= sum(int(math.floor(LCM_V * lb / UNIT_S)) * x for lb, x in zip(lower_bounds, xs, strict=True)))
+    if xs:
+        model.add_exactly_one(xs)
+        model.add(obj >= sum(int(math.floor(LCM_V * lb / UNIT_S)) * x
+                             for (_, lb, _), x in zip(kept, xs, strict=True)))
+    else:
+        model.add_bool_or([])  # nothing can beat the incumbent: infeasible by construction
     model.minimize(obj)
     if incumbent is not None:
         for cv in configs:
@@ -299,7 +378,7 @@ class CpSat:
         incumbent = heuristic.plan if heuristic else None
         upper = heuristic.objective_s if heuristic else math.inf
         stats["heuristic"] = heuristic.solver if heuristic else None
-        lower = time_lower_bound(problem, candidates)
+        lower = time_lower_bound(problem, candidates, upper)
         order = [int(i) for i in np.argsort(lower, kind="stable")]
         position = 0
         pruned_time = pruned_memory = 0
@@ -310,7 +389,7 @@ class CpSat:
             batch, bounds = [], []
             while position < len(order) and len(batch) < options.max_configs:
                 i = order[position]
-                if lower[i] > upper * (1 + 1e-12):
+                if lower[i] > upper * (1 + 1e-12) or not math.isfinite(lower[i]):
                     pruned_time += len(order) - position
                     position = len(order)
                     break
@@ -329,7 +408,7 @@ class CpSat:
                 break
             stats["rounds"] += 1
             rounding = max(rounding, max(rounding_bound_s(sm) for sm in batch))
-            model, configs, obj, a_memory = build_model(batch, bounds, None)
+            model, configs, obj, a_memory = build_model(batch, bounds, None, upper_s=upper)
             if math.isfinite(upper):
                 model.add(obj <= int(math.floor(LCM_V * upper / UNIT_S)) - 1)
             model.add_assumptions([a_memory])

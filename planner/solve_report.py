@@ -1,0 +1,72 @@
+"""Rendering of solver results: the proof line, the comparison table and why plans lose."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from planner.cost.breakdown import Breakdown
+from planner.report import table
+from planner.units import format_bytes, format_seconds
+
+
+def proof_line(result) -> str:
+    parts = [f"solver {result.solver}: {result.status}"]
+    if result.objective_s is not None:
+        parts.append(f"objective {format_seconds(result.objective_s)}")
+    if result.best_bound_s is not None:
+        parts.append(f"best bound {format_seconds(result.best_bound_s)}")
+    if result.gap is not None:
+        parts.append(f"gap {100 * result.gap:.2f}%")
+    parts.append(f"wall {result.wall_time_s:.2f} s")
+    return ", ".join(parts)
+
+
+def stats_line(result) -> str:
+    keys = ("configurations", "duplicates_removed", "pruned_by_time_bound", "pruned_by_memory_bound",
+            "rounds", "partitions", "rounding_bound_s")
+    shown = [f"{k.replace('_', ' ')} {result.stats[k]:.3g}" if isinstance(result.stats.get(k), float)
+             else f"{k.replace('_', ' ')} {result.stats[k]}" for k in keys if k in result.stats]
+    return "search: " + ", ".join(shown) if shown else ""
+
+
+def why_slower(b: Breakdown, best: Breakdown, top: int = 2) -> str:
+    """The parts of the step that grew most against the best plan."""
+    diffs = sorted(((b.parts[k] - best.parts[k], k) for k in b.parts), reverse=True)
+    items = [f"+{format_seconds(d)} {k.removesuffix('_s')}" for d, k in diffs[:top] if d > 0]
+    return ", ".join(items)
+
+
+def compare_rows(rows: list[tuple[str, Any]]) -> tuple[str, list[dict]]:
+    """rows: (label, SolveResult). Returns the text table and JSON records."""
+    feasible = [r for _, r in rows if r.breakdown is not None and r.breakdown.fits]
+    best = min(feasible, key=lambda r: r.breakdown.step_time_s) if feasible else None
+    lines, records = [], []
+    for label, r in rows:
+        b = r.breakdown
+        record = {
+            "method": label,
+            "status": r.status,
+            "plan": r.plan.summary() if r.plan else None,
+            "step_time_s": b.step_time_s if b else None,
+            "mfu": b.mfu if b else None,
+            "peak_memory_bytes": b.peak_memory_bytes if b else None,
+            "fits": b.fits if b else None,
+            "solve_time_s": r.wall_time_s,
+            "gap_to_best": (b.step_time_s / best.breakdown.step_time_s - 1) if (b and best) else None,
+            "why": why_slower(b, best.breakdown) if (b and best and b is not best.breakdown) else "",
+            "note": r.infeasibility or "; ".join(r.notes),
+        }
+        records.append(record)
+        lines.append([
+            label,
+            r.status,
+            record["plan"] or "-",
+            format_seconds(b.step_time_s) if b else "-",
+            f"{100 * b.mfu:.1f}%" if b else "-",
+            format_bytes(b.peak_memory_bytes) + ("" if b.fits else " (!)") if b else "-",
+            f"{r.wall_time_s:.2f} s",
+            f"+{100 * record['gap_to_best']:.1f}%" if record["gap_to_best"] is not None else "-",
+            record["why"] or (record["note"][:60] if record["note"] else ""),
+        ])
+    text = table(lines, ["method", "status", "plan", "step", "MFU", "memory", "solve", "vs best", "why"])
+    return text, records
