@@ -32,7 +32,7 @@ from planner.candidates import CandidateSet, _strides
 from planner.cost.edges import edge_cost
 from planner.cost.layer import layer_cost
 from planner.cost.layout import RECOMPUTE_CODES, PlanVars
-from planner.cost.memory import stage_memory
+from planner.cost.memory import in_flight_micro_batches, stage_memory
 from planner.cost.step import StageSpec, assemble, data_parallel_raw, stage_terms
 from planner.problem import Problem
 from planner.stage_tables import StageModel
@@ -111,6 +111,8 @@ def _least_recompute(problem: Problem, c: CandidateSet, v: PlanVars, m) -> tuple
     layers in any case (paying (a_i + b_i v - cap)/|d_i| if v > tau_i); layers beyond
     sum_i max(tau_i, v) cost at least min_i b_i/|d_i| recomputed layers each. Without full
     recompute, such an overflow means no partition fits. (An LP relaxation of the true problem.)
+    The middle stages differ only in micro-batches in flight, on which a, b and d are affine
+    (planner.cost.memory), so they are priced at two in-flight counts and interpolated.
     """
     model, task = problem.model, problem.task
     capacity = problem.cluster.device.hbm_bytes * (1.0 - task.memory_headroom)
@@ -119,22 +121,43 @@ def _least_recompute(problem: Problem, c: CandidateSet, v: PlanVars, m) -> tuple
     full = c.recompute == RECOMPUTE_CODES["full"]
     pp = c.pp
     vs = c.virtual_stages.astype(float)
-    zero, one = np.zeros(len(c)), np.ones(len(c))
+    n = len(c)
+    zero, one = np.zeros(n), np.ones(n)
     transient = np.where(full, np.asarray(layer.activation_none_bytes, dtype=float), 0.0)
-    free = np.zeros(len(c))
-    forced = np.zeros(len(c))
-    slope = np.full(len(c), np.inf)
-    feasible = np.ones(len(c), dtype=bool)
+
+    def coefficients(index, first, last):
+        args = (index, first, last, m, edges.logits_bytes)
+        a = np.asarray(stage_memory(problem, v, layer, zero, zero, *args).total_bytes, dtype=float)
+        m1 = np.asarray(stage_memory(problem, v, layer, one, zero, *args).total_bytes, dtype=float)
+        m11 = np.asarray(stage_memory(problem, v, layer, one, one, *args).total_bytes, dtype=float)
+        b = np.maximum(m1 - a, 1e-9)
+        d = np.where(full, np.minimum(m11 - m1 - transient, 0.0), 0.0)
+        return a, b, d
+
+    no = np.zeros(n, dtype=bool)
+    high_index, low_index = np.zeros(n), pp - 1.0
+    f_high = in_flight_micro_batches(v, high_index, m)
+    f_low = in_flight_micro_batches(v, low_index, m)
+    hi_c = coefficients(high_index, no, no)
+    lo_c = coefficients(low_index, no, no)
+    span = np.where(f_high != f_low, f_high - f_low, 1.0)
+    slopes = [(h - lo) / span for h, lo in zip(hi_c, lo_c, strict=True)]
+    first_c = coefficients(zero, np.ones(n, dtype=bool), pp == 1)
+    last_c = coefficients(pp - 1.0, no, np.ones(n, dtype=bool))
+
+    free = np.zeros(n)
+    forced = np.zeros(n)
+    slope = np.full(n, np.inf)
     for i in range(int(pp.max())):
         active = i < pp
-        first, last = np.full(len(c), i == 0), pp - 1 == i
-        a = stage_memory(problem, v, layer, zero, zero, i, first, last, m, edges.logits_bytes).total_bytes
-        m1 = stage_memory(problem, v, layer, one, zero, i, first, last, m, edges.logits_bytes).total_bytes
-        m11 = stage_memory(problem, v, layer, one, one, i, first, last, m, edges.logits_bytes).total_bytes
-        b = np.maximum(np.asarray(m1 - a, dtype=float), 1e-9)
-        d = np.where(full, np.minimum(np.asarray(m11 - m1, dtype=float) - transient, 0.0), 0.0)
-        tau = (capacity - np.asarray(a, dtype=float)) / b
-        need = np.asarray(a, dtype=float) + b * vs - capacity
+        f_i = in_flight_micro_batches(v, np.full(n, float(i)), m)
+        middle = [lo + s_ * (f_i - f_low) for lo, s_ in zip(lo_c, slopes, strict=True)]
+        is_first, is_last = i == 0, pp - 1 == i
+        a, b, d = (np.where(is_first, fc, np.where(is_last, lc, mc))
+                   for fc, lc, mc in zip(first_c, last_c, middle, strict=True))
+        b = np.maximum(b, 1e-9)
+        tau = (capacity - a) / b
+        need = a + b * vs - capacity
         saving = np.abs(d)
         with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
             forced_i = np.where(need > 0, np.where(saving > 0, need / np.maximum(saving, 1e-300), np.inf), 0.0)
@@ -145,7 +168,7 @@ def _least_recompute(problem: Problem, c: CandidateSet, v: PlanVars, m) -> tuple
     overflow = np.maximum(model.num_layers - free, 0.0)
     with np.errstate(invalid="ignore", over="ignore"):
         layers = forced + np.where(overflow > 0, overflow * slope, 0.0)
-    feasible &= np.isfinite(layers)
+    feasible = np.isfinite(layers)
     layers = np.where(full, layers, 0.0)
     return np.where(np.isfinite(layers), layers, 0.0), feasible
 

@@ -86,7 +86,16 @@ def build(cls: type[M], data: Any, source: str, prefix: str = "") -> M:
 
 
 def _resolve(ref: Any, kind: str, base: Path | None, field: str, source: str) -> tuple[dict, str]:
-    """A reference (preset name, relative path, or inline mapping) -> (mapping, its source)."""
+    """A reference (preset name, relative path, or inline mapping) -> (mapping, its source).
+
+    An inline mapping with a `preset` key starts from that preset and overrides its fields,
+    e.g. `device: {preset: h100-sxm5-80gb, hbm_bytes: 40GB}`.
+    """
+    if isinstance(ref, dict) and "preset" in ref:
+        overrides = dict(ref)
+        name = overrides.pop("preset")
+        data, _ = _resolve(name, kind, base, f"{field}.preset", source)
+        return {**data, **overrides}, source
     if isinstance(ref, dict):
         return ref, source
     if not isinstance(ref, str):

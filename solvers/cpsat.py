@@ -366,6 +366,7 @@ class CpSat:
         stats: dict = {"rounds": 0}
         candidates = enumerate_candidates(problem, options=options.space)
         stats["configurations"] = len(candidates)
+        stats["enumerate_s"] = time.perf_counter() - start
         if len(candidates) == 0:
             from solvers.diagnose import explain_empty_space
 
@@ -378,7 +379,11 @@ class CpSat:
         incumbent = heuristic.plan if heuristic else None
         upper = heuristic.objective_s if heuristic else math.inf
         stats["heuristic"] = heuristic.solver if heuristic else None
+        stats["heuristics_s"] = time.perf_counter() - start - stats["enumerate_s"]
+        mark = time.perf_counter()
         lower = time_lower_bound(problem, candidates, upper)
+        stats["bounds_s"] = time.perf_counter() - mark
+        stats["cannot_fit"] = int(np.isinf(lower).sum())
         order = [int(i) for i in np.argsort(lower, kind="stable")]
         position = 0
         pruned_time = pruned_memory = 0
@@ -433,7 +438,7 @@ class CpSat:
                 break
         if position < len(order):
             open_bound = min(open_bound, float(min(lower[order[position:]])))
-        stats.update(pruned_by_time_bound=pruned_time, pruned_by_memory_bound=pruned_memory,
+        stats.update(pruned_by_time_bound=pruned_time - stats["cannot_fit"], pruned_by_memory_bound=pruned_memory,
                      rounding_bound_s=rounding)
         wall = time.perf_counter() - start
         if incumbent is None:

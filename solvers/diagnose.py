@@ -66,14 +66,35 @@ def explain_infeasible(problem: Problem, options: SolveOptions, candidates: Cand
     order = np.argsort(peak, kind="stable")[: options.max_configs]
     models = [stage_model(relaxed, pool.plan(int(i))) for i in order]
     families = _families(problem, options, models)
-    parts = []
-    if "memory" in families or not families:
-        parts.append(_memory_report(relaxed, models, options))
-    if "task constraints" in families:
-        parts.append("the task's constraints exclude the plans that would fit; relax them")
-    if "tp-within-tier" in families:
-        parts.append("only plans whose TP group spans NVLink domains would fit; allow it or use larger domains")
-    return "; ".join(parts) if parts else "no plan fits"
+    allowed = [sm for sm in models if not _violates(problem, options, sm.config)]
+    if len(candidates):
+        allowed_peak = price(problem, candidates).peak_memory_bytes
+        best = np.argsort(allowed_peak, kind="stable")[: max(1, options.max_configs // 5)]
+        allowed = [stage_model(problem, candidates.plan(int(i))) for i in best] + allowed
+    report = _memory_report(problem, allowed) if allowed else "no plan allowed by the task fits in memory"
+    relaxations = [f for f in ("task constraints", "tp-within-tier") if f in families]
+    if not relaxations:
+        return report
+    witness = next((sm.config for sm in models if memory_lower_bound(sm) <= sm.capacity_bytes
+                    and _violates(problem, options, sm.config)), None)
+    names = " and ".join("the task's constraints" if f == "task constraints" else "the rule that TP stays in one NVLink domain"
+                         for f in relaxations)
+    hint = f" (e.g. {witness.summary()})" if witness is not None else ""
+    return f"{report}. Plans that fit exist only outside {names}{hint}: relax them"
+
+
+def _violates(problem: Problem, options: SolveOptions, plan) -> bool:
+    if _violates_task(plan, problem):
+        return True
+    tier = options.space.tp_within_tier
+    if tier is None or plan.tp == 1:
+        return False
+    stride = 1
+    for axis in plan.axis_order:
+        if axis == "tp":
+            break
+        stride *= plan.degree(axis)
+    return stride * plan.tp > problem.cluster.tier_size(tier)
 
 
 def _families(problem: Problem, options: SolveOptions, models) -> set[str]:
@@ -131,7 +152,7 @@ def _violates_task(plan, problem: Problem) -> bool:
     )
 
 
-def _memory_report(problem: Problem, models, options: SolveOptions) -> str:
+def _memory_report(problem: Problem, models) -> str:
     """The plan that overflows least: minimise the largest stage overflow over the pool."""
     best = None
     for sm in models:
@@ -148,7 +169,7 @@ def _memory_report(problem: Problem, models, options: SolveOptions) -> str:
     excess, plan, stage = best
     cluster = problem.cluster
     return (
-        f"no plan fits in memory: the best, {plan.summary()}, has stage {stage.index} needing "
+        f"no plan fits in memory: the closest, {plan.summary()}, has stage {stage.index} needing "
         f"{format_bytes(stage.memory_bytes)} of {format_bytes(stage.capacity_bytes)} usable on "
         f"{cluster.num_devices} x {cluster.device.name} (over by {format_bytes(excess)}); try "
         + ", ".join(f"({i + 1}) {r}" for i, r in enumerate(REMEDIES))

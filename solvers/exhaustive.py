@@ -85,6 +85,11 @@ class Exhaustive:
         start = time.perf_counter()
         candidates = enumerate_candidates(problem, options=options.space)
         configs = [candidates.plan(i) for i in range(len(candidates))]
+        if not configs:
+            from solvers.diagnose import explain_empty_space
+
+            return SolveResult(solver=self.name, status="INFEASIBLE", wall_time_s=time.perf_counter() - start,
+                               infeasibility=explain_empty_space(problem, options), stats={"configurations": 0})
         total = sum(count_partitions(c, problem.model.num_layers) for c in configs)
         if total > options.max_evaluations:
             return SolveResult(
@@ -101,9 +106,11 @@ class Exhaustive:
         wall = time.perf_counter() - start
         stats = {"configurations": len(configs), "partitions": total}
         if best is None:
+            from solvers.diagnose import explain_infeasible
+
             return SolveResult(
                 solver=self.name, status="INFEASIBLE", wall_time_s=wall, stats=stats,
-                infeasibility="no plan of the declared space fits in memory (exhaustive enumeration)",
+                infeasibility=explain_infeasible(problem, options, candidates, None),
             )
         objective, plan = best
         plan = plan.model_copy(
