@@ -111,7 +111,8 @@ def _least_recompute(problem: Problem, c: CandidateSet, v: PlanVars, m) -> tuple
     layers in any case (paying (a_i + b_i v - cap)/|d_i| if v > tau_i); layers beyond
     sum_i max(tau_i, v) cost at least min_i b_i/|d_i| recomputed layers each. Without full
     recompute, such an overflow means no partition fits. (An LP relaxation of the true problem.)
-    The middle stages differ only in micro-batches in flight, on which a, b and d are affine
+    A configuration also cannot fit if the water-filling bound of `memory_lower_bound` (every
+    layer recomputed) exceeds the memory. The middle stages differ only in micro-batches in flight, on which a, b and d are affine
     (planner.cost.memory), so they are priced at two in-flight counts and interpolated.
     """
     model, task = problem.model, problem.task
@@ -148,6 +149,10 @@ def _least_recompute(problem: Problem, c: CandidateSet, v: PlanVars, m) -> tuple
     free = np.zeros(n)
     forced = np.zeros(n)
     slope = np.full(n, np.inf)
+    # Water-filling bound on the peak with every layer recomputed (memory_lower_bound, vectorized).
+    edge_peak = np.zeros(n)
+    sum_ratio = np.zeros(n)
+    sum_inverse = np.zeros(n)
     for i in range(int(pp.max())):
         active = i < pp
         f_i = in_flight_micro_batches(v, np.full(n, float(i)), m)
@@ -162,13 +167,18 @@ def _least_recompute(problem: Problem, c: CandidateSet, v: PlanVars, m) -> tuple
         with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
             forced_i = np.where(need > 0, np.where(saving > 0, need / np.maximum(saving, 1e-300), np.inf), 0.0)
             ratio = b / np.maximum(saving, 1e-300)
+        least = np.maximum(b + np.where(full, d, 0.0) , 1e-9)
+        edge_peak = np.where(active, np.maximum(edge_peak, a + least * vs), edge_peak)
+        sum_ratio = sum_ratio + np.where(active, a / least, 0.0)
+        sum_inverse = sum_inverse + np.where(active, 1.0 / least, 0.0)
         forced = forced + np.where(active, forced_i, 0.0)
         free = free + np.where(active, np.maximum(tau, vs), 0.0)
         slope = np.where(active & (saving > 0), np.minimum(slope, ratio), slope)
     overflow = np.maximum(model.num_layers - free, 0.0)
     with np.errstate(invalid="ignore", over="ignore"):
         layers = forced + np.where(overflow > 0, overflow * slope, 0.0)
-    feasible = np.isfinite(layers)
+    water = (model.num_layers + sum_ratio) / np.maximum(sum_inverse, 1e-300)
+    feasible = np.isfinite(layers) & (np.maximum(edge_peak, water) <= capacity)
     layers = np.where(full, layers, 0.0)
     return np.where(np.isfinite(layers), layers, 0.0), feasible
 

@@ -393,6 +393,8 @@ class CpSat:
         while True:
             batch, bounds = [], []
             while position < len(order) and len(batch) < options.max_configs:
+                if time.perf_counter() > deadline:
+                    break
                 i = order[position]
                 if lower[i] > upper * (1 + 1e-12) or not math.isfinite(lower[i]):
                     pruned_time += len(order) - position
