@@ -8,7 +8,9 @@ Step time (`time_lower_bound`), for a configuration with p stages, v virtual sta
 micro-batches: with t_i the stage times,
     T = m max_i t_i + (sum_i t_i - max_i t_i)/v + (DP exposure >= 0) + max_i O_i + sync
       >= (m - 1/v) * S/p + S/v + (sum_i O_i)/p + sync,        S = sum_i t_i
-because max_i t_i >= S/p and m >= 1/v. Every part of t_i is affine in the stage's layer count
+because max_i t_i >= S/p and m >= 1/v. Also max_i t_i >= the smallest stage-kind time at
+ceil(C/p) chunks (some stage holds that many; chunks are whole), which is far tighter when
+layers do not split evenly (e.g. 126 layers on 32 stages of 3-layer chunks). Every part of t_i is affine in the stage's layer count
 except the exposed pipeline send max(hop - a*l, 0), which is convex; recompute only adds time.
 So S >= the sum over stages of t_i at the uniform split l = L/p with no recompute (Jensen), plus
 the recompute time of the fewest recomputed layers any fitting partition needs (`_least_recompute`,
@@ -72,6 +74,19 @@ def time_lower_bound(problem: Problem, c: CandidateSet, upper: float = np.inf) -
         for s in specs
     )
     vs = c.virtual_stages.astype(float)
+    # Some stage holds at least ceil(C/p) chunks of v layers; its time is at least the smallest
+    # of the three stage kinds' times at that size (times grow with layers).
+    chunks = np.ceil(model.num_layers / vs / pp)
+    busiest = chunks * vs
+    kinds = [(True, single), (False, np.zeros(len(c), dtype=bool)), (False, np.ones(len(c), dtype=bool))]
+    exists = [np.ones(len(c), dtype=bool), pp > 2, pp > 1]
+    layer0 = layer_cost(problem, v)
+    edges0 = edge_cost(problem, v, layer0.tokens)
+    tmax_bound = np.full(len(c), np.inf)
+    for (first, last), ok in zip(kinds, exists, strict=True):
+        t = stage_terms(problem, v, layer0, edges0, StageSpec(0, busiest, zero, first, last)).total_s
+        tmax_bound = np.where(ok, np.minimum(tmax_bound, t), tmax_bound)
+    tmax_bound = np.maximum(tmax_bound, total / pp)
     weight = (m - 1.0 / vs) / pp + 1.0 / vs
 
     layer = layer_cost(problem, v)
@@ -92,13 +107,17 @@ def time_lower_bound(problem: Problem, c: CandidateSet, upper: float = np.inf) -
             value = raw.grad_floor_s if getter == "grad" else raw.param_floor_s
             ends.append(np.asarray(value, dtype=float))
         exposure.append(np.minimum(*ends))
-    bound = total * weight + optimizer_sum / pp + np.asarray(a.embedding_sync_s) + exposure[0] + exposure[1]
+    bound = ((m - 1.0 / vs) * tmax_bound + total / vs + optimizer_sum / pp + np.asarray(a.embedding_sync_s)
+             + exposure[0] + exposure[1])
     bound = np.broadcast_to(np.asarray(bound, dtype=float), (len(c),)).copy()
     open_ = np.flatnonzero(bound <= upper)
     if len(open_):
         sub = c.take(open_)
         layers, feasible = _least_recompute(problem, sub, _vars(sub), m[open_])
+        # Recomputed layers add to sum_i t_i; spreading them evenly is the least they can add.
         extra = recompute_s[open_] * layers * np.broadcast_to(weight, (len(c),))[open_]
+        extra = np.where(tmax_bound[open_] > total[open_] / pp[open_],
+                         recompute_s[open_] * layers / vs[open_], extra)
         bound[open_] = np.where(feasible, bound[open_] + extra, np.inf)
     return bound
 

@@ -53,7 +53,7 @@ import numpy as np
 from ortools.sat.python import cp_model
 
 from planner.bounds import memory_lower_bound, time_lower_bound
-from planner.candidates import enumerate_candidates
+from planner.candidates import enumerate_candidates, price
 from planner.cost.step import evaluate
 from planner.plan import Plan
 from planner.problem import Problem
@@ -62,7 +62,9 @@ from solvers.base import SolveOptions, SolveResult
 from solvers.heuristics import best_heuristic
 
 UNIT_S = 1e-9
+_EXTRA_PARAMETERS: dict = {}  # experiments only
 LCM_V = 12
+STAGE_BUDGET = 400  # stages (summed over configurations) per CP-SAT round
 
 
 def _ints(values) -> list[int]:
@@ -384,6 +386,19 @@ class CpSat:
         lower = time_lower_bound(problem, candidates, upper)
         stats["bounds_s"] = time.perf_counter() - mark
         stats["cannot_fit"] = int(np.isinf(lower).sum())
+        # A better incumbent from the uniform split of every configuration still in the window
+        # (priced in bulk by the cost model; only evenly divisible configurations).
+        window = np.flatnonzero(lower <= upper)
+        even = window[problem.model.num_layers % (candidates.pp[window] * candidates.virtual_stages[window]) == 0]
+        if len(even):
+            priced = price(problem, candidates.take(even))
+            fits = np.flatnonzero(priced.fits)
+            if len(fits):
+                best = fits[int(np.argmin(priced.step_s[fits]))]
+                if priced.step_s[best] < upper:
+                    incumbent = candidates.plan(int(even[best]))
+                    upper = float(evaluate(problem, incumbent).step_time_s)
+                    stats["incumbent"] = "uniform split"
         order = [int(i) for i in np.argsort(lower, kind="stable")]
         position = 0
         pruned_time = pruned_memory = 0
@@ -392,7 +407,8 @@ class CpSat:
         interrupted = False
         while True:
             batch, bounds = [], []
-            while position < len(order) and len(batch) < options.max_configs:
+            stages_in_batch = 0
+            while position < len(order) and len(batch) < options.max_configs and stages_in_batch < STAGE_BUDGET:
                 if time.perf_counter() > deadline:
                     break
                 i = order[position]
@@ -407,15 +423,21 @@ class CpSat:
                     continue
                 batch.append(sm)
                 bounds.append(float(lower[i]))
+                stages_in_batch += sm.num_stages
             if not batch:
                 break
+            # A cheap incumbent from the batch itself: balanced chunks, least recompute that fits.
+            for sm in batch:
+                guess = balanced_guess(sm)
+                if guess is not None and guess[0] < upper * (1 - 1e-12):
+                    upper, incumbent = guess[0], plan_with_partition(sm, guess[1], guess[2])
             remaining = deadline - time.perf_counter()
             if remaining <= 0 or interrupted:
                 open_bound = min(open_bound, min(bounds))
                 break
             stats["rounds"] += 1
             rounding = max(rounding, max(rounding_bound_s(sm) for sm in batch))
-            model, configs, obj, a_memory = build_model(batch, bounds, None, upper_s=upper)
+            model, configs, obj, a_memory = build_model(batch, bounds, incumbent, upper_s=upper)
             if math.isfinite(upper):
                 model.add(obj <= int(math.floor(LCM_V * upper / UNIT_S)) - 1)
             model.add_assumptions([a_memory])
@@ -424,6 +446,8 @@ class CpSat:
             solver.parameters.num_workers = options.workers
             solver.parameters.random_seed = options.seed
             solver.parameters.log_search_progress = options.log
+            for key, value in _EXTRA_PARAMETERS.items():
+                setattr(solver.parameters, key, value)
             with _Interrupt(solver) as guard:
                 status = solver.solve(model)
                 interrupted = guard.fired
@@ -440,8 +464,9 @@ class CpSat:
                 break
         if position < len(order):
             open_bound = min(open_bound, float(min(lower[order[position:]])))
-        stats.update(pruned_by_time_bound=pruned_time - stats["cannot_fit"], pruned_by_memory_bound=pruned_memory,
-                     rounding_bound_s=rounding)
+        finite = np.isfinite(lower)
+        stats.update(pruned_by_time_bound=int((finite & (lower > upper * (1 + 1e-12))).sum()),
+                     pruned_by_memory_bound=pruned_memory, rounding_bound_s=rounding)
         wall = time.perf_counter() - start
         if incumbent is None:
             if math.isfinite(open_bound):
@@ -466,6 +491,42 @@ class CpSat:
         return SolveResult(solver=self.name, status=status, plan=plan, objective_s=objective,
                            best_bound_s=bound, wall_time_s=wall, breakdown=evaluate(problem, plan),
                            stats=stats, notes=list(notes or []))
+
+
+def balanced_guess(sm: StageModel) -> tuple[float, list[int], list[int]] | None:
+    """(step seconds, chunks, recomputed) of the balanced split with, per stage, the fewest
+    recomputed layers that fit; None if it does not fit. Priced from the tables."""
+    from planner.stage_tables import step_time_s
+
+    chunks = _balanced_middle(sm.chunks, sm.num_stages)
+    recomputed = []
+    for st, c in zip(sm.stages, chunks, strict=True):
+        base = st.memory_bytes[c]
+        if base <= sm.capacity_bytes:
+            recomputed.append(0)
+            continue
+        if not sm.recompute_full or st.memory_per_recomputed_bytes >= 0:
+            return None
+        layers = c * sm.virtual_stages
+        need = math.ceil((base + st.memory_transient_bytes - sm.capacity_bytes) / -st.memory_per_recomputed_bytes)
+        if need > layers:
+            return None
+        recomputed.append(need)
+    total, peak = step_time_s(sm, chunks, recomputed)
+    if peak > sm.capacity_bytes:
+        return None
+    return total, chunks, recomputed
+
+
+def _balanced_middle(chunks: int, p: int) -> list[int]:
+    """Equal chunks; the remainder goes to the middle stages first (the edges carry the
+    embedding and the head)."""
+    base, extra = divmod(chunks, p)
+    counts = [base] * p
+    order = list(range(1, p - 1)) + [p - 1, 0] if p > 2 else list(range(p))
+    for i in order[:extra]:
+        counts[i] += 1
+    return counts
 
 
 def _simplify(problem: Problem, plan: Plan) -> Plan:
