@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.candidates import CandidateSet, _strides
+from planner.candidates import CandidateSet, plan_vars
 from planner.cost.edges import edge_cost
 from planner.cost.layer import layer_cost
 from planner.cost.layout import RECOMPUTE_CODES, PlanVars
@@ -40,21 +40,12 @@ from planner.problem import Problem
 from planner.stage_tables import StageModel
 
 
-def _vars(c: CandidateSet) -> PlanVars:
-    return PlanVars(
-        tp=c.tp, cp=c.cp, pp=c.pp, dp=c.dp, virtual_stages=c.virtual_stages,
-        micro_batch_size=c.micro_batch_size, sp=c.sp, tp_comm_overlap=c.tp_comm_overlap,
-        zero_stage=c.zero_stage, shard_size=np.where(c.zero_stage > 0, c.shard_size, 1),
-        recompute=c.recompute, strides=_strides(c),
-    )
-
-
 def time_lower_bound(problem: Problem, c: CandidateSet, upper: float = np.inf) -> np.ndarray:
     """Per candidate, a valid lower bound on the step time of any partition (seconds);
     +inf where no partition fits in memory (see the module doc). The memory part of the bound
     is only computed where the rest of it does not already exceed `upper`."""
     model, task = problem.model, problem.task
-    v = _vars(c)
+    v = plan_vars(c)
     pp = c.pp.astype(float)
     per_stage = model.num_layers / pp
     zero = np.zeros(len(c))
@@ -113,7 +104,7 @@ def time_lower_bound(problem: Problem, c: CandidateSet, upper: float = np.inf) -
     open_ = np.flatnonzero(bound <= upper)
     if len(open_):
         sub = c.take(open_)
-        layers, feasible = _least_recompute(problem, sub, _vars(sub), m[open_])
+        layers, feasible = _least_recompute(problem, sub, plan_vars(sub), m[open_])
         # Recomputed layers add to sum_i t_i; spreading them evenly is the least they can add.
         extra = recompute_s[open_] * layers * np.broadcast_to(weight, (len(c),))[open_]
         extra = np.where(tmax_bound[open_] > total[open_] / pp[open_],

@@ -109,10 +109,9 @@ def _strides(c: CandidateSet) -> dict:
     return result
 
 
-def price(problem: Problem, c: CandidateSet) -> Priced:
-    """Prices every candidate with the one cost model (see module doc)."""
-    model, task = problem.model, problem.task
-    v = PlanVars(
+def plan_vars(c: CandidateSet) -> PlanVars:
+    """The candidates' decisions as cost-model variables (one array entry per candidate)."""
+    return PlanVars(
         tp=c.tp,
         cp=c.cp,
         pp=c.pp,
@@ -126,6 +125,12 @@ def price(problem: Problem, c: CandidateSet) -> Priced:
         recompute=c.recompute,
         strides=_strides(c),
     )
+
+
+def price(problem: Problem, c: CandidateSet) -> Priced:
+    """Prices every candidate with the one cost model (see module doc)."""
+    model, task = problem.model, problem.task
+    v = plan_vars(c)
     pp = c.pp.astype(float)
     per_stage = model.num_layers / pp
     full = c.recompute == RECOMPUTE_CODES["full"]
