@@ -4,7 +4,7 @@
 - both agree on infeasibility;
 - the cost model's re-evaluation of CP-SAT's plan equals its objective within the rounding bound;
 - no heuristic beats the optimum.
-Instances: up to 64 GPUs and 12 layers, small memories so that pipeline, tensor parallelism,
+Instances: up to 64 GPUs and 16 layers, small memories so that pipeline, tensor parallelism,
 ZeRO and per-stage recompute matter.
 """
 
@@ -30,7 +30,7 @@ def instances(draw):
     heads = draw(st.sampled_from([8, 16]))
     hidden = draw(st.sampled_from([1024, 2048]))
     model = small_model(
-        num_layers=draw(st.integers(2, 12)),
+        num_layers=draw(st.integers(2, 16)),
         hidden_size=hidden,
         num_heads=heads,
         num_kv_heads=draw(st.sampled_from([1, 2, heads])),
