@@ -1,0 +1,66 @@
+"""DeepSpeed JSON: batch triangle, precision, ZeRO stage (HSDP as hpZ for ZeRO-3).
+
+train_batch_size = train_micro_batch_size_per_gpu x gradient_accumulation_steps x DP.
+DeepSpeed's JSON has no TP, CP or PP degrees: TP/CP are set by the model code (e.g.
+Megatron-DeepSpeed) and PP by PipelineModule(num_stages=...). Those plans are exported with
+that requirement printed in the header; non-uniform stages and per-stage recompute counts are
+errors (DeepSpeed partitions stages itself).
+"""
+
+from __future__ import annotations
+
+import json
+
+from planner.export.base import Exported, ExportError, accumulation_steps, header
+from planner.plan import Plan
+from planner.problem import Problem
+
+
+def deepspeed_config(problem: Problem, plan: Plan) -> tuple[dict, list[str]]:
+    task = problem.task
+    notes = []
+    layers = plan.layers_per_stage(problem.model.num_layers)
+    if len(set(layers)) > 1:
+        raise ExportError(f"non-uniform pipeline stages {layers} cannot be expressed in a DeepSpeed config")
+    if plan.recompute == "full" and plan.recompute_num_layers is not None and len(set(plan.recompute_num_layers)) > 1:
+        raise ExportError("per-stage recompute counts cannot be expressed in a DeepSpeed config")
+    if plan.virtual_stages > 1:
+        raise ExportError("interleaved pipeline schedules are not available in DeepSpeed's pipeline engine")
+    config: dict = {
+        "train_batch_size": task.num_sequences,
+        "train_micro_batch_size_per_gpu": plan.micro_batch_size,
+        "gradient_accumulation_steps": accumulation_steps(problem, plan),
+        "zero_optimization": {"stage": plan.zero_stage, "overlap_comm": task.framework.overlap_grad_reduce,
+                              "contiguous_gradients": True, "reduce_scatter": True},
+    }
+    if plan.zero_stage == 3 and plan.zero_shard_size not in (None, plan.dp):
+        config["zero_optimization"]["zero_hpz_partition_size"] = plan.zero_shard_size
+        notes.append(f"HSDP as ZeRO++ hpZ: weights gathered within groups of {plan.zero_shard_size}")
+    elif plan.zero_stage and plan.zero_shard_size not in (None, plan.dp):
+        raise ExportError("HSDP with ZeRO-1/2 has no DeepSpeed equivalent (hpZ needs ZeRO-3)")
+    if task.precision in ("bf16", "fp8"):
+        config["bf16"] = {"enabled": True}
+    else:
+        config["fp16"] = {"enabled": True}
+    if task.precision == "fp8":
+        notes.append("APPROXIMATION: fp8 GEMMs come from Transformer Engine in the model code; the config says bf16")
+    if plan.recompute != "none":
+        config["activation_checkpointing"] = {"partition_activations": plan.sp, "contiguous_memory_optimization": False}
+        notes.append(f"activation checkpointing ({plan.recompute}) is applied by the model code "
+                     "(deepspeed.checkpointing.checkpoint around each block)")
+    if plan.tp > 1 or plan.cp > 1:
+        notes.append(f"TP {plan.tp} / CP {plan.cp}: set in the model code (e.g. Megatron-DeepSpeed "
+                     f"--tensor-model-parallel-size {plan.tp}); the DP size here is {plan.dp}")
+    if plan.pp > 1:
+        notes.append(f"PP {plan.pp}: PipelineModule(num_stages={plan.pp}); DeepSpeed runs 1F1B")
+    return config, notes
+
+
+def export_deepspeed(problem: Problem, plan: Plan, version: str | None) -> Exported:
+    version = version or "0.16"
+    config, notes = deepspeed_config(problem, plan)
+    head = header(problem, plan, "DeepSpeed", version, notes, comment="//")
+    # JSON has no comments: the header goes in a "_comment" list DeepSpeed ignores.
+    document = {"_comment": [line[3:] for line in head.splitlines()], **config}
+    text = json.dumps(document, indent=2) + "\n"
+    return Exported("deepspeed", version, text, [n for n in notes if n.startswith("APPROXIMATION")])
