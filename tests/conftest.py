@@ -52,6 +52,20 @@ def with_bandwidth(cluster: Cluster, scale: float) -> Cluster:
     return cluster.model_copy(update={"tiers": tiers})
 
 
+@pytest.fixture(scope="session")
+def solved():
+    """Every shipped task solved by CP-SAT (3 s limit): {task: (problem, plan)}."""
+    from planner.problem import load_problem
+    from solvers import SOLVERS, SolveOptions
+
+    plans = {}
+    for path in sorted((PROBLEMS / "tasks").glob("*.yaml")):
+        problem = load_problem(path)
+        result = SOLVERS["cpsat"].solve(problem, SolveOptions(time_limit_s=3))
+        plans[path.stem] = (problem, result.plan)
+    return plans
+
+
 @pytest.fixture
 def gpt3():
     return load_model("gpt3-175b")

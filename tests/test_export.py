@@ -112,16 +112,6 @@ def degrees_torchtitan(text: str, version: str) -> dict:
 TASKS = sorted(p.stem for p in (PROBLEMS / "tasks").glob("*.yaml"))
 
 
-@pytest.fixture(scope="module")
-def solved():
-    plans = {}
-    for task in TASKS:
-        problem = load_problem(PROBLEMS / "tasks" / f"{task}.yaml")
-        result = SOLVERS["cpsat"].solve(problem, SolveOptions(time_limit_s=3))
-        plans[task] = (problem, result.plan)
-    return plans
-
-
 @pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize(("target", "version"), FORMATS)
 def test_round_trip_of_solved_plans(solved, task, target, version):

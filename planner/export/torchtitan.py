@@ -3,7 +3,9 @@
 DP maps to data_parallel_replicate_degree x data_parallel_shard_degree: ZeRO-0 replicates,
 ZeRO-3 shards (FSDP2), HSDP shards within groups and replicates across. torchtitan has no
 ZeRO-1/2: they are exported as FSDP (ZeRO-3), an explicit approximation (more communication,
-less memory). Non-uniform stages become pipeline_parallel_split_points ("layers.N").
+less memory). Stages become module_fqns_per_model_part (0.2: explicit module names per model
+chunk, any partition) or pipeline_parallel_layers_per_stage with fewer layers on the edge
+stages (0.3 flags; other partitions are an error there).
 """
 
 from __future__ import annotations
@@ -45,20 +47,33 @@ def torchtitan_settings(problem: Problem, plan: Plan) -> tuple[dict[str, dict], 
         parallelism["pipeline_parallel_schedule"] = "Interleaved1F1B" if plan.virtual_stages > 1 else "1F1B"
         parallelism["pipeline_parallel_microbatch_size"] = plan.micro_batch_size
         layers = plan.layers_per_stage(problem.model.num_layers)
-        if any(n % plan.virtual_stages for n in layers):
+        v = plan.virtual_stages
+        if any(n % v for n in layers):
             raise ExportError(f"stage layers {layers} are not multiples of the virtual stages")
-        chunks = []
-        for n in layers:
-            chunks += [n // plan.virtual_stages] * plan.virtual_stages
-        # Interleaved: chunk k goes to rank k mod p; reorder so consecutive chunks cycle ranks.
-        if plan.virtual_stages > 1:
-            per_rank = [[n // plan.virtual_stages] * plan.virtual_stages for n in layers]
-            chunks = [per_rank[i][j] for j in range(plan.virtual_stages) for i in range(plan.pp)]
-        points, total = [], 0
-        for size in chunks[:-1]:
-            total += size
-            points.append(f"layers.{total}")
-        parallelism["pipeline_parallel_split_points"] = points
+        # Model chunks in forward order: chunk j of every rank, then chunk j + 1 (looped schedules
+        # place chunk k on rank k mod pp).
+        sizes = [layers[i] // v for j in range(v) for i in range(plan.pp)]
+        parts, start = [], 0
+        for k, size in enumerate(sizes):
+            names = [f"layers.{n}" for n in range(start, start + size)]
+            if k == 0:
+                names = ["tok_embeddings", *names]
+            if k == len(sizes) - 1:
+                names = [*names, "norm", "output"]
+            parts.append(names)
+            start += size
+        parallelism["module_fqns_per_model_part"] = parts
+        middle = sizes[1:-1]
+        if len(set(sizes)) == 1:
+            flat = {"pipeline_parallel_layers_per_stage": sizes[0], "pipeline_parallel_first_stage_less_layers": 0,
+                    "pipeline_parallel_last_stage_less_layers": 0}
+        elif len(set(middle)) <= 1 and middle and sizes[0] <= middle[0] and sizes[-1] <= middle[0]:
+            flat = {"pipeline_parallel_layers_per_stage": middle[0],
+                    "pipeline_parallel_first_stage_less_layers": middle[0] - sizes[0],
+                    "pipeline_parallel_last_stage_less_layers": middle[0] - sizes[-1]}
+        else:
+            flat = None
+        parallelism["_layers_per_stage"] = flat
     task = problem.task
     settings = {
         "training": {"local_batch_size": plan.micro_batch_size * plan.num_micro_batches(task.num_sequences),
@@ -86,6 +101,14 @@ def export_torchtitan(problem: Problem, plan: Plan, version: str | None) -> Expo
     if version not in VERSIONS:
         raise ExportError(f"torchtitan version {version!r} not supported; choose from {VERSIONS}")
     settings, notes = torchtitan_settings(problem, plan)
+    flat = settings["parallelism"].pop("_layers_per_stage", None)
+    if version == "0.3" and plan.pp > 1:
+        if flat is None:
+            raise ExportError(f"torchtitan 0.3 flags express stages only as layers per stage with fewer layers on "
+                              f"the edges; this plan's stages {plan.layers_per_stage(problem.model.num_layers)} need "
+                              "the 0.2 TOML (module_fqns_per_model_part)")
+        settings["parallelism"].pop("module_fqns_per_model_part")
+        settings["parallelism"].update(flat)
     head = header(problem, plan, "torchtitan", version, notes)
     if version == "0.2":
         body = []
