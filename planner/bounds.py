@@ -15,9 +15,9 @@ except the exposed pipeline send max(hop - a*l, 0), which is convex; recompute o
 So S >= the sum over stages of t_i at the uniform split l = L/p with no recompute (Jensen), plus
 the recompute time of the fewest recomputed layers any fitting partition needs (`_least_recompute`,
 an LP relaxation of the per-stage memory limits), and sum_i O_i (affine) equals its value at the
-uniform split. Stage 0 has no slack, so the never-hidden part of its gradient reduction and
-weight gather (whole collectives without overlap, last/first buckets with it; smallest at an end
-of the admissible layer range) is added. Configurations that cannot fit get +inf.
+uniform split. Stage 0 has no slack, so the part of its gradient reduction and weight gather
+that its own backward/forward cannot hide (and at least the last/first bucket) is added, each
+part at its smallest over the admissible layer range. Configurations that cannot fit get +inf.
 
 Memory (`memory_lower_bound`): stage i's peak is affine in its layers, M_i = a_i + d_i c_i
 (c_i chunks of v layers), with d_i taken at full recompute when that mode is allowed and the
@@ -87,17 +87,24 @@ def time_lower_bound(problem: Problem, c: CandidateSet, upper: float = np.inf) -
     without_r = stage_terms(problem, v, layer, edges, StageSpec(1, one, zero, False, False))
     recompute_s = np.broadcast_to(np.asarray(with_r.backward_s - without_r.backward_s, dtype=float), (len(c),))
 
-    # Stage 0 has no slack: its gradient/weight exposure (or their floors, which are smallest at
-    # an end of the admissible layer range) is paid in full.
+    # Stage 0 has no slack: its gradient exposure is max(G - w B, floor) and its weight exposure
+    # max(P - w F, floor). G - w B is concave in the stage's layers (B is affine plus a convex
+    # send term; recompute only lowers it, so the most recompute is taken) and each floor is
+    # unimodal, so each part is smallest at an end of the admissible layer range; the larger of
+    # the two minima is a valid bound.
     low, high = vs, model.num_layers - (pp - 1) * vs
-    exposure = []
-    for getter in ("grad", "param"):
-        ends = []
-        for n in (low, high):
-            raw = data_parallel_raw(problem, v, StageSpec(0, n, zero, True, single))
-            value = raw.grad_floor_s if getter == "grad" else raw.param_floor_s
-            ends.append(np.asarray(value, dtype=float))
-        exposure.append(np.minimum(*ends))
+    full = c.recompute == RECOMPUTE_CODES["full"]
+    parts = {"grad": [], "grad_floor": [], "param": [], "param_floor": []}
+    for n in (low, high):
+        raw = data_parallel_raw(problem, v, StageSpec(0, n, zero, True, single))
+        terms = stage_terms(problem, v, layer0, edges0, StageSpec(0, n, np.where(full, n, 0.0), True, single))
+        parts["grad"].append(np.asarray(raw.grad_s - raw.grad_window * terms.backward_s, dtype=float))
+        parts["grad_floor"].append(np.asarray(raw.grad_floor_s, dtype=float))
+        parts["param"].append(np.asarray(raw.param_s - raw.param_window * terms.forward_s, dtype=float))
+        parts["param_floor"].append(np.asarray(raw.param_floor_s, dtype=float))
+    smallest = {k: np.minimum(*vals) for k, vals in parts.items()}
+    exposure = [np.maximum(np.maximum(smallest["grad"], smallest["grad_floor"]), 0.0),
+                np.maximum(np.maximum(smallest["param"], smallest["param_floor"]), 0.0)]
     bound = ((m - 1.0 / vs) * tmax_bound + total / vs + optimizer_sum / pp + np.asarray(a.embedding_sync_s)
              + exposure[0] + exposure[1])
     bound = np.broadcast_to(np.asarray(bound, dtype=float), (len(c),)).copy()
