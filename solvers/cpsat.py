@@ -449,9 +449,11 @@ class CpSat:
             solver.parameters.num_workers = options.workers
             solver.parameters.random_seed = options.seed
             solver.parameters.log_search_progress = options.log
-            # Full linearization: the per-configuration objective rows are disjunctive (enforced by
-            # x_k); without their LP the bound creeps up one unit at a time on some instances.
-            solver.parameters.linearization_level = 2
+            # Small rounds get full linearization: their per-configuration objective rows are
+            # disjunctive (enforced by x_k) and without that LP the bound can creep up one unit at
+            # a time; large rounds search faster with the default.
+            if stages_in_batch <= 64:
+                solver.parameters.linearization_level = 2
             for key, value in _EXTRA_PARAMETERS.items():
                 setattr(solver.parameters, key, value)
             with _Interrupt(solver) as guard:
