@@ -214,5 +214,3 @@ def memory_lower_bound(sm: StageModel) -> float:
     water = (chunks + np.sum(a_arr / d_arr)) / np.sum(1.0 / d_arr)
     return float(max(np.max(a_arr + d_arr), water))
 
-
-_ = RECOMPUTE_CODES

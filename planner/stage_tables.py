@@ -31,7 +31,7 @@ import numpy as np
 
 from planner.cost.edges import edge_cost
 from planner.cost.layer import layer_cost
-from planner.cost.layout import RECOMPUTE_CODES, PlanVars
+from planner.cost.layout import PlanVars
 from planner.cost.memory import stage_memory
 from planner.cost.step import StageSpec, data_parallel_raw, stage_terms, tied_embedding_sync_s
 from planner.plan import Plan
@@ -189,5 +189,3 @@ def plan_with_partition(sm: StageModel, chunks: list[int], recomputed: list[int]
         update["recompute_num_layers"] = list(recomputed)
     return sm.config.model_copy(update=update)
 
-
-_ = RECOMPUTE_CODES

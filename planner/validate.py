@@ -27,7 +27,7 @@ from planner.errors import InputError, PlannerError
 from planner.hardware import Cluster, Device
 from planner.model import DenseTransformer
 from planner.plan import Plan
-from planner.problem import PROBLEMS_DIR, Problem, build, load_cluster, load_device
+from planner.problem import Problem, build, load_cluster, load_device
 from planner.task import Framework, TrainingTask
 
 DEFAULT_RUNS = Path(__file__).resolve().parent / "data" / "measured_runs.yaml"
@@ -335,8 +335,6 @@ def validate(path: str | Path = DEFAULT_RUNS) -> list[RowResult]:
 def mape(values: list[float]) -> float | None:
     return sum(abs(v) for v in values) / len(values) if values else None
 
-
-_ = PROBLEMS_DIR
 
 
 def validation_json(results: list[RowResult]) -> dict[str, Any]:

@@ -131,8 +131,8 @@ def stage_domains(sm: StageModel, upper_s: float) -> list[tuple[int, int]] | Non
     excluded; memory excludes counts that cannot fit even with every layer recomputed; then
     sum_i c_i = C gives lo_i = C - sum_{j != i} hi_j. None: no partition can beat the incumbent.
     """
-    C, p, m = sm.chunks, sm.num_stages, sm.num_micro_batches
-    top = C - p + 1
+    C, m = sm.chunks, sm.num_micro_batches
+    top = C - sm.num_stages + 1
     ranges = []
     for st in sm.stages:
         time_ok = m * (st.forward_s + st.backward_s) <= upper_s * (1 + 1e-9) + 1e-12
@@ -184,7 +184,7 @@ def build_model(
     obj = model.new_int_var(0, max(horizon, 1), "obj")
     xs = []
     for k, (sm, _, domains) in enumerate(kept):
-        p, C, L, v = sm.num_stages, sm.chunks, sm.num_layers, sm.virtual_stages
+        C, L, v = sm.chunks, sm.num_layers, sm.virtual_stages
         x = model.new_bool_var(f"x_{k}")
         xs.append(x)
         chunks, recomputed = [], []

@@ -13,12 +13,10 @@ it needs, how much there is, and what to try.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from ortools.sat.python import cp_model
 
-from planner.bounds import memory_lower_bound, time_lower_bound
+from planner.bounds import memory_lower_bound
 from planner.candidates import CandidateSet, SpaceOptions, enumerate_candidates
 from planner.cost.step import evaluate
 from planner.plan import check_plan
@@ -187,5 +185,3 @@ def _least_memory_partition(sm) -> list[int]:
         chunks[i] += 1
     return chunks
 
-
-_ = (math, time_lower_bound)

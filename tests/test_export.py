@@ -17,7 +17,6 @@ from planner.export import TARGETS, ExportError, export
 from planner.export.megatron import MEGATRON_FLAGS
 from planner.plan import Plan
 from planner.problem import load_plan, load_problem
-from solvers import SOLVERS, SolveOptions
 
 from .conftest import PROBLEMS, ROOT
 

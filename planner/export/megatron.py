@@ -10,7 +10,7 @@ optim_grads_params sharding. ZeRO-2 and HSDP have no Megatron equivalent (error)
 
 from __future__ import annotations
 
-from planner.export.base import Exported, ExportError, accumulation_steps, header, recompute_layers
+from planner.export.base import Exported, ExportError, header, recompute_layers
 from planner.plan import Plan
 from planner.problem import Problem
 
@@ -174,5 +174,3 @@ def _value(v) -> str:
         return "true" if v else "false"
     return str(v)
 
-
-_ = accumulation_steps
