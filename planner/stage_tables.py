@@ -181,6 +181,17 @@ def step_time_s(sm: StageModel, chunks: list[int], recomputed: list[int]) -> tup
     return total + grad + param + sm.embedding_sync_s + opt, peak
 
 
+def balanced_chunks(chunks: int, p: int) -> list[int]:
+    """Chunks per stage as equal as possible; the remainder goes to the middle stages first
+    (the edge stages carry the embedding and the LM head)."""
+    base, extra = divmod(chunks, p)
+    counts = [base] * p
+    order = list(range(1, p - 1)) + [p - 1, 0] if p > 2 else list(range(p))
+    for i in order[:extra]:
+        counts[i] += 1
+    return counts
+
+
 def plan_with_partition(sm: StageModel, chunks: list[int], recomputed: list[int]) -> Plan:
     """The configuration with a concrete stage partition and per-stage recompute counts."""
     layers = [c * sm.virtual_stages for c in chunks]

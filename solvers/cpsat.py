@@ -57,7 +57,7 @@ from planner.candidates import enumerate_candidates, price
 from planner.cost.step import evaluate
 from planner.plan import Plan
 from planner.problem import Problem
-from planner.stage_tables import StageModel, plan_with_partition, stage_model
+from planner.stage_tables import StageModel, balanced_chunks, plan_with_partition, stage_model
 from solvers.base import SolveOptions, SolveResult
 from solvers.heuristics import best_heuristic
 
@@ -117,11 +117,6 @@ def _same_config(a: Plan, b: Plan) -> bool:
     degrees = {ax: a.degree(ax) for ax in ("tp", "cp", "dp", "pp")}
     key = [ax for ax in a.axis_order if degrees[ax] > 1]
     return key == [ax for ax in b.axis_order if degrees[ax] > 1]
-
-
-def _balanced(chunks: int, p: int) -> list[int]:
-    base, extra = divmod(chunks, p)
-    return [base + (1 if i < extra else 0) for i in range(p)]
 
 
 def stage_domains(sm: StageModel, upper_s: float) -> list[tuple[int, int]] | None:
@@ -506,7 +501,7 @@ def balanced_guess(sm: StageModel) -> tuple[float, list[int], list[int]] | None:
     recomputed layers that fit; None if it does not fit. Priced from the tables."""
     from planner.stage_tables import step_time_s
 
-    chunks = _balanced_middle(sm.chunks, sm.num_stages)
+    chunks = balanced_chunks(sm.chunks, sm.num_stages)
     recomputed = []
     for st, c in zip(sm.stages, chunks, strict=True):
         base = st.memory_bytes[c]
@@ -524,17 +519,6 @@ def balanced_guess(sm: StageModel) -> tuple[float, list[int], list[int]] | None:
     if peak > sm.capacity_bytes:
         return None
     return total, chunks, recomputed
-
-
-def _balanced_middle(chunks: int, p: int) -> list[int]:
-    """Equal chunks; the remainder goes to the middle stages first (the edges carry the
-    embedding and the head)."""
-    base, extra = divmod(chunks, p)
-    counts = [base] * p
-    order = list(range(1, p - 1)) + [p - 1, 0] if p > 2 else list(range(p))
-    for i in order[:extra]:
-        counts[i] += 1
-    return counts
 
 
 def _simplify(problem: Problem, plan: Plan) -> Plan:

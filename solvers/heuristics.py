@@ -20,21 +20,15 @@ from planner.candidates import AXIS_ORDERS, _orders
 from planner.cost.step import evaluate
 from planner.plan import Plan, check_plan
 from planner.problem import Problem
+from planner.stage_tables import balanced_chunks
 from solvers.base import SolveOptions, SolveResult
 
 
 def balanced_layers(num_layers: int, pp: int, v: int) -> list[int] | None:
     """Layers per stage, as equal as possible, each a multiple of v (None if impossible)."""
-    chunks = num_layers // v
-    if num_layers % v or chunks < pp:
+    if num_layers % v or num_layers // v < pp:
         return None
-    base, extra = divmod(chunks, pp)
-    # Extra chunks go to the middle stages: the edge stages carry embedding and head.
-    order = list(range(1, pp - 1)) + [pp - 1, 0] if pp > 2 else list(range(pp))
-    counts = [base] * pp
-    for i in order[:extra]:
-        counts[i] += 1
-    return [c * v for c in counts]
+    return [c * v for c in balanced_chunks(num_layers // v, pp)]
 
 
 def price(problem: Problem, plan: Plan) -> tuple[float, bool] | None:
