@@ -209,34 +209,38 @@ def greedy(problem: Problem, options: SolveOptions, start_plans: list[Plan]) -> 
     return best_plan
 
 
-class MegatronRules:
-    name = "megatron-rules"
+def _greedy_from_rules(problem: Problem, options: SolveOptions) -> Plan | None:
+    starts = [p for p in (megatron_rules(problem, options), fsdp_only(problem, options)) if p is not None]
+    n = problem.cluster.num_devices
+    starts.append(Plan(tp=1, dp=n, zero_stage=1 if n > 1 else 0,
+                       recompute="full" if "full" in problem.task.constraints.recompute else "none"))
+    return greedy(problem, options, starts)
+
+
+class RuleSolver:
+    """A rule of thumb behind the Solver interface: its plan, priced, with no bound."""
+
     exact = False
+
+    def __init__(self, name: str, rule):
+        self.name = name
+        self.rule = rule
 
     def solve(self, problem: Problem, options: SolveOptions) -> SolveResult:
         start = time.perf_counter()
-        return _finish(self.name, problem, megatron_rules(problem, options), start)
+        return _finish(self.name, problem, self.rule(problem, options), start)
 
 
-class FsdpOnly:
-    name = "fsdp-only"
-    exact = False
-
-    def solve(self, problem: Problem, options: SolveOptions) -> SolveResult:
-        start = time.perf_counter()
-        return _finish(self.name, problem, fsdp_only(problem, options), start)
+def MegatronRules() -> RuleSolver:  # noqa: N802 (registry constructor)
+    return RuleSolver("megatron-rules", megatron_rules)
 
 
-class Greedy:
-    name = "greedy"
-    exact = False
+def FsdpOnly() -> RuleSolver:  # noqa: N802
+    return RuleSolver("fsdp-only", fsdp_only)
 
-    def solve(self, problem: Problem, options: SolveOptions) -> SolveResult:
-        start = time.perf_counter()
-        starts = [p for p in (megatron_rules(problem, options), fsdp_only(problem, options)) if p is not None]
-        starts.append(Plan(tp=1, dp=problem.cluster.num_devices, zero_stage=1 if problem.cluster.num_devices > 1 else 0,
-                           recompute="full" if "full" in problem.task.constraints.recompute else "none"))
-        return _finish(self.name, problem, greedy(problem, options, starts), start)
+
+def Greedy() -> RuleSolver:  # noqa: N802
+    return RuleSolver("greedy", _greedy_from_rules)
 
 
 def best_heuristic(problem: Problem, options: SolveOptions) -> SolveResult | None:

@@ -44,6 +44,23 @@ def available(module: str) -> bool:
     return subprocess.run([str(PYTHON), "-c", f"import {module}"], capture_output=True).returncode == 0
 
 
+def exported_files(solved, tmp_path, target, version, size, suffix):
+    """(items, expected): every expressible export written to a file, checked with the right
+    size and with size + 1 (which the framework must refuse, expected None)."""
+    items, expected = [], []
+    for task, (problem, plan) in with_published(solved).items():
+        try:
+            text = export(problem, plan, target, version).text
+        except ExportError:
+            continue
+        path = tmp_path / f"{task}{suffix}"
+        path.write_text(text)
+        n = size(problem, plan)
+        items += [f"{path}:{n}", f"{path}:{n + 1}"]
+        expected += [(problem, plan), None]
+    return items, expected
+
+
 def run_check(framework: str, items: list[str]) -> list[dict]:
     out = subprocess.run([str(PYTHON), str(CHECK), framework, *items], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -52,18 +69,7 @@ def run_check(framework: str, items: list[str]) -> list[dict]:
 
 @pytest.mark.skipif(not available("deepspeed"), reason="DeepSpeed environment not installed")
 def test_deepspeed_reads_every_expressible_export(solved, tmp_path):
-    items, expected = [], []
-    for task, (problem, plan) in with_published(solved).items():
-        try:
-            text = export(problem, plan, "deepspeed").text
-        except ExportError:
-            continue
-        path = tmp_path / f"{task}.json"
-        path.write_text(text)
-        items.append(f"{path}:{plan.dp}")
-        expected.append((problem, plan))
-        items.append(f"{path}:{plan.dp + 1}")  # the wrong data-parallel size must be refused
-        expected.append(None)
+    items, expected = exported_files(solved, tmp_path, "deepspeed", None, lambda pr, pl: pl.dp, ".json")
     assert len([e for e in expected if e]) >= 2
     for result, want in zip(run_check("deepspeed", items), expected, strict=True):
         if want is None:
@@ -80,17 +86,8 @@ def test_deepspeed_reads_every_expressible_export(solved, tmp_path):
 
 @pytest.mark.skipif(not available("torchtitan"), reason="torchtitan environment not installed")
 def test_torchtitan_reads_every_expressible_export(solved, tmp_path):
-    items, expected = [], []
-    for task, (problem, plan) in with_published(solved).items():
-        try:
-            text = export(problem, plan, "torchtitan", "0.2").text
-        except ExportError:
-            continue
-        path = tmp_path / f"{task}.toml"
-        path.write_text(text)
-        world = problem.cluster.num_devices
-        items += [f"{path}:{world}", f"{path}:{world + 1}"]
-        expected += [(problem, plan), None]
+    items, expected = exported_files(solved, tmp_path, "torchtitan", "0.2",
+                                     lambda pr, pl: pr.cluster.num_devices, ".toml")
     for result, want in zip(run_check("torchtitan", items), expected, strict=True):
         if want is None:
             assert "Invalid parallel dims" in result["error"]
