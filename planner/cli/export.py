@@ -1,0 +1,82 @@
+"""`planner export`: a plan as Megatron-LM / Megatron-Bridge / DeepSpeed / torchtitan configuration."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from planner.errors import PlannerError
+from planner.problem import load_plan, load_problem
+
+EXPORT_TARGETS = ["megatron", "megatron-bridge", "deepspeed", "torchtitan"]
+
+
+def check_megatron_flags(text: str, checkout: str) -> list[str]:
+    """Flags in `text` that a Megatron-LM checkout's argument parser does not define."""
+    import re
+    from pathlib import Path
+
+    root = Path(checkout)
+    sources = list(root.glob("megatron/training/arguments.py")) + list(root.glob("megatron/**/arguments.py"))
+    if not sources:
+        raise PlannerError(f"{checkout}: no megatron/training/arguments.py found (is this a Megatron-LM checkout?)")
+    defined = set()
+    for source in sources:
+        defined |= set(re.findall(r"""['"](--[a-z0-9][a-z0-9-]*)['"]""", source.read_text(errors="replace")))
+    used = set(re.findall(r"(--[a-z0-9][a-z0-9-]*)", text))
+    return sorted(used - defined)
+
+
+def export_text(problem, plan, args) -> str:
+    """The rendered export (approximation notes go to stderr); checked with --check-with."""
+    from planner.export import export
+
+    result = export(problem, plan, args.to, args.target_version)
+    if args.check_with:
+        if args.to != "megatron":
+            raise PlannerError("--check-with checks Megatron-LM arguments; use it with --to megatron")
+        missing = check_megatron_flags(result.text, args.check_with)
+        if missing:
+            raise PlannerError(f"flags not defined by {args.check_with}: {', '.join(missing)}")
+    for note in result.approximations:
+        print(note, file=sys.stderr)
+    return result.text
+
+
+def run(args: argparse.Namespace) -> int:
+    problem = load_problem(args.task)
+    plan = load_plan(args.plan)
+    plan_hash = plan.provenance.problem_hash
+    if plan_hash is not None and plan_hash != problem.hash:
+        raise PlannerError(f"{args.plan}: this plan was made for problem {plan_hash}, but {args.task} is "
+                           f"problem {problem.hash}")
+    from planner.plan import check_plan
+
+    errors = check_plan(plan, problem)
+    if errors:
+        raise PlannerError(f"{args.plan}: invalid for {args.task}: " + "; ".join(errors))
+    text = export_text(problem, plan, args)
+    if args.output:
+        from pathlib import Path
+
+        Path(args.output).write_text(text)
+        print(f"written to {args.output}")
+    else:
+        print(text, end="")
+    return 0
+
+
+def add_parser(sub) -> None:
+    exp = sub.add_parser(
+        "export",
+        help="write a plan as Megatron-LM / Megatron-Bridge / DeepSpeed / torchtitan configuration",
+        description="Render a plan for a training framework, with a header naming the problem, the "
+        "prediction and the planner version. Unsupported combinations are errors or printed approximations.",
+    )
+    exp.add_argument("plan", help="plan file (from planner solve -o, or by hand)")
+    exp.add_argument("--task", required=True, help="the task YAML the plan solves (for the header and checks)")
+    exp.add_argument("--to", required=True, choices=EXPORT_TARGETS)
+    exp.add_argument("--target-version", help="framework version (torchtitan: 0.2 TOML or 0.3 flags)")
+    exp.add_argument("--check-with", help="path to a Megatron-LM checkout: check every flag exists there")
+    exp.add_argument("-o", "--output", help="write here instead of standard output")
+    exp.set_defaults(func=run)
