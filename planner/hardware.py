@@ -53,18 +53,18 @@ class DeviceEfficiency(Spec):
         description="Fused (flash) attention: executed FLOPs / time, as a fraction of bf16 peak."
     )
     hbm_fraction: Fraction = Field(description="Achievable fraction of HBM bandwidth for elementwise ops.")
-    source: str = Field(description="Where the fractions come from.")
+    source: str = Field(max_length=10_000, description="Where the fractions come from.")
 
 
 class Device(Spec):
     """One accelerator type."""
 
-    name: str
+    name: str = Field(max_length=200)
     peak_flops: PeakFlops
     hbm_bytes: PositiveBytes = Field(description="Memory capacity (vendor GB, e.g. '80GB').")
     hbm_bandwidth_bytes_per_s: BytesPerSecond
     efficiency: DeviceEfficiency
-    source: str = Field(description="Datasheet or secondary source of the peaks.")
+    source: str = Field(max_length=10_000, description="Datasheet or secondary source of the peaks.")
 
     def peak(self, dtype: Dtype) -> float:
         value = getattr(self.peak_flops, dtype)
@@ -76,9 +76,9 @@ class Device(Spec):
 class NetworkTier(Spec):
     """One level of the network hierarchy, as seen by one GPU."""
 
-    name: str = Field(description="e.g. 'nvlink', 'infiniband'.")
+    name: str = Field(max_length=200, description="e.g. 'nvlink', 'infiniband'.")
     size: int | None = Field(
-        default=None, gt=0, description="Devices in one domain of this tier; null = whole cluster."
+        default=None, gt=0, le=2**24, description="Devices in one domain of this tier; null = whole cluster."
     )
     bandwidth_bytes_per_s: BytesPerSecond = Field(
         description="Per-GPU unidirectional bandwidth into this tier (NVLink uni, NIC rate per GPU)."
@@ -87,15 +87,15 @@ class NetworkTier(Spec):
     efficiency: Fraction = Field(
         description="Achievable fraction of bandwidth for large collectives (NCCL busbw / link)."
     )
-    source: str = ""
+    source: str = Field(default="", max_length=10_000)
 
 
 class Cluster(Spec):
     """A homogeneous cluster: a device type and its network tiers, innermost first."""
 
-    name: str
+    name: str = Field(max_length=200)
     device: Device
-    num_devices: int = Field(gt=0)
+    num_devices: int = Field(gt=0, le=2**24)
     tiers: list[NetworkTier] = Field(min_length=1)
 
     @model_validator(mode="after")

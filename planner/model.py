@@ -19,24 +19,24 @@ class DenseTransformer(Spec):
     """A dense decoder-only transformer (GPT, Llama, Nemotron...)."""
 
     family: Literal["dense"] = "dense"
-    name: str = Field(description="Human-readable name, e.g. 'Llama-3 70B'.")
-    num_layers: int = Field(gt=0, description="Transformer blocks.")
-    hidden_size: int = Field(gt=0, description="Model width h.")
-    num_heads: int = Field(gt=0, description="Query heads a.")
+    name: str = Field(max_length=200, description="Human-readable name, e.g. 'Llama-3 70B'.")
+    num_layers: int = Field(gt=0, le=2**16, description="Transformer blocks.")
+    hidden_size: int = Field(gt=0, le=2**20, description="Model width h.")
+    num_heads: int = Field(gt=0, le=2**16, description="Query heads a.")
     num_kv_heads: int | None = Field(
-        default=None, gt=0, description="Key/value heads (GQA/MQA); default = num_heads (MHA)."
+        default=None, gt=0, le=2**16, description="Key/value heads (GQA/MQA); default = num_heads (MHA)."
     )
-    head_dim: int | None = Field(default=None, gt=0, description="Default hidden_size / num_heads.")
-    ffn_hidden_size: int = Field(gt=0, description="MLP inner width f.")
+    head_dim: int | None = Field(default=None, gt=0, le=2**16, description="Default hidden_size / num_heads.")
+    ffn_hidden_size: int = Field(gt=0, le=2**24, description="MLP inner width f.")
     gated_mlp: bool = Field(description="SwiGLU-style gated MLP (3 matrices) vs plain (2).")
-    vocab_size: int = Field(gt=0, description="Vocabulary (padded as the framework pads it).")
+    vocab_size: int = Field(gt=0, le=2**32, description="Vocabulary (padded as the framework pads it).")
     tied_embeddings: bool = Field(default=False, description="LM head shares the input embedding.")
-    max_seq_len: int = Field(gt=0, description="Longest sequence the model supports (tokens).")
+    max_seq_len: int = Field(gt=0, le=2**30, description="Longest sequence the model supports (tokens).")
     linear_bias: bool = Field(default=False, description="Biases on linear layers (GPT-2/3 style).")
     dropout: bool = Field(default=False, description="Dropout layers active in training.")
     position_embedding: Literal["learned", "rope", "none"] = Field(default="rope")
     published_params: float | None = Field(
-        default=None, gt=0, description="Parameter count stated by the authors (checked in tests)."
+        default=None, gt=0, le=1e16, description="Parameter count stated by the authors (checked in tests)."
     )
 
     @model_validator(mode="after")

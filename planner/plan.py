@@ -6,11 +6,11 @@ plan is inconsistent with its problem; the cost model only prices plans that pas
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from planner.schema_base import Spec
+from planner.schema_base import NotBool, Spec
 from planner.task import Axis, Recompute, Schedule
 
 if TYPE_CHECKING:
@@ -22,36 +22,36 @@ DEFAULT_AXIS_ORDER: tuple[Axis, ...] = ("tp", "cp", "dp", "pp")
 class Provenance(Spec):
     """Who produced a plan and how good it is known to be."""
 
-    solver: str = "user"
-    status: str = "given"
+    solver: str = Field(default="user", max_length=200)
+    status: str = Field(default="given", max_length=200)
     objective_s: float | None = None
     best_bound_s: float | None = None
     gap: float | None = None
     wall_time_s: float | None = None
-    problem_hash: str | None = None
+    problem_hash: str | None = Field(default=None, max_length=200)
 
 
 class Plan(Spec):
     """One parallelization of a training step."""
 
-    tp: int = Field(default=1, gt=0, description="Tensor-parallel degree.")
+    tp: int = Field(default=1, gt=0, le=2**24, description="Tensor-parallel degree.")
     sp: bool = Field(default=False, description="Sequence parallelism on the TP group.")
     tp_comm_overlap: bool = Field(default=False, description="TP collectives overlapped with GEMMs.")
-    cp: int = Field(default=1, gt=0, description="Context-parallel degree (ring attention).")
-    pp: int = Field(default=1, gt=0, description="Pipeline stages.")
+    cp: int = Field(default=1, gt=0, le=2**24, description="Context-parallel degree (ring attention).")
+    pp: int = Field(default=1, gt=0, le=2**24, description="Pipeline stages.")
     schedule: Schedule = "1f1b"
-    virtual_stages: int = Field(default=1, gt=0, description="Model chunks per rank (interleaved).")
-    stage_layers: list[int] | None = Field(
+    virtual_stages: int = Field(default=1, gt=0, le=2**16, description="Model chunks per rank (interleaved).")
+    stage_layers: list[Annotated[int, Field(gt=0, le=2**16)]] | None = Field(
         default=None, description="Transformer layers per pipeline stage; null = balanced."
     )
-    dp: int = Field(default=1, gt=0, description="Data-parallel degree (replicas x shards).")
-    zero_stage: Literal[0, 1, 2, 3] = 0
+    dp: int = Field(default=1, gt=0, le=2**24, description="Data-parallel degree (replicas x shards).")
+    zero_stage: Annotated[Literal[0, 1, 2, 3], NotBool] = 0
     zero_shard_size: int | None = Field(
-        default=None, gt=0, description="HSDP: shard within groups of this size, replicate across."
+        default=None, gt=0, le=2**24, description="HSDP: shard within groups of this size, replicate across."
     )
-    micro_batch_size: int = Field(default=1, gt=0, description="Sequences per micro-batch.")
+    micro_batch_size: int = Field(default=1, gt=0, le=2**40, description="Sequences per micro-batch.")
     recompute: Recompute = "none"
-    recompute_num_layers: list[int] | None = Field(
+    recompute_num_layers: list[Annotated[int, Field(ge=0, le=2**16)]] | None = Field(
         default=None, description="Per stage: layers fully recomputed (full mode); null = all."
     )
     axis_order: list[Axis] = Field(

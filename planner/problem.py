@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
+from planner import files
 from planner.errors import InputError
+from planner.files import shown
 from planner.hardware import Cluster, Device
 from planner.model import MODEL_FAMILIES, ModelSpec
 from planner.plan import Plan
@@ -37,6 +38,17 @@ class Problem:
     cluster: Cluster
     task: TrainingTask
     source: str = "<memory>"
+    files: tuple[str, ...] = ()
+    """Every file read to build it (the task and the presets or paths it refers to)."""
+
+    def __post_init__(self) -> None:
+        precision = self.task.precision
+        if getattr(self.cluster.device.peak_flops, precision) is None:
+            raise InputError(
+                f"{self.source}: training.precision: {precision} needs a {precision} peak, but device "
+                f"{shown(self.cluster.device.name)} has none (peak_flops.{precision} is null); use bf16, or a "
+                f"device with {precision} tensor cores (e.g. h100-sxm5-80gb)"
+            )
 
     @property
     def hash(self) -> str:
@@ -50,25 +62,24 @@ class Problem:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    """Reads one YAML mapping; unreadable or non-mapping files raise InputError naming the file."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read file ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML: {exc}") from None
+    """Reads one YAML mapping (planner.files: UTF-8, no duplicate keys or aliases, finite
+    numbers); anything else raises InputError naming the file."""
+    data = files.read_yaml(path)
     if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+        raise InputError(f"{path}: expected a mapping at the top level, got {_kind(data)}")
     return data
+
+
+def _kind(value: Any) -> str:
+    return "nothing (an empty file)" if value is None else f"a {type(value).__name__}"
 
 
 def format_validation_error(source: str, exc: ValidationError, prefix: str = "") -> str:
     """One line per failing field: `file: dotted.field: message`."""
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(part) for part in err["loc"] if not str(part).startswith("function-"))
+        parts = [str(part) for part in err["loc"] if not str(part).startswith("function-")]
+        loc = ".".join(part if len(part) <= 80 and part.isprintable() else shown(part, 80) for part in parts)
         loc = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "(top level)"
         message = err["msg"]
         if err["type"] == "extra_forbidden":
@@ -85,7 +96,12 @@ def build(cls: type[M], data: Any, source: str, prefix: str = "") -> M:
         raise InputError(format_validation_error(source, exc, prefix)) from None
 
 
-def _resolve(ref: Any, kind: str, base: Path | None, field: str, source: str) -> tuple[dict, str]:
+MAX_REFERENCE_CHARS = 1024
+"""Longest preset name or path accepted in a reference."""
+
+
+def _resolve(ref: Any, kind: str, base: Path | None, field: str, source: str,
+             seen: list[str] | None = None) -> tuple[dict, str]:
     """A reference (preset name, relative path, or inline mapping) -> (mapping, its source).
 
     An inline mapping with a `preset` key starts from that preset and overrides its fields,
@@ -94,38 +110,50 @@ def _resolve(ref: Any, kind: str, base: Path | None, field: str, source: str) ->
     if isinstance(ref, dict) and "preset" in ref:
         overrides = dict(ref)
         name = overrides.pop("preset")
-        data, _ = _resolve(name, kind, base, f"{field}.preset", source)
+        data, _ = _resolve(name, kind, base, f"{field}.preset", source, seen)
         return {**data, **overrides}, source
     if isinstance(ref, dict):
         return ref, source
     if not isinstance(ref, str):
-        raise InputError(f"{source}: {field}: expected a preset name, a path or a mapping")
+        raise InputError(f"{source}: {field}: expected a preset name, a path or a mapping, got {_kind(ref)}")
+    if not ref or len(ref) > MAX_REFERENCE_CHARS or not ref.isprintable():
+        raise InputError(f"{source}: {field}: {shown(ref)} is not a preset name or a path "
+                         f"(at most {MAX_REFERENCE_CHARS} printable characters)")
     candidates = []
     if base is not None:
-        candidates.append((base / ref).resolve())
-    candidates.append(PROBLEMS_DIR / kind / (ref if ref.endswith(".yaml") else f"{ref}.yaml"))
+        candidates.append(base / ref)
+    if "/" not in ref and ref not in (".", ".."):
+        candidates.append(PROBLEMS_DIR / kind / (ref if ref.endswith(".yaml") else f"{ref}.yaml"))
     for path in candidates:
-        if path.is_file():
+        try:
+            found = path.is_file()
+        except (OSError, ValueError):
+            found = False
+        if found:
+            if seen is not None:
+                seen.append(str(path))
             return read_yaml(path), str(path)
     presets = sorted(p.stem for p in (PROBLEMS_DIR / kind).glob("*.yaml"))
     raise InputError(
-        f"{source}: {field}: {ref!r} is neither a file nor a preset in problems/{kind}/ "
+        f"{source}: {field}: {shown(ref)} is neither a file nor a preset in problems/{kind}/ "
         f"(presets: {', '.join(presets)})"
     )
 
 
-def load_device(ref: Any, base: Path | None = None, source: str = "<arg>", field: str = "device") -> Device:
-    data, where = _resolve(ref, "devices", base, field, source)
+def load_device(ref: Any, base: Path | None = None, source: str = "<arg>", field: str = "device",
+                seen: list[str] | None = None) -> Device:
+    data, where = _resolve(ref, "devices", base, field, source, seen)
     return build(Device, data, where, prefix=f"{field}." if where == source else "")
 
 
-def load_model(ref: Any, base: Path | None = None, source: str = "<arg>", field: str = "model") -> ModelSpec:
-    data, where = _resolve(ref, "models", base, field, source)
+def load_model(ref: Any, base: Path | None = None, source: str = "<arg>", field: str = "model",
+               seen: list[str] | None = None) -> ModelSpec:
+    data, where = _resolve(ref, "models", base, field, source, seen)
     prefix = f"{field}." if where == source else ""
     family = data.get("family", "dense")
-    if family not in MODEL_FAMILIES:
+    if not isinstance(family, str) or family not in MODEL_FAMILIES:
         raise InputError(
-            f"{where}: {prefix}family: unknown model family {family!r} "
+            f"{where}: {prefix}family: unknown model family {shown(family)} "
             f"(supported: {', '.join(MODEL_FAMILIES)})"
         )
     return build(MODEL_FAMILIES[family], data, where, prefix)  # type: ignore[return-value]
@@ -137,37 +165,67 @@ def load_cluster(
     source: str = "<arg>",
     field: str = "cluster",
     num_devices: int | None = None,
+    seen: list[str] | None = None,
 ) -> Cluster:
-    data, where = _resolve(ref, "clusters", base, field, source)
+    data, where = _resolve(ref, "clusters", base, field, source, seen)
     prefix = f"{field}." if where == source else ""
     data = dict(data)
     here = Path(where).parent if where != source else base
     if "device" in data:
-        data["device"] = load_device(data["device"], here, where, f"{prefix}device")
+        data["device"] = load_device(data["device"], here, where, f"{prefix}device", seen)
     if num_devices is not None:
         data["num_devices"] = num_devices
     return build(Cluster, data, where, prefix)
 
 
-def load_problem(path: str | Path) -> Problem:
-    """Loads a task YAML: `model`, `cluster`, optional `num_devices`, and a `training` block."""
+MAX_DEVICES = 2**24
+"""Largest cluster the planner accepts (16.7 M devices)."""
+
+
+def find_input(path: str | Path, kind: str) -> Path:
+    """`path` itself, or the shipped preset of that name in problems/<kind>/ (e.g. a task name)."""
     path = Path(path)
+    text = str(path)
+    if "/" in text or text in ("", ".", "..") or len(text) > MAX_REFERENCE_CHARS or not text.isprintable():
+        return path
+    try:
+        if path.exists():
+            return path
+        preset = PROBLEMS_DIR / kind / (text if text.endswith((".yaml", ".json")) else f"{text}.yaml")
+        return preset if preset.is_file() else path
+    except (OSError, ValueError):
+        return path
+
+
+def load_problem(path: str | Path) -> Problem:
+    """Loads a task YAML (a path, or a preset name from problems/tasks/): `model`, `cluster`,
+    optional `num_devices`, and a `training` block."""
+    path = find_input(path, "tasks")
     data = read_yaml(path)
     source = str(path)
+    seen = [source]
     allowed = {"model", "cluster", "num_devices", "training", "description"}
     extra = sorted(set(data) - allowed)
     if extra:
-        raise InputError(f"{source}: {extra[0]}: unknown field (misspelt?); expected {sorted(allowed)}")
+        raise InputError(f"{source}: {shown(extra[0])[1:-1]}: unknown field (misspelt?); expected {sorted(allowed)}")
     for key in ("model", "cluster", "training"):
         if key not in data:
             raise InputError(f"{source}: {key}: field required")
     num_devices = data.get("num_devices")
-    if num_devices is not None and (not isinstance(num_devices, int) or num_devices <= 0):
-        raise InputError(f"{source}: num_devices: must be a positive integer, got {num_devices!r}")
-    model = load_model(data["model"], path.parent, source, "model")
-    cluster = load_cluster(data["cluster"], path.parent, source, "cluster", num_devices)
+    if num_devices is not None and (
+        isinstance(num_devices, bool) or not isinstance(num_devices, int) or not 0 < num_devices <= MAX_DEVICES
+    ):
+        raise InputError(f"{source}: num_devices: must be an integer from 1 to {MAX_DEVICES:,}, "
+                         f"got {shown(num_devices, 40)}")
+    if not isinstance(data["training"], dict):
+        raise InputError(f"{source}: training: expected a mapping, got {_kind(data['training'])}")
+    description = data.get("description")
+    if description is not None and not isinstance(description, str):
+        raise InputError(f"{source}: description: expected text, got {_kind(description)}")
+    model = load_model(data["model"], path.parent, source, "model", seen)
+    cluster = load_cluster(data["cluster"], path.parent, source, "cluster", num_devices, seen)
     task = build(TrainingTask, data["training"], source, prefix="training.")
-    return Problem(model=model, cluster=cluster, task=task, source=source)
+    return Problem(model=model, cluster=cluster, task=task, source=source, files=tuple(dict.fromkeys(seen)))
 
 
 def load_plan(path: str | Path) -> Plan:

@@ -1,8 +1,13 @@
-"""Shared pydantic base and unit-carrying field types for every input schema."""
+"""Shared pydantic base and unit-carrying field types for every input schema.
+
+Inputs are strict: an integer field takes an integer (not `true`, not "8", not 8.5), a number
+field a finite number, a flag a boolean. Quantities with units are converted once, here, and
+bounded to physically meaningful ranges, so that nothing downstream meets inf or nan.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -12,26 +17,40 @@ from planner.units import parse_quantity
 class Spec(BaseModel):
     """Frozen input model that rejects unknown keys (a misspelt YAML key is an error)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, strict=True,
+                              allow_inf_nan=False)
 
 
 def _unit(kind: str) -> BeforeValidator:
     return BeforeValidator(lambda value: parse_quantity(value, kind))
 
 
-Bytes = Annotated[float, _unit("bytes"), Field(ge=0)]
+def _no_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError(f"expected an integer, got a boolean ({str(value).lower()})")
+    return value
+
+
+NotBool = BeforeValidator(_no_bool)
+"""For Literal integer fields (True == 1 in Python, so Literal[1] would accept true)."""
+
+Count = Annotated[int, Field(gt=0, le=2**40)]
+"""A positive count (layers, heads, sequences...); bounded so products stay exact."""
+
+Bytes = Annotated[float, _unit("bytes"), Field(ge=0, le=2**60)]
 """Bytes; YAML may say "80GiB", "40GB", or a plain number of bytes."""
 
-PositiveBytes = Annotated[float, _unit("bytes"), Field(gt=0)]
+PositiveBytes = Annotated[float, _unit("bytes"), Field(ge=2**20, le=2**60)]
+"""A memory capacity: at least 1 MiB, at most 1 EiB."""
 
-BytesPerSecond = Annotated[float, _unit("bandwidth"), Field(gt=0)]
-"""Bytes per second; YAML may say "900GB/s", "400Gbps" (bits), or a number of bytes/s."""
+BytesPerSecond = Annotated[float, _unit("bandwidth"), Field(ge=1e3, le=1e16)]
+"""Bytes per second; YAML may say "900GB/s", "400Gbps" (bits), or a number of bytes/s (1 kB/s..10 PB/s)."""
 
-FlopsPerSecond = Annotated[float, _unit("flops"), Field(gt=0)]
-"""FLOP/s; YAML may say "989TFLOPS" or a number."""
+FlopsPerSecond = Annotated[float, _unit("flops"), Field(ge=1e6, le=1e21)]
+"""FLOP/s; YAML may say "989TFLOPS" or a number (1 MFLOP/s..1 ZFLOP/s)."""
 
-Seconds = Annotated[float, _unit("time"), Field(ge=0)]
-"""Seconds; YAML may say "10us", "2ms", or a number of seconds."""
+Seconds = Annotated[float, _unit("time"), Field(ge=0, le=1e6)]
+"""Seconds; YAML may say "10us", "2ms", or a number of seconds (at most 1e6 s)."""
 
-Fraction = Annotated[float, Field(gt=0, le=1)]
-"""A fraction in (0, 1]."""
+Fraction = Annotated[float, Field(ge=1e-4, le=1)]
+"""A fraction in [0.0001, 1] (an efficiency: zero would make a time infinite)."""

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from planner.schema_base import Bytes, Spec
+from planner.schema_base import Bytes, NotBool, Spec
+
+MAX_TOKENS_PER_STEP = 2**40
+"""Largest global batch accepted, in tokens (about 1.1e12)."""
 
 Axis = Literal["tp", "cp", "pp", "dp"]
 Schedule = Literal["1f1b", "interleaved"]
@@ -16,9 +19,9 @@ Recompute = Literal["none", "selective", "full"]
 class DegreeBound(Spec):
     """A user constraint on one parallel degree: a fixed value, or bounds."""
 
-    fixed: int | None = Field(default=None, gt=0)
-    min: int | None = Field(default=None, gt=0)
-    max: int | None = Field(default=None, gt=0)
+    fixed: int | None = Field(default=None, gt=0, le=2**40)
+    min: int | None = Field(default=None, gt=0, le=2**40)
+    max: int | None = Field(default=None, gt=0, le=2**40)
 
     def admits(self, degree: int) -> bool:
         if self.fixed is not None and degree != self.fixed:
@@ -37,7 +40,7 @@ class Constraints(Spec):
     dp: DegreeBound = DegreeBound()
     micro_batch_size: DegreeBound = DegreeBound()
     schedules: list[Schedule] = Field(default_factory=lambda: ["1f1b", "interleaved"])
-    zero_stages: list[Literal[0, 1, 2, 3]] = Field(default_factory=lambda: [0, 1, 2, 3])
+    zero_stages: list[Annotated[Literal[0, 1, 2, 3], NotBool]] = Field(default_factory=lambda: [0, 1, 2, 3])
     recompute: list[Recompute] = Field(default_factory=lambda: ["none", "selective", "full"])
 
 
@@ -46,7 +49,7 @@ class Optimizer(Spec):
 
     name: Literal["adam", "adamw"] = "adamw"
     master_weights: bool = Field(default=True, description="fp32 master copy kept (mixed precision).")
-    num_states: int = Field(default=2, ge=0, description="fp32 moments per parameter (Adam: 2).")
+    num_states: int = Field(default=2, ge=0, le=16, description="fp32 moments per parameter (Adam: 2).")
 
 
 class Framework(Spec):
@@ -87,9 +90,9 @@ class TrainingTask(Spec):
     """A training (pre-training or fine-tuning) job: what is trained and how."""
 
     kind: Literal["training"] = "training"
-    global_batch_size: int | None = Field(default=None, gt=0, description="Sequences per step.")
-    global_batch_tokens: int | None = Field(default=None, gt=0, description="Tokens per step.")
-    seq_len: int = Field(gt=0, description="Tokens per sequence.")
+    global_batch_size: int | None = Field(default=None, gt=0, le=2**40, description="Sequences per step.")
+    global_batch_tokens: int | None = Field(default=None, gt=0, le=2**40, description="Tokens per step.")
+    seq_len: int = Field(gt=0, le=2**30, description="Tokens per sequence.")
     precision: Literal["bf16", "fp16", "fp8"] = Field(
         default="bf16", description="GEMM precision; fp8 keeps bf16 weights/activations outside GEMMs."
     )
@@ -108,6 +111,8 @@ class TrainingTask(Spec):
             raise ValueError(
                 f"global_batch_tokens ({self.global_batch_tokens}) is not a multiple of seq_len ({self.seq_len})"
             )
+        if self.tokens_per_step > MAX_TOKENS_PER_STEP:
+            raise ValueError(f"{self.tokens_per_step:.3e} tokens per step is more than the 2**40 the planner accepts")
         return self
 
     @property

@@ -7,6 +7,7 @@ functions); numbers pass through unchanged and are taken to be in the base unit 
 
 from __future__ import annotations
 
+import math
 import re
 
 _NUMBER = r"(-?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
@@ -66,21 +67,31 @@ def parse_quantity(value: object, kind: str) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected a {kind} quantity, got a boolean")
     if isinstance(value, (int, float)):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
     elif isinstance(value, str):
-        match = _PATTERN.match(value)
+        match = _PATTERN.match(value) if len(value) <= 100 else None
         if not match:
-            raise ValueError(f"cannot read {value!r} as a {kind} quantity (e.g. {_example(kind)})")
+            raise ValueError(f"cannot read {_shown(value)} as a {kind} quantity (e.g. {_example(kind)})")
         number_text, unit = match.groups()
         if unit not in units:
             accepted = ", ".join(sorted(u for u in units if u))
-            raise ValueError(f"unknown {kind} unit {unit!r} in {value!r}; accepted: {accepted}")
+            raise ValueError(f"unknown {kind} unit {_shown(unit)} in {_shown(value)}; accepted: {accepted}")
         number = float(number_text) * units[unit]
     else:
         raise ValueError(f"expected a number or a string with a unit, got {type(value).__name__}")
-    if number < 0 or number != number:
-        raise ValueError(f"{kind} quantity must be >= 0, got {value!r}")
+    if not math.isfinite(number):
+        raise ValueError(f"{_shown(value)} is not a finite {kind} quantity")
+    if number < 0:
+        raise ValueError(f"{kind} quantity must be >= 0, got {_shown(value)}")
     return number
+
+
+def _shown(value: object) -> str:
+    text = str(value)
+    return repr(text if len(text) <= 60 else text[:60] + "...")
 
 
 def _example(kind: str) -> str:
