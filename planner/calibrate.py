@@ -18,10 +18,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import math
+
 import numpy as np
-import yaml
+from pydantic import ValidationError
+
+from planner import files
+from planner.errors import InputError
+from planner.files import shown
+from planner.measured import EfficiencyData, field_errors
 
 DEFAULT_EFFICIENCY = Path(__file__).resolve().parent / "data" / "efficiency.yaml"
+
+REFERENCE_GPU = "A100-PCIe-80GB"
+"""The GPU whose GEMM sweep the curve is fitted to."""
 
 SM_COUNT = {"A100": 108, "H100": 132, "H200": 132, "B200": 148, "GB200": 148}
 
@@ -53,19 +63,53 @@ def fit_allreduce(points: list, link_bytes_per_s: float, n: int = 8) -> tuple[fl
     return float(latencies[i, 0, 0]), float(efficiencies[0, j, 0]), float(error[i, j])
 
 
+def load_efficiency(path: str | Path) -> dict[str, Any]:
+    """The efficiency file, its fitted parts checked (planner.measured.EfficiencyData)."""
+    raw = files.read_yaml(path, int_keys=True)
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: expected a mapping at the top level")
+    try:
+        data = EfficiencyData.model_validate(raw).model_dump()
+    except ValidationError as exc:
+        raise InputError("\n".join(f"{path}: {line}" for line in field_errors(exc))) from None
+    for i, group in enumerate(data["gemm_by_size"]):
+        for j, row in enumerate(group["rows"] or []):
+            if not all(_positive(x) for x in (row[0], row[1], row[2])) or not _positive(row[4]) or row[4] > 1.5:
+                raise InputError(f"{path}: gemm_by_size[{i}].rows[{j}]: expected [M, N, K, layout, fraction] "
+                                 "with positive sizes and a fraction in (0, 1.5]")
+    return data
+
+
+def _positive(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and 0 < x < 1e12
+
+
 def calibrate(path: str | Path = DEFAULT_EFFICIENCY) -> dict[str, Any]:
-    data = yaml.safe_load(Path(path).read_text())
-    measured = next(g for g in data["gemm_by_size"] if g.get("gpu") == "A100-PCIe-80GB")
+    data = load_efficiency(path)
+    measured = next((g for g in data["gemm_by_size"] if g["gpu"] == REFERENCE_GPU), None)
+    if measured is None:
+        raise InputError(f"{path}: gemm_by_size: no entry for gpu {REFERENCE_GPU} (the GEMM curve is fitted to it)")
+    if measured["peak_tflops"] is None or not measured["rows"] or len(measured["rows"]) < 2:
+        raise InputError(f"{path}: gemm_by_size ({REFERENCE_GPU}): peak_tflops and at least two rows are needed")
     peak = measured["peak_tflops"] * 1e12
     fraction, overhead, error = fit_gemm(measured["rows"], peak)
     buckets = {}
     for name, bucket in measured["buckets_gflop"].items():
         low, _, high = name.partition("-")
-        centre = np.sqrt(float(low.strip(">=")) * float(high)) if high else 3.16 * float(low.strip(">="))
+        try:
+            centre = np.sqrt(float(low.strip(">=")) * float(high)) if high else 3.16 * float(low.strip(">="))
+            median = float(bucket["median"])
+        except (ValueError, KeyError, TypeError):
+            raise InputError(f"{path}: gemm_by_size.buckets_gflop.{shown(name, 40)}: expected a name like "
+                             "'10-100' or '>=1000' with a numeric median") from None
+        if not (math.isfinite(centre) and centre > 0):
+            raise InputError(f"{path}: gemm_by_size.buckets_gflop.{shown(name, 40)}: sizes must be positive")
         t = centre * 1e9 / (peak * fraction) + overhead
-        buckets[name] = {"median": bucket["median"], "model": round(centre * 1e9 / (t * peak), 3)}
+        buckets[name] = {"median": median, "model": round(centre * 1e9 / (t * peak), 3)}
     mamf = {(r["gpu"], r["dtype"]): r["fraction"] for r in data["gemm_best_shape"]}
-    reference = mamf[("A100-PCIe-80GB", "bf16")]
+    if (REFERENCE_GPU, "bf16") not in mamf:
+        raise InputError(f"{path}: gemm_best_shape: no bf16 entry for gpu {REFERENCE_GPU} (the reference of the scaling)")
+    reference = mamf[(REFERENCE_GPU, "bf16")]
     per_sm_ref = 312e12 / SM_COUNT["A100"]
     devices = {}
     for (gpu, dtype), best in sorted(mamf.items()):
@@ -80,10 +124,12 @@ def calibrate(path: str | Path = DEFAULT_EFFICIENCY) -> dict[str, Any]:
                 scale = reference / best  # same SMs; the SXM part sustains higher clocks
             entry["gemm_overhead_us"] = round(overhead * 1e6 * scale, 1)
     collectives = []
-    for sweep in data["allreduce_sweeps"]:
+    for i, sweep in enumerate(data["allreduce_sweeps"]):
         link = sweep.get("link_unidirectional_gb_s")
         if not link:
             continue
+        if not any(point[0] >= 2**20 for point in sweep["points"]):
+            raise InputError(f"{path}: allreduce_sweeps[{i}].points: no point of at least 1 MiB to fit")
         latency, efficiency, err = fit_allreduce(sweep["points"], link * 1e9)
         collectives.append(
             {

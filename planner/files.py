@@ -80,6 +80,14 @@ def read_text(path: str | Path) -> str:
 class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses aliases, deep nesting and duplicate or non-string keys."""
 
+    int_keys = False
+
+
+class _DataLoader(_StrictLoader):
+    """For data tables (microbenchmark files): integer keys (message sizes) are allowed too."""
+
+    int_keys = True
+
     def compose_node(self, parent, index):  # noqa: D401 (PyYAML hook)
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
@@ -99,7 +107,7 @@ class _StrictLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
-            if not isinstance(key, str):
+            if not isinstance(key, str) and not (self.int_keys and type(key) is int):
                 hint = " (YAML reads yes/no/on/off/true/false as booleans: quote it)" if isinstance(key, bool) else ""
                 raise _Refused(f"line {line}: key {shown(key)} is not a string{hint}")
             if key in seen:
@@ -120,10 +128,11 @@ class _Refused(Exception):
     """A YAML construct the strict loader does not accept (turned into InputError)."""
 
 
-def parse_yaml(text: str, source: str) -> Any:
-    """YAML text -> plain data, with the checks of the module doc."""
+def parse_yaml(text: str, source: str, int_keys: bool = False) -> Any:
+    """YAML text -> plain data, with the checks of the module doc (`int_keys`: integer mapping
+    keys are accepted, for data tables)."""
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+        data = yaml.load(text, Loader=_DataLoader if int_keys else _StrictLoader)  # noqa: S506 (a SafeLoader subclass)
     except _Refused as exc:
         raise InputError(f"{source}: {exc}") from None
     except yaml.YAMLError as exc:
@@ -180,9 +189,9 @@ def check_values(data: Any, source: str) -> None:
             stack += [(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]
 
 
-def read_yaml(path: str | Path) -> Any:
+def read_yaml(path: str | Path, int_keys: bool = False) -> Any:
     """A YAML file's data (any top-level type), with every check of the module doc."""
-    return parse_yaml(read_text(path), _name(Path(path)))
+    return parse_yaml(read_text(path), _name(Path(path)), int_keys)
 
 
 def read_json(path: str | Path) -> Any:

@@ -1,4 +1,9 @@
-"""Plans on disk: versioned YAML or JSON carrying the hash of the problem they solve."""
+"""Plans on disk: versioned YAML or JSON carrying the hash of the problem they solve.
+
+The file holds the plan and its provenance (solver, status, objective, bound, gap, problem
+hash) but not the solver's wall time, so the same problem, seed and worker count give a
+byte-identical file; the wall time is printed by `solve` and in its `--json` output.
+"""
 
 from __future__ import annotations
 
@@ -7,49 +12,50 @@ from pathlib import Path
 
 import yaml
 
-from planner import __version__
+from planner import __version__, files
 from planner.errors import InputError
 from planner.plan import Plan
-from planner.problem import build, read_yaml
+from planner.problem import build, find_input
 
 FORMAT_VERSION = 1
 
 
 def plan_document(plan: Plan) -> dict:
-    """The plan as a plain mapping with the format and planner versions first."""
-    data = plan.model_dump(mode="json", exclude_none=True)
+    """The plan as a plain mapping with the format and planner versions first (no timings)."""
+    data = plan.model_dump(mode="json", exclude_none=True, exclude={"provenance": {"wall_time_s"}})
     return {"format_version": FORMAT_VERSION, "planner_version": __version__, **data}
 
 
-def save_plan(plan: Plan, path: str | Path) -> Path:
-    """Writes YAML, or JSON when the file name ends in .json."""
-    path = Path(path)
+def plan_text(plan: Plan, path: str | Path) -> str:
+    """The file content `save_plan` writes: JSON when the name ends in .json, else YAML."""
     document = plan_document(plan)
-    if path.suffix == ".json":
-        path.write_text(json.dumps(document, indent=2) + "\n")
-    else:
-        path.write_text(yaml.safe_dump(document, sort_keys=False))
-    return path
+    if Path(path).suffix == ".json":
+        return json.dumps(document, indent=2, allow_nan=False) + "\n"
+    return yaml.safe_dump(document, sort_keys=False)
+
+
+def save_plan(plan: Plan, path: str | Path, inputs: list[str | Path] = ()) -> Path:
+    """Writes the plan atomically (planner.files.write_atomic); never over one of `inputs`."""
+    return files.write_atomic(path, plan_text(plan, path), inputs)
 
 
 def load_plan(path: str | Path) -> Plan:
-    """Reads a plan written by `save_plan` or by hand (YAML or JSON)."""
-    path = Path(path)
-    if path.suffix == ".json":
-        try:
-            data = json.loads(path.read_text())
-        except OSError as exc:
-            raise InputError(f"{path}: cannot read file ({exc.strerror})") from None
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}: not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise InputError(f"{path}: expected a JSON object")
-    else:
-        data = read_yaml(path)
+    """Reads a plan written by `save_plan` or by hand (YAML or JSON; a path or a preset name
+    from problems/plans/)."""
+    path = find_input(path, "plans")
+    data = files.read_json(path) if path.suffix == ".json" else files.read_yaml(path)
+    if not isinstance(data, dict):
+        kind = "nothing (an empty file)" if data is None else f"a {type(data).__name__}"
+        raise InputError(f"{path}: expected a mapping of plan fields at the top level, got {kind}")
+    data = dict(data)
     version = data.pop("format_version", FORMAT_VERSION)
-    data.pop("planner_version", None)
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    planner_version = data.pop("planner_version", None)
+    if planner_version is not None and not isinstance(planner_version, str):
+        raise InputError(f"{path}: planner_version: expected text")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise InputError(f"{path}: format_version: expected a positive integer, got {files.shown(version, 40)}")
+    if version > FORMAT_VERSION:
         raise InputError(
-            f"{path}: format_version: {version!r} is newer than this planner reads ({FORMAT_VERSION}); upgrade planner"
+            f"{path}: format_version: {version} is newer than this planner reads ({FORMAT_VERSION}); upgrade planner"
         )
     return build(Plan, data, str(path))

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from planner import files
 from planner.cost import flops
 from planner.cost.step import evaluate
 from planner.errors import InputError, PlannerError
+from planner.measured import check_run
 from planner.hardware import Cluster, Device
 from planner.model import DenseTransformer
 from planner.plan import Plan
@@ -62,20 +62,12 @@ class RowResult:
         return {k: v for k, v in self.__dict__.items()}
 
 
-def load_runs(path: str | Path) -> list[dict]:
-    path = Path(path)
-    try:
-        rows = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read file ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML: {exc}") from None
+def load_runs(path: str | Path) -> list[Any]:
+    """The rows of a measured-runs file (a YAML list); each row is checked by `validate_row`."""
+    rows = files.read_yaml(path, int_keys=True)
     if not isinstance(rows, list):
-        raise InputError(f"{path}: expected a list of runs at the top level")
-    for index, row in enumerate(rows):
-        for key in ("id", "workload", "model", "hardware", "plan", "measured"):
-            if not isinstance(row, dict) or key not in row:
-                raise InputError(f"{path}: [{index}].{key}: field required")
+        raise InputError(f"{path}: expected a list of runs at the top level, got "
+                         f"{'nothing' if rows is None else type(rows).__name__}")
     return rows
 
 
@@ -229,9 +221,8 @@ def resolve_row(row: dict) -> tuple[Problem, Plan, list[str], str]:
         "framework era: "
         + ("2021-22 (unfused attention, dropout, no DP overlap)" if era == "old" else "2023+ (flash attention, DP overlap)")
     )
-    task = TrainingTask(
-        global_batch_size=gbs, seq_len=seq, precision=precision, framework=framework, memory_headroom=0.0
-    )
+    task = build(TrainingTask, {"global_batch_size": gbs, "seq_len": seq, "precision": precision,
+                                "framework": framework, "memory_headroom": 0.0}, "measured row", "plan.")
     tp, pp, cp = p.get("tp") or 1, p.get("pp") or 1, p.get("cp") or 1
     dp = p.get("dp") or hw["num_gpus"] // (tp * pp * cp)
     vpp = p.get("vpp") or 1
@@ -304,14 +295,21 @@ def _measured_step_time(row: dict, problem: Problem, plan: Plan) -> tuple[str, f
     raise PlannerError("no step time, throughput, TFLOP/s or MFU measured")
 
 
-def validate_row(row: dict) -> RowResult:
-    result = RowResult(id=row["id"])
+def validate_row(row: Any, index: int = 0) -> RowResult:
+    """One row predicted, or skipped with the reason (a field it lacks or has wrong, a workload
+    not priced yet, a plan the model rejects)."""
+    label, checked, problem_text = check_run(row, index)
+    result = RowResult(id=label)
+    if checked is None:
+        result.skipped = f"bad row: {problem_text}"
+        return result
+    row = checked
     try:
         problem, plan, notes, preset = resolve_row(row)
         metric, measured, convert = _measured_step_time(row, problem, plan)
         breakdown = evaluate(problem, plan)
     except PlannerError as exc:
-        result.skipped = str(exc).replace("\n", " ")
+        result.skipped = " ".join(str(exc).split())
         return result
     result.metric = metric
     result.measured = float(measured)
@@ -329,7 +327,7 @@ def validate_row(row: dict) -> RowResult:
 
 
 def validate(path: str | Path = DEFAULT_RUNS) -> list[RowResult]:
-    return [validate_row(row) for row in load_runs(path)]
+    return [validate_row(row, index) for index, row in enumerate(load_runs(path))]
 
 
 def mape(values: list[float]) -> float | None:
@@ -353,6 +351,9 @@ def render_validation(results: list[RowResult], verbose: bool = False) -> str:
     from planner.report import table
 
     used = [r for r in results if r.skipped is None]
+    if not used:
+        lines = [f"no row could be predicted ({len(results)} rows, all skipped):"]
+        return "\n".join(lines + [f"  {r.id}: {r.skipped}" for r in results])
     rows = []
     for r in used:
         mem = (

@@ -14,7 +14,7 @@ def run_validate(args: argparse.Namespace) -> int:
         print(json.dumps(validation_json(results), indent=2))
     else:
         print(render_validation(results, verbose=args.verbose))
-    return 0
+    return 0 if any(r.skipped is None for r in results) else 3
 
 
 def run_calibrate(args: argparse.Namespace) -> int:

@@ -1,0 +1,138 @@
+"""Schemas of the fidelity data files: measured runs (`validate`) and microbenchmarks (`calibrate`).
+
+Only the fields the planner reads are declared; the shared files carry many more (sources,
+notes, confidence), which are kept as they are. Declared fields are typed strictly: a wrong
+type or an impossible value in one measured run skips that run with the field named; in the
+efficiency file, whose every part feeds the fit, it is an error naming the file and field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from planner.files import shown
+
+PositiveInt = Annotated[int, Field(gt=0, le=2**40)]
+PositiveNumber = Annotated[float, Field(gt=0, le=1e18)]
+
+
+class Record(BaseModel):
+    """Declared fields strict and finite; undeclared fields kept."""
+
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+
+
+class RunModel(Record):
+    name: str | None = None
+    num_layers: PositiveInt
+    hidden_size: PositiveInt
+    num_heads: PositiveInt
+    num_kv_heads: PositiveInt | None = None
+    head_dim: PositiveInt | None = None
+    ffn_hidden_size: PositiveInt | None = None
+    ffn_activation: str | None = None
+    vocab_size: PositiveInt | None = None
+    seq_len: PositiveInt
+    moe_num_experts: int | None = Field(default=None, ge=0)
+
+
+class RunHardware(Record):
+    gpu: str | None = None
+    cluster: str | None = None
+    num_gpus: Annotated[int, Field(gt=0, le=2**24)]
+    gpus_per_node: Annotated[int, Field(gt=0, le=2**24)] | None = None
+    peak_dense_tflops_per_gpu: PositiveNumber | None = None
+    gpu_memory_gb: PositiveNumber | None = None
+    inter_node_gbps_per_gpu: PositiveNumber | None = None
+
+
+class RunPlan(Record):
+    framework: str | None = None
+    precision: str | None = None
+    other: str | None = None
+    recompute: str | None = None
+    tp: PositiveInt | None = None
+    pp: PositiveInt | None = None
+    cp: PositiveInt | None = None
+    dp: PositiveInt | None = None
+    vpp: PositiveInt | None = None
+    micro_batch_size: PositiveInt | None = None
+    global_batch_size: PositiveInt | None = None
+    global_batch_tokens: PositiveInt | None = None
+    sp: bool | None = None
+    zero_stage: Annotated[int, Field(ge=0, le=3)] | None = None
+
+
+class RunMeasured(Record):
+    step_time_s: PositiveNumber | None = None
+    tokens_per_s_per_gpu: PositiveNumber | None = None
+    tflops_per_gpu: PositiveNumber | None = None
+    tflops_kind: str | None = None
+    mfu_pct: Annotated[float, Field(gt=0, le=100)] | None = None
+    memory_gib_per_gpu: PositiveNumber | None = None
+
+
+class MeasuredRun(Record):
+    """One published run (see ../shared/data/measured_runs.yaml for the full format)."""
+
+    id: Annotated[str, Field(min_length=1, max_length=200)]
+    workload: str
+    model: RunModel
+    hardware: RunHardware
+    plan: RunPlan
+    measured: RunMeasured
+
+
+def check_run(row: Any, index: int) -> tuple[str, dict | None, str | None]:
+    """(row id for messages, the row with declared fields typed, or None and the reason)."""
+    label = f"[{index}]"
+    if isinstance(row, dict) and isinstance(row.get("id"), str) and row["id"].isprintable() and row["id"]:
+        label = row["id"][:200]
+    if not isinstance(row, dict):
+        return label, None, f"expected a mapping, got {type(row).__name__}"
+    try:
+        return label, MeasuredRun.model_validate(row).model_dump(), None
+    except ValidationError as exc:
+        return label, None, "; ".join(field_errors(exc))
+
+
+class GemmBySize(Record):
+    gpu: str
+    peak_tflops: PositiveNumber | None = None
+    source: str = ""
+    buckets_gflop: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    rows: list[Annotated[list[Any], Field(min_length=5)]] | None = None
+
+
+class GemmBestShape(Record):
+    gpu: str
+    dtype: str
+    peak: PositiveNumber
+    fraction: Annotated[float, Field(gt=0, le=1.5)]
+
+
+class AllReduceSweep(Record):
+    system: str
+    link_unidirectional_gb_s: PositiveNumber | None = None
+    points: list[Annotated[list[PositiveNumber], Field(min_length=2, max_length=2)]] = Field(min_length=1)
+
+
+class EfficiencyData(Record):
+    """The parts of ../shared/data/efficiency.yaml that `calibrate` fits to."""
+
+    gemm_by_size: list[GemmBySize] = Field(min_length=1)
+    gemm_best_shape: list[GemmBestShape] = Field(min_length=1)
+    allreduce_sweeps: list[AllReduceSweep] = Field(default_factory=list)
+
+
+def field_errors(exc: ValidationError) -> list[str]:
+    """`dotted.field: message` per failing field."""
+    out = []
+    for err in exc.errors():
+        parts = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
+        loc = ".".join(p if len(p) <= 60 and p.isprintable() else shown(p, 60) for p in parts)
+        message = "field required" if err["type"] == "missing" else err["msg"]
+        out.append(f"{loc or '(top level)'}: {message}")
+    return out
