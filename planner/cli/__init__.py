@@ -1,18 +1,35 @@
-"""Command line: one module per command (estimate, solve, compare, export, validate/calibrate)."""
+"""Command line: one module per command (estimate, solve, compare, export, validate/calibrate).
+
+Exit codes (every command): 0 done; 2 bad input (the message names the file or flag and the
+field), including an output path that cannot be written; 3 no result (estimate: the plan does
+not fit in memory; solve: no plan found; compare: no method found a plan that fits; validate: no
+row could be predicted); 4 the export target cannot express the plan; 70 an internal error (a
+bug: please report it with the command line); 130 interrupted (Ctrl-C); 141 standard output was
+closed (e.g. `| head`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 
 from planner.cli import compare, estimate, export, fidelity, solve
 from planner.cli.export import check_megatron_flags
+from planner.cli.output import SafeStream
 from planner.errors import PlannerError
+from planner.export.base import ExportError
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_NO_RESULT, EXIT_NOT_EXPRESSIBLE = 0, 2, 3, 4
+EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_CLOSED_OUTPUT = 70, 130, 141
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="planner", description="Parallelism planner for large-model training (cost model and solvers)."
+        prog="planner", description="Parallelism planner for large-model training (cost model and solvers).",
+        epilog="Exit codes: 0 done, 2 bad input, 3 no result (no plan / does not fit), 4 not expressible in "
+        "the export target, 70 internal error, 130 interrupted, 141 output closed.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     estimate.add_parser(sub)
@@ -24,12 +41,47 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Runs one command; returns its exit code (argparse's own errors exit 2 via SystemExit)."""
+    real_out, real_err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = SafeStream(real_out), SafeStream(real_err)
     try:
-        return args.func(args)
+        args = build_parser().parse_args(argv)
+        code = args.func(args)
+        sys.stdout.flush()
+        return code
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_NOT_EXPRESSIBLE
     except PlannerError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _silence_stdout(real_out)
+        return EXIT_CLOSED_OUTPUT
+    except (SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # noqa: BLE001 (the last line of defence: a bug, reported as one)
+        if os.environ.get("PLANNER_DEBUG"):
+            traceback.print_exc()
+        print(f"internal error (a bug in planner; please report it with the command line): "
+              f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+              + ("" if os.environ.get("PLANNER_DEBUG") else "; set PLANNER_DEBUG=1 for the traceback"),
+              file=sys.stderr)
+        return EXIT_INTERNAL
+    finally:
+        sys.stdout, sys.stderr = real_out, real_err
+
+
+def _silence_stdout(stream) -> None:
+    """After a closed pipe: point stdout at /dev/null so the interpreter's final flush is quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 __all__ = ["build_parser", "check_megatron_flags", "main"]

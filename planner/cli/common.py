@@ -1,11 +1,50 @@
-"""What every command shares: the plan given by flags, the search flags and their options."""
+"""What every command shares: checked flag types, the plan given by flags, the search flags,
+JSON output without NaN, and the check of an output path before any work is done."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+from typing import Any
 
 from planner.plan import Plan
 from planner.problem import build, load_plan
+
+def integer(low: int, high: int):
+    """An argparse type: an integer in [low, high] (the message names the range)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text[:40]!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high:,}, got {text[:40]}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def seconds(high: float):
+    """An argparse type: a finite number of seconds in (0, high]."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text[:40]!r}") from None
+        if not math.isfinite(value) or not 0 < value <= high:
+            raise argparse.ArgumentTypeError(f"must be a finite number of seconds in (0, {high:g}], got {text[:40]}")
+        return value
+
+    parse.__name__ = "seconds"
+    return parse
+
+
+DEGREE = integer(1, 2**24)
+"""A parallel degree on the command line."""
 
 PLAN_FLAGS = {
     "tp": int,
@@ -35,14 +74,20 @@ def plan_from_args(args: argparse.Namespace, num_devices: int) -> Plan:
     return build(Plan, fields, "command line")
 
 
+MAX_TIME_LIMIT_S = 7 * 24 * 3600.0
+"""Longest --time-limit accepted (a week)."""
+
+
 def add_search_flags(p: argparse.ArgumentParser) -> None:
     """Flags of `solve` and `compare`: time, workers, seed and the declared search space."""
-    p.add_argument("--time-limit", type=float, default=10.0, help="seconds (default 10)")
-    p.add_argument("--workers", type=int, default=2, help="CP-SAT workers (default 2)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-configs", type=int, default=25, help="configurations per CP-SAT round")
-    p.add_argument("--max-vpp", type=int, default=4, help="largest virtual-stage count searched")
-    p.add_argument("--max-mbs", type=int, default=16, help="largest micro-batch searched")
+    p.add_argument("--time-limit", type=seconds(MAX_TIME_LIMIT_S), default=10.0,
+                   help="seconds for the whole command, loading and heuristics included (default 10)")
+    p.add_argument("--workers", type=integer(1, 64), default=2, help="CP-SAT workers, 1-64 (default 2)")
+    p.add_argument("--seed", type=integer(0, 2**31 - 1), default=0, help="CP-SAT random seed, 0-2147483647")
+    p.add_argument("--max-configs", type=integer(1, 10_000), default=25,
+                   help="configurations per CP-SAT round (default 25)")
+    p.add_argument("--max-vpp", type=integer(1, 1024), default=4, help="largest virtual-stage count searched")
+    p.add_argument("--max-mbs", type=integer(1, 2**20), default=16, help="largest micro-batch searched")
     p.add_argument("--axis-orders", choices=["megatron", "tp-inner", "all"], default="tp-inner")
     p.add_argument("--no-hsdp", action="store_true", help="do not search HSDP sharding")
     p.add_argument("--tp-across-tiers", action="store_true", help="allow TP groups to span NVLink domains")
@@ -66,3 +111,43 @@ def solve_options(args: argparse.Namespace):
         time_limit_s=args.time_limit, workers=args.workers, seed=args.seed, space=space,
         max_configs=args.max_configs, log=args.log,
     )
+
+
+def finite(value: Any) -> Any:
+    """`value` with every non-finite float replaced by None (JSON has no NaN or Infinity)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def dump_json(value: Any) -> str:
+    """Strict JSON (no NaN/Infinity; other objects as text), indented."""
+    return json.dumps(finite(value), indent=2, default=str, allow_nan=False)
+
+
+def check_output(path: str | None, inputs=()) -> None:
+    """Refuses an output path that cannot be written (or is an input) before any work is done."""
+    from planner.errors import InputError
+    from planner.files import output_problem
+
+    if path is None:
+        return
+    problem = output_problem(path, list(inputs))
+    if problem:
+        raise InputError(f"-o/--output: {problem}")
+
+
+def check_plan_matches(plan, problem, plan_path, task_path) -> None:
+    """A plan file stamped with another problem's hash is refused (remove the hash to force it)."""
+    from planner.errors import PlannerError
+
+    plan_hash = plan.provenance.problem_hash
+    if plan_hash is not None and plan_hash != problem.hash:
+        raise PlannerError(
+            f"{plan_path}: this plan was made for problem {plan_hash[:40]}, but {task_path} is problem "
+            f"{problem.hash}; re-solve, or remove provenance.problem_hash to price it anyway"
+        )

@@ -1,11 +1,14 @@
-"""`planner compare`: the solver beside the heuristics and given plans, one row each."""
+"""`planner compare`: the solver beside the heuristics and given plans, one row each.
+
+Exit codes: 0 at least one row has a plan that fits; 3 none does; 2 bad input (a plan made for
+another problem, or invalid for this one); 130 interrupted (the rows finished so far are shown).
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 
-from planner.cli.common import add_search_flags, solve_options
+from planner.cli.common import add_search_flags, check_plan_matches, dump_json, solve_options
 from planner.errors import PlannerError
 from planner.problem import load_plan, load_problem
 
@@ -18,33 +21,55 @@ def run(args: argparse.Namespace) -> int:
     problem = load_problem(args.task)
     options = solve_options(args)
     names = [n.strip() for n in args.solvers.split(",") if n.strip()]
+    if not names and not args.plan:
+        raise PlannerError("--solvers: no solver named; give at least one (e.g. cpsat,greedy) or a --plan")
     unknown = [n for n in names if n not in SOLVERS]
     if unknown:
-        raise PlannerError(f"unknown solver {unknown[0]!r}; choose from {', '.join(SOLVERS)}")
-    rows = [(name, SOLVERS[name].solve(problem, options)) for name in names]
+        raise PlannerError(f"--solvers: unknown solver {unknown[0][:40]!r}; choose from {', '.join(SOLVERS)}")
+    if len(set(names)) != len(names):
+        raise PlannerError("--solvers: a solver is named twice")
+    given = []
     for path in args.plan or []:
         plan = load_plan(path)
+        check_plan_matches(plan, problem, path, args.task)
+        given.append((path, plan))
+    rows = run_solvers(problem, names, options)
+    for path, plan in given:
         b = evaluate(problem, plan)
         rows.append((f"plan {path}", SolveResult(solver="user", status="GIVEN", plan=plan,
                                                  objective_s=b.step_time_s, breakdown=b)))
     text, records = compare_rows(rows)
+    interrupted = any(getattr(r, "interrupted", False) for _, r in rows)
     if args.json:
-        print(json.dumps({"problem_hash": problem.hash, "rows": records}, indent=2, default=str))
+        print(dump_json({"problem_hash": problem.hash, "interrupted": interrupted, "rows": records}))
     else:
         print(f"problem  {problem.model.name} on {problem.cluster.num_devices} x {problem.cluster.device.name}; "
               f"{problem.task.num_sequences} x {problem.task.seq_len} tokens/step, {problem.task.precision}")
         print()
         print(text)
-    return 0
+    if interrupted:
+        return 130
+    return 0 if any(r.breakdown is not None and r.breakdown.fits for _, r in rows) else 3
+
+
+def run_solvers(problem, names, options):
+    """Every named solver on the problem, sharing the command's deadline (solvers.run_solvers
+    where available)."""
+    import solvers
+
+    if hasattr(solvers, "run_solvers"):
+        return solvers.run_solvers(problem, names, options)
+    return [(name, solvers.SOLVERS[name].solve(problem, options)) for name in names]
 
 
 def add_parser(sub) -> None:
     cmp_ = sub.add_parser(
         "compare",
         help="the solver beside the heuristics (and given plans): step time, MFU, memory, gap to best",
-        description="Run several solvers on one task and price given plans; one row each.",
+        description="Run several solvers on one task and price given plans; one row each. Exit codes: 0 some "
+        "row fits, 3 none fits, 2 bad input, 130 interrupted.",
     )
-    cmp_.add_argument("task", help="task YAML")
+    cmp_.add_argument("task", help="task YAML, or the name of a shipped task (problems/tasks/)")
     cmp_.add_argument("--solvers", default="cpsat,megatron-rules,fsdp-only,greedy",
                       help="comma-separated (add exhaustive for small problems)")
     cmp_.add_argument("--plan", action="append", help="also price this plan file (repeatable)")

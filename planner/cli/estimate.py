@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from planner.cli.common import plan_from_args
+from planner.cli.common import DEGREE, check_plan_matches, dump_json, integer, plan_from_args
 from planner.cost.step import evaluate
-from planner.errors import PlannerError
 from planner.problem import load_problem
 from planner.report import estimate_json, render_estimate
 
@@ -19,15 +17,10 @@ def run(args: argparse.Namespace) -> int:
         plan = plan.model_copy(update={"sp": True})
     if args.tp_comm_overlap:
         plan = plan.model_copy(update={"tp_comm_overlap": True})
-    plan_hash = plan.provenance.problem_hash
-    if plan_hash is not None and plan_hash != problem.hash:
-        raise PlannerError(
-            f"{args.plan}: this plan was made for problem {plan_hash}, but {args.task} is problem "
-            f"{problem.hash}; re-solve, or remove provenance.problem_hash to price it anyway"
-        )
+    check_plan_matches(plan, problem, args.plan, args.task)
     breakdown = evaluate(problem, plan)
     if args.json:
-        print(json.dumps(estimate_json(problem, plan, breakdown), indent=2))
+        print(dump_json(estimate_json(problem, plan, breakdown)))
     else:
         print(render_estimate(problem, plan, breakdown))
     return 0 if breakdown.fits else 3
@@ -37,16 +30,17 @@ def add_parser(sub) -> None:
     est = sub.add_parser(
         "estimate",
         help="price one plan: step time, MFU, breakdown, memory per stage",
-        description="Price one parallel plan for a task. Exit code 3 if a stage does not fit in memory.",
+        description="Price one parallel plan for a task. Exit codes: 0 fits, 3 a stage does not fit in memory, "
+        "2 bad input.",
     )
-    est.add_argument("task", help="task YAML (e.g. problems/tasks/llama3-70b-64xh100.yaml)")
+    est.add_argument("task", help="task YAML (e.g. problems/tasks/llama3-70b-64xh100.yaml) or a shipped task's name")
     est.add_argument("--plan", help="plan YAML (e.g. problems/plans/llama3-70b-nemo.yaml); flags override it")
-    est.add_argument("--tp", type=int)
-    est.add_argument("--cp", type=int)
-    est.add_argument("--pp", type=int)
-    est.add_argument("--dp", type=int, help="default: devices / (tp*cp*pp)")
-    est.add_argument("--vpp", dest="virtual_stages", type=int, help="virtual stages (interleaved)")
-    est.add_argument("--mbs", dest="micro_batch_size", type=int, help="micro-batch size")
+    est.add_argument("--tp", type=DEGREE, help="tensor-parallel degree")
+    est.add_argument("--cp", type=DEGREE, help="context-parallel degree")
+    est.add_argument("--pp", type=DEGREE, help="pipeline stages")
+    est.add_argument("--dp", type=DEGREE, help="default: devices / (tp*cp*pp)")
+    est.add_argument("--vpp", dest="virtual_stages", type=integer(1, 2**16), help="virtual stages (interleaved)")
+    est.add_argument("--mbs", dest="micro_batch_size", type=integer(1, 2**40), help="micro-batch size")
     est.add_argument("--zero", dest="zero_stage", type=int, choices=[0, 1, 2, 3])
     est.add_argument("--recompute", choices=["none", "selective", "full"])
     est.add_argument("--schedule", choices=["1f1b", "interleaved"])

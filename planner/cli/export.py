@@ -1,10 +1,15 @@
-"""`planner export`: a plan as Megatron-LM / Megatron-Bridge / DeepSpeed / torchtitan configuration."""
+"""`planner export`: a plan as Megatron-LM / Megatron-Bridge / DeepSpeed / torchtitan configuration.
+
+Exit codes: 0 written; 2 bad input (files, a plan made for another problem, an unwritable -o);
+4 the target cannot express the plan (the message says why and what to change).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from planner.cli.common import check_output, check_plan_matches
 from planner.errors import PlannerError
 from planner.problem import load_plan, load_problem
 
@@ -27,14 +32,18 @@ def check_megatron_flags(text: str, checkout: str) -> list[str]:
     return sorted(used - defined)
 
 
+def check_export_flags(args: argparse.Namespace) -> None:
+    """Flag combinations refused before any work: --check-with needs --to megatron."""
+    if args.check_with and args.to != "megatron":
+        raise PlannerError("--check-with checks Megatron-LM arguments; use it with --to megatron")
+
+
 def export_text(problem, plan, args) -> str:
     """The rendered export (approximation notes go to stderr); checked with --check-with."""
     from planner.export import export
 
     result = export(problem, plan, args.to, args.target_version)
     if args.check_with:
-        if args.to != "megatron":
-            raise PlannerError("--check-with checks Megatron-LM arguments; use it with --to megatron")
         missing = check_megatron_flags(result.text, args.check_with)
         if missing:
             raise PlannerError(f"flags not defined by {args.check_with}: {', '.join(missing)}")
@@ -44,22 +53,21 @@ def export_text(problem, plan, args) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    problem = load_problem(args.task)
-    plan = load_plan(args.plan)
-    plan_hash = plan.provenance.problem_hash
-    if plan_hash is not None and plan_hash != problem.hash:
-        raise PlannerError(f"{args.plan}: this plan was made for problem {plan_hash}, but {args.task} is "
-                           f"problem {problem.hash}")
+    from planner.files import write_atomic
     from planner.plan import check_plan
 
+    check_export_flags(args)
+    problem = load_problem(args.task)
+    plan = load_plan(args.plan)
+    inputs = [args.plan, *problem.files]
+    check_output(args.output, inputs)
+    check_plan_matches(plan, problem, args.plan, args.task)
     errors = check_plan(plan, problem)
     if errors:
         raise PlannerError(f"{args.plan}: invalid for {args.task}: " + "; ".join(errors))
     text = export_text(problem, plan, args)
     if args.output:
-        from pathlib import Path
-
-        Path(args.output).write_text(text)
+        write_atomic(args.output, text, inputs)
         print(f"written to {args.output}")
     else:
         print(text, end="")
@@ -71,12 +79,13 @@ def add_parser(sub) -> None:
         "export",
         help="write a plan as Megatron-LM / Megatron-Bridge / DeepSpeed / torchtitan configuration",
         description="Render a plan for a training framework, with a header naming the problem, the "
-        "prediction and the planner version. Unsupported combinations are errors or printed approximations.",
+        "prediction and the planner version. Unsupported combinations are errors (exit 4) or printed "
+        "approximations.",
     )
-    exp.add_argument("plan", help="plan file (from planner solve -o, or by hand)")
+    exp.add_argument("plan", help="plan file (from planner solve -o, or by hand), or a shipped plan's name")
     exp.add_argument("--task", required=True, help="the task YAML the plan solves (for the header and checks)")
     exp.add_argument("--to", required=True, choices=EXPORT_TARGETS)
     exp.add_argument("--target-version", help="framework version (torchtitan: 0.2 TOML or 0.3 flags)")
     exp.add_argument("--check-with", help="path to a Megatron-LM checkout: check every flag exists there")
-    exp.add_argument("-o", "--output", help="write here instead of standard output")
+    exp.add_argument("-o", "--output", help="write here instead of standard output (atomically)")
     exp.set_defaults(func=run)

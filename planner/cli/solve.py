@@ -1,12 +1,15 @@
-"""`planner solve`: the fastest plan that fits, with its proof; optionally saved and exported."""
+"""`planner solve`: the fastest plan that fits, with its proof; optionally saved and exported.
+
+The result is printed before the plan file is written, so an unwritable path loses nothing
+(and the path is checked before the search starts).
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 
-from planner.cli.common import add_search_flags, solve_options
-from planner.cli.export import EXPORT_TARGETS, export_text
+from planner.cli.common import add_search_flags, check_output, dump_json, solve_options
+from planner.cli.export import EXPORT_TARGETS, check_export_flags, export_text
 from planner.errors import PlannerError
 from planner.problem import load_problem
 from planner.report import estimate_json, render_estimate
@@ -19,19 +22,29 @@ def run(args: argparse.Namespace) -> int:
 
     problem = load_problem(args.task)
     if args.solver not in SOLVERS:
-        raise PlannerError(f"unknown solver {args.solver!r}; choose from {', '.join(SOLVERS)}")
+        raise PlannerError(f"--solver: unknown solver {args.solver[:40]!r}; choose from {', '.join(SOLVERS)}")
+    check_output(args.output, problem.files)
+    if args.export:
+        args.to = args.export
+        check_export_flags(args)
+    elif args.check_with or args.target_version:
+        raise PlannerError("--check-with and --target-version apply to --export; add --export TARGET")
     result = SOLVERS[args.solver].solve(problem, solve_options(args))
-    if args.output and result.plan is not None:
-        save_plan(result.plan, args.output)
+    exported = None
+    if args.export and result.plan is not None:
+        exported = export_text(problem, result.plan, args)
     if args.json:
         out = {
             "solver": result.solver, "status": result.status, "objective_s": result.objective_s,
             "best_bound_s": result.best_bound_s, "gap": result.gap, "wall_time_s": result.wall_time_s,
+            "interrupted": getattr(result, "interrupted", False),
             "stats": result.stats, "notes": result.notes, "infeasibility": result.infeasibility,
             "plan": plan_document(result.plan) if result.plan else None,
             "estimate": estimate_json(problem, result.plan, result.breakdown) if result.breakdown else None,
         }
-        print(json.dumps(out, indent=2, default=str))
+        if exported is not None:
+            out["export"] = {"target": args.export, "text": exported}
+        print(dump_json(out))
     else:
         print(proof_line(result))
         line = stats_line(result)
@@ -44,12 +57,15 @@ def run(args: argparse.Namespace) -> int:
         if result.plan is not None and result.breakdown is not None:
             print()
             print(render_estimate(problem, result.plan, result.breakdown))
-        if args.output and result.plan is not None:
+        if exported is not None:
+            print()
+            print(exported, end="")
+    if args.output and result.plan is not None:
+        save_plan(result.plan, args.output, problem.files)
+        if not args.json:
             print(f"\nplan written to {args.output}")
-    if args.export and result.plan is not None:
-        args.to = args.export
-        print()
-        print(export_text(problem, result.plan, args), end="")
+    if getattr(result, "interrupted", False):
+        return 130
     return 0 if result.plan is not None else 3
 
 
@@ -57,11 +73,13 @@ def add_parser(sub) -> None:
     sol = sub.add_parser(
         "solve",
         help="find the fastest plan that fits, with a proof (status, bound, gap)",
-        description="Search the plan space with a solver (default: CP-SAT, exact). Exit code 3: no plan.",
+        description="Search the plan space with a solver (default: CP-SAT, exact). Exit codes: 0 a plan, "
+        "2 bad input, 3 no plan (infeasible, or none found in time), 4 --export cannot express the plan, "
+        "130 interrupted (the best plan so far is printed and saved).",
     )
-    sol.add_argument("task", help="task YAML")
+    sol.add_argument("task", help="task YAML, or the name of a shipped task (problems/tasks/)")
     sol.add_argument("--solver", default="cpsat", help="cpsat | exhaustive | megatron-rules | fsdp-only | greedy")
-    sol.add_argument("-o", "--output", help="write the plan here (.yaml or .json)")
+    sol.add_argument("-o", "--output", help="write the plan here (.json for JSON, else YAML); written atomically")
     sol.add_argument("--export", choices=EXPORT_TARGETS, help="also print the plan as this framework's configuration")
     sol.add_argument("--target-version", help="framework version for --export")
     sol.add_argument("--check-with", help="Megatron-LM checkout to check exported flags against")
