@@ -82,12 +82,6 @@ class _StrictLoader(yaml.SafeLoader):
 
     int_keys = False
 
-
-class _DataLoader(_StrictLoader):
-    """For data tables (microbenchmark files): integer keys (message sizes) are allowed too."""
-
-    int_keys = True
-
     def compose_node(self, parent, index):  # noqa: D401 (PyYAML hook)
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
@@ -114,6 +108,12 @@ class _DataLoader(_StrictLoader):
                 raise _Refused(f"line {line}: duplicate key {shown(key)} (first at line {seen[key]})")
             seen[key] = line
         return super().construct_mapping(node, deep=deep)
+
+
+class _DataLoader(_StrictLoader):
+    """For data tables (microbenchmark files): integer keys (message sizes) are allowed too."""
+
+    int_keys = True
 
 
 # YAML 1.1 (PyYAML) reads 8.03e9 and 1e-5 as strings; YAML 1.2 and every user read them as numbers.
