@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from planner.schema_base import NotBool, Spec
 from planner.task import Axis, Recompute, Schedule
@@ -60,10 +60,15 @@ class Plan(Spec):
     )
     provenance: Provenance = Provenance()
 
+    @field_validator("axis_order")
+    @classmethod
+    def _check_axis_order(cls, order: list[Axis]) -> list[Axis]:
+        if sorted(order) != sorted(DEFAULT_AXIS_ORDER):
+            raise ValueError(f"must be a permutation of {list(DEFAULT_AXIS_ORDER)}")
+        return order
+
     @model_validator(mode="after")
     def _check_self(self) -> Plan:
-        if sorted(self.axis_order) != sorted(DEFAULT_AXIS_ORDER):
-            raise ValueError(f"axis_order must be a permutation of {list(DEFAULT_AXIS_ORDER)}")
         if self.schedule == "1f1b" and self.virtual_stages != 1:
             raise ValueError("virtual_stages > 1 needs schedule: interleaved")
         if self.sp and self.tp == 1:

@@ -81,7 +81,7 @@ def format_validation_error(source: str, exc: ValidationError, prefix: str = "")
         parts = [str(part) for part in err["loc"] if not str(part).startswith("function-")]
         loc = ".".join(part if len(part) <= 80 and part.isprintable() else shown(part, 80) for part in parts)
         loc = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "(top level)"
-        message = err["msg"]
+        message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown field (misspelt?)"
         lines.append(f"{source}: {loc}: {message}")

@@ -151,3 +151,14 @@ def check_plan_matches(plan, problem, plan_path, task_path) -> None:
             f"{plan_path}: this plan was made for problem {plan_hash[:40]}, but {task_path} is problem "
             f"{problem.hash}; re-solve, or remove provenance.problem_hash to price it anyway"
         )
+
+
+def check_plan_valid(plan, problem, plan_source: str, task_source: str) -> None:
+    """Every way the plan is inconsistent with the task, as one error naming both."""
+    from planner.errors import InputError
+    from planner.plan import check_plan
+
+    errors = check_plan(plan, problem)
+    if errors:
+        raise InputError(f"{plan_source}: this plan is invalid for {task_source}:\n"
+                         + "\n".join(f"  - {e}" for e in errors))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from planner.cli.common import add_search_flags, check_plan_matches, dump_json, solve_options
+from planner.cli.common import add_search_flags, check_plan_matches, check_plan_valid, dump_json, solve_options
 from planner.errors import PlannerError
 from planner.problem import load_plan, load_problem
 
@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     for path in args.plan or []:
         plan = load_plan(path)
         check_plan_matches(plan, problem, path, args.task)
+        check_plan_valid(plan, problem, path, args.task)
         given.append((path, plan))
     rows = run_solvers(problem, names, options)
     for path, plan in given:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from planner.cli.common import DEGREE, check_plan_matches, dump_json, integer, plan_from_args
+from planner.cli.common import (
+    DEGREE,
+    PLAN_FLAGS,
+    check_plan_matches,
+    check_plan_valid,
+    dump_json,
+    integer,
+    plan_from_args,
+)
 from planner.cost.step import evaluate
 from planner.problem import load_problem
 from planner.report import estimate_json, render_estimate
@@ -18,6 +26,10 @@ def run(args: argparse.Namespace) -> int:
     if args.tp_comm_overlap:
         plan = plan.model_copy(update={"tp_comm_overlap": True})
     check_plan_matches(plan, problem, args.plan, args.task)
+    source = args.plan if args.plan else "the plan flags"
+    if args.plan and any(getattr(args, k) is not None for k in PLAN_FLAGS):
+        source = f"{args.plan} with the plan flags"
+    check_plan_valid(plan, problem, source, args.task)
     breakdown = evaluate(problem, plan)
     if args.json:
         print(dump_json(estimate_json(problem, plan, breakdown)))

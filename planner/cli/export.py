@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from planner.cli.common import check_output, check_plan_matches
+from planner.cli.common import check_output, check_plan_matches, check_plan_valid
 from planner.errors import PlannerError
 from planner.problem import load_plan, load_problem
 
@@ -54,7 +54,6 @@ def export_text(problem, plan, args) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from planner.files import write_atomic
-    from planner.plan import check_plan
 
     check_export_flags(args)
     problem = load_problem(args.task)
@@ -62,9 +61,7 @@ def run(args: argparse.Namespace) -> int:
     inputs = [args.plan, *problem.files]
     check_output(args.output, inputs)
     check_plan_matches(plan, problem, args.plan, args.task)
-    errors = check_plan(plan, problem)
-    if errors:
-        raise PlannerError(f"{args.plan}: invalid for {args.task}: " + "; ".join(errors))
+    check_plan_valid(plan, problem, args.plan, args.task)
     text = export_text(problem, plan, args)
     if args.output:
         write_atomic(args.output, text, inputs)
