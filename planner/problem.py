@@ -24,7 +24,14 @@ from planner.model import MODEL_FAMILIES, ModelSpec
 from planner.plan import Plan
 from planner.task import TrainingTask
 
-PROBLEMS_DIR = Path(__file__).resolve().parent.parent / "problems"
+def _presets_dir() -> Path:
+    """planner/presets in an installed package (pyproject maps it to problems/), else the
+    repository's problems/ (a source checkout or an editable install)."""
+    installed = Path(__file__).resolve().parent / "presets"
+    return installed if installed.is_dir() else Path(__file__).resolve().parent.parent / "problems"
+
+
+PROBLEMS_DIR = _presets_dir()
 """Shipped presets: devices/, clusters/, models/, tasks/, plans/."""
 
 M = TypeVar("M", bound=BaseModel)
