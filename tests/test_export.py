@@ -12,9 +12,11 @@ import tomllib
 
 import pytest
 
-from planner.cli import check_megatron_flags, main
+from planner.cli import main
+from planner.errors import PlannerError
 from planner.export import TARGETS, ExportError, export
 from planner.export.megatron import MEGATRON_FLAGS
+from planner.export.megatron_check import check_megatron_export, parse_export
 from planner.plan import Plan
 from planner.problem import load_plan, load_problem
 
@@ -54,17 +56,15 @@ def test_golden(task, plan_name, target, version):
 # -- parsers: read an export back into degrees --------------------------------------------
 
 def parse_megatron(text: str) -> dict:
-    start = text.index("MEGATRON_PARALLEL_ARGS=(") + len("MEGATRON_PARALLEL_ARGS=(")
-    body = text[start : text.rindex(")")]
-    tokens = shlex.split(body)
+    argv = parse_export(text)[0]
     flags, i = {}, 0
-    while i < len(tokens):
-        assert tokens[i] in MEGATRON_FLAGS, tokens[i]
-        if i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
-            flags[tokens[i]] = tokens[i + 1]
+    while i < len(argv):
+        assert argv[i] in MEGATRON_FLAGS, argv[i]
+        if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            flags[argv[i]] = argv[i + 1]
             i += 2
         else:
-            flags[tokens[i]] = True
+            flags[argv[i]] = True
             i += 1
     return flags
 
@@ -77,8 +77,13 @@ def degrees_megatron(text: str, world: int) -> dict:
             "gbs": int(f["--global-batch-size"])}
 
 
+def bridge_items(text: str) -> dict:
+    lines = [line.rstrip(" \\").strip('"') for line in text.splitlines() if "=" in line and not line.startswith("#")]
+    return dict(line.split("=", 1) for line in lines)
+
+
 def degrees_bridge(text: str) -> dict:
-    items = dict(line.rstrip(" \\").split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
+    items = bridge_items(text)
     return {"tp": int(items["model.tensor_model_parallel_size"]), "pp": int(items["model.pipeline_model_parallel_size"]),
             "cp": int(items["model.context_parallel_size"]), "mbs": int(items["train.micro_batch_size"]),
             "gbs": int(items["train.global_batch_size"])}
@@ -97,11 +102,13 @@ def degrees_torchtitan(text: str, version: str) -> dict:
         config = tomllib.loads(text)
     else:
         config: dict = {}
-        for line in text.splitlines():
-            if line.startswith("--"):
-                key, value = line.rstrip(" \\").split(" ", 1)
-                section, name = key[2:].split(".", 1)
-                config.setdefault(section, {})[name] = value
+        for token in shlex.split(" ".join(line.rstrip(" \\") for line in text.splitlines() if line.startswith("--"))):
+            if token.startswith("--"):
+                section, name = token[2:].split(".", 1)
+                config.setdefault(section, {})[name] = True
+                last = (section, name)
+            else:
+                config[last[0]][last[1]] = token
     par = config["parallelism"]
     dp = int(par["data_parallel_replicate_degree"]) * int(par["data_parallel_shard_degree"])
     return {"tp": int(par["tensor_parallel_degree"]), "pp": int(par["pipeline_parallel_degree"]),
@@ -141,13 +148,15 @@ def problem70():
 @pytest.mark.parametrize(
     ("target", "plan", "message"),
     [
-        ("megatron", Plan(tp=8, pp=2, dp=4, zero_stage=2), "ZeRO-2 has no Megatron-LM equivalent"),
-        ("megatron", Plan(tp=8, pp=2, dp=4, zero_stage=1, zero_shard_size=2), "HSDP"),
         ("deepspeed", Plan(tp=8, pp=2, dp=4, stage_layers=[30, 50]), "non-uniform pipeline stages"),
         ("deepspeed", Plan(tp=8, pp=2, dp=4, schedule="interleaved", virtual_stages=2), "interleaved"),
         ("deepspeed", Plan(tp=8, pp=2, dp=4, zero_stage=1, zero_shard_size=2), "HSDP with ZeRO-1/2"),
+        ("deepspeed", Plan(tp=8, pp=2, dp=4, zero_stage=2), "ZeRO-2 and ZeRO-3 are incompatible with pipeline"),
+        ("deepspeed", Plan(tp=8, pp=2, dp=4, zero_stage=3), "ZeRO-2 and ZeRO-3 are incompatible with pipeline"),
+        ("megatron", Plan(tp=8, pp=2, dp=4, zero_stage=2), None),
+        ("megatron", Plan(tp=8, pp=2, dp=4, zero_stage=1, zero_shard_size=2), None),
         ("megatron-bridge", Plan(tp=8, pp=4, dp=2, stage_layers=[18, 22, 22, 18], schedule="interleaved",
-                                 virtual_stages=2), "first/last stage"),
+                                 virtual_stages=2), None),
         ("torchtitan", Plan(tp=8, pp=2, dp=4), None),
     ],
 )
@@ -158,6 +167,11 @@ def test_unsupported_combinations_are_errors(target, plan, message):
         return
     with pytest.raises(ExportError, match=message):
         export(problem, plan, target)
+
+
+def test_torchtitan_03_refuses_fp8_with_the_reason():
+    with pytest.raises(ExportError, match="rowwise only"):
+        export(problem70(), Plan(tp=8, pp=2, dp=4), "torchtitan", "0.3")
 
 
 def test_approximations_are_printed_not_dropped():
@@ -177,20 +191,85 @@ def test_non_uniform_stages_in_megatron():
     layout = export(problem, Plan(tp=8, pp=4, dp=2, stage_layers=[16, 24, 24, 16], schedule="interleaved",
                                   virtual_stages=2), "megatron").text
     assert '--pipeline-model-parallel-layout "Et*8|t*12|t*12|t*8|t*8|t*12|t*12|t*8L"' in layout
+    # odd stage sizes over 2 chunks: the larger chunk first (the Llama-3 405B plan's 7-layer edge stages)
+    odd = export(problem, Plan(tp=8, pp=4, dp=2, stage_layers=[19, 21, 21, 19], schedule="interleaved",
+                               virtual_stages=2), "megatron").text
+    assert '"Et*10|t*11|t*11|t*10|t*9|t*10|t*10|t*9L"' in odd
 
 
-def test_check_with_a_megatron_checkout(tmp_path, capsys):
-    args = tmp_path / "megatron" / "training"
-    args.mkdir(parents=True)
-    args.joinpath("arguments.py").write_text("\n".join(f"group.add_argument('{f}')" for f in sorted(MEGATRON_FLAGS)))
+def test_megatron_zero_stages_and_hsdp():
+    """ZeRO-1 = distributed optimizer, ZeRO-2/3 = Megatron FSDP (with its checkpoint format); HSDP =
+    distributed-optimizer instances = DP / shard size."""
+    problem = problem70()
+    flags = {z: parse_megatron(export(problem, Plan(tp=8, pp=2, dp=4, zero_stage=z), "megatron").text) for z in range(4)}
+    assert not {"--use-distributed-optimizer", "--use-megatron-fsdp"} & set(flags[0])
+    assert "--use-distributed-optimizer" in flags[1] and "--use-megatron-fsdp" not in flags[1]
+    assert flags[2]["--data-parallel-sharding-strategy"] == "optim_grads"
+    assert flags[3]["--data-parallel-sharding-strategy"] == "optim_grads_params"
+    for z in (2, 3):
+        assert flags[z]["--use-megatron-fsdp"] is True and flags[z]["--ckpt-format"] == "fsdp_dtensor"
+    for z in (1, 2, 3):
+        hsdp = parse_megatron(export(problem, Plan(tp=8, pp=2, dp=4, zero_stage=z, zero_shard_size=2), "megatron").text)
+        assert hsdp["--num-distributed-optimizer-instances"] == "2"
+
+
+def test_megatron_launch_environment():
+    problem = problem70()
+    assert "export CUDA_DEVICE_MAX_CONNECTIONS=1\n" in export(problem, Plan(tp=8, pp=2, dp=4), "megatron").text
+    fsdp = export(problem, Plan(tp=8, pp=2, dp=4, zero_stage=3), "megatron").text
+    assert "unset CUDA_DEVICE_MAX_CONNECTIONS\n" in fsdp and "export CUDA" not in fsdp
+    assert "CUDA_DEVICE_MAX_CONNECTIONS" not in export(problem, Plan(pp=8, dp=8), "megatron").text
+
+
+def test_fp8_recipe_is_explicit_everywhere():
+    problem, plan = problem70(), Plan(tp=8, pp=2, dp=4)
+    assert parse_megatron(export(problem, plan, "megatron").text)["--fp8-recipe"] == "tensorwise"
+    assert bridge_items(export(problem, plan, "megatron-bridge").text)["mixed_precision"] == (
+        "bf16_with_fp8_current_scaling_mixed")
+    titan = tomllib.loads(export(problem, plan, "torchtitan", "0.2").text)
+    assert titan["model"]["converters"] == ["quantize.linear.float8"]
+    assert titan["quantize"]["linear"]["float8"]["recipe_name"] == "tensorwise"
+    assert "Float8CurrentScaling" in export(problem, plan, "deepspeed").text
+
+
+def test_bridge_writes_the_keys_that_win():
+    problem = problem70()
+    items = bridge_items(export(problem, Plan(tp=8, sp=True, tp_comm_overlap=True, pp=2, dp=4), "megatron-bridge").text)
+    assert not any(k in items for k in ("model.fp8", "model.bf16", "model.fp16"))  # mixed_precision overwrites them
+    assert items["comm_overlap.tp_comm_overlap"] == "true" and items["model.tp_comm_overlap"] == "true"
+    assert items["model.seq_length"] == items["dataset.sequence_length"] == "8192"
+    ddp = bridge_items(export(problem, Plan(tp=8, pp=2, dp=4, zero_stage=0), "megatron-bridge").text)
+    assert ddp["ddp.use_distributed_optimizer"] == ddp["optimizer.use_distributed_optimizer"] == "false"
+    layout = bridge_items(export(problem, Plan(tp=8, pp=4, dp=2, stage_layers=[16, 24, 24, 16], schedule="interleaved",
+                                              virtual_stages=2), "megatron-bridge").text)
+    assert layout["model.pipeline_model_parallel_layout"] == "'Et*8|t*12|t*12|t*8|t*8|t*12|t*12|t*8L'"
+    zero2 = bridge_items(export(problem, Plan(tp=8, pp=2, dp=4, zero_stage=2, zero_shard_size=2), "megatron-bridge").text)
+    assert zero2["ddp.data_parallel_sharding_strategy"] == "optim_grads"
+    assert zero2["ddp.num_distributed_optimizer_instances"] == "2" and zero2["checkpoint.ckpt_format"] == "fsdp_dtensor"
+
+
+def test_torchtitan_local_batch_is_one_forward_pass():
+    """Without PP torchtitan accumulates global / (local x DP) passes of local_batch_size sequences: local is
+    the micro-batch. With PP one pass is cut into micro-batches: local is micro-batch x micro-batches."""
+    problem = problem70()  # 128 sequences
+    flat = tomllib.loads(export(problem, Plan(tp=8, dp=8, micro_batch_size=1), "torchtitan").text)
+    assert flat["training"]["local_batch_size"] == 1
+    piped = tomllib.loads(export(problem, Plan(tp=8, pp=2, dp=4, micro_batch_size=2), "torchtitan").text)
+    assert piped["training"]["local_batch_size"] == 32 and piped["parallelism"]["pipeline_parallel_microbatch_size"] == 2
+
+
+def test_torchtitan_selective_recompute_is_none_with_the_reason():
+    result = export(problem70(), Plan(tp=8, pp=2, dp=4, recompute="selective"), "torchtitan")
+    assert tomllib.loads(result.text)["activation_checkpoint"]["mode"] == "none"
+    assert "core attention" in result.text and "different policy" in result.text
+
+
+def test_check_megatron_export_refuses_an_unusable_checkout(tmp_path):
     text = export(problem70(), load_plan(PROBLEMS / "plans" / "llama3-70b-nemo.yaml"), "megatron").text
-    assert check_megatron_flags(text, str(tmp_path)) == []
-    args.joinpath("arguments.py").write_text("group.add_argument('--tensor-model-parallel-size')")
-    assert "--pipeline-model-parallel-size" in check_megatron_flags(text, str(tmp_path))
-    plan = str(PROBLEMS / "plans" / "llama3-70b-nemo.yaml")
-    task = str(PROBLEMS / "tasks" / "llama3-70b-64xh100.yaml")
-    assert main(["export", plan, "--task", task, "--to", "megatron", "--check-with", str(tmp_path)]) == 2
-    assert "flags not defined by" in capsys.readouterr().err
+    with pytest.raises(PlannerError, match="megatron/training/arguments.py"):
+        check_megatron_export(text, str(tmp_path))
+    with pytest.raises(PlannerError, match="not a planner Megatron export"):
+        parse_export("--tensor-model-parallel-size 2")
 
 
 def test_cli_export_and_solve_export(tmp_path, capsys):

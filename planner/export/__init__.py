@@ -8,8 +8,9 @@ explicit approximation that is printed in the header and returned to the caller.
 from __future__ import annotations
 
 from planner.export.base import Exported, ExportError, header
+from planner.export.bridge import export_megatron_bridge
 from planner.export.deepspeed import export_deepspeed
-from planner.export.megatron import export_megatron, export_megatron_bridge
+from planner.export.megatron import export_megatron
 from planner.export.torchtitan import export_torchtitan
 
 TARGETS = {

@@ -4,7 +4,10 @@ train_batch_size = train_micro_batch_size_per_gpu x gradient_accumulation_steps 
 DeepSpeed's JSON has no TP, CP or PP degrees: TP/CP are set by the model code (e.g.
 Megatron-DeepSpeed) and PP by PipelineModule(num_stages=...). Those plans are exported with
 that requirement printed in the header; non-uniform stages and per-stage recompute counts are
-errors (DeepSpeed partitions stages itself).
+errors (DeepSpeed partitions stages itself), and so is PP with ZeRO-2/3, which DeepSpeed's
+PipelineEngine refuses ("ZeRO-2 and ZeRO-3 are incompatible with pipeline parallelism").
+fp8 comes from Transformer Engine in the model code: the header names the recipe (per-tensor
+current scaling, hybrid format, as in the other exports).
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ def deepspeed_config(problem: Problem, plan: Plan) -> tuple[dict, list[str]]:
         raise ExportError("per-stage recompute counts cannot be expressed in a DeepSpeed config")
     if plan.virtual_stages > 1:
         raise ExportError("interleaved pipeline schedules are not available in DeepSpeed's pipeline engine")
+    if plan.pp > 1 and plan.zero_stage >= 2:
+        raise ExportError(f"PP {plan.pp} with ZeRO-{plan.zero_stage}: DeepSpeed's PipelineEngine refuses it ('ZeRO-2 "
+                          "and ZeRO-3 are incompatible with pipeline parallelism'); re-solve with zero_stages [0, 1], "
+                          "or export to megatron")
     config: dict = {
         "train_batch_size": task.num_sequences,
         "train_micro_batch_size_per_gpu": plan.micro_batch_size,
@@ -43,7 +50,8 @@ def deepspeed_config(problem: Problem, plan: Plan) -> tuple[dict, list[str]]:
     else:
         config["fp16"] = {"enabled": True}
     if task.precision == "fp8":
-        notes.append("APPROXIMATION: fp8 GEMMs come from Transformer Engine in the model code; the config says bf16")
+        notes.append("APPROXIMATION: fp8 GEMMs come from Transformer Engine in the model code (te.fp8_autocast with "
+                     "recipe Float8CurrentScaling(fp8_format=Format.HYBRID)); the config says bf16")
     if plan.recompute != "none":
         config["activation_checkpointing"] = {"partition_activations": plan.sp, "contiguous_memory_optimization": False}
         notes.append(f"activation checkpointing ({plan.recompute}) is applied by the model code "
@@ -57,7 +65,7 @@ def deepspeed_config(problem: Problem, plan: Plan) -> tuple[dict, list[str]]:
 
 
 def export_deepspeed(problem: Problem, plan: Plan, version: str | None) -> Exported:
-    version = version or "0.16"
+    version = version or "0.19"
     config, notes = deepspeed_config(problem, plan)
     head = header(problem, plan, "DeepSpeed", version, notes, comment="//")
     # JSON has no comments: the header goes in a "_comment" list DeepSpeed ignores.

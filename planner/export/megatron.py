@@ -1,76 +1,148 @@
-"""Megatron-LM / Megatron-Core arguments (core 0.16+) and Megatron-Bridge overrides.
+"""Megatron-LM / Megatron-Core arguments (core 0.16), as its pretrain scripts take them.
 
 Megatron infers DP from the world size: world = TP x CP x PP x DP (stated in the header).
 Non-uniform stages use --decoder-first/last-pipeline-num-layers when only the edge stages
 differ, else --pipeline-model-parallel-layout (E = embedding, t = decoder layer, L = loss;
 stages in forward order, all pipeline ranks of virtual chunk 0, then chunk 1, ...).
-ZeRO: 0 = DDP, 1 = --use-distributed-optimizer, 3 = Megatron FSDP with
-optim_grads_params sharding. ZeRO-2 and HSDP have no Megatron equivalent (error).
+
+ZeRO (Megatron shards over the DP x CP group, as the cost model does):
+  0  plain DDP
+  1  --use-distributed-optimizer
+  2  Megatron FSDP, --data-parallel-sharding-strategy optim_grads
+  3  Megatron FSDP, --data-parallel-sharding-strategy optim_grads_params
+Megatron FSDP needs --ckpt-format fsdp_dtensor. HSDP (shard within groups, replicate across) is
+--num-distributed-optimizer-instances = DP / shard size, for the distributed optimizer and for
+Megatron FSDP alike (the outer groups replicate: --outer-dp-sharding-strategy no_shard, the
+default).
+
+Launch environment: validate_args requires CUDA_DEVICE_MAX_CONNECTIONS=1 with TP or CP > 1
+(before Blackwell) and refuses it with Megatron FSDP, so the export sets or unsets it.
+The fp8 recipe is written explicitly: per-tensor current scaling (tensorwise), the recipe of
+the other exporters; Megatron's default is delayed scaling.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 from planner.export.base import Exported, ExportError, header, recompute_layers
 from planner.plan import Plan
 from planner.problem import Problem
 
 MEGATRON_VERSIONS = ("0.16",)
+FP8_RECIPE = "tensorwise"
 
 MEGATRON_FLAGS = frozenset({
+    "--num-layers", "--hidden-size", "--ffn-hidden-size", "--num-attention-heads", "--group-query-attention",
+    "--num-query-groups", "--kv-channels", "--seq-length", "--max-position-embeddings", "--position-embedding-type",
+    "--swiglu", "--untie-embeddings-and-output-weights", "--disable-bias-linear", "--attention-dropout",
+    "--hidden-dropout",
     "--tensor-model-parallel-size", "--pipeline-model-parallel-size", "--context-parallel-size",
-    "--num-layers-per-virtual-pipeline-stage", "--num-virtual-stages-per-pipeline-rank",
-    "--decoder-first-pipeline-num-layers", "--decoder-last-pipeline-num-layers",
-    "--pipeline-model-parallel-layout", "--sequence-parallel", "--micro-batch-size", "--global-batch-size",
-    "--use-distributed-optimizer", "--overlap-grad-reduce", "--overlap-param-gather",
-    "--recompute-granularity", "--recompute-method", "--recompute-num-layers", "--bf16", "--fp16",
-    "--fp8-format", "--tp-comm-overlap", "--use-megatron-fsdp", "--data-parallel-sharding-strategy",
-    "--seq-length", "--num-layers",
+    "--num-layers-per-virtual-pipeline-stage", "--decoder-first-pipeline-num-layers",
+    "--decoder-last-pipeline-num-layers", "--pipeline-model-parallel-layout", "--sequence-parallel",
+    "--tp-comm-overlap", "--micro-batch-size", "--global-batch-size", "--use-distributed-optimizer",
+    "--use-megatron-fsdp", "--data-parallel-sharding-strategy", "--num-distributed-optimizer-instances",
+    "--ckpt-format", "--overlap-grad-reduce", "--overlap-param-gather", "--recompute-granularity",
+    "--recompute-modules", "--recompute-method", "--recompute-num-layers", "--bf16", "--fp16", "--fp8-format",
+    "--fp8-recipe",
 })
-"""Flag names this exporter emits (checked against a Megatron-LM checkout with --check-with)."""
+"""Flag names this exporter emits (all defined by Megatron core_v0.16.1: tests/test_export_megatron.py)."""
+
+
+@dataclass
+class MegatronArgs:
+    """Megatron-LM arguments for one plan: model shape, parallel layout, launch environment."""
+
+    model: list[str]
+    parallel: list[str]
+    env: dict[str, str | None]
+    """Launch environment; None = must be unset."""
+    notes: list[str] = field(default_factory=list)
+
+
+def chunk_layers(layers: list[int], virtual_stages: int) -> list[int]:
+    """Layers of each model chunk in forward order (chunk 0 of every stage, then chunk 1, ...).
+
+    A stage's layers are split as evenly as possible over its chunks, larger chunks first (the
+    cost model prices a stage by its total layers).
+    """
+    v = virtual_stages
+    if any(n < v for n in layers):
+        raise ExportError(f"stage layers {layers}: a stage holds fewer layers than its {v} virtual stages")
+    return [n // v + (1 if chunk < n % v else 0) for chunk in range(v) for n in layers]
+
+
+def pipeline_layout(layers: list[int], virtual_stages: int) -> str:
+    """Megatron's pipeline layout string for `layers` per stage and `virtual_stages` chunks each."""
+    sizes = chunk_layers(layers, virtual_stages)
+    stages = []
+    for k, n in enumerate(sizes):
+        text = ("E" if k == 0 else "") + (f"t*{n}" if n > 1 else "t" * n)
+        stages.append(text + ("L" if k == len(sizes) - 1 else ""))
+    return "|".join(stages)
 
 
 def _pipeline_flags(problem: Problem, plan: Plan) -> list[str]:
-    L = problem.model.num_layers
-    layers = plan.layers_per_stage(L)
-    p, v = plan.pp, plan.virtual_stages
-    flags = []
-    if p == 1:
-        return flags
-    uniform = len(set(layers)) == 1
-    if uniform:
-        if v > 1:
-            flags += ["--num-layers-per-virtual-pipeline-stage", str(layers[0] // v)]
-        return flags
-    middle = layers[1:-1]
-    if v == 1 and len(set(middle)) <= 1:
-        flags += ["--decoder-first-pipeline-num-layers", str(layers[0]),
-                  "--decoder-last-pipeline-num-layers", str(layers[-1])]
-        return flags
-    if any(n % v for n in layers):
-        raise ExportError(f"stage layers {layers} are not multiples of the {v} virtual stages")
-    stages = []
-    for chunk in range(v):
-        for i, n in enumerate(layers):
-            text = ("E" if (chunk == 0 and i == 0) else "") + (f"t*{n // v}" if n // v > 1 else "t" * (n // v))
-            if chunk == v - 1 and i == p - 1:
-                text += "L"
-            stages.append(text)
-    flags += ["--pipeline-model-parallel-layout", '"' + "|".join(stages) + '"']
+    layers = plan.layers_per_stage(problem.model.num_layers)
+    v = plan.virtual_stages
+    if plan.pp == 1:
+        return []
+    if len(set(layers)) == 1:
+        return ["--num-layers-per-virtual-pipeline-stage", str(layers[0] // v)] if v > 1 else []
+    if v == 1 and len(set(layers[1:-1])) <= 1:
+        return ["--decoder-first-pipeline-num-layers", str(layers[0]),
+                "--decoder-last-pipeline-num-layers", str(layers[-1])]
+    return ["--pipeline-model-parallel-layout", pipeline_layout(layers, v)]
+
+
+def data_parallel_settings(plan: Plan) -> dict[str, object]:
+    """The ZeRO stage and HSDP as Megatron DDP settings (names of DistributedDataParallelConfig)."""
+    settings: dict[str, object] = {}
+    if plan.zero_stage == 1:
+        settings["use_distributed_optimizer"] = True
+    elif plan.zero_stage in (2, 3):
+        settings["use_megatron_fsdp"] = True
+        settings["data_parallel_sharding_strategy"] = "optim_grads" if plan.zero_stage == 2 else "optim_grads_params"
+    if plan.zero_stage and plan.zero_shard_size not in (None, plan.dp):
+        settings["num_distributed_optimizer_instances"] = plan.dp // plan.zero_shard_size
+    return settings
+
+
+def launch_env(plan: Plan) -> dict[str, str | None]:
+    """CUDA_DEVICE_MAX_CONNECTIONS as Megatron's validate_args requires it."""
+    if plan.zero_stage in (2, 3):
+        return {"CUDA_DEVICE_MAX_CONNECTIONS": None}
+    if plan.tp > 1 or plan.cp > 1:
+        return {"CUDA_DEVICE_MAX_CONNECTIONS": "1"}
+    return {}
+
+
+def _model_flags(problem: Problem) -> list[str]:
+    m, task = problem.model, problem.task
+    flags = ["--num-layers", str(m.num_layers), "--hidden-size", str(m.hidden_size),
+             "--ffn-hidden-size", str(m.ffn_hidden_size), "--num-attention-heads", str(m.num_heads)]
+    if m.kv_heads != m.num_heads:
+        flags += ["--group-query-attention", "--num-query-groups", str(m.kv_heads)]
+    if m.dim_per_head != m.hidden_size // m.num_heads:
+        flags += ["--kv-channels", str(m.dim_per_head)]
+    flags += ["--seq-length", str(task.seq_len), "--max-position-embeddings", str(m.max_seq_len),
+              "--position-embedding-type", {"rope": "rope", "learned": "learned_absolute", "none": "none"}[
+                  m.position_embedding]]
+    if m.gated_mlp:
+        flags.append("--swiglu")
+    if not m.tied_embeddings:
+        flags.append("--untie-embeddings-and-output-weights")
+    if not m.linear_bias:
+        flags.append("--disable-bias-linear")
+    if not m.dropout:
+        flags += ["--attention-dropout", "0", "--hidden-dropout", "0"]
     return flags
 
 
-def megatron_arguments(problem: Problem, plan: Plan) -> tuple[list[str], list[str]]:
-    """(flags, approximation notes) for Megatron-LM's pretrain scripts."""
-    if plan.zero_stage == 2:
-        raise ExportError("ZeRO-2 has no Megatron-LM equivalent (distributed optimizer is ZeRO-1, "
-                          "Megatron FSDP is ZeRO-3); re-solve with zero_stages [0, 1, 3]")
-    if plan.zero_stage and plan.zero_shard_size not in (None, plan.dp):
-        raise ExportError("HSDP (sharding within groups of "
-                          f"{plan.zero_shard_size} of {plan.dp} data-parallel ranks) has no Megatron-LM equivalent")
+def megatron_arguments(problem: Problem, plan: Plan) -> MegatronArgs:
+    """Model, parallel and launch settings for Megatron-LM's pretrain scripts."""
     task = problem.task
     flags = [
-        "--num-layers", str(problem.model.num_layers),
-        "--seq-length", str(task.seq_len),
         "--tensor-model-parallel-size", str(plan.tp),
         "--pipeline-model-parallel-size", str(plan.pp),
         "--context-parallel-size", str(plan.cp),
@@ -81,96 +153,65 @@ def megatron_arguments(problem: Problem, plan: Plan) -> tuple[list[str], list[st
     if plan.tp_comm_overlap:
         flags.append("--tp-comm-overlap")
     flags += ["--micro-batch-size", str(plan.micro_batch_size), "--global-batch-size", str(task.num_sequences)]
-    if plan.zero_stage == 1:
+    dp = data_parallel_settings(plan)
+    if dp.get("use_distributed_optimizer"):
         flags.append("--use-distributed-optimizer")
-    elif plan.zero_stage == 3:
-        flags += ["--use-megatron-fsdp", "--data-parallel-sharding-strategy", "optim_grads_params"]
-    if task.framework.overlap_grad_reduce and plan.dp > 1:
-        flags.append("--overlap-grad-reduce")
-    if task.framework.overlap_param_gather and plan.zero_stage in (1, 3) and plan.dp > 1:
-        flags.append("--overlap-param-gather")
+    if dp.get("use_megatron_fsdp"):
+        flags += ["--use-megatron-fsdp", "--data-parallel-sharding-strategy", str(dp["data_parallel_sharding_strategy"]),
+                  "--ckpt-format", "fsdp_dtensor"]
+    if "num_distributed_optimizer_instances" in dp:
+        flags += ["--num-distributed-optimizer-instances", str(dp["num_distributed_optimizer_instances"])]
     notes = []
-    count, notes = recompute_layers(plan, problem.model.num_layers)
+    grad_overlap = bool(task.framework.overlap_grad_reduce and plan.dp > 1)
+    if grad_overlap:
+        flags.append("--overlap-grad-reduce")
+    if task.framework.overlap_param_gather and plan.zero_stage and plan.dp > 1:
+        if grad_overlap:
+            flags.append("--overlap-param-gather")
+        else:
+            notes.append("APPROXIMATION: Megatron overlaps the parameter all-gather only together with the gradient "
+                         "reduction (--overlap-grad-reduce), which the task turns off; the all-gather is exposed")
+    count, recompute_notes = recompute_layers(plan, problem.model.num_layers)
+    notes += recompute_notes
     if plan.recompute == "selective":
-        flags += ["--recompute-granularity", "selective"]
+        flags += ["--recompute-granularity", "selective", "--recompute-modules", "core_attn"]
     elif plan.recompute == "full":
         flags += ["--recompute-granularity", "full", "--recompute-method", "block", "--recompute-num-layers", str(count)]
-    flags += {"bf16": ["--bf16"], "fp16": ["--fp16"], "fp8": ["--bf16", "--fp8-format", "hybrid"]}[task.precision]
-    unknown = [f for f in flags if f.startswith("--") and f not in MEGATRON_FLAGS]
+    flags += {"bf16": ["--bf16"], "fp16": ["--fp16"],
+              "fp8": ["--bf16", "--fp8-format", "hybrid", "--fp8-recipe", FP8_RECIPE]}[task.precision]
+    model = _model_flags(problem)
+    unknown = [f for f in model + flags if f.startswith("--") and f not in MEGATRON_FLAGS]
     assert not unknown, unknown
-    return flags, notes
+    env = launch_env(plan)
+    if env.get("CUDA_DEVICE_MAX_CONNECTIONS", "") is None and (plan.tp > 1 or plan.cp > 1):
+        notes.append("Megatron FSDP with TP or CP > 1: Megatron warns that TP/CP prefer CUDA_DEVICE_MAX_CONNECTIONS=1 "
+                     "and FSDP refuses it; it is left unset")
+    return MegatronArgs(model, flags, env, notes)
+
+
+def _bash_array(name: str, flags: list[str]) -> list[str]:
+    lines, i = [f"{name}=("], 0
+    while i < len(flags):
+        if i + 1 < len(flags) and not flags[i + 1].startswith("--"):
+            value = flags[i + 1]
+            lines.append(f"    {flags[i]} " + (f'"{value}"' if any(c in value for c in "|*") else value))
+            i += 2
+        else:
+            lines.append(f"    {flags[i]}")
+            i += 1
+    return lines + [")"]
 
 
 def export_megatron(problem: Problem, plan: Plan, version: str | None) -> Exported:
     version = version or MEGATRON_VERSIONS[-1]
     if version not in MEGATRON_VERSIONS:
         raise ExportError(f"Megatron-Core version {version!r} not supported; choose from {MEGATRON_VERSIONS}")
-    flags, notes = megatron_arguments(problem, plan)
+    args = megatron_arguments(problem, plan)
     world = plan.tp * plan.cp * plan.pp * plan.dp
     notes = [f"DP is implied by the world size: launch {world} ranks = TP {plan.tp} x CP {plan.cp} x PP {plan.pp} "
-             f"x DP {plan.dp}", *notes]
-    lines = []
-    pairs = []
-    i = 0
-    while i < len(flags):
-        if i + 1 < len(flags) and not flags[i + 1].startswith("--"):
-            pairs.append(f"{flags[i]} {flags[i + 1]}")
-            i += 2
-        else:
-            pairs.append(flags[i])
-            i += 1
-    lines.append("MEGATRON_PARALLEL_ARGS=(")
-    lines += [f"    {p}" for p in pairs]
-    lines.append(")")
+             f"x DP {plan.dp}",
+             "model shape and the plan; add data, tokenizer, optimizer and normalization settings", *args.notes]
+    lines = [f"export {k}={v}" if v is not None else f"unset {k}" for k, v in args.env.items()]
+    lines += _bash_array("MEGATRON_MODEL_ARGS", args.model) + _bash_array("MEGATRON_PARALLEL_ARGS", args.parallel)
     text = header(problem, plan, "Megatron-LM", f"core {version}", notes) + "\n" + "\n".join(lines) + "\n"
     return Exported("megatron", version, text, [n for n in notes if n.startswith("APPROXIMATION")])
-
-
-def export_megatron_bridge(problem: Problem, plan: Plan, version: str | None) -> Exported:
-    version = version or "0.2"
-    megatron_arguments(problem, plan)  # same expressibility rules
-    task = problem.task
-    layers = plan.layers_per_stage(problem.model.num_layers)
-    items = {
-        "model.tensor_model_parallel_size": plan.tp,
-        "model.pipeline_model_parallel_size": plan.pp,
-        "model.virtual_pipeline_model_parallel_size": plan.virtual_stages if plan.virtual_stages > 1 else None,
-        "model.context_parallel_size": plan.cp,
-        "model.sequence_parallel": plan.sp,
-        "model.tp_comm_overlap": plan.tp_comm_overlap or None,
-        "train.micro_batch_size": plan.micro_batch_size,
-        "train.global_batch_size": task.num_sequences,
-        "ddp.use_distributed_optimizer": plan.zero_stage == 1,
-        "ddp.overlap_grad_reduce": bool(task.framework.overlap_grad_reduce and plan.dp > 1),
-        "ddp.overlap_param_gather": bool(task.framework.overlap_param_gather and plan.zero_stage == 1 and plan.dp > 1),
-    }
-    notes = []
-    if plan.pp > 1 and len(set(layers)) > 1:
-        if plan.virtual_stages > 1 or len(set(layers[1:-1])) > 1:
-            raise ExportError("Megatron-Bridge overrides express non-uniform stages only as first/last stage "
-                              f"layer counts; this plan has {layers} with {plan.virtual_stages} virtual stages "
-                              "(use --to megatron, whose --pipeline-model-parallel-layout can)")
-        items["model.num_layers_in_first_pipeline_stage"] = layers[0]
-        items["model.num_layers_in_last_pipeline_stage"] = layers[-1]
-    if plan.zero_stage == 3:
-        items["ddp.use_megatron_fsdp"] = True
-        items["ddp.data_parallel_sharding_strategy"] = "optim_grads_params"
-    if plan.recompute == "selective":
-        items["model.recompute_granularity"] = "selective"
-    elif plan.recompute == "full":
-        count, notes = recompute_layers(plan, problem.model.num_layers)
-        items.update({"model.recompute_granularity": "full", "model.recompute_method": "block",
-                      "model.recompute_num_layers": count})
-    if task.precision == "fp8":
-        items["model.fp8"] = "hybrid"
-    items["model.bf16" if task.precision != "fp16" else "model.fp16"] = True
-    overrides = [f"{k}={_value(v)}" for k, v in items.items() if v is not None]
-    text = header(problem, plan, "Megatron-Bridge", version, notes) + "\n" + " \\\n".join(overrides) + "\n"
-    return Exported("megatron-bridge", version, text, [n for n in notes if n.startswith("APPROXIMATION")])
-
-
-def _value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return str(v)
-
