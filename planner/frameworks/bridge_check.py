@@ -1,14 +1,16 @@
 """Apply a Megatron-Bridge export with Bridge's own override and validation code (CPU, own env).
 
 Usage (by tests/test_export_bridge.py, with the interpreter of .venv-bridge):
-    python bridge_check.py OVERRIDES.txt WORLD MODEL_JSON {recipe-overlap|recipe-plain}
-Builds Bridge's pre-training ConfigContainer (recipes.common._pretrain_common) with a
-GPTModelProvider of the model's shape (MODEL_JSON: num_layers, hidden_size, ...). The
-`recipe-overlap` variant sets comm_overlap = CommOverlapConfig(tp_comm_overlap=True), as the
-Llama-3 70B recipe does; `recipe-plain` leaves it None and drops the comm_overlap.* lines, as the
-export's header says. Then process_config_with_overrides (Hydra) and runtime_config_update
-(mixed precision, comm overlap, validate) with WORLD_SIZE=WORLD, and prints one JSON object: the
-values Bridge ends with, or its complaint.
+    python bridge_check.py JOBS.json
+JOBS.json is a list of {"path": OVERRIDES.txt, "world": WORLD, "model": MODEL, "variant":
+"recipe-overlap" | "recipe-plain"}; one JSON list of results is printed, each the values Bridge
+ends with, or its complaint. Each job builds Bridge's pre-training ConfigContainer
+(recipes.common._pretrain_common) with a GPTModelProvider of the model's shape (MODEL: its
+keyword arguments). The `recipe-overlap` variant sets comm_overlap =
+CommOverlapConfig(tp_comm_overlap=True), as the Llama-3 70B recipe does; `recipe-plain` leaves
+it None and drops the comm_overlap.* lines, as the export's header says. Then
+process_config_with_overrides (Hydra) and runtime_config_update (mixed precision, comm overlap,
+validate) run with WORLD_SIZE=WORLD.
 
 Standard library and Bridge only; this file does not import planner. Not Bridge's: its package
 __init__ files import the Hugging Face conversion and PEFT layers, which need Transformer Engine
@@ -19,6 +21,7 @@ modules), and recipes.common's `LoRA` import (used only by PEFT recipes) gets a 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.abc
 import importlib.machinery
@@ -28,6 +31,7 @@ import os
 import sys
 import types
 
+_LOADED: tuple | None = None
 _EXPORTS = {"megatron.bridge.models": {"GPTModelProvider": "gpt_provider", "T5ModelProvider": "t5_provider",
                                        "MambaModelProvider": "mamba.mamba_provider"}}
 
@@ -79,7 +83,7 @@ def _load():
 
 
 def check(path: str, world: int, model: dict, variant: str) -> dict:
-    provider, pretrain_common, comm_overlap, runtime_config_update, apply = _load()
+    provider, pretrain_common, comm_overlap, runtime_config_update, apply = _LOADED or _load()
     with open(path) as f:
         overrides = [line.strip().rstrip("\\").strip().strip('"') for line in f
                      if "=" in line and not line.startswith("#")]
@@ -119,8 +123,13 @@ def check(path: str, world: int, model: dict, variant: str) -> dict:
 
 
 def main() -> int:
-    path, world, model, variant = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
-    print(json.dumps(check(path, world, model, variant), default=str))
+    global _LOADED
+    with open(sys.argv[1]) as f:
+        jobs = json.load(f)
+    with contextlib.redirect_stdout(sys.stderr):
+        _LOADED = _load()
+        results = [check(job["path"], job["world"], job["model"], job["variant"]) for job in jobs]
+    print(json.dumps(results, default=str))
     return 0
 
 
