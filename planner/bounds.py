@@ -28,6 +28,8 @@ recompute transient dropped. The smallest max_i M_i over real c_i >= 1 with sum 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from planner.candidates import CandidateSet, plan_vars
@@ -35,19 +37,44 @@ from planner.cost.edges import edge_cost
 from planner.cost.layer import layer_cost
 from planner.cost.layout import RECOMPUTE_CODES, PlanVars
 from planner.cost.memory import in_flight_micro_batches, stage_memory
-from planner.cost.step import StageSpec, assemble, data_parallel_raw, stage_terms
+from planner.cost.step import StageSpec, data_parallel_raw, stage_terms, tied_embedding_sync_s
 from planner.problem import Problem
 from planner.stage_tables import StageModel
+
+
+CHUNK = 32_768
+"""Configurations bounded per numpy call (keeps memory flat; the deadline is polled between)."""
 
 
 def time_lower_bound(problem: Problem, c: CandidateSet, upper: float = np.inf) -> np.ndarray:
     """Per candidate, a valid lower bound on the step time of any partition (seconds);
     +inf where no partition fits in memory (see the module doc). The memory part of the bound
     is only computed where the rest of it does not already exceed `upper`."""
-    model, task = problem.model, problem.task
-    v = plan_vars(c)
+    bound, _ = time_lower_bound_within(problem, c, upper)
+    return bound
+
+
+def time_lower_bound_within(
+    problem: Problem, c: CandidateSet, upper: float = np.inf, stop: Callable[[], bool] | None = None,
+    chunk: int = CHUNK,
+) -> tuple[np.ndarray, int]:
+    """`time_lower_bound` in chunks of `chunk` configurations, polling `stop` before each:
+    (bounds, number bounded). Configurations not reached keep the trivially valid bound 0."""
+    bound = np.zeros(len(c))
+    done = 0
+    while done < len(c):
+        if stop is not None and stop():
+            break
+        part = slice(done, min(done + chunk, len(c)))
+        bound[part] = _time_lower_bound(problem, c.take(part), upper)
+        done = part.stop
+    return bound, done
+
+
+def _uniform_sum(problem: Problem, c: CandidateSet, v: PlanVars):
+    """(stage specs of the uniform split, layer cost, edge cost, S = sum_i t_i at that split)."""
     pp = c.pp.astype(float)
-    per_stage = model.num_layers / pp
+    per_stage = problem.model.num_layers / pp
     zero = np.zeros(len(c))
     single = pp == 1
     specs = [
@@ -57,9 +84,37 @@ def time_lower_bound(problem: Problem, c: CandidateSet, upper: float = np.inf) -
         StageSpec(index=pp - 1, layers=per_stage, recomputed=zero, is_first=False, is_last=True,
                   count=np.where(single, 0, 1)),
     ]
+    layer = layer_cost(problem, v)
+    edges = edge_cost(problem, v, layer.tokens)
+    terms = [stage_terms(problem, v, layer, edges, s) for s in specs]
+    total = sum(np.asarray(s.count, dtype=float) * x.total_s for s, x in zip(specs, terms, strict=True))
+    return specs, layer, edges, np.broadcast_to(np.asarray(total, dtype=float), (len(c),))
+
+
+def _time_lower_bound(problem: Problem, c: CandidateSet, upper: float) -> np.ndarray:
+    """Screens with the pipeline part alone, (m - 1/v) S/p + S/v (every other part is >= 0),
+    and computes the full bound only where that does not already exceed `upper`."""
+    if not np.isfinite(upper) or len(c) == 0:
+        return _full_time_lower_bound(problem, c, upper)
+    _, _, _, total = _uniform_sum(problem, c, plan_vars(c))
+    m = (problem.task.num_sequences // (c.dp * c.micro_batch_size)).astype(float)
+    vs = c.virtual_stages.astype(float)
+    screen = (m - 1.0 / vs) * (total / c.pp.astype(float)) + total / vs
+    keep = np.flatnonzero(screen <= upper)
+    bound = screen.copy()
+    if len(keep):
+        bound[keep] = _full_time_lower_bound(problem, c.take(keep), upper)
+    return bound
+
+
+def _full_time_lower_bound(problem: Problem, c: CandidateSet, upper: float) -> np.ndarray:
+    model, task = problem.model, problem.task
+    v = plan_vars(c)
+    pp = c.pp.astype(float)
+    zero = np.zeros(len(c))
+    single = pp == 1
+    specs, layer0, edges0, total = _uniform_sum(problem, c, v)
     m = (task.num_sequences // (c.dp * c.micro_batch_size)).astype(float)
-    a = assemble(problem, v, specs, m)
-    total = sum(np.asarray(s.count, dtype=float) * x.total_s for s, x in zip(specs, a.terms, strict=True))
     optimizer_sum = sum(
         np.asarray(s.count, dtype=float) * np.asarray(data_parallel_raw(problem, v, s).optimizer_s, dtype=float)
         for s in specs
@@ -71,8 +126,6 @@ def time_lower_bound(problem: Problem, c: CandidateSet, upper: float = np.inf) -
     busiest = chunks * vs
     kinds = [(True, single), (False, np.zeros(len(c), dtype=bool)), (False, np.ones(len(c), dtype=bool))]
     exists = [np.ones(len(c), dtype=bool), pp > 2, pp > 1]
-    layer0 = layer_cost(problem, v)
-    edges0 = edge_cost(problem, v, layer0.tokens)
     tmax_bound = np.full(len(c), np.inf)
     for (first, last), ok in zip(kinds, exists, strict=True):
         t = stage_terms(problem, v, layer0, edges0, StageSpec(0, busiest, zero, first, last)).total_s
@@ -80,11 +133,9 @@ def time_lower_bound(problem: Problem, c: CandidateSet, upper: float = np.inf) -
     tmax_bound = np.maximum(tmax_bound, total / pp)
     weight = (m - 1.0 / vs) / pp + 1.0 / vs
 
-    layer = layer_cost(problem, v)
-    edges = edge_cost(problem, v, layer.tokens)
     one = np.ones(len(c))
-    with_r = stage_terms(problem, v, layer, edges, StageSpec(1, one, one, False, False))
-    without_r = stage_terms(problem, v, layer, edges, StageSpec(1, one, zero, False, False))
+    with_r = stage_terms(problem, v, layer0, edges0, StageSpec(1, one, one, False, False))
+    without_r = stage_terms(problem, v, layer0, edges0, StageSpec(1, one, zero, False, False))
     recompute_s = np.broadcast_to(np.asarray(with_r.backward_s - without_r.backward_s, dtype=float), (len(c),))
 
     # Stage 0 has no slack: its gradient exposure is max(G - w B, floor) and its weight exposure
@@ -105,7 +156,8 @@ def time_lower_bound(problem: Problem, c: CandidateSet, upper: float = np.inf) -
     smallest = {k: np.minimum(*vals) for k, vals in parts.items()}
     exposure = [np.maximum(np.maximum(smallest["grad"], smallest["grad_floor"]), 0.0),
                 np.maximum(np.maximum(smallest["param"], smallest["param_floor"]), 0.0)]
-    bound = ((m - 1.0 / vs) * tmax_bound + total / vs + optimizer_sum / pp + np.asarray(a.embedding_sync_s)
+    sync = np.asarray(tied_embedding_sync_s(problem, v))
+    bound = ((m - 1.0 / vs) * tmax_bound + total / vs + optimizer_sum / pp + sync
              + exposure[0] + exposure[1])
     bound = np.broadcast_to(np.asarray(bound, dtype=float), (len(c),)).copy()
     open_ = np.flatnonzero(bound <= upper)

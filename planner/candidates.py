@@ -9,7 +9,10 @@ first stage, the middle stages (identical) and the last stage.
 
 from __future__ import annotations
 
+import functools
 import itertools
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -154,8 +157,137 @@ def price(problem: Problem, c: CandidateSet) -> Priced:
     return Priced(step_s=np.asarray(a.step_s, dtype=float), peak_memory_bytes=peak, fits=peak <= capacity)
 
 
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+def price_balanced(problem: Problem, c: CandidateSet) -> Priced:
+    """Like `price`, at the balanced split of `planner.stage_tables.balanced_chunks` (stages of
+    whole chunks of v layers; the remainder on the middle stages first, then the last stage;
+    with two stages, on the first): the split the heuristics use when layers do not divide
+    evenly. Needs L % v == 0 and L / v >= pp for every candidate.
+
+    The stages form at most four runs of identical stages (the first; middle stages holding a
+    chunk more; the other middle stages; the last), each priced at its first stage (most
+    micro-batches in flight, least slack), as `price` does with three.
+    """
+    model, task = problem.model, problem.task
+    v = plan_vars(c)
+    pp, vs = c.pp, c.virtual_stages
+    base, extra = np.divmod(model.num_layers // vs, pp)
+    first_chunks = base + ((pp == 2) & (extra >= 1))
+    plus = np.where(pp > 2, np.minimum(extra, np.maximum(pp - 2, 0)), 0)
+    rest = np.maximum(pp - 2, 0) - plus
+    last_chunks = base + ((pp > 2) & (extra == pp - 1))
+    full = c.recompute == RECOMPUTE_CODES["full"]
+    single = pp == 1
+
+    def spec(index, chunks, first, last, count):
+        layers = (chunks * vs).astype(float)
+        return StageSpec(index=np.asarray(index, dtype=float), layers=layers,
+                         recomputed=np.where(full, layers, 0.0), is_first=first, is_last=last,
+                         count=np.asarray(count, dtype=float))
+
+    no = np.zeros(len(c), dtype=bool)
+    specs = [
+        spec(np.zeros(len(c)), first_chunks, np.ones(len(c), dtype=bool), single, np.ones(len(c))),
+        spec(np.ones(len(c)), base + 1, no, no, plus),
+        spec(1 + plus, base, no, no, rest),
+        spec(pp - 1, last_chunks, no, np.ones(len(c), dtype=bool), np.where(single, 0, 1)),
+    ]
+    m = task.num_sequences // (c.dp * c.micro_batch_size)
+    a = assemble(problem, v, specs, m)
+    capacity = problem.cluster.device.hbm_bytes * (1.0 - task.memory_headroom)
+    peak = np.broadcast_to(np.asarray(a.peak_memory_bytes, dtype=float), (len(c),))
+    step = np.broadcast_to(np.asarray(a.step_s, dtype=float), (len(c),))
+    return Priced(step_s=step, peak_memory_bytes=peak, fits=peak <= capacity)
+
+
+_SMALL_PRIMES = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37)
+
+
+def _is_prime(n: int) -> bool:
+    """Miller-Rabin with the first 12 prime bases: deterministic for n < 3.3e24."""
+    if n < 2:
+        return False
+    for p in _SMALL_PRIMES:
+        if n % p == 0:
+            return n == p
+    d, s = n - 1, 0
+    while d % 2 == 0:
+        d, s = d // 2, s + 1
+    for a in _SMALL_PRIMES:
+        x = pow(a, d, n)
+        if x in (1, n - 1):
+            continue
+        for _ in range(s - 1):
+            x = x * x % n
+            if x == n - 1:
+                break
+        else:
+            return False
+    return True
+
+
+def _factor_of(n: int) -> int:
+    """A non-trivial factor of a composite odd n (Pollard's rho, Brent's cycle finding)."""
+    for c in itertools.count(1):
+        y, r, q, g = 2, 1, 1, 1
+        x = ys = y
+        while g == 1:
+            x = y
+            for _ in range(r):
+                y = (y * y + c) % n
+            k = 0
+            while k < r and g == 1:
+                ys = y
+                for _ in range(min(128, r - k)):
+                    y = (y * y + c) % n
+                    q = q * abs(x - y) % n
+                g = math.gcd(q, n)
+                k += 128
+            r *= 2
+        if g == n:
+            g = 1
+            while g == 1:
+                ys = (ys * ys + c) % n
+                g = math.gcd(abs(x - ys), n)
+        if g != n:
+            return g
+    raise AssertionError("unreachable")
+
+
+@functools.lru_cache(maxsize=4096)
+def factorize(n: int) -> tuple[tuple[int, int], ...]:
+    """Prime factorization of n >= 1 as ((prime, exponent), ...), primes ascending.
+
+    Trial division by small primes, then Miller-Rabin and Pollard's rho: milliseconds for any
+    64-bit integer (trial division up to n, as before, never returned for a batch of 1e8).
+    """
+    if n < 1:
+        raise ValueError(f"factorize needs n >= 1, got {n}")
+    counts: dict[int, int] = {}
+    for p in (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47):
+        while n % p == 0:
+            counts[p] = counts.get(p, 0) + 1
+            n //= p
+    stack = [n] if n > 1 else []
+    while stack:
+        m = stack.pop()
+        if _is_prime(m):
+            counts[m] = counts.get(m, 0) + 1
+            continue
+        root = math.isqrt(m)
+        if root * root == m:
+            stack += [root, root]
+            continue
+        f = _factor_of(m)
+        stack += [f, m // f]
+    return tuple(sorted(counts.items()))
+
+
+def divisors(n: int, limit: int | None = None) -> list[int]:
+    """The divisors of n >= 1 (at most `limit` when given), ascending, from its factorization."""
+    result = [1]
+    for p, e in factorize(n):
+        result = [d * p**k for d in result for k in range(e + 1) if limit is None or d * p**k <= limit]
+    return sorted(result)
 
 
 @dataclass(frozen=True)
@@ -208,51 +340,70 @@ def enumerate_candidates(
     `options`, the TP group fits its tier and equivalent axis orders are listed once.
     Without `options`, the Megatron axis order (or the given ones) and all micro-batch sizes.
     """
+    candidates, _ = enumerate_within(problem, max_virtual_stages, axis_orders, options)
+    return candidates
+
+
+def _product(*columns) -> np.ndarray:
+    """Rows of the cartesian product of integer columns, the first varying slowest (the order
+    of nested loops)."""
+    grids = np.meshgrid(*[np.asarray(col, dtype=np.int64) for col in columns], indexing="ij")
+    return np.stack([g.ravel() for g in grids], axis=1).reshape(-1, len(columns))
+
+
+def enumerate_within(
+    problem: Problem,
+    max_virtual_stages: int = 4,
+    axis_orders: list[int] | None = None,
+    options: SpaceOptions | None = None,
+    stop: Callable[[], bool] | None = None,
+    recompute: list[str] | None = None,
+) -> tuple[CandidateSet, bool]:
+    """`enumerate_candidates` that can stop early: (candidates, complete).
+
+    `stop` is polled once per (TP, CP, PP) triple; when it returns True the configurations
+    listed so far are returned with complete=False. `recompute` lists only these of the
+    task's recompute modes (same order as filtering afterwards). Divisors come from the factorization of
+    the device count and of the batch; the innermost decisions (micro-batch, ZeRO stage,
+    recompute, SP/overlap, axis order, shard) are a numpy cartesian product per triple, in
+    the order of the nested loops they replace.
+    """
     model, task, cluster = problem.model, problem.task, problem.cluster
     c = task.constraints
     n = cluster.num_devices
+    num_sequences = task.num_sequences
     if options is not None:
         max_virtual_stages = options.max_virtual_stages
         orders = _orders(options.axis_orders)
     else:
         orders = axis_orders if axis_orders is not None else [DEFAULT_ORDER_INDEX]
-    max_mbs = options.max_micro_batch_size if options else task.num_sequences
-    rows = []
-    for tp in _divisors(n):
+    max_mbs = options.max_micro_batch_size if options else num_sequences
+    overlap_ok = options is None or options.tp_comm_overlap
+    uneven_ok = options is not None and options.non_uniform_stages
+    rc_codes = [RECOMPUTE_CODES[rc] for rc in c.recompute if recompute is None or rc in recompute]
+    blocks: list[np.ndarray] = []
+    complete = True
+    for tp in divisors(n):
         if model.num_heads % tp or (model.kv_heads % tp and tp % model.kv_heads) or not c.tp.admits(tp):
             continue
-        for cp in _divisors(n // tp):
+        for cp in divisors(n // tp):
             if (cp > 1 and task.seq_len % (2 * cp)) or not c.cp.admits(cp):
                 continue
-            for pp in _divisors(n // (tp * cp)):
+            for pp in divisors(n // (tp * cp)):
+                if stop is not None and stop():
+                    complete = False
+                    break
                 if not c.pp.admits(pp):
                     continue
                 dp = n // (tp * cp * pp)
-                if not c.dp.admits(dp) or task.num_sequences % dp:
+                if not c.dp.admits(dp) or num_sequences % dp:
                     continue
-                degrees = {"tp": tp, "cp": cp, "dp": dp, "pp": pp}
-                seen = set()
-                kept_orders = []
-                for order in orders:
-                    key = tuple(a for a in AXIS_ORDERS[order] if degrees[a] > 1)
-                    if key in seen:
-                        continue
-                    seen.add(key)
-                    if options is not None and options.tp_within_tier is not None and tp > 1:
-                        stride = 1
-                        for axis in AXIS_ORDERS[order]:
-                            if axis == "tp":
-                                break
-                            stride *= degrees[axis]
-                        if stride * tp > cluster.tier_size(options.tp_within_tier):
-                            continue
-                    kept_orders.append(order)
-                shards = [dp]
-                if options is not None and options.hsdp:
-                    local = cluster.tier_size(0) // (tp * cp)
-                    if 1 < local < dp and dp % local == 0:
-                        shards.append(local)
-                uneven_ok = options is not None and options.non_uniform_stages
+                block = _inner_block(problem, options, orders, tp, cp, dp, rc_codes, overlap_ok)
+                if len(block) == 0:
+                    continue
+                batch_divisors = [
+                    mbs for mbs in divisors(num_sequences // dp, max_mbs) if c.micro_batch_size.admits(mbs)
+                ]
                 for vs in range(1, max_virtual_stages + 1):
                     if vs > 1 and pp == 1:
                         continue
@@ -260,34 +411,67 @@ def enumerate_candidates(
                         uneven_ok and model.num_layers % vs == 0 and model.num_layers >= pp * vs
                     ):
                         continue
-                    schedule = "interleaved" if vs > 1 else "1f1b"
-                    if schedule not in c.schedules:
+                    if ("interleaved" if vs > 1 else "1f1b") not in c.schedules:
                         continue
-                    for mbs in _divisors(task.num_sequences // dp):
-                        if mbs > max_mbs or not c.micro_batch_size.admits(mbs):
-                            continue
-                        m = task.num_sequences // (dp * mbs)
-                        if vs > 1 and m % pp:
-                            continue
-                        for zero in c.zero_stages:
-                            if zero and dp == 1:
-                                continue
-                            for rc in c.recompute:
-                                overlap_ok = options is None or options.tp_comm_overlap
-                                tp_modes = (
-                                    ((0, 0), (1, 0), (1, 1), (0, 1)) if overlap_ok else ((0, 0), (1, 0))
-                                ) if tp > 1 else ((0, 0),)
-                                for sp, ov in tp_modes:
-                                    for order in kept_orders:
-                                        for shard in shards if zero else [dp]:
-                                            rows.append(
-                                                (tp, cp, pp, dp, vs, mbs, sp, ov, zero, RECOMPUTE_CODES[rc], order, shard)
-                                            )
-    if not rows:
+                    sizes = [mbs for mbs in batch_divisors
+                             if vs == 1 or (num_sequences // (dp * mbs)) % pp == 0]
+                    if not sizes:
+                        continue
+                    rows = np.empty((len(sizes) * len(block), 12), dtype=np.int64)
+                    rows[:, 0:4] = (tp, cp, pp, dp)
+                    rows[:, 4] = vs
+                    rows[:, 5] = np.repeat(np.asarray(sizes, dtype=np.int64), len(block))
+                    rows[:, 6:] = np.tile(block, (len(sizes), 1))
+                    blocks.append(rows)
+            if not complete:
+                break
+        if not complete:
+            break
+    if not blocks:
         empty = np.zeros(0, dtype=np.int64)
-        return CandidateSet(*(empty for _ in range(12)))
-    data = np.array(rows, dtype=np.int64)
-    return CandidateSet(*(data[:, i] for i in range(data.shape[1])))
+        return CandidateSet(*(empty for _ in range(12))), complete
+    data = np.concatenate(blocks)
+    return CandidateSet(*(data[:, i].copy() for i in range(data.shape[1]))), complete
+
+
+def _inner_block(problem, options, orders, tp, cp, dp, rc_codes, overlap_ok) -> np.ndarray:
+    """Columns (sp, overlap, zero, recompute, axis order, shard) of one (TP, CP, DP) triple, in
+    the order zero > recompute > (sp, overlap) > axis order > shard."""
+    cluster, c = problem.cluster, problem.task.constraints
+    pp = cluster.num_devices // (tp * cp * dp)
+    degrees = {"tp": tp, "cp": cp, "dp": dp, "pp": pp}
+    seen = set()
+    kept_orders = []
+    for order in orders:
+        key = tuple(a for a in AXIS_ORDERS[order] if degrees[a] > 1)
+        if key in seen:
+            continue
+        seen.add(key)
+        if options is not None and options.tp_within_tier is not None and tp > 1:
+            stride = 1
+            for axis in AXIS_ORDERS[order]:
+                if axis == "tp":
+                    break
+                stride *= degrees[axis]
+            if stride * tp > cluster.tier_size(options.tp_within_tier):
+                continue
+        kept_orders.append(order)
+    shards = [dp]
+    if options is not None and options.hsdp:
+        local = cluster.tier_size(0) // (tp * cp)
+        if 1 < local < dp and dp % local == 0:
+            shards.append(local)
+    tp_modes = (((0, 0), (1, 0), (1, 1), (0, 1)) if overlap_ok else ((0, 0), (1, 0))) if tp > 1 else ((0, 0),)
+    modes = np.asarray(tp_modes, dtype=np.int64)
+    parts = []
+    for zero in c.zero_stages:
+        if zero and dp == 1:
+            continue
+        grid = _product([zero], rc_codes, range(len(tp_modes)), kept_orders, shards if zero else [dp])
+        parts.append(np.column_stack([modes[grid[:, 2]], grid[:, 0], grid[:, 1], grid[:, 3], grid[:, 4]]))
+    if not parts:
+        return np.zeros((0, 6), dtype=np.int64)
+    return np.concatenate(parts)
 
 
 def check_candidates(problem: Problem, c: CandidateSet, sample: int = 50) -> list[str]:

@@ -16,7 +16,11 @@ class SolveOptions:
     """How to search.
 
     Attributes:
-        time_limit_s: wall-clock limit of the exact search (best plan so far is returned).
+        time_limit_s: wall-clock limit of the whole solve, every phase included (enumeration,
+            heuristics, bounds, search); the best plan so far is returned. Used when
+            `deadline` is None (the deadline is then the solve's start + time_limit_s).
+        deadline: absolute deadline in `time.perf_counter()` seconds (e.g. a command's start
+            + its time limit, shared by every solver of `run_solvers`); overrides time_limit_s.
         workers: CP-SAT search workers (fixed for reproducibility).
         seed: CP-SAT random seed.
         space: which plans the search space declares.
@@ -24,15 +28,20 @@ class SolveOptions:
             are covered by their lower bounds (reported in the bound).
         max_evaluations: the exhaustive oracle refuses spaces larger than this.
         log: print the CP-SAT search log.
+        heuristic_results: results of heuristic solvers already run on this problem with these
+            options (`run_solvers` passes them): CP-SAT and greedy reuse their plans instead of
+            running those heuristics again.
     """
 
     time_limit_s: float = 10.0
+    deadline: float | None = None
     workers: int = 2
     seed: int = 0
     space: SpaceOptions = field(default_factory=SpaceOptions)
     max_configs: int = 25
     max_evaluations: int = 5_000_000
     log: bool = False
+    heuristic_results: tuple[SolveResult, ...] = ()
 
 
 @dataclass
@@ -40,9 +49,10 @@ class SolveResult:
     """A solver's answer. Statuses are results, not exceptions.
 
     status: OPTIMAL (proven), FEASIBLE (a plan, gap open), INFEASIBLE (proven: no plan fits;
-    `infeasibility` says why), UNKNOWN (nothing found in time), HEURISTIC (a rule's plan,
-    no bound). objective_s is the solver's own objective; breakdown is the cost model's
-    re-evaluation of the plan.
+    `infeasibility` says why), UNKNOWN (no plan: out of time or interrupted, `notes` says
+    which), HEURISTIC (a rule's plan, no bound). objective_s is the solver's own objective;
+    breakdown is the cost model's re-evaluation of the plan. interrupted: Ctrl-C stopped the
+    solver (the plan, if any, is the best found before).
     """
 
     solver: str
@@ -55,6 +65,7 @@ class SolveResult:
     infeasibility: str | None = None
     notes: list[str] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
+    interrupted: bool = False
 
     @property
     def gap(self) -> float | None:

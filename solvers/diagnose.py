@@ -16,8 +16,10 @@ from __future__ import annotations
 import numpy as np
 from ortools.sat.python import cp_model
 
-from planner.bounds import memory_lower_bound
-from planner.candidates import CandidateSet, SpaceOptions, enumerate_candidates
+import math
+
+from planner.bounds import CHUNK, memory_lower_bound
+from planner.candidates import CandidateSet, SpaceOptions, enumerate_within
 from planner.cost.step import evaluate
 from planner.plan import check_plan
 from planner.problem import Problem
@@ -25,6 +27,7 @@ from planner.stage_tables import plan_with_partition, stage_model
 from planner.task import Constraints
 from planner.units import format_bytes
 from solvers.base import SolveOptions
+from solvers.budget import Budget, run_cpsat
 
 REMEDIES = (
     "more GPUs or GPUs with more memory",
@@ -35,38 +38,43 @@ REMEDIES = (
 )
 
 
-def explain_empty_space(problem: Problem, options: SolveOptions) -> str:
+def explain_empty_space(problem: Problem, options: SolveOptions, budget: Budget | None = None) -> str:
     """No configuration passes the divisibility rules and the task constraints."""
+    budget = budget or Budget(math.inf)
     relaxed = problem.task.model_copy(update={"constraints": Constraints()})
     relaxed_problem = type(problem)(model=problem.model, cluster=problem.cluster, task=relaxed, source=problem.source)
-    if len(enumerate_candidates(relaxed_problem, options=options.space)) == 0:
+    pool, complete = enumerate_within(relaxed_problem, options=options.space, stop=budget.expired)
+    if len(pool) == 0 and complete:
         return (
             f"no plan divides the problem: {problem.cluster.num_devices} GPUs, {problem.model.num_heads} heads, "
             f"{problem.model.num_layers} layers, {problem.task.num_sequences} sequences per step have no "
             "TP x CP x PP x DP split that divides them; change the GPU count or the global batch"
         )
+    if len(pool) == 0:
+        return ("no plan divides the problem or the task's constraints exclude every plan "
+                "(explanation cut short)")
     return "the task's constraints (degree bounds, schedules, ZeRO stages, recompute modes) exclude every plan"
 
 
-def explain_infeasible(problem: Problem, options: SolveOptions, candidates: CandidateSet, lower) -> str:
+def explain_infeasible(problem: Problem, options: SolveOptions, candidates: CandidateSet, lower,
+                       budget: Budget | None = None) -> str:
     """The binding families, with numbers for memory (see module doc).
 
     The families are tested on the `max_configs` configurations of the relaxed space that need
-    the least memory at a balanced split (the ones that would fit first).
+    the least memory at a balanced split (the ones that would fit first). When `budget` runs
+    out first, the families found so far (possibly none) are named.
     """
-    from planner.candidates import price
-
+    budget = budget or Budget(math.inf)
     relaxed_task = problem.task.model_copy(update={"constraints": Constraints()})
     relaxed = type(problem)(model=problem.model, cluster=problem.cluster, task=relaxed_task, source=problem.source)
     space = SpaceOptions(**{**options.space.__dict__, "tp_within_tier": None})
-    pool = enumerate_candidates(relaxed, options=space)
-    peak = price(relaxed, pool).peak_memory_bytes
-    order = np.argsort(peak, kind="stable")[: options.max_configs]
+    pool, _ = enumerate_within(relaxed, options=space, stop=budget.expired)
+    order = np.argsort(_peaks(relaxed, pool, budget), kind="stable")[: options.max_configs]
     models = [stage_model(relaxed, pool.plan(int(i))) for i in order]
-    families = _families(problem, options, models)
+    families = _families(problem, options, models, budget)
     allowed = [sm for sm in models if not _violates(problem, options, sm.config)]
     if len(candidates):
-        allowed_peak = price(problem, candidates).peak_memory_bytes
+        allowed_peak = _peaks(problem, candidates, budget)
         best = np.argsort(allowed_peak, kind="stable")[: max(1, options.max_configs // 5)]
         allowed = [stage_model(problem, candidates.plan(int(i))) for i in best] + allowed
     report = _memory_report(problem, allowed) if allowed else "no plan allowed by the task fits in memory"
@@ -79,6 +87,18 @@ def explain_infeasible(problem: Problem, options: SolveOptions, candidates: Cand
                          for f in relaxations)
     hint = f" (e.g. {witness.summary()})" if witness is not None else ""
     return f"{report}. Plans that fit exist only outside {names}{hint}: relax them"
+
+
+def _peaks(problem: Problem, c: CandidateSet, budget: Budget) -> np.ndarray:
+    """Peak memory at the uniform split of the first candidates priced before the budget ends."""
+    from planner.candidates import price
+
+    parts = []
+    for begin in range(0, len(c), CHUNK):
+        if budget.expired():
+            break
+        parts.append(price(problem, c.take(slice(begin, begin + CHUNK))).peak_memory_bytes)
+    return np.concatenate(parts) if parts else np.zeros(0)
 
 
 def _violates(problem: Problem, options: SolveOptions, plan) -> bool:
@@ -95,10 +115,13 @@ def _violates(problem: Problem, options: SolveOptions, plan) -> bool:
     return stride * plan.tp > problem.cluster.tier_size(tier)
 
 
-def _families(problem: Problem, options: SolveOptions, models) -> set[str]:
-    from solvers.cpsat import build_model
+def _families(problem: Problem, options: SolveOptions, models, budget: Budget) -> set[str]:
+    from solvers.cpsat_model import build_model
 
-    model, configs, _, a_memory = build_model(models, [0.0] * len(models), None)
+    if not models:
+        return set()
+    built = build_model(models, [0.0] * len(models), None)
+    model, configs, a_memory = built.model, built.configs, built.a_memory
     a_task = model.new_bool_var("A_task_constraints")
     a_tier = model.new_bool_var("A_tp_within_tier")
     tier = options.space.tp_within_tier
@@ -121,10 +144,9 @@ def _families(problem: Problem, options: SolveOptions, models) -> set[str]:
         model.clear_assumptions()
         model.add_assumptions(assumed)
         solver = cp_model.CpSolver()
-        solver.parameters.max_time_in_seconds = max(1.0, options.time_limit_s)
         solver.parameters.num_workers = 1
         solver.parameters.random_seed = options.seed
-        if solver.solve(model) != cp_model.INFEASIBLE:
+        if run_cpsat(solver, model, budget) != cp_model.INFEASIBLE:
             return None
         return list(solver.sufficient_assumptions_for_infeasibility())
 
