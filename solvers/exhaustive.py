@@ -79,13 +79,21 @@ SLICE = 100_000
 def best_partition(problem: Problem, config: Plan, budget: Budget | None = None) -> tuple[float, Plan] | None:
     """The fastest fitting partition of one configuration, or None if none fits (or, with a
     budget that ends first, none fits among the partitions priced)."""
+    return _best_partition(problem, config, budget)[0]
+
+
+def _best_partition(problem: Problem, config: Plan,
+                    budget: Budget | None) -> tuple[tuple[float, Plan] | None, bool]:
+    """(best_partition, whether every partition was priced)."""
     p = config.pp
     m = config.num_micro_batches(problem.task.num_sequences)
     plan_vars = PlanVars.from_plan(config)
     capacity = problem.cluster.device.hbm_bytes * (1.0 - problem.task.memory_headroom)
     best: tuple[float, np.ndarray, np.ndarray] | None = None
+    complete = True
     for layers, recomputed in partition_blocks(config, problem.model.num_layers, SLICE):
         if budget is not None and budget.expired():
+            complete = False
             break
         specs = [
             StageSpec(index=i, layers=layers[:, i], recomputed=recomputed[:, i], is_first=i == 0,
@@ -101,11 +109,11 @@ def best_partition(problem: Problem, config: Plan, budget: Budget | None = None)
         if best is None or step[local] < best[0]:
             best = (float(step[local]), layers[local], recomputed[local])
     if best is None:
-        return None
+        return None, complete
     update: dict = {"stage_layers": [int(x) for x in best[1]]}
     if config.recompute == "full":
         update["recompute_num_layers"] = [int(x) for x in best[2]]
-    return best[0], config.model_copy(update=update)
+    return (best[0], config.model_copy(update=update)), complete
 
 
 def count_all_partitions(candidates: CandidateSet, num_layers: int, limit: int) -> int:
@@ -175,10 +183,10 @@ class Exhaustive:
         for i in range(len(candidates)):
             if budget.expired():
                 break
-            found = best_partition(problem, candidates.plan(i), budget)
+            found, complete = _best_partition(problem, candidates.plan(i), budget)
             if found and (state["best"] is None or found[0] < state["best"][0]):
                 state["best"] = found
-            if not budget.expired():
+            if complete:
                 state["done"] = i + 1
         return None
 
