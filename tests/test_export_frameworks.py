@@ -182,3 +182,16 @@ def test_torchtitan_03_rejects_the_old_flags(tmp_path):
                    "--model.converters float8\n")
     (result,) = run_check(PYTHON_TT03, "torchtitan03", [f"{old}:1"])
     assert "Unrecognized options" in result["error"]
+
+
+@pytest.mark.skipif(not available(PYTHON, "torchtitan"), reason=f"torchtitan 0.2 environment not installed ({PYTHON})")
+def test_torchtitan_02_check_rejects_what_torchtitan_would_refuse_at_run_time(tmp_path):
+    """The previous 0.2 export named its converter "float8" (registered as quantize.linear.float8) and
+    asked for async TP without torch.compile; torchtitan's own registry and rule refuse both."""
+    base = "[parallelism]\ntensor_parallel_degree = 2\ndata_parallel_shard_degree = 1\n"
+    converter = tmp_path / "converter.toml"
+    converter.write_text(base + '[model]\nconverters = ["float8"]\n')
+    async_tp = tmp_path / "async.toml"
+    async_tp.write_text(base + "enable_async_tensor_parallel = true\n")
+    first, second = run_check(PYTHON, "torchtitan", [f"{converter}:2", f"{async_tp}:2"])
+    assert "not registered" in first["error"] and "Async TP requires" in second["error"]
