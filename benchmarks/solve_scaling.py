@@ -2,12 +2,16 @@
 and CP-SAT vs the exhaustive oracle on the same (small) spaces in one run.
 
 Run by hand:  .venv/bin/python benchmarks/solve_scaling.py [--time-limit 10]
+              .venv/bin/python benchmarks/solve_scaling.py --command-wall  (whole `planner solve`
+              commands, interpreter start to exit, against --time-limit 1, 2 and 10)
 Results go in benchmarks/README.md. Not a test: timings depend on the machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,10 +37,38 @@ def row(label: str, result, wall: float) -> str:
     return f"| {label} | {result.status} | {objective} | {gap} | {wall:.1f} | {configs} | {plan} |"
 
 
+WALL_TASKS = ["llama3-405b-16384xh100", "gpt3-175b-1024xa100"]
+WALL_LIMITS = [1, 2, 10]
+
+
+def command_wall() -> None:
+    """Wall time of whole `planner solve` commands (start-up, loading, search and printing)."""
+    planner = Path(sys.executable).parent / "planner"
+    print("| task | --time-limit s | wall s | over s | status | gap |")
+    print("|---|---:|---:|---:|---|---:|")
+    for name in WALL_TASKS:
+        for limit in WALL_LIMITS:
+            start = time.perf_counter()
+            done = subprocess.run([str(planner), "solve", str(ROOT / "problems" / "tasks" / f"{name}.yaml"),
+                                   "--time-limit", str(limit), "--json"], capture_output=True, text=True)
+            wall = time.perf_counter() - start
+            try:
+                data = json.loads(done.stdout)
+                status, gap = data["status"], data["gap"]
+            except (ValueError, KeyError):
+                status, gap = f"exit {done.returncode}", None
+            shown = f"{100 * gap:.2f}%" if gap is not None else "-"
+            print(f"| {name} | {limit} | {wall:.2f} | {wall - limit:+.2f} | {status} | {shown} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--time-limit", type=float, default=10.0)
+    parser.add_argument("--command-wall", action="store_true", help="only the whole-command wall times")
     args = parser.parse_args()
+    if args.command_wall:
+        command_wall()
+        return
     options = SolveOptions(time_limit_s=args.time_limit)
 
     print("## Published setups (default search space)\n")

@@ -57,6 +57,8 @@ from solvers.heuristics import best_heuristic
 
 _EXTRA_PARAMETERS: dict = {}  # experiments only
 STAGE_BUDGET = 400  # stages (summed over configurations) per CP-SAT round
+STAGE_BUDGET_MIN = 48  # ... at least, however little time is left
+STAGE_BUDGET_FULL_S = 3.0  # ... all of STAGE_BUDGET from this many seconds left
 HEURISTIC_SHARE = 0.5  # of the time left, at most, for the heuristics (they take ~0.1 s)
 PRICE_CHUNK = 32_768
 
@@ -78,6 +80,12 @@ def distinct_recompute_modes(problem: Problem) -> list[str]:
     elif flash and "none" in allowed:
         dropped.add("selective")
     return [mode for mode in allowed if mode not in dropped]
+
+
+def round_stage_budget(remaining_s: float) -> int:
+    """Stages per round: STAGE_BUDGET, fewer when little time is left (a large round needs
+    about a second before CP-SAT has any answer; a smaller one can still finish)."""
+    return int(min(STAGE_BUDGET, max(STAGE_BUDGET_MIN, STAGE_BUDGET * remaining_s / STAGE_BUDGET_FULL_S)))
 
 
 def dominance_filter(problem: Problem, candidates) -> np.ndarray:
@@ -184,8 +192,9 @@ class _Search:
             batch: list[StageModel] = []
             bounds: list[float] = []
             stages_in_batch = 0
+            stage_budget = round_stage_budget(budget.remaining())
             while (self.position < len(order) and len(batch) < options.max_configs
-                   and stages_in_batch < STAGE_BUDGET):
+                   and stages_in_batch < stage_budget):
                 if budget.expired():
                     break
                 i = order[self.position]
