@@ -93,12 +93,16 @@ def catch_sigint(budget: Budget) -> Iterator[None]:
     """While inside, Ctrl-C interrupts `budget` instead of raising KeyboardInterrupt.
 
     Only the main thread can install signal handlers; elsewhere this does nothing (a Ctrl-C
-    then reaches the main thread, not the solver).
+    then reaches the main thread, not the solver). An ignored SIGINT (e.g. a background job of
+    a non-interactive shell) stays ignored.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN:
+        yield
+        return
     try:
         signal.signal(signal.SIGINT, lambda *_: budget.interrupt())
     except ValueError:  # e.g. an embedded interpreter that forbids it

@@ -196,6 +196,18 @@ def test_sigint_at_any_moment_never_escapes(monkeypatch, big, after_s):
         assert_valid_bound(result)
 
 
+def test_an_ignored_sigint_stays_ignored(medium):
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        timer = sigint_after(0.05)
+        result = SOLVERS["cpsat"].solve(medium, SolveOptions())
+        timer.join()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert not result.interrupted and result.status == "OPTIMAL"
+
+
 def test_ctrl_c_in_greedy_returns_its_best_plan_so_far(monkeypatch, medium):
     monkeypatch.setattr(heuristics_module, "_price_all", _raise)
     result = SOLVERS["greedy"].solve(medium, SolveOptions())
