@@ -195,3 +195,22 @@ def test_torchtitan_02_check_rejects_what_torchtitan_would_refuse_at_run_time(tm
     async_tp.write_text(base + "enable_async_tensor_parallel = true\n")
     first, second = run_check(PYTHON, "torchtitan", [f"{converter}:2", f"{async_tp}:2"])
     assert "not registered" in first["error"] and "Async TP requires" in second["error"]
+
+
+@pytest.mark.skipif(not available(PYTHON, "deepspeed"), reason=f"DeepSpeed environment not installed ({PYTHON})")
+def test_deepspeed_check_ignores_a_stale_build_lock(tmp_path):
+    """A run killed while DeepSpeed JIT-built its shm op left a lock in the extensions cache and every later
+    run waited on it; the check builds nothing there (and nothing at all for a config)."""
+    cache = tmp_path / "torch_extensions"
+    lock = cache / "py311_cpu" / "deepspeed_shm_comm" / "lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text("")
+    config = tmp_path / "ds.json"
+    config.write_text(json.dumps({"train_batch_size": 8, "train_micro_batch_size_per_gpu": 1,
+                                  "gradient_accumulation_steps": 4}))
+    out = subprocess.run([str(PYTHON), str(CHECK), "deepspeed", f"{config}:2"], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "TORCH_EXTENSIONS_DIR": str(cache)})
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [{
+        "world_size": 2, "train_batch_size": 8, "train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 4,
+        "zero_stage": 0, "hpz_partition_size": 1, "bf16": False, "fp16": False}]
+    assert "built successfully" not in out.stdout + out.stderr
