@@ -51,6 +51,15 @@ def assert_valid_bound(result):
     assert result.gap is not None and 0.0 <= result.gap <= 1.0
 
 
+@pytest.fixture
+def sigint_raises():
+    """Python's default Ctrl-C handler, whatever the test runner inherited (a background job of
+    a non-interactive shell starts with SIGINT ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def sigint_after(seconds: float) -> threading.Timer:
     timer = threading.Timer(seconds, lambda: os.kill(os.getpid(), signal.SIGINT))
     timer.start()
@@ -151,7 +160,7 @@ def test_ctrl_c_while_building_a_round_keeps_the_pending_bounds(monkeypatch, med
     assert result.best_bound_s > 0  # the bounds of the configurations of the unfinished round
 
 
-def test_sigint_during_a_cpsat_round_stops_the_search(monkeypatch, big):
+def test_sigint_during_a_cpsat_round_stops_the_search(monkeypatch, big, sigint_raises):
     real = cpsat_module.run_cpsat
     timers = []
 
@@ -171,7 +180,7 @@ def test_sigint_during_a_cpsat_round_stops_the_search(monkeypatch, big):
 
 
 @pytest.mark.parametrize("after_s", [0.0, 0.1, 0.25, 0.5, 0.8])
-def test_sigint_at_any_moment_never_escapes(monkeypatch, big, after_s):
+def test_sigint_at_any_moment_never_escapes(monkeypatch, big, after_s, sigint_raises):
     real = cpsat_module.catch_sigint
     timers = []
 
