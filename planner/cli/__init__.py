@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 import traceback
 
-from planner.cli import compare, estimate, export, fidelity, solve
-from planner.cli.export import check_megatron_flags
+from planner.cli import common, compare, estimate, export, fidelity, solve
 from planner.cli.output import SafeStream
 from planner.errors import PlannerError
 from planner.export.base import ExportError
@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs one command; returns its exit code (argparse's own errors exit 2 via SystemExit)."""
+    # --time-limit counts from the process start for a real command line, from this call in-process.
+    common.COMMAND_START[0] = common.process_start() if argv is None else time.perf_counter()
     real_out, real_err = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = SafeStream(real_out), SafeStream(real_err)
     try:
@@ -84,4 +86,4 @@ def _silence_stdout(stream) -> None:
         pass
 
 
-__all__ = ["build_parser", "check_megatron_flags", "main"]
+__all__ = ["build_parser", "main"]

@@ -108,9 +108,32 @@ def solve_options(args: argparse.Namespace):
         tp_within_tier=None if args.tp_across_tiers else 0,
     )
     return SolveOptions(
-        time_limit_s=args.time_limit, workers=args.workers, seed=args.seed, space=space,
-        max_configs=args.max_configs, log=args.log,
+        time_limit_s=args.time_limit, deadline=COMMAND_START[0] + args.time_limit, workers=args.workers,
+        seed=args.seed, space=space, max_configs=args.max_configs, log=args.log,
     )
+
+
+COMMAND_START = [0.0]
+"""When the running command started (time.perf_counter() seconds); set by planner.cli.main."""
+
+
+def process_start() -> float:
+    """When this process started, in time.perf_counter() seconds (so that --time-limit counts the
+    interpreter start and the imports too); the clock now where /proc cannot tell."""
+    import os
+    import time
+
+    now = time.perf_counter()
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        started_ticks = int(fields[19])  # field 22 of proc(5): start time after boot, in clock ticks
+        with open("/proc/uptime") as f:
+            uptime_s = float(f.read().split()[0])
+        age_s = uptime_s - started_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return now
+    return now - min(max(age_s, 0.0), 30.0)
 
 
 def finite(value: Any) -> Any:

@@ -16,7 +16,7 @@ from planner.problem import load_plan, load_problem
 def run(args: argparse.Namespace) -> int:
     from planner.cost.step import evaluate
     from planner.solve_report import compare_rows
-    from solvers import SOLVERS, SolveResult
+    from solvers import SOLVERS, SolveResult, run_solvers
 
     problem = load_problem(args.task)
     options = solve_options(args)
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         rows.append((f"plan {path}", SolveResult(solver="user", status="GIVEN", plan=plan,
                                                  objective_s=b.step_time_s, breakdown=b)))
     text, records = compare_rows(rows)
-    interrupted = any(getattr(r, "interrupted", False) for _, r in rows)
+    interrupted = any(r.interrupted for _, r in rows)
     if args.json:
         print(dump_json({"problem_hash": problem.hash, "interrupted": interrupted, "rows": records}))
     else:
@@ -51,16 +51,6 @@ def run(args: argparse.Namespace) -> int:
     if interrupted:
         return 130
     return 0 if any(r.breakdown is not None and r.breakdown.fits for _, r in rows) else 3
-
-
-def run_solvers(problem, names, options):
-    """Every named solver on the problem, sharing the command's deadline (solvers.run_solvers
-    where available)."""
-    import solvers
-
-    if hasattr(solvers, "run_solvers"):
-        return solvers.run_solvers(problem, names, options)
-    return [(name, solvers.SOLVERS[name].solve(problem, options)) for name in names]
 
 
 def add_parser(sub) -> None:

@@ -16,22 +16,6 @@ from planner.problem import load_plan, load_problem
 EXPORT_TARGETS = ["megatron", "megatron-bridge", "deepspeed", "torchtitan"]
 
 
-def check_megatron_flags(text: str, checkout: str) -> list[str]:
-    """Flags in `text` that a Megatron-LM checkout's argument parser does not define."""
-    import re
-    from pathlib import Path
-
-    root = Path(checkout)
-    sources = list(root.glob("megatron/training/arguments.py")) + list(root.glob("megatron/**/arguments.py"))
-    if not sources:
-        raise PlannerError(f"{checkout}: no megatron/training/arguments.py found (is this a Megatron-LM checkout?)")
-    defined = set()
-    for source in sources:
-        defined |= set(re.findall(r"""['"](--[a-z0-9][a-z0-9-]*)['"]""", source.read_text(errors="replace")))
-    used = set(re.findall(r"(--[a-z0-9][a-z0-9-]*)", text))
-    return sorted(used - defined)
-
-
 def check_export_flags(args: argparse.Namespace) -> None:
     """Flag combinations refused before any work: --check-with needs --to megatron."""
     if args.check_with and args.to != "megatron":
@@ -44,9 +28,12 @@ def export_text(problem, plan, args) -> str:
 
     result = export(problem, plan, args.to, args.target_version)
     if args.check_with:
-        missing = check_megatron_flags(result.text, args.check_with)
-        if missing:
-            raise PlannerError(f"flags not defined by {args.check_with}: {', '.join(missing)}")
+        from planner.export.megatron_check import check_megatron_export
+
+        problems = check_megatron_export(result.text, args.check_with)
+        if problems:
+            raise PlannerError(f"Megatron-LM at {args.check_with} does not accept this export:\n"
+                               + "\n".join(f"  - {p}" for p in problems))
     for note in result.approximations:
         print(note, file=sys.stderr)
     return result.text
@@ -83,6 +70,8 @@ def add_parser(sub) -> None:
     exp.add_argument("--task", required=True, help="the task YAML the plan solves (for the header and checks)")
     exp.add_argument("--to", required=True, choices=EXPORT_TARGETS)
     exp.add_argument("--target-version", help="framework version (torchtitan: 0.2 TOML or 0.3 flags)")
-    exp.add_argument("--check-with", help="path to a Megatron-LM checkout: check every flag exists there")
+    exp.add_argument("--check-with", help="path to a Megatron-LM checkout: run its own parse_args and "
+                     "validate_args on the export (needs a Python with torch: .venv-frameworks, or "
+                     "PLANNER_FRAMEWORKS_PYTHON)")
     exp.add_argument("-o", "--output", help="write here instead of standard output (atomically)")
     exp.set_defaults(func=run)

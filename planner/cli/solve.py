@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         out = {
             "solver": result.solver, "status": result.status, "objective_s": result.objective_s,
             "best_bound_s": result.best_bound_s, "gap": result.gap, "wall_time_s": result.wall_time_s,
-            "interrupted": getattr(result, "interrupted", False),
+            "interrupted": result.interrupted,
             "stats": result.stats, "notes": result.notes, "infeasibility": result.infeasibility,
             "plan": plan_document(result.plan) if result.plan else None,
             "estimate": estimate_json(problem, result.plan, result.breakdown) if result.breakdown else None,
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         save_plan(result.plan, args.output, problem.files)
         if not args.json:
             print(f"\nplan written to {args.output}")
-    if getattr(result, "interrupted", False):
+    if result.interrupted:
         return 130
     return 0 if result.plan is not None else 3
 
@@ -82,6 +82,6 @@ def add_parser(sub) -> None:
     sol.add_argument("-o", "--output", help="write the plan here (.json for JSON, else YAML); written atomically")
     sol.add_argument("--export", choices=EXPORT_TARGETS, help="also print the plan as this framework's configuration")
     sol.add_argument("--target-version", help="framework version for --export")
-    sol.add_argument("--check-with", help="Megatron-LM checkout to check exported flags against")
+    sol.add_argument("--check-with", help="Megatron-LM checkout whose own parser checks the --export megatron")
     add_search_flags(sol)
     sol.set_defaults(func=run)
