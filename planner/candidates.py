@@ -383,7 +383,8 @@ def enumerate_within(
     rc_codes = [RECOMPUTE_CODES[rc] for rc in c.recompute if recompute is None or rc in recompute]
     blocks: list[np.ndarray] = []
     complete = True
-    for tp in divisors(n):
+    tp_degrees = divisors(n) if task.seq_len <= model.max_seq_len else []  # else check_plan fails every plan
+    for tp in tp_degrees:
         if model.num_heads % tp or (model.kv_heads % tp and tp % model.kv_heads) or not c.tp.admits(tp):
             continue
         for cp in divisors(n // tp):

@@ -13,7 +13,9 @@ Phases (Python, valid bounds only; planner.bounds documents each):
      STAGE_BUDGET stages) are priced into tables (planner.stage_tables), those whose memory lower
      bound exceeds the usable memory dropped, and the rest solved as one CP-SAT model
      (solvers.cpsat_model, whose docstring holds the formulation) that asks for a plan strictly
-     better than U. A proven round settles its configurations.
+     better than U. A proven round settles its configurations. A round also holds at most
+     `round_value_budget` stage-domain values for the time left; a configuration too large
+     for any round (thousands of layers) is left open, its lower bound kept in the bound.
 The incumbent is optimal once every configuration is settled or bounded above it.
 
 Deadline and Ctrl-C (solvers.budget): every phase polls the budget and stops early. The result
@@ -44,14 +46,18 @@ from planner.problem import Problem
 from planner.stage_tables import StageModel, balanced_chunks, plan_with_partition, stage_model
 from solvers.base import SolveOptions, SolveResult
 from solvers.budget import NOTE_INTERRUPTED, Budget, catch_sigint, run_cpsat
-from solvers.cpsat_model import (  # noqa: F401 (re-exported: the formulation's public names)
+from solvers.cpsat_model import (  # noqa: F401 (lower_hull, stage_domains re-exported)
     LCM_V,
+    MAX_TABLE_ENTRIES,
+    ROUND_VALUES_MAX,
     UNIT_S,
     RoundModel,
     build_model,
     lower_hull,
+    round_values,
     rounding_bound_s,
     stage_domains,
+    table_entries,
 )
 from solvers.heuristics import best_heuristic
 
@@ -59,6 +65,8 @@ _EXTRA_PARAMETERS: dict = {}  # experiments only
 STAGE_BUDGET = 400  # stages (summed over configurations) per CP-SAT round
 STAGE_BUDGET_MIN = 48  # ... at least, however little time is left
 STAGE_BUDGET_FULL_S = 3.0  # ... all of STAGE_BUDGET from this many seconds left
+ROUND_VALUES_MIN = 2_000  # stage-domain values a round may always hold (see round_value_budget)
+VALUES_PER_S = 4_000  # ... more per second left, up to ROUND_VALUES_MAX
 HEURISTIC_SHARE = 0.5  # of the time left, at most, for the heuristics (they take ~0.1 s)
 PRICE_CHUNK = 32_768
 
@@ -80,6 +88,14 @@ def distinct_recompute_modes(problem: Problem) -> list[str]:
     elif flash and "none" in allowed:
         dropped.add("selective")
     return [mode for mode in allowed if mode not in dropped]
+
+
+def round_value_budget(remaining_s: float) -> int:
+    """The most `round_values` a round may hold with `remaining_s` seconds left. Ordinary
+    rounds hold a few hundred to about a thousand; tens of thousands only arise from models with
+    thousands of layers, where CP-SAT spends ~0.1 ms per value (measured on 2 cores) in a
+    presolve that ignores its time limit and stop requests, and then rarely finds any solution."""
+    return int(min(ROUND_VALUES_MAX, max(ROUND_VALUES_MIN, VALUES_PER_S * remaining_s)))
 
 
 def round_stage_budget(remaining_s: float) -> int:
@@ -115,6 +131,7 @@ class _Search:
         self.rounding = 0.0
         self.unit_s = UNIT_S  # the coarsest time unit of any round
         self.pruned_memory = 0
+        self.carried: dict[int, StageModel] = {}  # priced, but left for the next round
 
     # -- phases ------------------------------------------------------------------------------
 
@@ -193,6 +210,8 @@ class _Search:
             bounds: list[float] = []
             stages_in_batch = 0
             stage_budget = round_stage_budget(budget.remaining())
+            value_budget = round_value_budget(budget.remaining())
+            values_in_batch = 0
             while (self.position < len(order) and len(batch) < options.max_configs
                    and stages_in_batch < stage_budget):
                 if budget.expired():
@@ -201,16 +220,32 @@ class _Search:
                 if lower[i] > self.upper * (1 + 1e-12) or not math.isfinite(lower[i]):
                     self.position = len(order)  # every later one is bounded above the incumbent
                     break
+                config = self.candidates.plan(i)
+                if table_entries(config, problem.model.num_layers) > MAX_TABLE_ENTRIES:
+                    self._leave_open(float(lower[i]))  # tables too large to build
+                    continue
                 self.position += 1
                 self.pending.append(float(lower[i]))
-                sm = stage_model(problem, self.candidates.plan(i))
+                sm = self.carried.pop(i, None) or stage_model(problem, config)
                 if memory_lower_bound(sm) > sm.capacity_bytes:
                     self.pruned_memory += 1
                     self.pending.pop()
                     continue
+                size = round_values(sm, self.upper)
+                if size > value_budget:  # CP-SAT could not even load it in the time left
+                    self.pending.pop()
+                    self.position -= 1
+                    self._leave_open(float(lower[i]))
+                    continue
+                if batch and values_in_batch + size > value_budget:
+                    self.pending.pop()
+                    self.position -= 1
+                    self.carried = {i: sm}  # first of the next round
+                    break
                 batch.append(sm)
                 bounds.append(float(lower[i]))
                 stages_in_batch += sm.num_stages
+                values_in_batch += size
             if not batch:
                 break
             # A cheap incumbent from the batch itself: balanced chunks, least recompute that fits.
@@ -251,6 +286,12 @@ class _Search:
                 self.pending.clear()
             else:  # UNKNOWN: stopped before any answer; the batch stays open (pending)
                 break
+
+    def _leave_open(self, bound: float) -> None:
+        """Skip the configuration at `position`, too large for an exact round: it stays open."""
+        self.position += 1
+        self.open_bound = min(self.open_bound, bound)
+        self.stats["too_large_for_a_round"] = self.stats.get("too_large_for_a_round", 0) + 1
 
     def _decode(self, solver: cp_model.CpSolver, built: RoundModel) -> None:
         chosen = next(cv for cv in built.configs if solver.boolean_value(cv.x))

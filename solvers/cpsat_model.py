@@ -49,6 +49,8 @@ UNIT_S = 1e-9
 """The finest time unit (seconds); coarser only when a round would overflow int64."""
 MEMORY_UNIT_BYTES = 1024
 LCM_V = 12
+LONG_TABLE = 2048
+"""Tables longer than this are indexed from their window (c - lo) rather than from 0."""
 ROW_LIMIT = 2**61
 """Largest activity (sum of |coefficient| x |bound|) allowed in any linear row; int64 is 2^63."""
 
@@ -135,6 +137,25 @@ def stage_domains(sm: StageModel, upper_s: float) -> list[tuple[int, int]] | Non
             return None
         tightened.append((lo, hi))
     return tightened
+
+
+MAX_TABLE_ENTRIES = 4_000_000
+"""Largest stages x (chunks + 1) of a configuration whose tables are built (memory)."""
+ROUND_VALUES_MAX = 8_000
+"""Largest `round_values` of a model: beyond it CP-SAT's presolve, which ignores time limits
+and stop requests, takes about a second or more (~0.1 ms per value on 2 cores)."""
+
+
+def table_entries(config: Plan, num_layers: int) -> int:
+    """Entries of one of a configuration's stage tables over all its stages."""
+    return config.pp * (num_layers // config.virtual_stages + 1)
+
+
+def round_values(sm: StageModel, upper_s: float) -> int:
+    """Chunk counts a round model holds for a configuration (the sum of its stage domains);
+    CP-SAT's loading time grows with it (each is a row of eight element tables)."""
+    domains = stage_domains(sm, upper_s)
+    return 0 if domains is None else sum(hi - lo + 1 for lo, hi in domains)
 
 
 def _recompute_tops(sm: StageModel, domains, upper_s: float) -> list[int]:
@@ -267,13 +288,21 @@ def build_model(
             model.add(c == lo).only_enforce_if(~x)
             chunks.append(c)
 
-            def element(values, name, c=c, lo=lo, hi=hi):
+            shifted: list = []  # c - lo, indexing long tables from their window only
+
+            def element(values, name, c=c, lo=lo, hi=hi, shifted=shifted):
                 window = values[lo:]
                 var = model.new_int_var(min(window), max(window), f"{name}_{k}_{i}")
                 if lo == hi:
                     model.add(var == values[lo])
                     return var
-                model.add_element(c, values, var)
+                if len(values) > LONG_TABLE and lo > 0:
+                    if not shifted:
+                        shifted.append(model.new_int_var(0, hi - lo, f"cs_{k}_{i}"))
+                        model.add(shifted[0] == c - lo)
+                    model.add_element(shifted[0], window, var)
+                else:
+                    model.add_element(c, values, var)
                 for x0, y0, x1, y1 in lower_hull(values, lo, hi):
                     model.add((x1 - x0) * var >= (x1 - x0) * y0 + (y1 - y0) * (c - x0))
                 return var

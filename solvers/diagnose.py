@@ -41,6 +41,9 @@ REMEDIES = (
 def explain_empty_space(problem: Problem, options: SolveOptions, budget: Budget | None = None) -> str:
     """No configuration passes the divisibility rules and the task constraints."""
     budget = budget or Budget(math.inf)
+    if problem.task.seq_len > problem.model.max_seq_len:
+        return (f"seq_len ({problem.task.seq_len}) exceeds the model's max_seq_len "
+                f"({problem.model.max_seq_len}); use a shorter sequence")
     relaxed = problem.task.model_copy(update={"constraints": Constraints()})
     relaxed_problem = type(problem)(model=problem.model, cluster=problem.cluster, task=relaxed, source=problem.source)
     pool, complete = enumerate_within(relaxed_problem, options=options.space, stop=budget.expired)
@@ -69,14 +72,14 @@ def explain_infeasible(problem: Problem, options: SolveOptions, candidates: Cand
     relaxed = type(problem)(model=problem.model, cluster=problem.cluster, task=relaxed_task, source=problem.source)
     space = SpaceOptions(**{**options.space.__dict__, "tp_within_tier": None})
     pool, _ = enumerate_within(relaxed, options=space, stop=budget.expired)
-    order = np.argsort(_peaks(relaxed, pool, budget), kind="stable")[: options.max_configs]
-    models = [stage_model(relaxed, pool.plan(int(i))) for i in order]
+    order = np.argsort(_peaks(relaxed, pool, budget), kind="stable")
+    models = _models(relaxed, pool, order, options.max_configs, budget)
     families = _families(problem, options, models, budget)
     allowed = [sm for sm in models if not _violates(problem, options, sm.config)]
     if len(candidates):
         allowed_peak = _peaks(problem, candidates, budget)
-        best = np.argsort(allowed_peak, kind="stable")[: max(1, options.max_configs // 5)]
-        allowed = [stage_model(problem, candidates.plan(int(i))) for i in best] + allowed
+        best = np.argsort(allowed_peak, kind="stable")
+        allowed = _models(problem, candidates, best, max(1, options.max_configs // 5), budget) + allowed
     report = _memory_report(problem, allowed) if allowed else "no plan allowed by the task fits in memory"
     relaxations = [f for f in ("task constraints", "tp-within-tier") if f in families]
     if not relaxations:
@@ -87,6 +90,27 @@ def explain_infeasible(problem: Problem, options: SolveOptions, candidates: Cand
                          for f in relaxations)
     hint = f" (e.g. {witness.summary()})" if witness is not None else ""
     return f"{report}. Plans that fit exist only outside {names}{hint}: relax them"
+
+
+def _models(problem: Problem, c: CandidateSet, order, count: int, budget: Budget) -> list:
+    """Stage models of the first `count` candidates in `order` small enough for one CP-SAT
+    model (solvers.cpsat_model.ROUND_VALUES_MAX in all)."""
+    from solvers.cpsat_model import MAX_TABLE_ENTRIES, ROUND_VALUES_MAX, round_values, table_entries
+
+    models, values = [], 0
+    for i in order:
+        if len(models) >= count or budget.expired():
+            break
+        config = c.plan(int(i))
+        if table_entries(config, problem.model.num_layers) > MAX_TABLE_ENTRIES:
+            continue
+        sm = stage_model(problem, config)
+        size = round_values(sm, math.inf)
+        if values + size > ROUND_VALUES_MAX:
+            continue
+        models.append(sm)
+        values += size
+    return models
 
 
 def _peaks(problem: Problem, c: CandidateSet, budget: Budget) -> np.ndarray:

@@ -32,7 +32,7 @@ from solvers.cpsat import distinct_recompute_modes, dominance_filter
 from solvers.cpsat_model import UNIT_S, build_model
 from solvers.heuristics import balanced_layers
 
-from .conftest import PROBLEMS, make_problem
+from .conftest import PROBLEMS, make_problem, small_model
 
 
 @settings(max_examples=300, deadline=None, derandomize=True)
@@ -128,3 +128,27 @@ def test_16m_gpus_and_a_2_40_token_batch_return_a_plan_in_time():
     assert time.perf_counter() - start < 2 + 1.5
     assert result.plan is not None and result.best_bound_s is not None
     assert evaluate(problem, result.plan).fits
+
+
+def test_configurations_too_large_for_a_round_stay_open_in_the_bound():
+    """65,536 layers: CP-SAT's presolve of such tables ignores time limits, so these
+    configurations are not put in a round; their lower bounds stay in the reported bound."""
+    model = small_model(num_layers=2**16, hidden_size=256, num_heads=4, num_kv_heads=4, ffn_hidden_size=512,
+                        vocab_size=1000)
+    problem = make_problem(num_devices=64, model=model, global_batch_size=64, seq_len=256)
+    start = time.perf_counter()
+    result = SOLVERS["cpsat"].solve(problem, SolveOptions(time_limit_s=5))
+    assert time.perf_counter() - start < 5 + 1.5
+    assert result.stats["too_large_for_a_round"] > 0
+    assert result.status == "FEASIBLE"
+    assert 0 < result.best_bound_s < result.objective_s
+    assert evaluate(problem, result.plan).fits
+
+
+@pytest.mark.parametrize("name", ["cpsat", "exhaustive"])
+def test_a_sequence_longer_than_the_model_takes_is_infeasible(name):
+    model = load_model("llama3-8b")
+    problem = make_problem(num_devices=8, model=model, global_batch_size=8, seq_len=2 * model.max_seq_len)
+    result = SOLVERS[name].solve(problem, SolveOptions(time_limit_s=5))
+    assert result.status == "INFEASIBLE"
+    assert "max_seq_len" in result.infeasibility
