@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 from ortools.sat.python import cp_model
 
+import heapq
 import math
 
 from planner.bounds import CHUNK, memory_lower_bound
@@ -80,7 +81,10 @@ def explain_infeasible(problem: Problem, options: SolveOptions, candidates: Cand
         allowed_peak = _peaks(problem, candidates, budget)
         best = np.argsort(allowed_peak, kind="stable")
         allowed = _models(problem, candidates, best, max(1, options.max_configs // 5), budget) + allowed
-    report = _memory_report(problem, allowed) if allowed else "no plan allowed by the task fits in memory"
+    if allowed:
+        report = _memory_report(problem, allowed, budget)
+    else:
+        report = "no plan allowed by the task fits in memory"
     relaxations = [f for f in ("task constraints", "tp-within-tier") if f in families]
     if not relaxations:
         return report
@@ -196,10 +200,13 @@ def _violates_task(plan, problem: Problem) -> bool:
     )
 
 
-def _memory_report(problem: Problem, models) -> str:
-    """The plan that overflows least: minimise the largest stage overflow over the pool."""
+def _memory_report(problem: Problem, models, budget: Budget | None = None) -> str:
+    """The plan that overflows least: minimise the largest stage overflow over the pool (the
+    part of it priced before `budget` ends, at least one plan)."""
     best = None
     for sm in models:
+        if best is not None and budget is not None and budget.expired():
+            break
         chunks = _least_memory_partition(sm)
         recomputed = [c * sm.virtual_stages for c in chunks] if sm.recompute_full else [0] * sm.num_stages
         plan = plan_with_partition(sm, chunks, recomputed)
@@ -221,13 +228,17 @@ def _memory_report(problem: Problem, models) -> str:
 
 
 def _least_memory_partition(sm) -> list[int]:
-    """Greedy: give each chunk to the stage whose memory grows least past the current max."""
+    """Greedy: give each chunk to the stage whose memory after it is least (ties: the lowest
+    stage), kept in a heap."""
     chunks = [1] * sm.num_stages
+    heap = [(float(st.memory_bytes[2]), i) for i, st in enumerate(sm.stages)]
+    if sm.chunks == sm.num_stages:
+        return chunks
+    heapq.heapify(heap)
     for _ in range(sm.chunks - sm.num_stages):
-        def after(i):
-            st = sm.stages[i]
-            return st.memory_bytes[chunks[i] + 1]
-        i = min(range(sm.num_stages), key=after)
+        _, i = heapq.heappop(heap)
         chunks[i] += 1
+        if chunks[i] + 1 < len(sm.stages[i].memory_bytes):
+            heapq.heappush(heap, (float(sm.stages[i].memory_bytes[chunks[i] + 1]), i))
     return chunks
 
