@@ -231,9 +231,9 @@ def _least_memory_partition(sm) -> list[int]:
     """Greedy: give each chunk to the stage whose memory after it is least (ties: the lowest
     stage), kept in a heap."""
     chunks = [1] * sm.num_stages
-    heap = [(float(st.memory_bytes[2]), i) for i, st in enumerate(sm.stages)]
     if sm.chunks == sm.num_stages:
         return chunks
+    heap = [(float(st.memory_bytes[2]), i) for i, st in enumerate(sm.stages)]
     heapq.heapify(heap)
     for _ in range(sm.chunks - sm.num_stages):
         _, i = heapq.heappop(heap)
