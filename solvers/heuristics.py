@@ -37,14 +37,24 @@ def balanced_layers(num_layers: int, pp: int, v: int) -> list[int] | None:
 
 
 def price(problem: Problem, plan: Plan) -> tuple[float, bool] | None:
-    """(step seconds, fits) of a plan, or None if the plan is invalid for the problem."""
+    """(step seconds, fits) of a plan, or None if the plan is invalid for the problem.
+
+    A plan with balanced stages (the rules' plans) is priced as runs of identical stages
+    (planner.candidates.price_balanced: equal to `evaluate`, in time independent of PP).
+    """
+    from planner.candidates import CandidateSet, price_balanced
+
+    balanced = balanced_layers(problem.model.num_layers, plan.pp, plan.virtual_stages)
     if plan.stage_layers is None and problem.model.num_layers % (plan.pp * plan.virtual_stages):
-        layers = balanced_layers(problem.model.num_layers, plan.pp, plan.virtual_stages)
-        if layers is None:
+        if balanced is None:
             return None
-        plan = plan.model_copy(update={"stage_layers": layers})
+        plan = plan.model_copy(update={"stage_layers": balanced})
     if check_plan(plan, problem):
         return None
+    uniform = plan.stage_layers is None or list(plan.stage_layers) == balanced
+    if uniform and plan.recompute_num_layers is None:
+        priced = price_balanced(problem, CandidateSet.from_plans([plan]))
+        return float(priced.step_s[0]), bool(priced.fits[0])
     b = evaluate(problem, plan)
     return b.step_time_s, b.fits
 
