@@ -29,6 +29,7 @@ recompute transient dropped. The smallest max_i M_i over real c_i >= 1 with sum 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import fields
 
 import numpy as np
 
@@ -58,15 +59,16 @@ def time_lower_bound_within(
     problem: Problem, c: CandidateSet, upper: float = np.inf, stop: Callable[[], bool] | None = None,
     chunk: int = CHUNK,
 ) -> tuple[np.ndarray, int]:
-    """`time_lower_bound` in chunks of `chunk` configurations, polling `stop` before each:
-    (bounds, number bounded). Configurations not reached keep the trivially valid bound 0."""
+    """`time_lower_bound` in chunks of `chunk` configurations, polling `stop` before each (and
+    in the memory part): (bounds, number bounded). Configurations not reached keep the trivially
+    valid bound 0; those whose memory part was cut short keep the rest of their bound."""
     bound = np.zeros(len(c))
     done = 0
     while done < len(c):
         if stop is not None and stop():
             break
         part = slice(done, min(done + chunk, len(c)))
-        bound[part] = _time_lower_bound(problem, c.take(part), upper)
+        bound[part] = _time_lower_bound(problem, c.take(part), upper, stop)
         done = part.stop
     return bound, done
 
@@ -91,11 +93,12 @@ def _uniform_sum(problem: Problem, c: CandidateSet, v: PlanVars):
     return specs, layer, edges, np.broadcast_to(np.asarray(total, dtype=float), (len(c),))
 
 
-def _time_lower_bound(problem: Problem, c: CandidateSet, upper: float) -> np.ndarray:
+def _time_lower_bound(problem: Problem, c: CandidateSet, upper: float,
+                      stop: Callable[[], bool] | None = None) -> np.ndarray:
     """Screens with the pipeline part alone, (m - 1/v) S/p + S/v (every other part is >= 0),
     and computes the full bound only where that does not already exceed `upper`."""
     if not np.isfinite(upper) or len(c) == 0:
-        return _full_time_lower_bound(problem, c, upper)
+        return _full_time_lower_bound(problem, c, upper, stop)
     _, _, _, total = _uniform_sum(problem, c, plan_vars(c))
     m = (problem.task.num_sequences // (c.dp * c.micro_batch_size)).astype(float)
     vs = c.virtual_stages.astype(float)
@@ -103,11 +106,12 @@ def _time_lower_bound(problem: Problem, c: CandidateSet, upper: float) -> np.nda
     keep = np.flatnonzero(screen <= upper)
     bound = screen.copy()
     if len(keep):
-        bound[keep] = _full_time_lower_bound(problem, c.take(keep), upper)
+        bound[keep] = _full_time_lower_bound(problem, c.take(keep), upper, stop)
     return bound
 
 
-def _full_time_lower_bound(problem: Problem, c: CandidateSet, upper: float) -> np.ndarray:
+def _full_time_lower_bound(problem: Problem, c: CandidateSet, upper: float,
+                           stop: Callable[[], bool] | None = None) -> np.ndarray:
     model, task = problem.model, problem.task
     v = plan_vars(c)
     pp = c.pp.astype(float)
@@ -163,7 +167,11 @@ def _full_time_lower_bound(problem: Problem, c: CandidateSet, upper: float) -> n
     open_ = np.flatnonzero(bound <= upper)
     if len(open_):
         sub = c.take(open_)
-        layers, feasible = _least_recompute(problem, sub, plan_vars(sub), m[open_])
+        least = _least_recompute(problem, sub, plan_vars(sub), m[open_], stop)
+        # Stopped: without the memory part (it only adds) the bound is weaker but valid.
+        if least is None:
+            least = (np.zeros(len(sub)), np.ones(len(sub), dtype=bool))
+        layers, feasible = least
         # Recomputed layers add to sum_i t_i; spreading them evenly is the least they can add.
         extra = recompute_s[open_] * layers * np.broadcast_to(weight, (len(c),))[open_]
         extra = np.where(tmax_bound[open_] > total[open_] / pp[open_],
@@ -172,8 +180,10 @@ def _full_time_lower_bound(problem: Problem, c: CandidateSet, upper: float) -> n
     return bound
 
 
-def _least_recompute(problem: Problem, c: CandidateSet, v: PlanVars, m) -> tuple[np.ndarray, np.ndarray]:
-    """(a lower bound on the recomputed layers any fitting partition needs, whether any can fit).
+def _least_recompute(problem: Problem, c: CandidateSet, v: PlanVars, m,
+                     stop: Callable[[], bool] | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """(a lower bound on the recomputed layers any fitting partition needs, whether any can fit);
+    None if `stop` said so first.
 
     Stage i's memory is a_i + b_i l_i + d_i r_i (d_i <= 0, full recompute only; the recompute
     transient dropped). It holds tau_i = (cap - a_i)/b_i layers without recompute and at least v
@@ -215,6 +225,14 @@ def _least_recompute(problem: Problem, c: CandidateSet, v: PlanVars, m) -> tuple
     first_c = coefficients(zero, np.ones(n, dtype=bool), pp == 1)
     last_c = coefficients(pp - 1.0, no, np.ones(n, dtype=bool))
 
+    # Stage by stage, over the configurations that have that stage: sorted by PP (descending)
+    # they are a prefix, so the work is the total number of stages, not n times the largest PP.
+    perm = np.argsort(-pp, kind="stable")
+    pp_sorted = pp[perm]
+    vs_s, full_s, m_s, f_low_s = vs[perm], full[perm], np.asarray(m, dtype=float)[perm], f_low[perm]
+    lo_s, slopes_s = [x[perm] for x in lo_c], [x[perm] for x in slopes]
+    first_s, last_s = [x[perm] for x in first_c], [x[perm] for x in last_c]
+    v_sorted = _take_vars(v, perm)
     free = np.zeros(n)
     forced = np.zeros(n)
     slope = np.full(n, np.inf)
@@ -222,34 +240,49 @@ def _least_recompute(problem: Problem, c: CandidateSet, v: PlanVars, m) -> tuple
     edge_peak = np.zeros(n)
     sum_ratio = np.zeros(n)
     sum_inverse = np.zeros(n)
-    for i in range(int(pp.max())):
-        active = i < pp
-        f_i = in_flight_micro_batches(v, np.full(n, float(i)), m)
-        middle = [lo + s_ * (f_i - f_low) for lo, s_ in zip(lo_c, slopes, strict=True)]
-        is_first, is_last = i == 0, pp - 1 == i
-        a, b, d = (np.where(is_first, fc, np.where(is_last, lc, mc))
-                   for fc, lc, mc in zip(first_c, last_c, middle, strict=True))
+    for i in range(int(pp.max()) if n else 0):
+        if stop is not None and i % 16 == 15 and stop():
+            return None
+        k = int(np.searchsorted(-pp_sorted, -i, side="left"))  # configurations with pp > i
+        s = slice(0, k)
+        f_i = in_flight_micro_batches(_take_vars(v_sorted, s), np.full(k, float(i)), m_s[s])
+        middle = [lo[s] + s_[s] * (f_i - f_low_s[s]) for lo, s_ in zip(lo_s, slopes_s, strict=True)]
+        is_first, is_last = i == 0, pp_sorted[s] - 1 == i
+        a, b, d = (np.where(is_first, fc[s], np.where(is_last, lc[s], mc))
+                   for fc, lc, mc in zip(first_s, last_s, middle, strict=True))
         b = np.maximum(b, 1e-9)
         tau = (capacity - a) / b
-        need = a + b * vs - capacity
+        need = a + b * vs_s[s] - capacity
         saving = np.abs(d)
         with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
             forced_i = np.where(need > 0, np.where(saving > 0, need / np.maximum(saving, 1e-300), np.inf), 0.0)
             ratio = b / np.maximum(saving, 1e-300)
-        least = np.maximum(b + np.where(full, d, 0.0) , 1e-9)
-        edge_peak = np.where(active, np.maximum(edge_peak, a + least * vs), edge_peak)
-        sum_ratio = sum_ratio + np.where(active, a / least, 0.0)
-        sum_inverse = sum_inverse + np.where(active, 1.0 / least, 0.0)
-        forced = forced + np.where(active, forced_i, 0.0)
-        free = free + np.where(active, np.maximum(tau, vs), 0.0)
-        slope = np.where(active & (saving > 0), np.minimum(slope, ratio), slope)
+        least = np.maximum(b + np.where(full_s[s], d, 0.0), 1e-9)
+        edge_peak[s] = np.maximum(edge_peak[s], a + least * vs_s[s])
+        sum_ratio[s] = sum_ratio[s] + a / least
+        sum_inverse[s] = sum_inverse[s] + 1.0 / least
+        forced[s] = forced[s] + forced_i
+        free[s] = free[s] + np.maximum(tau, vs_s[s])
+        slope[s] = np.where(saving > 0, np.minimum(slope[s], ratio), slope[s])
     overflow = np.maximum(model.num_layers - free, 0.0)
     with np.errstate(invalid="ignore", over="ignore"):
         layers = forced + np.where(overflow > 0, overflow * slope, 0.0)
     water = (model.num_layers + sum_ratio) / np.maximum(sum_inverse, 1e-300)
     feasible = np.isfinite(layers) & (np.maximum(edge_peak, water) <= capacity)
-    layers = np.where(full, layers, 0.0)
-    return np.where(np.isfinite(layers), layers, 0.0), feasible
+    layers = np.where(full_s, layers, 0.0)
+    layers = np.where(np.isfinite(layers), layers, 0.0)
+    inverse = np.empty_like(perm)
+    inverse[perm] = np.arange(n)
+    return layers[inverse], feasible[inverse]
+
+
+def _take_vars(v: PlanVars, index) -> PlanVars:
+    """The plan variables of some candidates (array fields and strides indexed)."""
+    def take(x):
+        return np.asarray(x)[index] if np.ndim(x) else x
+
+    arrays = {f.name: take(getattr(v, f.name)) for f in fields(v) if f.name != "strides"}
+    return PlanVars(**arrays, strides={axis: take(s) for axis, s in v.strides.items()})
 
 
 def memory_lower_bound(sm: StageModel) -> float:

@@ -111,6 +111,28 @@ def test_a_batch_of_1e8_sequences_solves_in_bounded_time():
         assert time.perf_counter() - start < 2.0 + SLACK_S, name
 
 
+@pytest.mark.parametrize("polls", [0, 1, 2, 3, 5, 8])
+def test_bounds_cut_short_stay_below_the_full_bounds(medium, polls):
+    """Stopped after `polls` polls (between chunks, or inside the memory part), every bound is
+    still a valid lower bound: at most the full one, 0 where not reached."""
+    from planner.bounds import time_lower_bound, time_lower_bound_within
+    from planner.candidates import enumerate_candidates
+
+    candidates = enumerate_candidates(medium, options=SpaceOptions())
+    upper = 10.0
+    full = time_lower_bound(medium, candidates, upper)
+    calls = []
+
+    def stop():
+        calls.append(1)
+        return len(calls) > polls
+
+    cut, done = time_lower_bound_within(medium, candidates, upper, stop=stop, chunk=4096)
+    assert done <= len(candidates)
+    assert (cut[done:] == 0).all()
+    assert (cut <= full).all()
+
+
 @pytest.mark.parametrize("stop_after", [0.05, 0.3])
 def test_the_exhaustive_oracle_stops_at_the_deadline(stop_after):
     problem = load_problem(PROBLEMS / "catalogue" / "pipeline-needed.yaml")
