@@ -428,11 +428,14 @@ def enumerate_within(
                 break
         if not complete:
             break
+    empty = CandidateSet(*(np.zeros(0, dtype=np.int64) for _ in range(12)))
     if not blocks:
-        empty = np.zeros(0, dtype=np.int64)
-        return CandidateSet(*(empty for _ in range(12))), complete
-    data = np.concatenate(blocks)
-    return CandidateSet(*(data[:, i].copy() for i in range(data.shape[1]))), complete
+        return empty, complete
+    if stop is not None and stop():  # no time left even to assemble what was listed
+        return empty, False
+    data = np.empty((sum(len(b) for b in blocks), 12), dtype=np.int64, order="F")
+    np.concatenate(blocks, axis=0, out=data)
+    return CandidateSet(*(data[:, i] for i in range(12))), complete  # contiguous columns
 
 
 def _inner_block(problem, options, orders, tp, cp, dp, rc_codes, overlap_ok) -> np.ndarray:
