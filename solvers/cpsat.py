@@ -285,6 +285,8 @@ class _Search:
             elif status == cp_model.INFEASIBLE:
                 self.pending.clear()
             else:  # UNKNOWN: stopped before any answer; the batch stays open (pending)
+                if status == cp_model.MODEL_INVALID:  # a bug: say why rather than hide it
+                    self.stats["model_invalid"] = built.model.validate()
                 break
 
     def _leave_open(self, bound: float) -> None:
@@ -324,10 +326,11 @@ class _Search:
         if self.incumbent is None:
             if math.isinf(open_lower) and self.bounded:
                 return self._infeasible(empty=False)
-            note = NOTE_INTERRUPTED if interrupted else f"no plan found within {self.options.time_limit_s:g} s"
+            limit = self.options.time_limit_s
+            note = NOTE_INTERRUPTED if interrupted else f"no plan found within {limit:g} s"
             wall = time.perf_counter() - self.start
-            return SolveResult(solver=CpSat.name, status="UNKNOWN", wall_time_s=wall, stats=stats, notes=[note],
-                               interrupted=interrupted)
+            return SolveResult(solver=CpSat.name, status="UNKNOWN", wall_time_s=wall, stats=stats,
+                               notes=[note], interrupted=interrupted)
         plan = _simplify(self.problem, self.incumbent)
         proven = self.bounded and open_lower >= self.upper - self.rounding
         bound = self.upper if proven else min(self.upper, open_lower)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 
 from planner.candidates import AXIS_ORDERS, _orders, divisors
 from planner.cost.step import evaluate
@@ -371,8 +372,6 @@ def heuristic_results(problem: Problem, options: SolveOptions, budget: Budget) -
 
 
 def _with_result(options: SolveOptions, result: SolveResult) -> SolveOptions:
-    from dataclasses import replace
-
     others = tuple(r for r in options.heuristic_results if r.solver != result.solver)
     return replace(options, heuristic_results=(*others, result))
 
