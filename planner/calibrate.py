@@ -99,9 +99,11 @@ def calibrate(path: str | Path = DEFAULT_EFFICIENCY) -> dict[str, Any]:
         try:
             centre = np.sqrt(float(low.strip(">=")) * float(high)) if high else 3.16 * float(low.strip(">="))
             median = float(bucket["median"])
+            if not (math.isfinite(median) and 0 < median <= 1.5):
+                raise ValueError
         except (ValueError, KeyError, TypeError):
             raise InputError(f"{path}: gemm_by_size.buckets_gflop.{shown(name, 40)}: expected a name like "
-                             "'10-100' or '>=1000' with a numeric median") from None
+                             "'10-100' or '>=1000' with a median fraction in (0, 1.5]") from None
         if not (math.isfinite(centre) and centre > 0):
             raise InputError(f"{path}: gemm_by_size.buckets_gflop.{shown(name, 40)}: sizes must be positive")
         t = centre * 1e9 / (peak * fraction) + overhead

@@ -465,7 +465,8 @@ def _inner_block(problem, options, orders, tp, cp, dp, rc_codes, overlap_ok) -> 
         local = cluster.tier_size(0) // (tp * cp)
         if 1 < local < dp and dp % local == 0:
             shards.append(local)
-    tp_modes = (((0, 0), (1, 0), (1, 1), (0, 1)) if overlap_ok else ((0, 0), (1, 0))) if tp > 1 else ((0, 0),)
+    # (SP, TP overlap): Megatron overlaps only the all-gather/reduce-scatter of SP, so no overlap without SP.
+    tp_modes = (((0, 0), (1, 0), (1, 1)) if overlap_ok else ((0, 0), (1, 0))) if tp > 1 else ((0, 0),)
     modes = np.asarray(tp_modes, dtype=np.int64)
     parts = []
     for zero in c.zero_stages:

@@ -15,6 +15,8 @@ from planner.schema_base import (
     BytesPerSecond,
     FlopsPerSecond,
     Fraction,
+    Name,
+    Note,
     PositiveBytes,
     Seconds,
     Spec,
@@ -53,18 +55,18 @@ class DeviceEfficiency(Spec):
         description="Fused (flash) attention: executed FLOPs / time, as a fraction of bf16 peak."
     )
     hbm_fraction: Fraction = Field(description="Achievable fraction of HBM bandwidth for elementwise ops.")
-    source: str = Field(max_length=10_000, description="Where the fractions come from.")
+    source: Note = Field(description="Where the fractions come from.")
 
 
 class Device(Spec):
     """One accelerator type."""
 
-    name: str = Field(max_length=200)
+    name: Name
     peak_flops: PeakFlops
     hbm_bytes: PositiveBytes = Field(description="Memory capacity (vendor GB, e.g. '80GB').")
     hbm_bandwidth_bytes_per_s: BytesPerSecond
     efficiency: DeviceEfficiency
-    source: str = Field(max_length=10_000, description="Datasheet or secondary source of the peaks.")
+    source: Note = Field(description="Datasheet or secondary source of the peaks.")
 
     def peak(self, dtype: Dtype) -> float:
         value = getattr(self.peak_flops, dtype)
@@ -76,7 +78,7 @@ class Device(Spec):
 class NetworkTier(Spec):
     """One level of the network hierarchy, as seen by one GPU."""
 
-    name: str = Field(max_length=200, description="e.g. 'nvlink', 'infiniband'.")
+    name: Name = Field(description="e.g. 'nvlink', 'infiniband'.")
     size: int | None = Field(
         default=None, gt=0, le=2**24, description="Devices in one domain of this tier; null = whole cluster."
     )
@@ -87,13 +89,13 @@ class NetworkTier(Spec):
     efficiency: Fraction = Field(
         description="Achievable fraction of bandwidth for large collectives (NCCL busbw / link)."
     )
-    source: str = Field(default="", max_length=10_000)
+    source: Note = ""
 
 
 class Cluster(Spec):
     """A homogeneous cluster: a device type and its network tiers, innermost first."""
 
-    name: str = Field(max_length=200)
+    name: Name
     device: Device
     num_devices: int = Field(gt=0, le=2**24)
     tiers: list[NetworkTier] = Field(min_length=1)

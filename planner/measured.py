@@ -15,7 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from planner.files import shown
 
 PositiveInt = Annotated[int, Field(gt=0, le=2**40)]
-PositiveNumber = Annotated[float, Field(gt=0, le=1e18)]
+PositiveNumber = Annotated[float, Field(ge=1e-3, le=1e9)]
+"""A measured rate, size or peak in the file's units (TFLOP/s, GB, Gb/s, tokens/s): 0.001..1e9."""
+Seconds = Annotated[float, Field(ge=1e-6, le=1e7)]
 
 
 class Record(BaseModel):
@@ -66,7 +68,7 @@ class RunPlan(Record):
 
 
 class RunMeasured(Record):
-    step_time_s: PositiveNumber | None = None
+    step_time_s: Seconds | None = None
     tokens_per_s_per_gpu: PositiveNumber | None = None
     tflops_per_gpu: PositiveNumber | None = None
     tflops_kind: str | None = None
@@ -103,7 +105,7 @@ class GemmBySize(Record):
     peak_tflops: PositiveNumber | None = None
     source: str = ""
     buckets_gflop: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    rows: list[Annotated[list[Any], Field(min_length=5)]] | None = None
+    rows: list[Annotated[list[Any], Field(min_length=5)]] | None = Field(default=None, max_length=1000)
 
 
 class GemmBestShape(Record):
@@ -116,7 +118,9 @@ class GemmBestShape(Record):
 class AllReduceSweep(Record):
     system: str
     link_unidirectional_gb_s: PositiveNumber | None = None
-    points: list[Annotated[list[PositiveNumber], Field(min_length=2, max_length=2)]] = Field(min_length=1)
+    points: list[Annotated[list[Annotated[float, Field(gt=0, le=1e15)]], Field(min_length=2, max_length=2)]] = Field(
+        min_length=1, max_length=1000
+    )
 
 
 class EfficiencyData(Record):

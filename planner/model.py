@@ -12,14 +12,14 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from planner.schema_base import Spec
+from planner.schema_base import Name, Spec
 
 
 class DenseTransformer(Spec):
     """A dense decoder-only transformer (GPT, Llama, Nemotron...)."""
 
     family: Literal["dense"] = "dense"
-    name: str = Field(max_length=200, description="Human-readable name, e.g. 'Llama-3 70B'.")
+    name: Name = Field(description="Human-readable name, e.g. 'Llama-3 70B'.")
     num_layers: int = Field(gt=0, le=2**16, description="Transformer blocks.")
     hidden_size: int = Field(gt=0, le=2**20, description="Model width h.")
     num_heads: int = Field(gt=0, le=2**16, description="Query heads a.")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from planner.schema_base import NotBool, Spec
+from planner.schema_base import Name, NotBool, Spec
 from planner.task import Axis, Recompute, Schedule
 
 if TYPE_CHECKING:
@@ -22,13 +22,14 @@ DEFAULT_AXIS_ORDER: tuple[Axis, ...] = ("tp", "cp", "dp", "pp")
 class Provenance(Spec):
     """Who produced a plan and how good it is known to be."""
 
-    solver: str = Field(default="user", max_length=200)
-    status: str = Field(default="given", max_length=200)
-    objective_s: float | None = None
-    best_bound_s: float | None = None
-    gap: float | None = None
-    wall_time_s: float | None = None
-    problem_hash: str | None = Field(default=None, max_length=200)
+    solver: Name = "user"
+    status: Name = "given"
+    objective_s: float | None = Field(default=None, ge=0)
+    best_bound_s: float | None = Field(default=None, ge=0)
+    gap: float | None = Field(default=None, ge=0, le=1)
+    wall_time_s: float | None = Field(default=None, ge=0)
+    problem_hash: str | None = Field(default=None, pattern=r"^[0-9a-f]{1,64}$",
+                                     description="Hex digest of the problem (planner.problem.Problem.hash).")
 
 
 class Plan(Spec):
@@ -73,6 +74,9 @@ class Plan(Spec):
             raise ValueError("virtual_stages > 1 needs schedule: interleaved")
         if self.sp and self.tp == 1:
             raise ValueError("sp: true needs tp > 1")
+        if self.tp_comm_overlap and not self.sp:
+            raise ValueError("tp_comm_overlap: true needs sp: true (and tp > 1): Megatron overlaps the TP "
+                             "all-gather/reduce-scatter of sequence parallelism")
         return self
 
     @property

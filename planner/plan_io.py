@@ -29,7 +29,7 @@ def plan_document(plan: Plan) -> dict:
 def plan_text(plan: Plan, path: str | Path) -> str:
     """The file content `save_plan` writes: JSON when the name ends in .json, else YAML."""
     document = plan_document(plan)
-    if Path(path).suffix == ".json":
+    if Path(path).suffix.lower() == ".json":
         return json.dumps(document, indent=2, allow_nan=False) + "\n"
     return yaml.safe_dump(document, sort_keys=False)
 
@@ -43,7 +43,7 @@ def load_plan(path: str | Path) -> Plan:
     """Reads a plan written by `save_plan` or by hand (YAML or JSON; a path or a preset name
     from problems/plans/)."""
     path = find_input(path, "plans")
-    data = files.read_json(path) if path.suffix == ".json" else files.read_yaml(path)
+    data = files.read_json(path) if path.suffix.lower() == ".json" else files.read_yaml(path)
     if not isinstance(data, dict):
         kind = "nothing (an empty file)" if data is None else f"a {type(data).__name__}"
         raise InputError(f"{path}: expected a mapping of plan fields at the top level, got {kind}")

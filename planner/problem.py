@@ -50,6 +50,11 @@ class Problem:
 
     def __post_init__(self) -> None:
         precision = self.task.precision
+        if self.cluster.device.peak_flops.bf16 is None:
+            raise InputError(
+                f"{self.source}: cluster.device.peak_flops.bf16: device {shown(self.cluster.device.name)} has no "
+                "bf16 peak, which prices attention and the non-GEMM kernels of every precision; give it"
+            )
         if getattr(self.cluster.device.peak_flops, precision) is None:
             raise InputError(
                 f"{self.source}: training.precision: {precision} needs a {precision} peak, but device "
@@ -87,11 +92,11 @@ def format_validation_error(source: str, exc: ValidationError, prefix: str = "")
     for err in exc.errors():
         parts = [str(part) for part in err["loc"] if not str(part).startswith("function-")]
         loc = ".".join(part if len(part) <= 80 and part.isprintable() else shown(part, 80) for part in parts)
-        loc = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "(top level)"
+        loc = f"{prefix}{loc}" if loc else prefix.rstrip(".")
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown field (misspelt?)"
-        lines.append(f"{source}: {loc}: {message}")
+        lines.append(f"{source}: {loc}: {message}" if loc else f"{source}: {message}")
     return "\n".join(lines)
 
 

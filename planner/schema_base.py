@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from planner.units import parse_quantity
 
@@ -33,6 +33,20 @@ def _no_bool(value: Any) -> Any:
 
 NotBool = BeforeValidator(_no_bool)
 """For Literal integer fields (True == 1 in Python, so Literal[1] would accept true)."""
+
+def _one_line(text: str) -> str:
+    if not text.isprintable():
+        bad = next(c for c in text if not c.isprintable())
+        raise ValueError(f"must be one line of printable text (found {bad!r})")
+    return text
+
+
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_one_line)]
+"""A name shown in reports and written into exported files: one printable line (a newline or an
+escape sequence in it could forge report lines or break out of a comment in a launch script)."""
+
+Note = Annotated[str, Field(max_length=10_000), AfterValidator(_one_line)]
+"""A one-line free-text note (sources, descriptions)."""
 
 Count = Annotated[int, Field(gt=0, le=2**40)]
 """A positive count (layers, heads, sequences...); bounded so products stay exact."""

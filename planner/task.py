@@ -23,6 +23,14 @@ class DegreeBound(Spec):
     min: int | None = Field(default=None, gt=0, le=2**40)
     max: int | None = Field(default=None, gt=0, le=2**40)
 
+    @model_validator(mode="after")
+    def _check_range(self) -> DegreeBound:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is larger than max ({self.max}): no degree is allowed")
+        if self.fixed is not None and not (self.min or 1) <= self.fixed <= (self.max or self.fixed):
+            raise ValueError(f"fixed ({self.fixed}) is outside min..max")
+        return self
+
     def admits(self, degree: int) -> bool:
         if self.fixed is not None and degree != self.fixed:
             return False
@@ -39,9 +47,11 @@ class Constraints(Spec):
     pp: DegreeBound = DegreeBound()
     dp: DegreeBound = DegreeBound()
     micro_batch_size: DegreeBound = DegreeBound()
-    schedules: list[Schedule] = Field(default_factory=lambda: ["1f1b", "interleaved"])
-    zero_stages: list[Annotated[Literal[0, 1, 2, 3], NotBool]] = Field(default_factory=lambda: [0, 1, 2, 3])
-    recompute: list[Recompute] = Field(default_factory=lambda: ["none", "selective", "full"])
+    schedules: list[Schedule] = Field(default_factory=lambda: ["1f1b", "interleaved"], min_length=1)
+    zero_stages: list[Annotated[Literal[0, 1, 2, 3], NotBool]] = Field(
+        default_factory=lambda: [0, 1, 2, 3], min_length=1
+    )
+    recompute: list[Recompute] = Field(default_factory=lambda: ["none", "selective", "full"], min_length=1)
 
 
 class Optimizer(Spec):

@@ -15,6 +15,7 @@ metric; memory is compared where measured.
 from __future__ import annotations
 
 import math
+from functools import cache
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,9 +72,19 @@ def load_runs(path: str | Path) -> list[Any]:
     return rows
 
 
+@cache
+def _device_presets() -> dict[str, Device]:
+    return {name: load_device(name) for name in DEVICE_PRESETS}
+
+
+@cache
+def _cluster_preset(name: str, num_devices: int) -> Cluster:
+    return load_cluster(name, num_devices=num_devices)
+
+
 def _resolve_device(hw: dict, notes: list[str]) -> tuple[Device, str]:
     gpu = str(hw.get("gpu") or "")
-    presets = {name: load_device(name) for name in DEVICE_PRESETS}
+    presets = _device_presets()
     key = gpu.lower().replace(" ", "-")
     chosen = next((name for name in presets if name == key or presets[name].name.lower() == key.lower()), None)
     if chosen is None:
@@ -111,7 +122,7 @@ def resolve_cluster(hw: dict, notes: list[str]) -> tuple[Cluster, str]:
     """A cluster from the row's hardware block; fallbacks recorded in `notes`."""
     device, preset = _resolve_device(hw, notes)
     cluster_preset = DEVICE_PRESETS[preset]
-    base = load_cluster(cluster_preset, num_devices=hw["num_gpus"])
+    base = _cluster_preset(cluster_preset, hw["num_gpus"])
     tiers = list(base.tiers)
     per_node = hw.get("gpus_per_node")
     if per_node:
@@ -242,6 +253,8 @@ def resolve_row(row: dict) -> tuple[Problem, Plan, list[str], str]:
     if tp_overlap and "tp-comm-overlap" not in other:
         notes.append("TP communication overlap assumed on (NeMo performance configs)")
     layers = model.num_layers
+    if pp > layers:
+        raise PlannerError(f"plan.pp ({pp}) is larger than model.num_layers ({layers})")
     stage_layers = None
     if layers % (pp * vpp):
         base, extra = divmod(layers, pp)

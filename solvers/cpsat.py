@@ -33,6 +33,7 @@ runs; one worker is deterministic up to the time limit).
 from __future__ import annotations
 
 import math
+import sys
 import time
 
 import numpy as np
@@ -70,6 +71,11 @@ VALUES_PER_S = 4_000  # ... more per second left, up to ROUND_VALUES_MAX
 HEURISTIC_SHARE = 0.5  # of the time left, at most, for the heuristics (they take ~0.1 s)
 PRICE_CHUNK = 32_768
 
+
+
+def _log_to_stderr(line: str) -> None:
+    """CP-SAT's search log (--log), on standard error."""
+    print(line, file=sys.stderr)
 
 def distinct_recompute_modes(problem: Problem) -> list[str]:
     """The task's recompute modes less those that only duplicate another mode's plans.
@@ -269,6 +275,9 @@ class _Search:
             solver.parameters.num_workers = options.workers
             solver.parameters.random_seed = options.seed
             solver.parameters.log_search_progress = options.log
+            if options.log:  # the log goes to standard error: standard output carries the result
+                solver.parameters.log_to_stdout = False
+                solver.log_callback = _log_to_stderr
             # Small rounds get full linearization: their per-configuration objective rows are
             # disjunctive (enforced by x_k) and without that LP the bound can creep up one unit at
             # a time; large rounds search faster with the default.

@@ -30,10 +30,11 @@ def plans(draw, num_devices: int = NUM_DEVICES, allow_interleaved: bool = True):
     m = 64 // (dp * mbs)
     interleaved = allow_interleaved and pp > 1 and m % pp == 0 and draw(st.booleans())
     zero = draw(st.sampled_from([0, 1, 2, 3]))
+    sp = tp > 1 and draw(st.booleans())
     return Plan(
         tp=tp,
-        sp=tp > 1 and draw(st.booleans()),
-        tp_comm_overlap=tp > 1 and draw(st.booleans()),
+        sp=sp,
+        tp_comm_overlap=sp and draw(st.booleans()),
         cp=cp,
         pp=pp,
         schedule="interleaved" if interleaved else "1f1b",

@@ -6,19 +6,23 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 from typing import Any
 
 from planner.plan import Plan
 from planner.problem import build, load_plan
 
+_INTEGER = re.compile(r"[+-]?[0-9]{1,30}")
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]{1,30}(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,4})?")
+
+
 def integer(low: int, high: int):
     """An argparse type: an integer in [low, high] (the message names the range)."""
 
     def parse(text: str) -> int:
-        try:
-            value = int(text, 10)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text[:40]!r}") from None
+        if not _INTEGER.fullmatch(text):  # ASCII digits only: int() also takes "1_0" and "٨"
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text[:40]!r}")
+        value = int(text)
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"must be from {low} to {high:,}, got {text[:40]}")
         return value
@@ -31,10 +35,9 @@ def seconds(high: float):
     """An argparse type: a finite number of seconds in (0, high]."""
 
     def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text[:40]!r}") from None
+        if not _DECIMAL.fullmatch(text):
+            raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text[:40]!r}")
+        value = float(text)
         if not math.isfinite(value) or not 0 < value <= high:
             raise argparse.ArgumentTypeError(f"must be a finite number of seconds in (0, {high:g}], got {text[:40]}")
         return value
@@ -47,31 +50,38 @@ DEGREE = integer(1, 2**24)
 """A parallel degree on the command line."""
 
 PLAN_FLAGS = {
-    "tp": int,
-    "cp": int,
-    "pp": int,
-    "dp": int,
-    "virtual_stages": int,
-    "micro_batch_size": int,
-    "zero_stage": int,
-    "recompute": str,
-    "schedule": str,
+    "tp": "--tp",
+    "cp": "--cp",
+    "pp": "--pp",
+    "dp": "--dp",
+    "virtual_stages": "--vpp",
+    "micro_batch_size": "--mbs",
+    "zero_stage": "--zero",
+    "recompute": "--recompute",
+    "schedule": "--schedule",
+    "sp": "--sp",
+    "tp_comm_overlap": "--tp-comm-overlap",
 }
-"""Plan fields that `estimate` takes as flags (they override --plan)."""
+"""Plan fields that `estimate` takes as flags (they override --plan), and the flag of each."""
 
 
-def plan_from_args(args: argparse.Namespace, num_devices: int) -> Plan:
-    """The plan of `--plan` with flag overrides, or one built from the flags alone."""
+def plan_from_args(args: argparse.Namespace, num_devices: int) -> tuple[Plan, str]:
+    """(the plan of `--plan` with flag overrides, or one built from the flags alone; where it
+    came from, for messages: the file, the flags, or both)."""
+    flags = {k: getattr(args, k) for k in PLAN_FLAGS if getattr(args, k) not in (None, False)}
+    named = " ".join(PLAN_FLAGS[k] for k in flags)
     if args.plan:
         plan = load_plan(args.plan)
-        overrides = {k: getattr(args, k) for k in PLAN_FLAGS if getattr(args, k) is not None}
-        return build(Plan, plan.model_dump() | overrides, args.plan) if overrides else plan
-    fields = {k: getattr(args, k) for k in PLAN_FLAGS if getattr(args, k) is not None}
-    if "dp" not in fields:
-        fields["dp"] = max(num_devices // (fields.get("tp", 1) * fields.get("cp", 1) * fields.get("pp", 1)), 1)
-    if fields.get("virtual_stages", 1) > 1:
-        fields.setdefault("schedule", "interleaved")
-    return build(Plan, fields, "command line")
+        if not flags:
+            return plan, args.plan
+        source = f"{args.plan} with {named}"
+        return build(Plan, plan.model_dump() | flags, source), source
+    source = f"the plan flags ({named})" if named else "the default plan (no flags)"
+    if "dp" not in flags:
+        flags["dp"] = max(num_devices // (flags.get("tp", 1) * flags.get("cp", 1) * flags.get("pp", 1)), 1)
+    if flags.get("virtual_stages", 1) > 1:
+        flags.setdefault("schedule", "interleaved")
+    return build(Plan, flags, source), source
 
 
 MAX_TIME_LIMIT_S = 7 * 24 * 3600.0

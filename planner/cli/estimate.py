@@ -6,7 +6,6 @@ import argparse
 
 from planner.cli.common import (
     DEGREE,
-    PLAN_FLAGS,
     check_plan_matches,
     check_plan_valid,
     dump_json,
@@ -20,15 +19,8 @@ from planner.report import estimate_json, render_estimate
 
 def run(args: argparse.Namespace) -> int:
     problem = load_problem(args.task)
-    plan = plan_from_args(args, problem.cluster.num_devices)
-    if args.sp:
-        plan = plan.model_copy(update={"sp": True})
-    if args.tp_comm_overlap:
-        plan = plan.model_copy(update={"tp_comm_overlap": True})
+    plan, source = plan_from_args(args, problem.cluster.num_devices)
     check_plan_matches(plan, problem, args.plan, args.task)
-    source = args.plan if args.plan else "the plan flags"
-    if args.plan and any(getattr(args, k) is not None for k in PLAN_FLAGS):
-        source = f"{args.plan} with the plan flags"
     check_plan_valid(plan, problem, source, args.task)
     breakdown = evaluate(problem, plan)
     if args.json:
@@ -53,7 +45,7 @@ def add_parser(sub) -> None:
     est.add_argument("--dp", type=DEGREE, help="default: devices / (tp*cp*pp)")
     est.add_argument("--vpp", dest="virtual_stages", type=integer(1, 2**16), help="virtual stages (interleaved)")
     est.add_argument("--mbs", dest="micro_batch_size", type=integer(1, 2**40), help="micro-batch size")
-    est.add_argument("--zero", dest="zero_stage", type=int, choices=[0, 1, 2, 3])
+    est.add_argument("--zero", dest="zero_stage", type=integer(0, 3), help="ZeRO stage 0-3")
     est.add_argument("--recompute", choices=["none", "selective", "full"])
     est.add_argument("--schedule", choices=["1f1b", "interleaved"])
     est.add_argument("--sp", action="store_true", help="sequence parallelism")

@@ -7,19 +7,37 @@ Exit codes: 0 written; 2 bad input (files, a plan made for another problem, an u
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from planner.cli.common import check_output, check_plan_matches, check_plan_valid
 from planner.errors import PlannerError
+from planner.export.base import ExportError
+from planner.files import shown
 from planner.problem import load_plan, load_problem
 
 EXPORT_TARGETS = ["megatron", "megatron-bridge", "deepspeed", "torchtitan"]
 
 
 def check_export_flags(args: argparse.Namespace) -> None:
-    """Flag combinations refused before any work: --check-with needs --to megatron."""
-    if args.check_with and args.to != "megatron":
-        raise PlannerError("--check-with checks Megatron-LM arguments; use it with --to megatron")
+    """Refused before any work: --check-with without --to megatron, or a path that is not a
+    Megatron-LM checkout; a --target-version the target does not know."""
+    from planner.export import check_version
+
+    if args.check_with:
+        if args.to != "megatron":
+            raise PlannerError("--check-with checks Megatron-LM arguments; use it with --to megatron")
+        from pathlib import Path
+
+        source = Path(args.check_with) / "megatron" / "training" / "arguments.py"
+        try:
+            usable = source.is_file() and os.access(source, os.R_OK)
+        except (OSError, ValueError):
+            usable = False
+        if not usable:
+            raise PlannerError(f"--check-with: {shown(args.check_with)}: no readable megatron/training/arguments.py "
+                               "(is this a Megatron-LM checkout?)")
+    check_version(args.to, args.target_version)
 
 
 def export_text(problem, plan, args) -> str:
@@ -32,7 +50,7 @@ def export_text(problem, plan, args) -> str:
 
         problems = check_megatron_export(result.text, args.check_with)
         if problems:
-            raise PlannerError(f"Megatron-LM at {args.check_with} does not accept this export:\n"
+            raise ExportError(f"Megatron-LM at {args.check_with} does not accept this export:\n"
                                + "\n".join(f"  - {p}" for p in problems))
     for note in result.approximations:
         print(note, file=sys.stderr)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from planner.cli.common import dump_json
 
 
 def run_validate(args: argparse.Namespace) -> int:
@@ -11,7 +12,7 @@ def run_validate(args: argparse.Namespace) -> int:
 
     results = validate(args.runs or DEFAULT_RUNS)
     if args.json:
-        print(json.dumps(validation_json(results), indent=2))
+        print(dump_json(validation_json(results)))
     else:
         print(render_validation(results, verbose=args.verbose))
     return 0 if any(r.skipped is None for r in results) else 3
@@ -21,7 +22,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from planner.calibrate import DEFAULT_EFFICIENCY, calibrate, render_calibration
 
     result = calibrate(args.data or DEFAULT_EFFICIENCY)
-    print(json.dumps(result, indent=2) if args.json else render_calibration(result))
+    print(dump_json(result) if args.json else render_calibration(result))
     return 0
 
 

@@ -25,7 +25,12 @@ class SafeStream:
         self.stream = stream
 
     def write(self, text: str) -> int:
-        self.stream.write(printable(text))
+        text = printable(text)
+        encoding = getattr(self.stream, "encoding", None) or "utf-8"
+        if encoding.lower().replace("-", "") not in ("utf8", "utf8sig"):
+            # A terminal in ASCII or Latin-1: characters it cannot show are written as \u escapes.
+            text = text.encode(encoding, "backslashreplace").decode(encoding, "replace")
+        self.stream.write(text)
         return len(text)
 
     def writelines(self, lines) -> None:

@@ -7,6 +7,7 @@ The result is printed before the plan file is written, so an unwritable path los
 from __future__ import annotations
 
 import argparse
+import sys
 
 from planner.cli.common import add_search_flags, check_output, dump_json, solve_options
 from planner.cli.export import EXPORT_TARGETS, check_export_flags, export_text
@@ -16,6 +17,7 @@ from planner.report import estimate_json, render_estimate
 
 
 def run(args: argparse.Namespace) -> int:
+    from planner.export.base import ExportError
     from planner.plan_io import plan_document, save_plan
     from planner.solve_report import proof_line, stats_line
     from solvers import SOLVERS
@@ -30,9 +32,16 @@ def run(args: argparse.Namespace) -> int:
     elif args.check_with or args.target_version:
         raise PlannerError("--check-with and --target-version apply to --export; add --export TARGET")
     result = SOLVERS[args.solver].solve(problem, solve_options(args))
-    exported = None
+    # The result is shown (and saved) whatever happens to the export.
+    exported = export_error = None
+    export_code = 0
     if args.export and result.plan is not None:
-        exported = export_text(problem, result.plan, args)
+        try:
+            exported = export_text(problem, result.plan, args)
+        except ExportError as exc:
+            export_error, export_code = str(exc), 4
+        except PlannerError as exc:
+            export_error, export_code = str(exc), 2
     if args.json:
         out = {
             "solver": result.solver, "status": result.status, "objective_s": result.objective_s,
@@ -42,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
             "plan": plan_document(result.plan) if result.plan else None,
             "estimate": estimate_json(problem, result.plan, result.breakdown) if result.breakdown else None,
         }
-        if exported is not None:
-            out["export"] = {"target": args.export, "text": exported}
+        if args.export and result.plan is not None:
+            out["export"] = {"target": args.export, "text": exported, "error": export_error}
         print(dump_json(out))
     else:
         print(proof_line(result))
@@ -64,9 +73,13 @@ def run(args: argparse.Namespace) -> int:
         save_plan(result.plan, args.output, problem.files)
         if not args.json:
             print(f"\nplan written to {args.output}")
+    if export_error is not None:
+        print(f"error: --export {args.export}: {export_error}", file=sys.stderr)
     if result.interrupted:
         return 130
-    return 0 if result.plan is not None else 3
+    if result.plan is None:
+        return 3
+    return export_code
 
 
 def add_parser(sub) -> None:
@@ -74,8 +87,8 @@ def add_parser(sub) -> None:
         "solve",
         help="find the fastest plan that fits, with a proof (status, bound, gap)",
         description="Search the plan space with a solver (default: CP-SAT, exact). Exit codes: 0 a plan, "
-        "2 bad input, 3 no plan (infeasible, or none found in time), 4 --export cannot express the plan, "
-        "130 interrupted (the best plan so far is printed and saved).",
+        "2 bad input, 3 no plan (infeasible, or none found in time), 4 --export cannot express the plan (the "
+        "plan is still printed and saved), 130 interrupted (the best plan so far is printed and saved).",
     )
     sol.add_argument("task", help="task YAML, or the name of a shipped task (problems/tasks/)")
     sol.add_argument("--solver", default="cpsat", help="cpsat | exhaustive | megatron-rules | fsdp-only | greedy")

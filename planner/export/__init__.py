@@ -7,10 +7,12 @@ explicit approximation that is printed in the header and returned to the caller.
 
 from __future__ import annotations
 
-from planner.export.base import Exported, ExportError, header
-from planner.export.bridge import export_megatron_bridge
-from planner.export.deepspeed import export_deepspeed
-from planner.export.megatron import export_megatron
+from planner.errors import InputError
+from planner.export.base import Exported, ExportError, header, memory_warning
+from planner.export.bridge import BRIDGE_VERSIONS, export_megatron_bridge
+from planner.export.deepspeed import DEEPSPEED_VERSIONS, export_deepspeed
+from planner.export.megatron import MEGATRON_VERSIONS, export_megatron
+from planner.export.torchtitan import VERSIONS as TORCHTITAN_VERSIONS
 from planner.export.torchtitan import export_torchtitan
 
 TARGETS = {
@@ -21,11 +23,34 @@ TARGETS = {
 }
 
 
+VERSIONS = {
+    "megatron": MEGATRON_VERSIONS,
+    "megatron-bridge": BRIDGE_VERSIONS,
+    "deepspeed": DEEPSPEED_VERSIONS,
+    "torchtitan": TORCHTITAN_VERSIONS,
+}
+"""Framework versions each target writes for (each exporter names its default)."""
+
+
+def check_version(target: str, version: str | None) -> None:
+    """A --target-version the target does not write for is bad input (InputError)."""
+    if version is not None and version not in VERSIONS[target]:
+        raise InputError(f"--target-version: {target} exports are written for {', '.join(VERSIONS[target])}, "
+                         f"not {version[:40]!r}")
+
+
 def export(problem, plan, target: str, version: str | None = None) -> Exported:
     """Renders `plan` for `target` (see TARGETS); raises ExportError when it cannot."""
     if target not in TARGETS:
         raise ExportError(f"unknown export target {target!r}; choose from {', '.join(TARGETS)}")
-    return TARGETS[target](problem, plan, version)
+    if plan.recompute == "full" and plan.recompute_num_layers is not None and not any(plan.recompute_num_layers):
+        # Full recompute of no layer is no recompute (same time, same memory): export it as such.
+        plan = plan.model_copy(update={"recompute": "none", "recompute_num_layers": None})
+    result = TARGETS[target](problem, plan, version)
+    warning = memory_warning(problem, plan)
+    if warning:
+        result.approximations.append(warning)
+    return result
 
 
-__all__ = ["TARGETS", "Exported", "ExportError", "export", "header"]
+__all__ = ["TARGETS", "VERSIONS", "Exported", "ExportError", "check_version", "export", "header"]

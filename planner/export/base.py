@@ -37,8 +37,21 @@ def header(problem: Problem, plan: Plan, target: str, version: str, notes: list[
         f"predicted step {format_seconds(b.step_time_s)}, MFU {100 * b.mfu:.1f}%, "
         f"peak memory {format_bytes(b.peak_memory_bytes)} per GPU",
     ]
+    warning = memory_warning(problem, plan)
+    if warning:
+        lines.append(warning)
     lines += notes
     return "\n".join(f"{comment} {line}" if line else comment for line in lines)
+
+
+def memory_warning(problem: Problem, plan: Plan) -> str | None:
+    """A line for plans predicted not to fit (exported anyway: the user may know better)."""
+    b = evaluate(problem, plan)
+    if b.fits:
+        return None
+    worst = max(b.stages, key=lambda st: st.memory_bytes - st.capacity_bytes)
+    return (f"WARNING: predicted not to fit: stage {worst.index} needs {format_bytes(worst.memory_bytes)} of "
+            f"{format_bytes(worst.capacity_bytes)} usable per GPU")
 
 
 def accumulation_steps(problem: Problem, plan: Plan) -> int:

@@ -93,7 +93,7 @@ def _value(v) -> str:
 
 
 def export_megatron_bridge(problem: Problem, plan: Plan, version: str | None) -> Exported:
-    version = version or BRIDGE_VERSIONS[-1]
+    version = BRIDGE_VERSIONS[-1] if version is None else version
     if version not in BRIDGE_VERSIONS:
         raise ExportError(f"Megatron-Bridge version {version!r} not supported; choose from {BRIDGE_VERSIONS}")
     items, notes = bridge_overrides(problem, plan)

@@ -64,8 +64,14 @@ def deepspeed_config(problem: Problem, plan: Plan) -> tuple[dict, list[str]]:
     return config, notes
 
 
+DEEPSPEED_VERSIONS = ("0.19",)
+"""DeepSpeed versions whose config schema the export is checked against (0.19.8)."""
+
+
 def export_deepspeed(problem: Problem, plan: Plan, version: str | None) -> Exported:
-    version = version or "0.19"
+    version = DEEPSPEED_VERSIONS[-1] if version is None else version
+    if version not in DEEPSPEED_VERSIONS:
+        raise ExportError(f"DeepSpeed version {version!r} not supported; choose from {DEEPSPEED_VERSIONS}")
     config, notes = deepspeed_config(problem, plan)
     head = header(problem, plan, "DeepSpeed", version, notes, comment="//")
     # JSON has no comments: the header goes in a "_comment" list DeepSpeed ignores.

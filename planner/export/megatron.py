@@ -203,7 +203,7 @@ def _bash_array(name: str, flags: list[str]) -> list[str]:
 
 
 def export_megatron(problem: Problem, plan: Plan, version: str | None) -> Exported:
-    version = version or MEGATRON_VERSIONS[-1]
+    version = MEGATRON_VERSIONS[-1] if version is None else version
     if version not in MEGATRON_VERSIONS:
         raise ExportError(f"Megatron-Core version {version!r} not supported; choose from {MEGATRON_VERSIONS}")
     args = megatron_arguments(problem, plan)

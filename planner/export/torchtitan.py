@@ -145,7 +145,7 @@ def torchtitan_module(problem: Problem) -> tuple[str, str] | None:
 
 
 def export_torchtitan(problem: Problem, plan: Plan, version: str | None) -> Exported:
-    version = version or "0.2"
+    version = "0.2" if version is None else version
     if version not in VERSIONS:
         raise ExportError(f"torchtitan version {version!r} not supported; choose from {VERSIONS}")
     settings, notes = torchtitan_settings(problem, plan, version)
