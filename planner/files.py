@@ -104,6 +104,16 @@ class _StrictLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, TypeError, AttributeError, KeyError, OverflowError) as exc:
+            if isinstance(exc, _Refused):
+                raise
+            # A scalar its tag cannot hold: !!float abc, !!timestamp 2001-02-30, a 5000-digit integer.
+            raise _Refused(f"line {node.start_mark.line + 1}: {shown(node.value, 60) if isinstance(node.value, str) else 'a value'} "
+                           f"cannot be read ({_one_line(exc)[:120]})") from None
+
     def construct_mapping(self, node, deep=False):
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:

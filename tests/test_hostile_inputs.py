@@ -72,6 +72,12 @@ BROKEN_FILES: dict[str, tuple[str | bytes | None, tuple[str, ...]]] = {
     "tab-indent": ("a:\n\tb: 1\n", ("not valid YAML", "line")),
     "bool-key": ("yes: 1\n", ("is not a string", "quote it")),
     "unclosed": ("a: [1, 2\n", ("not valid YAML",)),
+    "bad-float-tag": ("zz: !!float abc\n", ("line 1", "'abc' cannot be read")),
+    "impossible-date": ("zz: 2001-02-30\n", ("line 1", "cannot be read", "day is out of range")),
+    "5000-digit-integer": ("zz: " + "9" * 5000 + "\n", ("line 1", "cannot be read")),
+    "python-tag": ("zz: !!python/object:os.system x\n", ("not valid YAML", "python/object")),
+    "two-documents": ("a: 1\n---\nb: 2\n", ("not valid YAML", "single document")),
+    "too-many-values": ("a: [" + "1," * 100_001 + "1]\n", ("more than 100,000 values",)),
     "directory": (None, ("is a directory",)),
     "missing": ("<missing>", ("cannot read file", "No such file")),
     "symlink-loop": ("<loop>", ("cannot read file", "symbolic links")),
@@ -176,6 +182,16 @@ def task_field_cases() -> list[Case]:
     t("constraint-zero-true", TASK + "  constraints: {zero_stages: [true]}\n", "training.constraints.zero_stages")
     t("constraint-zero-5", TASK + "  constraints: {zero_stages: [5]}\n", "training.constraints.zero_stages")
     t("constraint-schedule", TASK + "  constraints: {schedules: [zb-v]}\n", "training.constraints.schedules")
+    t("constraint-schedules-empty", TASK + "  constraints: {schedules: []}\n", "training.constraints.schedules")
+    t("constraint-zero-empty", TASK + "  constraints: {zero_stages: []}\n", "training.constraints.zero_stages")
+    t("constraint-recompute-empty", TASK + "  constraints: {recompute: []}\n", "training.constraints.recompute")
+    t("constraint-min-over-max", TASK + "  constraints: {tp: {min: 4, max: 2}}\n", "training.constraints.tp",
+      "no degree is allowed")
+    t("constraint-fixed-outside", TASK + "  constraints: {pp: {fixed: 8, max: 4}}\n", "training.constraints.pp",
+      "outside")
+    t("model-name-newline", task_with("model: llama3-8b", 'model: {preset: llama3-8b, name: "a\\nb"}'),
+      "model.name", "one line")
+    t("model-name-empty", task_with("model: llama3-8b", 'model: {preset: llama3-8b, name: ""}'), "model.name")
     return c
 
 
@@ -200,6 +216,9 @@ def cluster_cases() -> list[Case]:
     dev("efficiency-over-one", "efficiency: {gemm_fraction: 1.5, gemm_overhead_s: 0, attention_fraction: 0.5, "
         "hbm_fraction: 0.8, source: x}", "cluster.device.efficiency.gemm_fraction")
     dev("unknown-field", "hbm_gb: 80", "cluster.device.hbm_gb", "unknown field")
+    dev("no-bf16-peak", "peak_flops: {fp16: 989TFLOPS}", "cluster.device.peak_flops.bf16", "no bf16 peak")
+    dev("name-escape", 'name: "H100\\e[2J"', "cluster.device.name", "one line")
+    dev("source-newline", 'source: "a\\n[training]"', "cluster.device.source", "one line")
 
     def tiers(id_, text, *says):
         t = task_with("cluster: dgx-h100", f"cluster: {{preset: dgx-h100, tiers: {text}}}")
@@ -236,6 +255,15 @@ def flag_cases() -> list[Case]:
         f(f"estimate{flag}-word", ["estimate", task, flag, "two"], f"argument {flag}", "expected an integer")
     f("estimate-tp-huge", ["estimate", task, "--tp", "9" * 40], "argument --tp")
     f("estimate-zero-5", ["estimate", task, "--zero", "5"], "argument --zero")
+    f("estimate-zero-5000-digits", ["estimate", task, "--zero", "9" * 5000], "argument --zero")
+    f("estimate-tp-underscore", ["estimate", task, "--tp", "1_0"], "argument --tp", "expected an integer")
+    f("estimate-tp-arabic-digit", ["estimate", task, "--tp", "\u0668"], "argument --tp", "expected an integer")
+    f("estimate-tp-fullwidth", ["estimate", task, "--tp", "\uff18"], "argument --tp", "expected an integer")
+    f("estimate-sp-without-tp", ["estimate", task, "--sp"], "--sp", "sp: true needs tp > 1")
+    f("estimate-overlap-without-sp", ["estimate", task, "--tp", "8", "--tp-comm-overlap"], "--tp-comm-overlap",
+      "needs sp: true")
+    f("estimate-plan-with-schedule-flag", ["estimate", "{P}/tasks/llama3-70b-64xh100.yaml", "--plan", "llama3-70b-nemo",
+                                           "--schedule", "1f1b"], "llama3-70b-nemo with --schedule", "virtual_stages")
     f("estimate-tp-3", ["estimate", task, "--tp", "3"], "the plan flags", "tp (3)")
     f("estimate-dp-3", ["estimate", task, "--dp", "3"], "the plan flags", "dp*micro_batch_size")
     for command in ("solve", "compare"):
@@ -245,6 +273,7 @@ def flag_cases() -> list[Case]:
                             ("--seed", "2147483648"), ("--max-configs", "0"), ("--max-mbs", "0"),
                             ("--max-vpp", "0"), ("--axis-orders", "random")):
             f(f"{command}{flag}-{value}", [command, task, flag, value], f"argument {flag}")
+        f(f"{command}-time-limit-underscore", [command, task, "--time-limit", "1_0"], "argument --time-limit")
     f("solve-unknown-solver", ["solve", task, "--solver", "magic"], "--solver", "unknown solver")
     f("compare-unknown-solver", ["compare", task, "--solvers", "cpsat,magic"], "--solvers", "unknown solver")
     f("compare-no-solver", ["compare", task, "--solvers", ","], "--solvers", "no solver")
@@ -257,6 +286,20 @@ def flag_cases() -> list[Case]:
     f("export-version-unknown", ["export", "{P}/plans/llama3-70b-nemo.yaml", "--task",
                                  "{P}/tasks/llama3-70b-64xh100.yaml", "--to", "torchtitan", "--target-version", "9.9"],
       "--target-version", "9.9")
+    f("export-version-empty", ["export", "{P}/plans/llama3-70b-nemo.yaml", "--task",
+                               "{P}/tasks/llama3-70b-64xh100.yaml", "--to", "megatron", "--target-version", ""],
+      "--target-version")
+    f("export-version-banana", ["export", "{P}/plans/llama3-70b-nemo.yaml", "--task",
+                                "{P}/tasks/llama3-70b-64xh100.yaml", "--to", "deepspeed", "--target-version", "banana"],
+      "--target-version", "banana")
+    f("export-version-newline", ["export", "{P}/plans/llama3-70b-nemo.yaml", "--task",
+                                 "{P}/tasks/llama3-70b-64xh100.yaml", "--to", "megatron-bridge", "--target-version",
+                                 "0.2\nmodel.fp8=none \\"], "--target-version")
+    f("export-check-with-missing", ["export", "{P}/plans/llama3-70b-nemo.yaml", "--task",
+                                    "{P}/tasks/llama3-70b-64xh100.yaml", "--to", "megatron", "--check-with",
+                                    "/nonexistent"], "--check-with", "megatron/training/arguments.py")
+    f("solve-check-with-missing", ["solve", task, "--export", "megatron", "--check-with", "/nonexistent"],
+      "--check-with", "megatron/training/arguments.py")
     f("no-command", [], "required")
     f("unknown-command", ["optimise"], "invalid choice")
     return c
@@ -288,6 +331,12 @@ def plan_cases() -> list[Case]:
     p("provenance-nan", "dp: 8\nprovenance: {objective_s: .nan}\n", "provenance.objective_s", "not a finite number")
     p("provenance-hash-other", "dp: 8\nprovenance: {problem_hash: 0123456789abcdef}\n", "made for problem")
     p("format-future", "format_version: 99\ntp: 8\n", "format_version", "newer")
+    p("provenance-negative", "tp: 8\nsp: true\ndp: 1\nprovenance: {objective_s: -5}\n", "provenance.objective_s")
+    p("provenance-gap-3", "tp: 8\nsp: true\ndp: 1\nprovenance: {gap: 3}\n", "provenance.gap")
+    p("provenance-hash-newline", 'tp: 8\nsp: true\ndp: 1\nprovenance: {problem_hash: "ab\\nstep time 0.001 s"}\n',
+      "provenance.problem_hash")
+    p("overlap-without-sp", "tp: 8\ntp_comm_overlap: true\ndp: 1\n", "tp_comm_overlap", "needs sp: true")
+    p("json-huge-integer", '{"tp": ' + "1" * 5000 + "}", "cannot be read", name="plan.json")
     p("format-bool", "format_version: true\ntp: 8\n", "format_version")
     p("unknown-field", "tp: 8\nteepee: 2\n", "teepee", "unknown field")
     p("list", "- tp: 8\n", "expected a mapping")
@@ -328,6 +377,9 @@ def output_cases() -> list[Case]:
                                         "megatron", "-o", "{d}/p.yaml"],
              {"p.yaml": (PROBLEMS / "plans" / "llama3-70b-nemo.yaml").read_text()}, 2, ("-o", "is an input")),
         Case("out-export-nul", [*export, "-o", "{d}/a\x00b"], {}, 2, ("-o",)),
+        Case("out-solve-fifo", ["solve", task, "-o", "{d}/fifo"], {"fifo|": ""}, 2, ("-o", "not a regular file")),
+        Case("out-export-symlink-to-fifo", [*export, "-o", "{d}/link"], {"fifo|": "", "link@": "fifo"}, 2,
+             ("-o", "not a regular file")),
     ]
 
 
@@ -357,6 +409,12 @@ def fidelity_cases() -> list[Case]:
                                                                                    "precision: fp8"),
          3, "tiny-run", "fp8")
     runs("one-good-one-bad", RUN + "- {id: broken, workload: training}\n", 0, "skipped 1 rows", "broken: bad row")
+    runs("row-step-denormal", RUN.replace("step_time_s: 1.0", "step_time_s: 5.0e-324"), 3, "tiny-run",
+         "measured.step_time_s")
+    runs("row-peak-denormal", RUN.replace("num_gpus: 8,", "num_gpus: 8, peak_dense_tflops_per_gpu: 5.0e-324,"), 3,
+         "hardware.peak_dense_tflops_per_gpu")
+    runs("row-more-stages-than-layers", RUN.replace("tp: 1, pp: 1, dp: 8", "tp: 1, pp: 8, dp: 1"), 3,
+         "plan.pp (8) is larger than model.num_layers (4)")
 
     def eff(id_, text, *says):
         c.append(Case(f"efficiency-{id_}", ["calibrate", "--data", "{d}/eff.yaml"], {"eff.yaml": text}, 2,
@@ -376,6 +434,11 @@ def fidelity_cases() -> list[Case]:
     eff("no-bf16-reference", EFFICIENCY.replace("dtype: bf16", "dtype: fp8"), "gemm_best_shape", "bf16")
     eff("sweep-small", EFFICIENCY + "allreduce_sweeps: [{system: s, link_unidirectional_gb_s: 300, "
         "points: [[1024, 1.0]]}]\n", "allreduce_sweeps[0].points", "1 MiB")
+    eff("median-nan", EFFICIENCY.replace("peak_tflops: 312,", "peak_tflops: 312, buckets_gflop: {10-100: {median: 'nan'}},"),
+        "buckets_gflop", "median fraction")
+    eff("too-many-rows", EFFICIENCY.replace("[1024, 1024, 1024, nn, 0.5]", ", ".join(["[1024, 1024, 1024, nn, 0.5]"] * 1001)),
+        "gemm_by_size.0.rows", "at most 1000")
+    eff("peak-denormal", EFFICIENCY.replace("peak_tflops: 312", "peak_tflops: 5.0e-324"), "gemm_by_size.0.peak_tflops")
     eff("sweep-point-shape", EFFICIENCY + "allreduce_sweeps: [{system: s, link_unidirectional_gb_s: 300, "
         "points: [[1024]]}]\n", "allreduce_sweeps.0.points.0")
     return c
@@ -389,6 +452,8 @@ def materialize(case: Case, directory) -> list[str]:
     for name, content in case.files.items():
         if name.endswith("/"):
             (directory / name.rstrip("/")).mkdir()
+        elif name.endswith("|"):
+            os.mkfifo(directory / name.rstrip("|"))
         elif name.endswith("@"):
             os.symlink(directory / content, directory / name.rstrip("@"))
         elif isinstance(content, bytes):
@@ -419,6 +484,7 @@ def test_hostile_input(case, tmp_path, capsys):
     text = err + out
     assert "Traceback" not in text and "internal error" not in text, text[-2000:]
     assert code == case.code, text[-2000:]
+    assert len(err) < 5000, "an error message should not echo an enormous input"
     for needle in case.says:
         assert needle in text, (needle, text[-2000:])
 

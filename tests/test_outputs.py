@@ -114,3 +114,54 @@ def test_finite_replaces_non_finite_numbers():
     from planner.cli.common import dump_json
 
     assert strict_json(dump_json({"a": float("inf"), "b": [float("nan"), 1.0]})) == {"a": None, "b": [None, 1.0]}
+
+
+def test_an_output_symlink_is_written_through(tmp_path, capsys):
+    real = tmp_path / "real.yaml"
+    real.write_text("old\n")
+    link = tmp_path / "link.yaml"
+    link.symlink_to(real)
+    assert main(["solve", LLAMA8, "-o", str(link)]) == 0
+    capsys.readouterr()
+    assert link.is_symlink() and "format_version" in real.read_text()
+
+
+def test_the_json_suffix_is_case_insensitive(tmp_path, capsys):
+    out = tmp_path / "plan.JSON"
+    assert main(["solve", LLAMA8, "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert strict_json(out.read_text())["format_version"] == 1
+
+
+def test_a_plan_the_export_cannot_express_is_still_printed_and_saved(tmp_path, capsys):
+    """Llama-3 70B's optimum recomputes a different number of layers per stage: DeepSpeed cannot say so."""
+    out = tmp_path / "plan.yaml"
+    code = main(["solve", str(PROBLEMS / "tasks" / "llama3-70b-64xh100.yaml"), "--export", "deepspeed", "-o", str(out)])
+    stdout, err = capsys.readouterr()
+    assert code == 4
+    assert "solver cpsat: OPTIMAL" in stdout and "step time" in stdout
+    assert "error: --export deepspeed:" in err and "cannot be expressed" in err
+    assert "format_version" in out.read_text()
+
+
+def test_the_search_log_goes_to_standard_error(capsys):
+    assert main(["solve", LLAMA8, "--log", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert strict_json(out)["status"] == "OPTIMAL"
+    assert "CP-SAT" in err
+
+
+@pytest.mark.parametrize(("redirect", "code", "says"), [
+    (">&-", 141, "standard output is closed"),
+    ("> /dev/full", 74, "cannot write standard output (No space left on device)"),
+])
+def test_an_unwritable_standard_output_is_an_exit_code_not_a_traceback(redirect, code, says):
+    import subprocess
+    import sys
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    command = f"{sys.executable} -m planner.cli estimate {LLAMA8} --tp 8 --sp {redirect}"
+    proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == code, proc.stderr
+    assert says in proc.stderr and "Traceback" not in proc.stderr
