@@ -72,7 +72,7 @@ class RunMeasured(Record):
     tokens_per_s_per_gpu: PositiveNumber | None = None
     tflops_per_gpu: PositiveNumber | None = None
     tflops_kind: str | None = None
-    mfu_pct: Annotated[float, Field(gt=0, le=100)] | None = None
+    mfu_pct: Annotated[float, Field(ge=1e-3, le=100)] | None = None
     memory_gib_per_gpu: PositiveNumber | None = None
 
 
@@ -118,7 +118,7 @@ class GemmBestShape(Record):
 class AllReduceSweep(Record):
     system: str
     link_unidirectional_gb_s: PositiveNumber | None = None
-    points: list[Annotated[list[Annotated[float, Field(gt=0, le=1e15)]], Field(min_length=2, max_length=2)]] = Field(
+    points: list[Annotated[list[Annotated[float, Field(ge=1e-3, le=1e15)]], Field(min_length=2, max_length=2)]] = Field(
         min_length=1, max_length=1000
     )
 

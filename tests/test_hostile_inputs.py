@@ -107,6 +107,9 @@ def broken_file_cases() -> list[Case]:
             shape_says = says
             if kind in ("empty", "scalar") and reader in ("validate-runs",):
                 shape_says = ("expected a list of runs",)
+            if kind == "too-many-values" and reader in ("validate-runs", "calibrate-data"):
+                # data files may hold 500,000 values (test_data_files_have_their_own_value_limit)
+                shape_says = ("expected a list",) if reader == "validate-runs" else ("gemm_by_size: field required",)
             cases.append(Case(f"{kind}-{reader}", argv, files, 2, ("f.yaml", *shape_says)))
     return cases
 
@@ -487,6 +490,16 @@ def test_hostile_input(case, tmp_path, capsys):
     assert len(err) < 5000, "an error message should not echo an enormous input"
     for needle in case.says:
         assert needle in text, (needle, text[-2000:])
+
+
+def test_data_files_have_their_own_value_limit(tmp_path, monkeypatch, capsys):
+    from planner import files
+
+    monkeypatch.setattr(files._DataLoader, "max_nodes", 1000)
+    runs = tmp_path / "runs.yaml"
+    runs.write_text("- [" + "1," * 1000 + "1]\n")
+    code, out, err = run_cli(["validate", "--runs", str(runs)], capsys)
+    assert code == 2 and "runs.yaml: line 1: more than 1,000 values in one file" in err
 
 
 def test_names_must_be_one_printable_line(tmp_path, capsys):

@@ -27,9 +27,9 @@ class SafeStream:
     def write(self, text: str) -> int:
         text = printable(text)
         encoding = getattr(self.stream, "encoding", None) or "utf-8"
-        if encoding.lower().replace("-", "") not in ("utf8", "utf8sig"):
-            # A terminal in ASCII or Latin-1: characters it cannot show are written as \u escapes.
-            text = text.encode(encoding, "backslashreplace").decode(encoding, "replace")
+        # What the stream cannot encode (a lone surrogate; non-ASCII on an ASCII terminal) is
+        # written as a \u escape rather than raising UnicodeEncodeError.
+        text = text.encode(encoding, "backslashreplace").decode(encoding, "replace")
         self.stream.write(text)
         return len(text)
 

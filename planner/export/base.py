@@ -26,9 +26,22 @@ class Exported:
     approximations: list[str] = field(default_factory=list)
 
 
+_PRICED: dict[tuple[str, str], object] = {}
+
+
+def priced(problem: Problem, plan: Plan):
+    """The cost model's breakdown of the plan, computed once per export (header, warnings)."""
+    key = (problem.hash, plan.model_dump_json())
+    if key not in _PRICED:
+        if len(_PRICED) >= 8:
+            _PRICED.clear()
+        _PRICED[key] = evaluate(problem, plan)
+    return _PRICED[key]
+
+
 def header(problem: Problem, plan: Plan, target: str, version: str, notes: list[str], comment: str = "#") -> str:
     """Comment lines naming the problem, the plan, the prediction and the planner version."""
-    b = evaluate(problem, plan)
+    b = priced(problem, plan)
     lines = [
         f"planner {__version__} export for {target} {version}",
         f"problem {problem.hash}: {problem.model.name} on {problem.cluster.num_devices} x "
@@ -46,7 +59,7 @@ def header(problem: Problem, plan: Plan, target: str, version: str, notes: list[
 
 def memory_warning(problem: Problem, plan: Plan) -> str | None:
     """A line for plans predicted not to fit (exported anyway: the user may know better)."""
-    b = evaluate(problem, plan)
+    b = priced(problem, plan)
     if b.fits:
         return None
     worst = max(b.stages, key=lambda st: st.memory_bytes - st.capacity_bytes)
