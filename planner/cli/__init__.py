@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import signal
 import sys
 import time
 import traceback
@@ -94,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERNAL
     finally:
         sys.stdout, sys.stderr = real_out, real_err
+        if argv is None:  # a real command: its answer is out; a Ctrl-C now must not turn the exit into a traceback
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _silence_stdout(stream) -> None:
