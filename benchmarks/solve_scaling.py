@@ -19,9 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from planner.candidates import SpaceOptions  # noqa: E402
-from planner.problem import load_problem  # noqa: E402
-from planner.task import TrainingTask  # noqa: E402
+from planner.llm.candidates import SpaceOptions  # noqa: E402
+from planner.llm.problem import load_problem  # noqa: E402
+from planner.llm.task import TrainingTask  # noqa: E402
 from solvers import SOLVERS, SolveOptions  # noqa: E402
 
 NAMED = ["gpt3-175b-1024xa100", "megatron-1t-3072xa100", "llama3-405b-16384xh100"]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from planner.candidates import SpaceOptions
-from planner.cost.breakdown import Breakdown
-from planner.plan import Plan
-from planner.problem import Problem
+from planner.llm.candidates import SpaceOptions
+from planner.llm.cost.breakdown import Breakdown
+from planner.llm.plan import Plan
+from planner.llm.problem import Problem
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from planner.problem import Problem
+from planner.llm.problem import Problem
 from solvers.base import SolveOptions, SolveResult
 from solvers.budget import Budget, catch_sigint
 

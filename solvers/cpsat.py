@@ -1,16 +1,16 @@
 """The exact planner: CP-SAT over configurations, stage partitions and recompute, in rounds.
 
-Phases (Python, valid bounds only; planner.bounds documents each):
+Phases (Python, valid bounds only; planner.llm.bounds documents each):
   1. The best heuristic plan (megatron-rules, fsdp-only, greedy; reused from
      SolveOptions.heuristic_results when given) is the incumbent U.
-  2. The declared space is enumerated (planner.candidates.enumerate_within): every
+  2. The declared space is enumerated (planner.llm.candidates.enumerate_within): every
      configuration k = (TP, SP, TP overlap, CP, PP, v, DP, ZeRO stage, HSDP shard, micro-batch,
      recompute mode, axis order) that passes the divisibility rules and the task's constraints;
      exact duplicates are dropped (`dominance_filter`).
   3. Every configuration gets a time lower bound LB_k; those with LB_k > U are dropped (they
      cannot be optimal). The uniform split of each one left is priced for a better incumbent.
   4. Rounds: at most `max_configs` configurations with the smallest LB_k (and at most
-     STAGE_BUDGET stages) are priced into tables (planner.stage_tables), those whose memory lower
+     STAGE_BUDGET stages) are priced into tables (planner.llm.stage_tables), those whose memory lower
      bound exceeds the usable memory dropped, and the rest solved as one CP-SAT model
      (solvers.cpsat_model, whose docstring holds the formulation) that asks for a plan strictly
      better than U. A proven round settles its configurations. A round also holds at most
@@ -39,12 +39,12 @@ import time
 import numpy as np
 from ortools.sat.python import cp_model
 
-from planner.bounds import memory_lower_bound, time_lower_bound_within
-from planner.candidates import CandidateSet, enumerate_within, price
-from planner.cost.step import evaluate
-from planner.plan import Plan
-from planner.problem import Problem
-from planner.stage_tables import StageModel, balanced_chunks, plan_with_partition, stage_model
+from planner.llm.bounds import memory_lower_bound, time_lower_bound_within
+from planner.llm.candidates import CandidateSet, enumerate_within, price
+from planner.llm.cost.step import evaluate
+from planner.llm.plan import Plan
+from planner.llm.problem import Problem
+from planner.llm.stage_tables import StageModel, balanced_chunks, plan_with_partition, stage_model
 from solvers.base import SolveOptions, SolveResult
 from solvers.budget import NOTE_INTERRUPTED, Budget, catch_sigint, run_cpsat
 from solvers.cpsat_model import (  # noqa: F401 (lower_hull, stage_domains re-exported)
@@ -112,7 +112,7 @@ def round_stage_budget(remaining_s: float) -> int:
 
 def dominance_filter(problem: Problem, candidates) -> np.ndarray:
     """Mask of configurations kept after removing exact duplicates (`distinct_recompute_modes`)."""
-    from planner.cost.layout import RECOMPUTE_CODES
+    from planner.llm.cost.layout import RECOMPUTE_CODES
 
     codes = [RECOMPUTE_CODES[mode] for mode in distinct_recompute_modes(problem)]
     return np.isin(candidates.recompute, codes)
@@ -416,7 +416,7 @@ class CpSat:
 def balanced_guess(sm: StageModel) -> tuple[float, list[int], list[int]] | None:
     """(step seconds, chunks, recomputed) of the balanced split with, per stage, the fewest
     recomputed layers that fit; None if it does not fit. Priced from the tables."""
-    from planner.stage_tables import step_time_s
+    from planner.llm.stage_tables import step_time_s
 
     chunks = balanced_chunks(sm.chunks, sm.num_stages)
     recomputed = []

@@ -42,8 +42,8 @@ from dataclasses import dataclass
 import numpy as np
 from ortools.sat.python import cp_model
 
-from planner.plan import Plan
-from planner.stage_tables import StageModel
+from planner.llm.plan import Plan
+from planner.llm.stage_tables import StageModel
 
 UNIT_S = 1e-9
 """The finest time unit (seconds); coarser only when a round would overflow int64."""

@@ -19,14 +19,14 @@ from ortools.sat.python import cp_model
 import heapq
 import math
 
-from planner.bounds import CHUNK, memory_lower_bound
-from planner.candidates import CandidateSet, SpaceOptions, enumerate_within
-from planner.cost.step import evaluate
-from planner.plan import check_plan
-from planner.problem import Problem
-from planner.stage_tables import plan_with_partition, stage_model
-from planner.task import Constraints
-from planner.units import format_bytes
+from planner.llm.bounds import CHUNK, memory_lower_bound
+from planner.llm.candidates import CandidateSet, SpaceOptions, enumerate_within
+from planner.llm.cost.step import evaluate
+from planner.llm.plan import check_plan
+from planner.llm.problem import Problem
+from planner.llm.stage_tables import plan_with_partition, stage_model
+from planner.llm.task import Constraints
+from planner.core.units import format_bytes
 from solvers.base import SolveOptions
 from solvers.budget import Budget, run_cpsat
 
@@ -119,7 +119,7 @@ def _models(problem: Problem, c: CandidateSet, order, count: int, budget: Budget
 
 def _peaks(problem: Problem, c: CandidateSet, budget: Budget) -> np.ndarray:
     """Peak memory at the uniform split of the first candidates priced before the budget ends."""
-    from planner.candidates import price
+    from planner.llm.candidates import price
 
     parts = []
     for begin in range(0, len(c), CHUNK):

@@ -1,9 +1,9 @@
 """The oracle: every plan of the declared space, priced by the cost model, the best kept.
 
-For each configuration (planner.candidates.enumerate_candidates) it enumerates every stage
+For each configuration (planner.llm.candidates.enumerate_candidates) it enumerates every stage
 partition (each stage a multiple of v layers, at least v) and, with full recompute, every
 per-stage count of recomputed layers, and prices them all at once with
-planner.cost.step.assemble on numpy arrays -- the same code path as `evaluate`, not the
+planner.llm.cost.step.assemble on numpy arrays -- the same code path as `evaluate`, not the
 solver's tables. Exact by construction; refuses spaces with more than
 `SolveOptions.max_evaluations` partitions.
 """
@@ -16,11 +16,11 @@ import time
 
 import numpy as np
 
-from planner.candidates import CandidateSet, enumerate_within
-from planner.cost.layout import PlanVars
-from planner.cost.step import StageSpec, assemble, evaluate
-from planner.plan import Plan
-from planner.problem import Problem
+from planner.llm.candidates import CandidateSet, enumerate_within
+from planner.llm.cost.layout import PlanVars
+from planner.llm.cost.step import StageSpec, assemble, evaluate
+from planner.llm.plan import Plan
+from planner.llm.problem import Problem
 from solvers.base import SolveOptions, SolveResult
 from solvers.budget import Budget, catch_sigint
 
@@ -119,7 +119,7 @@ def _best_partition(problem: Problem, config: Plan,
 def count_all_partitions(candidates: CandidateSet, num_layers: int, limit: int) -> int:
     """Sum of `count_partitions` over the candidates, computed per distinct (pp, v, full)
     triple; stops counting once it exceeds `limit` (the total is then > limit)."""
-    from planner.cost.layout import RECOMPUTE_CODES
+    from planner.llm.cost.layout import RECOMPUTE_CODES
 
     full = (candidates.recompute == RECOMPUTE_CODES["full"]).astype(np.int64)
     packed = (candidates.pp << 32) | (candidates.virtual_stages << 1) | full

@@ -9,7 +9,7 @@
 - greedy: local search from the best of the above over one-knob moves (TP, PP, CP, DP,
   virtual stages, micro-batch, ZeRO, recompute, SP, TP overlap, axis order), with balanced
   stages, until no move improves.
-All plans are priced by planner.cost.step.evaluate. Each rule polls its budget (deadline and
+All plans are priced by planner.llm.cost.step.evaluate. Each rule polls its budget (deadline and
 Ctrl-C) between plans and returns the best plan found so far when it expires.
 """
 
@@ -19,11 +19,11 @@ import math
 import time
 from dataclasses import replace
 
-from planner.candidates import AXIS_ORDERS, _orders, divisors
-from planner.cost.step import evaluate
-from planner.plan import Plan, check_plan
-from planner.problem import Problem
-from planner.stage_tables import balanced_chunks
+from planner.llm.candidates import AXIS_ORDERS, _orders, divisors
+from planner.llm.cost.step import evaluate
+from planner.llm.plan import Plan, check_plan
+from planner.llm.problem import Problem
+from planner.llm.stage_tables import balanced_chunks
 from solvers.base import SolveOptions, SolveResult
 from solvers.budget import Budget, catch_sigint
 
@@ -41,9 +41,9 @@ def price(problem: Problem, plan: Plan) -> tuple[float, bool] | None:
     """(step seconds, fits) of a plan, or None if the plan is invalid for the problem.
 
     A plan with balanced stages (the rules' plans) is priced as runs of identical stages
-    (planner.candidates.price_balanced: equal to `evaluate`, in time independent of PP).
+    (planner.llm.candidates.price_balanced: equal to `evaluate`, in time independent of PP).
     """
-    from planner.candidates import CandidateSet, price_balanced
+    from planner.llm.candidates import CandidateSet, price_balanced
 
     balanced = balanced_layers(problem.model.num_layers, plan.pp, plan.virtual_stages)
     if plan.stage_layers is None and problem.model.num_layers % (plan.pp * plan.virtual_stages):
@@ -267,8 +267,8 @@ def greedy(problem: Problem, options: SolveOptions, start_plans: list[Plan],
 
 def _price_all(problem: Problem, plans: list[Plan]) -> list[tuple[float, bool] | None]:
     """`price` of every plan (balanced stages), in one bulk call of the cost model on arrays
-    (planner.candidates.price_balanced)."""
-    from planner.candidates import CandidateSet, price_balanced
+    (planner.llm.candidates.price_balanced)."""
+    from planner.llm.candidates import CandidateSet, price_balanced
 
     valid = []
     for i, plan in enumerate(plans):

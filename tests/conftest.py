@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from planner.hardware import Cluster, NetworkTier
-from planner.model import DenseTransformer
-from planner.problem import Problem, load_cluster, load_model
-from planner.task import Framework, TrainingTask
+from planner.core.hardware import Cluster, NetworkTier
+from planner.llm.model import DenseTransformer
+from planner.llm.problem import Problem, load_cluster, load_model
+from planner.llm.task import Framework, TrainingTask
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBLEMS = ROOT / "problems"
@@ -55,7 +55,7 @@ def with_bandwidth(cluster: Cluster, scale: float) -> Cluster:
 @pytest.fixture(scope="session")
 def solved():
     """Every shipped task solved by CP-SAT (3 s limit): {task: (problem, plan)}."""
-    from planner.problem import load_problem
+    from planner.llm.problem import load_problem
     from solvers import SOLVERS, SolveOptions
 
     plans = {}

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from planner.cli import main
-from planner.errors import InputError, PlanError
-from planner.plan import Plan
-from planner.problem import load_plan, load_problem
+from planner.core.errors import InputError, PlanError
+from planner.llm.plan import Plan
+from planner.llm.problem import load_plan, load_problem
 
 from .conftest import PROBLEMS, make_problem
 
@@ -71,13 +71,13 @@ def test_unknown_preset_lists_presets(tmp_path):
 def test_degree_that_does_not_divide_heads():
     problem = make_problem(num_devices=48)
     with pytest.raises(PlanError, match=r"num_heads \(16\) is not divisible by tp \(3\)"):
-        from planner.cost.step import evaluate
+        from planner.llm.cost.step import evaluate
 
         evaluate(problem, Plan(tp=3, dp=16))
 
 
 def test_degrees_must_multiply_to_device_count():
-    from planner.cost.step import evaluate
+    from planner.llm.cost.step import evaluate
 
     with pytest.raises(PlanError, match=r"tp\*cp\*pp\*dp = 2\*1\*1\*4 = 8 != num_devices \(16\)"):
         evaluate(make_problem(num_devices=16), Plan(tp=2, dp=4))

@@ -5,11 +5,11 @@ unable to fit only when no partition fits."""
 import numpy as np
 import pytest
 
-from planner.bounds import memory_lower_bound, time_lower_bound
-from planner.candidates import SpaceOptions, enumerate_candidates
-from planner.problem import load_cluster
-from planner.stage_tables import stage_model
-from planner.task import Framework
+from planner.llm.bounds import memory_lower_bound, time_lower_bound
+from planner.llm.candidates import SpaceOptions, enumerate_candidates
+from planner.llm.problem import load_cluster
+from planner.llm.stage_tables import stage_model
+from planner.llm.task import Framework
 from solvers.exhaustive import best_partition
 
 from .conftest import make_problem, small_model

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from planner.candidates import AXIS_ORDERS, CandidateSet, check_candidates, enumerate_candidates, price
-from planner.cost.step import evaluate
-from planner.problem import load_problem
-from planner.task import Framework
+from planner.llm.candidates import AXIS_ORDERS, CandidateSet, check_candidates, enumerate_candidates, price
+from planner.llm.cost.step import evaluate
+from planner.llm.problem import load_problem
+from planner.llm.task import Framework
 
 from .conftest import PROBLEMS, make_problem
 

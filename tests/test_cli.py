@@ -45,7 +45,7 @@ def test_estimate_exit_code_3_when_it_does_not_fit(capsys):
 
 @pytest.mark.parametrize("task", TASKS, ids=[t.stem for t in TASKS])
 def test_every_shipped_task_loads_and_prices(task, capsys):
-    from planner.problem import load_problem
+    from planner.llm.problem import load_problem
 
     problem = load_problem(task)
     tp = 8 if problem.model.num_heads % 8 == 0 else 1

@@ -4,9 +4,9 @@ outcomes (problems/catalogue/expected.yaml)."""
 import pytest
 import yaml
 
-from planner.candidates import SpaceOptions
-from planner.cost.step import evaluate
-from planner.problem import load_problem
+from planner.llm.candidates import SpaceOptions
+from planner.llm.cost.step import evaluate
+from planner.llm.problem import load_problem
 from solvers import SOLVERS, SolveOptions
 
 from .conftest import PROBLEMS

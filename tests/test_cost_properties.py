@@ -7,9 +7,9 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from planner.cost.step import evaluate
-from planner.plan import Plan, check_plan
-from planner.problem import Problem, load_cluster
+from planner.llm.cost.step import evaluate
+from planner.llm.plan import Plan, check_plan
+from planner.llm.problem import Problem, load_cluster
 
 from .conftest import make_problem, small_model, with_bandwidth
 
@@ -53,7 +53,7 @@ FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthChe
 
 
 def problem_for(attn: str, prec: str, num_devices: int = NUM_DEVICES) -> Problem:
-    from planner.task import Framework
+    from planner.llm.task import Framework
 
     return make_problem(num_devices=num_devices, precision=prec, framework=Framework(attention=attn))
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from planner.candidates import SpaceOptions
-from planner.cost.step import evaluate
-from planner.problem import Problem, load_cluster
-from planner.task import Constraints, Framework, TrainingTask
+from planner.llm.candidates import SpaceOptions
+from planner.llm.cost.step import evaluate
+from planner.llm.problem import Problem, load_cluster
+from planner.llm.task import Constraints, Framework, TrainingTask
 from solvers import SOLVERS, SolveOptions
 
 from .conftest import small_model

@@ -13,12 +13,12 @@ import tomllib
 import pytest
 
 from planner.cli import main
-from planner.errors import PlannerError
+from planner.core.errors import PlannerError
 from planner.export import TARGETS, ExportError, export
 from planner.export.megatron import MEGATRON_FLAGS
 from planner.export.megatron_check import check_megatron_export, parse_export
-from planner.plan import Plan
-from planner.problem import load_plan, load_problem
+from planner.llm.plan import Plan
+from planner.llm.problem import load_plan, load_problem
 
 from .conftest import PROBLEMS, ROOT
 

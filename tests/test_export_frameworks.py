@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from planner.export import ExportError, export
-from planner.problem import load_plan, load_problem
+from planner.llm.problem import load_plan, load_problem
 
 from .conftest import PROBLEMS, ROOT
 

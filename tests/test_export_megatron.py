@@ -28,8 +28,8 @@ from planner.export.megatron_check import (
     frameworks_python,
     megatron_table,
 )
-from planner.plan import Plan
-from planner.problem import load_problem
+from planner.llm.plan import Plan
+from planner.llm.problem import load_problem
 
 from .conftest import PROBLEMS
 from .test_export_frameworks import with_published

@@ -2,9 +2,9 @@
 
 import pytest
 
-from planner.cost import flops
-from planner.cost.collectives import collective_time_s, members_per_tier
-from planner.problem import load_cluster, load_model
+from planner.llm.cost import flops
+from planner.core.collectives import collective_time_s, members_per_tier
+from planner.llm.problem import load_cluster, load_model
 
 
 @pytest.mark.parametrize(

@@ -493,7 +493,7 @@ def test_hostile_input(case, tmp_path, capsys):
 
 
 def test_data_files_have_their_own_value_limit(tmp_path, monkeypatch, capsys):
-    from planner import files
+    from planner.core import files
 
     monkeypatch.setattr(files._DataLoader, "max_nodes", 1000)
     runs = tmp_path / "runs.yaml"

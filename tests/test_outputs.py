@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from planner import files
+from planner.core import files
 from planner.cli import main
-from planner.errors import InputError
+from planner.core.errors import InputError
 
 from .conftest import PROBLEMS
 

@@ -5,9 +5,9 @@ import json
 import pytest
 
 from planner.cli import main
-from planner.plan import Plan, Provenance
-from planner.plan_io import FORMAT_VERSION, load_plan, save_plan
-from planner.problem import load_problem
+from planner.llm.plan import Plan, Provenance
+from planner.llm.plan_io import FORMAT_VERSION, load_plan, save_plan
+from planner.llm.problem import load_problem
 
 from .conftest import PROBLEMS
 
@@ -51,7 +51,7 @@ def test_plan_files_round_trip_and_carry_versions(tmp_path):
 def test_newer_plan_format_is_rejected(tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text(f"format_version: {FORMAT_VERSION + 1}\ntp: 1\n")
-    from planner.errors import InputError
+    from planner.core.errors import InputError
 
     with pytest.raises(InputError, match="format_version"):
         load_plan(path)

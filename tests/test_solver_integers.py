@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from planner.candidates import (
+from planner.llm.candidates import (
     CandidateSet,
     SpaceOptions,
     divisors,
@@ -25,8 +25,8 @@ from planner.candidates import (
     factorize,
     price_balanced,
 )
-from planner.cost.step import evaluate
-from planner.problem import load_model, load_problem
+from planner.llm.cost.step import evaluate
+from planner.llm.problem import load_model, load_problem
 from solvers import SOLVERS, SolveOptions
 from solvers.cpsat import distinct_recompute_modes, dominance_filter
 from solvers.cpsat_model import UNIT_S, build_model
@@ -108,7 +108,7 @@ def test_a_trillion_micro_batches_coarsens_the_unit_and_says_so():
 
 def test_coarse_units_keep_every_row_within_int64():
     problem = trillion_micro_batches()
-    from planner.stage_tables import stage_model
+    from planner.llm.stage_tables import stage_model
 
     candidates = enumerate_candidates(problem, options=SpaceOptions())
     models = [stage_model(problem, candidates.plan(i)) for i in range(min(10, len(candidates)))]

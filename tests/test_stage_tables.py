@@ -4,10 +4,10 @@ import itertools
 
 import pytest
 
-from planner.cost.step import evaluate
-from planner.plan import Plan
-from planner.stage_tables import plan_with_partition, stage_model, step_time_s
-from planner.task import Framework
+from planner.llm.cost.step import evaluate
+from planner.llm.plan import Plan
+from planner.llm.stage_tables import plan_with_partition, stage_model, step_time_s
+from planner.llm.task import Framework
 
 from .conftest import make_problem, small_model
 

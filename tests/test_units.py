@@ -2,7 +2,7 @@
 
 import pytest
 
-from planner.units import parse_quantity
+from planner.core.units import parse_quantity
 
 
 @pytest.mark.parametrize(

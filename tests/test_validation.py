@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from planner.cli import main
-from planner.validate import DEFAULT_RUNS, mape, validate
+from planner.fidelity.validate import DEFAULT_RUNS, mape, validate
 
 KNOWN_OUTLIERS = {
     # Two BLOOM rows with the same plan (m = 128 and m = 1 micro-batches) imply a per-stage

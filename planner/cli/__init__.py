@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout, sys.stderr = SafeStream(real_out), SafeStream(real_err)
     try:
         from planner.cli import common
-        from planner.errors import PlannerError
+        from planner.core.errors import PlannerError
         from planner.export.base import ExportError
 
         # --time-limit counts from the process start for a real command line, from this call in-process.

@@ -9,8 +9,8 @@ import math
 import re
 from typing import Any
 
-from planner.plan import Plan
-from planner.problem import build, load_plan
+from planner.llm.plan import Plan
+from planner.llm.problem import build, load_plan
 
 _INTEGER = re.compile(r"[+-]?[0-9]{1,30}")
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]{1,30}(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,4})?")
@@ -107,7 +107,7 @@ def add_search_flags(p: argparse.ArgumentParser) -> None:
 
 def solve_options(args: argparse.Namespace):
     """SolveOptions from the search flags."""
-    from planner.candidates import SpaceOptions
+    from planner.llm.candidates import SpaceOptions
     from solvers import SolveOptions
 
     space = SpaceOptions(
@@ -164,8 +164,8 @@ def dump_json(value: Any) -> str:
 
 def check_output(path: str | None, inputs=()) -> None:
     """Refuses an output path that cannot be written (or is an input) before any work is done."""
-    from planner.errors import InputError
-    from planner.files import output_problem
+    from planner.core.errors import InputError
+    from planner.core.files import output_problem
 
     if path is None:
         return
@@ -176,7 +176,7 @@ def check_output(path: str | None, inputs=()) -> None:
 
 def check_plan_matches(plan, problem, plan_path, task_path) -> None:
     """A plan file stamped with another problem's hash is refused (remove the hash to force it)."""
-    from planner.errors import PlannerError
+    from planner.core.errors import PlannerError
 
     plan_hash = plan.provenance.problem_hash
     if plan_hash is not None and plan_hash != problem.hash:
@@ -188,8 +188,8 @@ def check_plan_matches(plan, problem, plan_path, task_path) -> None:
 
 def check_plan_valid(plan, problem, plan_source: str, task_source: str) -> None:
     """Every way the plan is inconsistent with the task, as one error naming both."""
-    from planner.errors import InputError
-    from planner.plan import check_plan
+    from planner.core.errors import InputError
+    from planner.llm.plan import check_plan
 
     errors = check_plan(plan, problem)
     if errors:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 
 from planner.cli.common import add_search_flags, check_plan_matches, check_plan_valid, dump_json, solve_options
-from planner.errors import PlannerError
-from planner.problem import load_plan, load_problem
+from planner.core.errors import PlannerError
+from planner.llm.problem import load_plan, load_problem
 
 
 def run(args: argparse.Namespace) -> int:
-    from planner.cost.step import evaluate
-    from planner.solve_report import compare_rows
+    from planner.llm.cost.step import evaluate
+    from planner.report.solve import compare_rows
     from solvers import SOLVERS, SolveResult, run_solvers
 
     problem = load_problem(args.task)

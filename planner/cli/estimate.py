@@ -12,9 +12,9 @@ from planner.cli.common import (
     integer,
     plan_from_args,
 )
-from planner.cost.step import evaluate
-from planner.problem import load_problem
-from planner.report import estimate_json, render_estimate
+from planner.llm.cost.step import evaluate
+from planner.llm.problem import load_problem
+from planner.report.estimate import estimate_json, render_estimate
 
 
 def run(args: argparse.Namespace) -> int:

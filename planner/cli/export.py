@@ -11,10 +11,10 @@ import os
 import sys
 
 from planner.cli.common import check_output, check_plan_matches, check_plan_valid
-from planner.errors import PlannerError
+from planner.core.errors import PlannerError
 from planner.export.base import ExportError
-from planner.files import shown
-from planner.problem import load_plan, load_problem
+from planner.core.files import shown
+from planner.llm.problem import load_plan, load_problem
 
 EXPORT_TARGETS = ["megatron", "megatron-bridge", "deepspeed", "torchtitan"]
 
@@ -58,7 +58,7 @@ def export_text(problem, plan, args) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from planner.files import write_atomic
+    from planner.core.files import write_atomic
 
     check_export_flags(args)
     problem = load_problem(args.task)

@@ -8,7 +8,7 @@ from planner.cli.common import dump_json
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    from planner.validate import DEFAULT_RUNS, render_validation, validate, validation_json
+    from planner.fidelity.validate import DEFAULT_RUNS, render_validation, validate, validation_json
 
     results = validate(args.runs or DEFAULT_RUNS)
     if args.json:
@@ -19,7 +19,7 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
-    from planner.calibrate import DEFAULT_EFFICIENCY, calibrate, render_calibration
+    from planner.fidelity.calibrate import DEFAULT_EFFICIENCY, calibrate, render_calibration
 
     result = calibrate(args.data or DEFAULT_EFFICIENCY)
     print(dump_json(result) if args.json else render_calibration(result))

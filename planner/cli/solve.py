@@ -11,15 +11,15 @@ import sys
 
 from planner.cli.common import add_search_flags, check_output, dump_json, solve_options
 from planner.cli.export import EXPORT_TARGETS, check_export_flags, export_text
-from planner.errors import PlannerError
-from planner.problem import load_problem
-from planner.report import estimate_json, render_estimate
+from planner.core.errors import PlannerError
+from planner.llm.problem import load_problem
+from planner.report.estimate import estimate_json, render_estimate
 
 
 def run(args: argparse.Namespace) -> int:
     from planner.export.base import ExportError
-    from planner.plan_io import plan_document, save_plan
-    from planner.solve_report import proof_line, stats_line
+    from planner.llm.plan_io import plan_document, save_plan
+    from planner.report.solve import proof_line, stats_line
     from solvers import SOLVERS
 
     problem = load_problem(args.task)

@@ -7,7 +7,7 @@ explicit approximation that is printed in the header and returned to the caller.
 
 from __future__ import annotations
 
-from planner.errors import InputError
+from planner.core.errors import InputError
 from planner.export.base import Exported, ExportError, header, memory_warning
 from planner.export.bridge import BRIDGE_VERSIONS, export_megatron_bridge
 from planner.export.deepspeed import DEEPSPEED_VERSIONS, export_deepspeed

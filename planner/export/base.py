@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from planner import __version__
-from planner.cost.step import evaluate
-from planner.errors import PlannerError
-from planner.plan import Plan
-from planner.problem import Problem
-from planner.units import format_bytes, format_seconds
+from planner.llm.cost.step import evaluate
+from planner.core.errors import PlannerError
+from planner.llm.plan import Plan
+from planner.llm.problem import Problem
+from planner.core.units import format_bytes, format_seconds
 
 
 class ExportError(PlannerError):

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from planner.export.base import Exported, ExportError, header, recompute_layers
 from planner.export.megatron import FP8_RECIPE, data_parallel_settings, launch_env, pipeline_layout
-from planner.plan import Plan
-from planner.problem import Problem
+from planner.llm.plan import Plan
+from planner.llm.problem import Problem
 
 BRIDGE_VERSIONS = ("0.3",)
 MIXED_PRECISION = {"bf16": "bf16_mixed", "fp16": "fp16_mixed", "fp8": "bf16_with_fp8_current_scaling_mixed"}

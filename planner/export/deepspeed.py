@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 
 from planner.export.base import Exported, ExportError, accumulation_steps, header
-from planner.plan import Plan
-from planner.problem import Problem
+from planner.llm.plan import Plan
+from planner.llm.problem import Problem
 
 
 def deepspeed_config(problem: Problem, plan: Plan) -> tuple[dict, list[str]]:

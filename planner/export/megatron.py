@@ -26,8 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from planner.export.base import Exported, ExportError, header, recompute_layers
-from planner.plan import Plan
-from planner.problem import Problem
+from planner.llm.plan import Plan
+from planner.llm.problem import Problem
 
 MEGATRON_VERSIONS = ("0.16",)
 FP8_RECIPE = "tensorwise"

@@ -18,7 +18,7 @@ import subprocess
 from functools import cache
 from pathlib import Path
 
-from planner.errors import PlannerError
+from planner.core.errors import PlannerError
 
 RUNNER = Path(__file__).resolve().parent.parent / "frameworks" / "megatron_args.py"
 TABLE = Path(__file__).resolve().with_name("megatron_core_v0.16.1_arguments.json")

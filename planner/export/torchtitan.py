@@ -27,8 +27,8 @@ from __future__ import annotations
 
 from planner.export.base import Exported, ExportError, header
 from planner.export.megatron import chunk_layers
-from planner.plan import Plan
-from planner.problem import Problem
+from planner.llm.plan import Plan
+from planner.llm.problem import Problem
 
 VERSIONS = ("0.2", "0.3")
 FP8_RECIPE = "tensorwise"

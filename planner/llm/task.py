@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from planner.schema_base import Bytes, NotBool, Spec
+from planner.core.schema import Bytes, NotBool, Spec
 
 MAX_TOKENS_PER_STEP = 2**40
 """Largest global batch accepted, in tokens (about 1.1e12)."""

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from planner.files import shown
+from planner.core.files import shown
 
 PositiveInt = Annotated[int, Field(gt=0, le=2**40)]
 PositiveNumber = Annotated[float, Field(ge=1e-3, le=1e9)]

@@ -11,10 +11,10 @@ multiple of the virtual stages v) and its recomputed layers r:
     O_i(l)                    Adam step seconds
     M_i(l) + r*dM_i + [r>0]*transient_i   peak memory bytes
 
-Tables are indexed by l / v = 0 .. L / v and computed by `planner.cost` itself (stage_terms,
+Tables are indexed by l / v = 0 .. L / v and computed by `planner.llm.cost` itself (stage_terms,
 data_parallel_raw, stage_memory on numpy arrays), so the solvers never re-derive a formula.
 Only the first and last stages differ in F, B, G, P, O; memory also differs by stage index
-(micro-batches in flight). The step time is then (planner.cost.step.assemble):
+(micro-batches in flight). The step time is then (planner.llm.cost.step.assemble):
 
     T = m max_i t_i + (sum_i t_i - max_i t_i) / v + grad_exposed + param_exposed
         + embedding_sync + max_i O_i
@@ -29,13 +29,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from planner.cost.edges import edge_cost
-from planner.cost.layer import layer_cost
-from planner.cost.layout import PlanVars
-from planner.cost.memory import stage_memory
-from planner.cost.step import StageSpec, data_parallel_raw, stage_terms, tied_embedding_sync_s
-from planner.plan import Plan
-from planner.problem import Problem
+from planner.llm.cost.edges import edge_cost
+from planner.llm.cost.layer import layer_cost
+from planner.llm.cost.layout import PlanVars
+from planner.llm.cost.memory import stage_memory
+from planner.llm.cost.step import StageSpec, data_parallel_raw, stage_terms, tied_embedding_sync_s
+from planner.llm.plan import Plan
+from planner.llm.problem import Problem
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,7 @@ def stage_model(problem: Problem, config: Plan) -> StageModel:
 
 def step_time_s(sm: StageModel, chunks: list[int], recomputed: list[int]) -> tuple[float, float]:
     """(step seconds, peak memory bytes) of a partition, from the tables (used by tests and
-    heuristics; the exact value always comes from planner.cost.step.evaluate)."""
+    heuristics; the exact value always comes from planner.llm.cost.step.evaluate)."""
     t, f_tot, b_tot = [], [], []
     grad = param = opt = 0.0
     slack_b = slack_f = 0.0

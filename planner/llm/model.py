@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from planner.schema_base import Name, Spec
+from planner.core.schema import Name, Spec
 
 
 class DenseTransformer(Spec):

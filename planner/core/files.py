@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from planner.errors import InputError
+from planner.core.errors import InputError
 
 MAX_INPUT_BYTES = 16 * 2**20
 """Largest input file read (the shipped measured-runs file is about 0.2 MiB)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner.hardware import Device
+from planner.core.hardware import Device
 
 FLASH_BACKWARD_FACTOR = 2.5
 """Backward/forward FLOP ratio of fused attention (5 vs 2 score-sized GEMMs)."""

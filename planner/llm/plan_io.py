@@ -12,10 +12,11 @@ from pathlib import Path
 
 import yaml
 
-from planner import __version__, files
-from planner.errors import InputError
-from planner.plan import Plan
-from planner.problem import build, find_input
+from planner import __version__
+from planner.core import files
+from planner.core.errors import InputError
+from planner.llm.plan import Plan
+from planner.llm.problem import build, find_input
 
 FORMAT_VERSION = 1
 
@@ -35,7 +36,7 @@ def plan_text(plan: Plan, path: str | Path) -> str:
 
 
 def save_plan(plan: Plan, path: str | Path, inputs: list[str | Path] = ()) -> Path:
-    """Writes the plan atomically (planner.files.write_atomic); never over one of `inputs`."""
+    """Writes the plan atomically (planner.core.files.write_atomic); never over one of `inputs`."""
     return files.write_atomic(path, plan_text(plan, path), inputs)
 
 

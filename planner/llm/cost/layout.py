@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from planner.cost.collectives import members_per_tier
-from planner.hardware import Cluster
-from planner.plan import Plan
+from planner.core.collectives import members_per_tier
+from planner.core.hardware import Cluster
+from planner.llm.plan import Plan
 
 RECOMPUTE_CODES = {"none": 0, "selective": 1, "full": 2}
 AXES = ("tp", "cp", "dp", "pp")

@@ -8,7 +8,7 @@ Per stage i and micro-batch (seconds):
     max(0, collective - block compute) (prefetch under the previous block), plus the first
     block's collective.
     PP sends: v sends of T*h*2/t bytes each way per micro-batch (Megatron scatter/gather).
-Pipeline: planner.cost.pipeline. Data parallel (after the last backward):
+Pipeline: planner.llm.cost.pipeline. Data parallel (after the last backward):
     ZeRO-0: all-reduce of gradients over the dp x cp group.
     ZeRO-1: reduce-scatter of gradients + all-gather of bf16 weights over the shard group,
     and (HSDP) an all-reduce of the shard across replicas. ZeRO-2 reduce-scatters every
@@ -28,17 +28,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from planner.cost import flops, kernels
-from planner.cost.breakdown import Breakdown, StageReport
-from planner.cost.collectives import collective_time_by_tier, collective_time_s, p2p_time_s
-from planner.cost.edges import EdgeCost, edge_cost
-from planner.cost.layer import LayerCost, layer_cost
-from planner.cost.layout import PlanVars, group_members, pp_hop_crosses, strides_for
-from planner.cost.memory import stage_memory, stage_params
-from planner.cost.pipeline import pipeline_time_s
-from planner.errors import PlanError
-from planner.plan import Plan, check_plan
-from planner.problem import Problem
+from planner.llm.cost import flops, kernels
+from planner.llm.cost.breakdown import Breakdown, StageReport
+from planner.core.collectives import collective_time_by_tier, collective_time_s, p2p_time_s
+from planner.llm.cost.edges import EdgeCost, edge_cost
+from planner.llm.cost.layer import LayerCost, layer_cost
+from planner.llm.cost.layout import PlanVars, group_members, pp_hop_crosses, strides_for
+from planner.llm.cost.memory import stage_memory, stage_params
+from planner.llm.cost.pipeline import pipeline_time_s
+from planner.core.errors import PlanError
+from planner.llm.plan import Plan, check_plan
+from planner.llm.problem import Problem
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def _groups(problem: Problem, v: PlanVars):
     grad = group_members(cluster, v, ("cp", "dp"))
     shard = np.asarray(v.shard_size, dtype=float)
     dp = np.asarray(v.dp, dtype=float)
-    from planner.cost.collectives import members_per_tier
+    from planner.core.collectives import members_per_tier
 
     shard_group = members_per_tier(cluster, [v.cp, shard], [v.strides["cp"], v.strides["dp"]])
     replica_group = members_per_tier(cluster, [dp / shard], [np.asarray(v.strides["dp"]) * shard])

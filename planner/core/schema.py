@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from planner.units import parse_quantity
+from planner.core.units import parse_quantity
 
 
 class Spec(BaseModel):

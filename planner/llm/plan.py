@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from planner.schema_base import Name, NotBool, Spec
-from planner.task import Axis, Recompute, Schedule
+from planner.core.schema import Name, NotBool, Spec
+from planner.llm.task import Axis, Recompute, Schedule
 
 if TYPE_CHECKING:
-    from planner.problem import Problem
+    from planner.llm.problem import Problem
 
 DEFAULT_AXIS_ORDER: tuple[Axis, ...] = ("tp", "cp", "dp", "pp")
 
@@ -29,7 +29,7 @@ class Provenance(Spec):
     gap: float | None = Field(default=None, ge=0, le=1)
     wall_time_s: float | None = Field(default=None, ge=0)
     problem_hash: str | None = Field(default=None, pattern=r"^[0-9a-f]{1,64}$",
-                                     description="Hex digest of the problem (planner.problem.Problem.hash).")
+                                     description="Hex digest of the problem (planner.llm.problem.Problem.hash).")
 
 
 class Plan(Spec):

@@ -23,12 +23,12 @@ import math
 import numpy as np
 from pydantic import ValidationError
 
-from planner import files
-from planner.errors import InputError
-from planner.files import shown
-from planner.measured import EfficiencyData, field_errors
+from planner.core import files
+from planner.core.errors import InputError
+from planner.core.files import shown
+from planner.fidelity.measured import EfficiencyData, field_errors
 
-DEFAULT_EFFICIENCY = Path(__file__).resolve().parent / "data" / "efficiency.yaml"
+DEFAULT_EFFICIENCY = Path(__file__).resolve().parent.parent / "data" / "efficiency.yaml"
 
 REFERENCE_GPU = "A100-PCIe-80GB"
 """The GPU whose GEMM sweep the curve is fitted to."""
@@ -64,7 +64,7 @@ def fit_allreduce(points: list, link_bytes_per_s: float, n: int = 8) -> tuple[fl
 
 
 def load_efficiency(path: str | Path) -> dict[str, Any]:
-    """The efficiency file, its fitted parts checked (planner.measured.EfficiencyData)."""
+    """The efficiency file, its fitted parts checked (planner.fidelity.measured.EfficiencyData)."""
     raw = files.read_yaml(path, int_keys=True)
     if not isinstance(raw, dict):
         raise InputError(f"{path}: expected a mapping at the top level")

@@ -9,7 +9,7 @@ recompute forward pass (HFU).
 
 from __future__ import annotations
 
-from planner.model import DenseTransformer
+from planner.llm.model import DenseTransformer
 
 
 def attention_params(model: DenseTransformer) -> float:

@@ -5,7 +5,7 @@ static   weights (2 B/param; fp8 adds a 1 B cast copy) + gradients (grad dtype; 
          (fp32 master 4 B + 4 B per moment). ZeRO-1 shards the optimizer over the shard
          group, ZeRO-2 also the gradients, ZeRO-3 also the weights (Rajbhandari et al. 2020).
          Megatron mixed precision: 2 + 4 + 12 = 18 B/param (Korthikanti et al., fig. 1).
-activations  per-block bytes (planner.cost.layer) x layers x micro-batches in flight:
+activations  per-block bytes (planner.llm.cost.layer) x layers x micro-batches in flight:
          1F1B keeps min(p - i, m) micro-batches on stage i; interleaved keeps
          min(2(p - i - 1) + (v - 1)p + 1, m v) model chunks of L_i / v layers
          (Megatron-Core schedules; Korthikanti et al. sec. 4.2.3 gives p(1 + (p-1)/(pv)) for i=0).
@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from planner.cost import flops
-from planner.cost.layer import LayerCost
-from planner.cost.layout import PlanVars
-from planner.problem import Problem
+from planner.llm.cost import flops
+from planner.llm.cost.layer import LayerCost
+from planner.llm.cost.layout import PlanVars
+from planner.llm.problem import Problem
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from planner.schema_base import (
+from planner.core.schema import (
     BytesPerSecond,
     FlopsPerSecond,
     Fraction,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from planner.cost.breakdown import Breakdown
-from planner.plan import Plan
-from planner.problem import Problem
-from planner.units import format_bytes, format_seconds
+from planner.llm.cost.breakdown import Breakdown
+from planner.llm.plan import Plan
+from planner.llm.problem import Problem
+from planner.core.units import format_bytes, format_seconds
 
 HEADROOM_WARNING = 0.05
 

@@ -20,18 +20,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from planner import files
-from planner.cost import flops
-from planner.cost.step import evaluate
-from planner.errors import InputError, PlannerError
-from planner.measured import check_run
-from planner.hardware import Cluster, Device
-from planner.model import DenseTransformer
-from planner.plan import Plan
-from planner.problem import Problem, build, load_cluster, load_device
-from planner.task import Framework, TrainingTask
+from planner.core import files
+from planner.llm.cost import flops
+from planner.llm.cost.step import evaluate
+from planner.core.errors import InputError, PlannerError
+from planner.fidelity.measured import check_run
+from planner.core.hardware import Cluster, Device
+from planner.llm.model import DenseTransformer
+from planner.llm.plan import Plan
+from planner.llm.problem import Problem, build, load_cluster, load_device
+from planner.llm.task import Framework, TrainingTask
 
-DEFAULT_RUNS = Path(__file__).resolve().parent / "data" / "measured_runs.yaml"
+DEFAULT_RUNS = Path(__file__).resolve().parent.parent / "data" / "measured_runs.yaml"
 
 DEVICE_PRESETS = {
     "a100-sxm4-80gb": "dgx-a100-80gb",
@@ -361,7 +361,7 @@ def validation_json(results: list[RowResult]) -> dict[str, Any]:
 
 
 def render_validation(results: list[RowResult], verbose: bool = False) -> str:
-    from planner.report import table
+    from planner.report.estimate import table
 
     used = [r for r in results if r.skipped is None]
     if not used:

@@ -2,7 +2,7 @@
 
 `enumerate_candidates` lists every plan of the declared space that passes the divisibility
 rules (uniform stages; the solvers add non-uniform partitions); `price` evaluates thousands
-of them at once by running the *same* cost functions as `planner.cost.step.evaluate` on numpy
+of them at once by running the *same* cost functions as `planner.llm.cost.step.evaluate` on numpy
 arrays (one entry per candidate), with the pipeline described by three stage classes: the
 first stage, the middle stages (identical) and the last stage.
 """
@@ -17,10 +17,10 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from planner.cost.layout import AXES, RECOMPUTE_CODES, PlanVars
-from planner.cost.step import StageSpec, assemble
-from planner.plan import Plan, check_plan
-from planner.problem import Problem
+from planner.llm.cost.layout import AXES, RECOMPUTE_CODES, PlanVars
+from planner.llm.cost.step import StageSpec, assemble
+from planner.llm.plan import Plan, check_plan
+from planner.llm.problem import Problem
 
 AXIS_ORDERS: list[tuple[str, ...]] = [tuple(p) for p in itertools.permutations(("tp", "cp", "dp", "pp"))]
 """All axis orders; candidates refer to one by its index here."""
@@ -158,7 +158,7 @@ def price(problem: Problem, c: CandidateSet) -> Priced:
 
 
 def price_balanced(problem: Problem, c: CandidateSet) -> Priced:
-    """Like `price`, at the balanced split of `planner.stage_tables.balanced_chunks` (stages of
+    """Like `price`, at the balanced split of `planner.llm.stage_tables.balanced_chunks` (stages of
     whole chunks of v layers; the remainder on the middle stages first, then the last stage;
     with two stages, on the first): the split the heuristics use when layers do not divide
     evenly. Needs L % v == 0 and L / v >= pp for every candidate.

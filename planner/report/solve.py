@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from planner.cost.breakdown import Breakdown
-from planner.report import table
-from planner.units import format_bytes, format_seconds
+from planner.llm.cost.breakdown import Breakdown
+from planner.report.estimate import table
+from planner.core.units import format_bytes, format_seconds
 
 
 def proof_line(result) -> str:

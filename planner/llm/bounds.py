@@ -33,14 +33,14 @@ from dataclasses import fields
 
 import numpy as np
 
-from planner.candidates import CandidateSet, plan_vars
-from planner.cost.edges import edge_cost
-from planner.cost.layer import layer_cost
-from planner.cost.layout import RECOMPUTE_CODES, PlanVars
-from planner.cost.memory import in_flight_micro_batches, stage_memory
-from planner.cost.step import StageSpec, data_parallel_raw, stage_terms, tied_embedding_sync_s
-from planner.problem import Problem
-from planner.stage_tables import StageModel
+from planner.llm.candidates import CandidateSet, plan_vars
+from planner.llm.cost.edges import edge_cost
+from planner.llm.cost.layer import layer_cost
+from planner.llm.cost.layout import RECOMPUTE_CODES, PlanVars
+from planner.llm.cost.memory import in_flight_micro_batches, stage_memory
+from planner.llm.cost.step import StageSpec, data_parallel_raw, stage_terms, tied_embedding_sync_s
+from planner.llm.problem import Problem
+from planner.llm.stage_tables import StageModel
 
 
 CHUNK = 32_768
@@ -192,7 +192,7 @@ def _least_recompute(problem: Problem, c: CandidateSet, v: PlanVars, m,
     recompute, such an overflow means no partition fits. (An LP relaxation of the true problem.)
     A configuration also cannot fit if the water-filling bound of `memory_lower_bound` (every
     layer recomputed) exceeds the memory. The middle stages differ only in micro-batches in flight, on which a, b and d are affine
-    (planner.cost.memory), so they are priced at two in-flight counts and interpolated.
+    (planner.llm.cost.memory), so they are priced at two in-flight counts and interpolated.
     """
     model, task = problem.model, problem.task
     capacity = problem.cluster.device.hbm_bytes * (1.0 - task.memory_headroom)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from planner.hardware import Cluster
+from planner.core.hardware import Cluster
 
 FACTORS = {
     "all_reduce": lambda n: 2.0 * (n - 1) / n,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from planner.cost.memory import StageMemory
+from planner.llm.cost.memory import StageMemory
 
 
 @dataclass(frozen=True)

@@ -16,19 +16,20 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from planner import files
-from planner.errors import InputError
-from planner.files import shown
-from planner.hardware import Cluster, Device
-from planner.model import MODEL_FAMILIES, ModelSpec
-from planner.plan import Plan
-from planner.task import TrainingTask
+from planner.core import files
+from planner.core.errors import InputError
+from planner.core.files import shown
+from planner.core.hardware import Cluster, Device
+from planner.llm.model import MODEL_FAMILIES, ModelSpec
+from planner.llm.plan import Plan
+from planner.llm.task import TrainingTask
 
 def _presets_dir() -> Path:
     """planner/presets in an installed package (pyproject maps it to problems/), else the
     repository's problems/ (a source checkout or an editable install)."""
-    installed = Path(__file__).resolve().parent / "presets"
-    return installed if installed.is_dir() else Path(__file__).resolve().parent.parent / "problems"
+    package = Path(__file__).resolve().parent.parent
+    installed = package / "presets"
+    return installed if installed.is_dir() else package.parent / "problems"
 
 
 PROBLEMS_DIR = _presets_dir()
@@ -74,7 +75,7 @@ class Problem:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    """Reads one YAML mapping (planner.files: UTF-8, no duplicate keys or aliases, finite
+    """Reads one YAML mapping (planner.core.files: UTF-8, no duplicate keys or aliases, finite
     numbers); anything else raises InputError naming the file."""
     data = files.read_yaml(path)
     if not isinstance(data, dict):
@@ -241,7 +242,7 @@ def load_problem(path: str | Path) -> Problem:
 
 
 def load_plan(path: str | Path) -> Plan:
-    """Loads a plan YAML or JSON (see planner.plan_io)."""
-    from planner.plan_io import load_plan as _load
+    """Loads a plan YAML or JSON (see planner.llm.plan_io)."""
+    from planner.llm.plan_io import load_plan as _load
 
     return _load(path)

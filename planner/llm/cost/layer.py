@@ -27,11 +27,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from planner.cost import kernels
-from planner.cost.collectives import collective_time_by_tier
-from planner.cost.flops import layer_matmul_flops_per_token
-from planner.cost.layout import PlanVars, group_members
-from planner.problem import Problem
+from planner.llm.cost import kernels
+from planner.core.collectives import collective_time_by_tier
+from planner.llm.cost.flops import layer_matmul_flops_per_token
+from planner.llm.cost.layout import PlanVars, group_members
+from planner.llm.problem import Problem
 
 BF16_BYTES = 2
 

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from planner.cost import kernels
-from planner.cost.collectives import collective_time_s
-from planner.cost.flops import head_flops_per_token
-from planner.cost.layout import PlanVars, group_members
-from planner.problem import Problem
+from planner.llm.cost import kernels
+from planner.core.collectives import collective_time_s
+from planner.llm.cost.flops import head_flops_per_token
+from planner.llm.cost.layout import PlanVars, group_members
+from planner.llm.problem import Problem
 
 
 @dataclass(frozen=True)
