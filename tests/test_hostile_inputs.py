@@ -134,7 +134,8 @@ def task_field_cases() -> list[Case]:
     t("unknown-top-key", TASK + "modle: x\n", "modle: unknown field")
     t("family-list", task_with("model: llama3-8b", "model: {preset: llama3-8b, family: [1]}"),
       "model.family", "unknown model family")
-    t("family-moe", task_with("model: llama3-8b", "model: {preset: llama3-8b, family: moe}"), "model.family")
+    t("family-moe-without-experts", task_with("model: llama3-8b", "model: {preset: llama3-8b, family: moe}"),
+      "model.moe: Field required")
     t("model-null", task_with("model: llama3-8b", "model: null"), "model:", "expected a preset name")
     t("model-list", task_with("model: llama3-8b", "model: [llama3-8b]"), "model:", "expected a preset name")
     t("model-long-name", task_with("model: llama3-8b", "model: " + "x" * 100_000), "model:", "more characters")

@@ -1,9 +1,8 @@
 """Model architectures: a registry of families keyed by `family`.
 
-Only dense decoder transformers are priced today. Mixture-of-experts and recommendation
-models (DLRM) are added as new families in `MODEL_FAMILIES` without touching this one: the
-cost model works per *layer kind* (embedding, attention, MLP, LM head), and a new family
-contributes new layer kinds.
+`dense` decoder transformers are priced; `moe` models (planner/llm/moe_model.py) load, validate
+and count their parameters, and are refused by the training cost model until expert
+parallelism is priced. Recommendation models (DLRM) will register here too.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from planner.core.schema import Name, Spec
+from planner.llm.moe_model import MoETransformer
 
 
 class DenseTransformer(Spec):
@@ -70,7 +70,7 @@ class DenseTransformer(Spec):
         return self.kv_heads * self.dim_per_head
 
 
-MODEL_FAMILIES: dict[str, type[Spec]] = {"dense": DenseTransformer}
-"""family -> schema. New families (moe, dlrm) register here."""
+MODEL_FAMILIES: dict[str, type[Spec]] = {"dense": DenseTransformer, "moe": MoETransformer}
+"""family -> schema. New families (dlrm) register here."""
 
 ModelSpec = DenseTransformer
