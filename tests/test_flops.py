@@ -74,3 +74,26 @@ def test_group_with_a_stride_of_a_node_uses_only_the_nics():
     size = 1e9
     expected = 40e-6 + 1.5 * size / (50e9 * 0.90)
     assert float(collective_time_s("all_reduce", size, members, cluster)) == pytest.approx(expected)
+
+
+def test_all_to_all_by_hand():
+    """EP 64 over 8 DGX H100 nodes (8 GPUs each): a member sends S/64 to each member; 7/64 of S
+    stays on NVLink, 56/64 crosses InfiniBand, both at once, so the slowest tier decides."""
+    from planner.core.collectives import all_to_all_time_by_tier, all_to_all_time_s
+
+    cluster = load_cluster("dgx-h100", num_devices=64)
+    nvlink, ib = cluster.tiers
+    s = 64e6
+    members = members_per_tier(cluster, [64], [1])
+    by_tier = all_to_all_time_by_tier(s, members, cluster)
+    assert by_tier[0] == pytest.approx(nvlink.latency_s + s * 7 / 64 / (nvlink.bandwidth_bytes_per_s * nvlink.efficiency))
+    assert by_tier[1] == pytest.approx(ib.latency_s + s * 56 / 64 / (ib.bandwidth_bytes_per_s * ib.efficiency))
+    assert all_to_all_time_s(s, members, cluster) == pytest.approx(max(by_tier))
+    # Inside one node it is the single-tier formula: S (n-1)/n over NVLink.
+    inside = members_per_tier(cluster, [8], [1])
+    assert all_to_all_time_s(s, inside, cluster) == pytest.approx(
+        collective_time_s("all_gather", s, inside, cluster))
+    # A group of one moves nothing; the hierarchical helper refuses all-to-all.
+    assert all_to_all_time_s(s, members_per_tier(cluster, [1], [1]), cluster) == 0.0
+    with pytest.raises(ValueError, match="all_to_all_time_by_tier"):
+        collective_time_s("all_to_all", s, members, cluster)

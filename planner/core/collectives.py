@@ -10,6 +10,12 @@ all-gather inside; MAD-Max sec. IV-B): tier i carries n_i / n_{i-1} participants
 S / n_{i-1} bytes, where n_i is the number of group members inside one domain of tier i.
 The slowest tier's per-GPU share thus decides large-group cost.
 
+An all-to-all cannot be aggregated that way: every byte goes to its own destination. A member
+sends S/n bytes to each of the n members (S its whole send buffer); the n_i - n_{i-1} peers
+reachable only through tier i get S (n_i - n_{i-1}) / n bytes over that tier, and the tiers
+(NVLink, the NIC) move their shares at the same time, so the collective takes the slowest
+tier's time (`all_to_all_time_by_tier`, `all_to_all_time_s`).
+
 Group membership per tier follows the plan's axis order: an axis of degree d whose stride
 (product of the degrees inside it) is k has clip(size_i / k, 1, d) members in a tier-i domain.
 """
@@ -54,6 +60,8 @@ def collective_time_by_tier(kind: str, num_bytes, members: Sequence, cluster: Cl
 
     Each entry is 0 where the group has a single member in that tier's step.
     """
+    if kind == "all_to_all":
+        raise ValueError("an all-to-all does not aggregate hierarchically: use all_to_all_time_by_tier")
     factor = FACTORS[kind]
     parts = []
     inner = 1.0
@@ -70,6 +78,29 @@ def collective_time_by_tier(kind: str, num_bytes, members: Sequence, cluster: Cl
 def collective_time_s(kind: str, num_bytes, members: Sequence, cluster: Cluster):
     """Total hierarchical collective time (sum over tiers); 0 for a group of one."""
     return sum(collective_time_by_tier(kind, num_bytes, members, cluster))
+
+
+def all_to_all_time_by_tier(num_bytes, members: Sequence, cluster: Cluster) -> list:
+    """Per tier, the time to move one member's share of an all-to-all over that tier (seconds).
+
+    `num_bytes` is what one member sends in all (S/n to each member, itself included);
+    `members` from `members_per_tier`. See the module doc; the collective takes the maximum.
+    """
+    total = np.maximum(np.asarray(members[-1], dtype=float), 1.0)
+    parts = []
+    inner = 1.0
+    for tier, count in zip(cluster.tiers, members, strict=True):
+        count = np.maximum(np.asarray(count, dtype=float), inner)
+        share = np.asarray(num_bytes, dtype=float) * (count - inner) / total
+        time = tier.latency_s + share / (tier.bandwidth_bytes_per_s * tier.efficiency)
+        parts.append(np.where(count > inner, time, 0.0))
+        inner = count
+    return parts
+
+
+def all_to_all_time_s(num_bytes, members: Sequence, cluster: Cluster):
+    """An all-to-all: its slowest tier (the tiers run at once); 0 for a group of one."""
+    return np.maximum.reduce([np.asarray(x, dtype=float) for x in all_to_all_time_by_tier(num_bytes, members, cluster)])
 
 
 def p2p_time_s(num_bytes, crosses_tier: Sequence, cluster: Cluster):
