@@ -230,9 +230,9 @@ def cluster_cases() -> list[Case]:
 
     ok = "bandwidth_bytes_per_s: 450GB/s, latency_s: 5us, efficiency: 0.8"
     tiers("empty", "[]", "cluster.tiers")
-    tiers("latency-inf", f"[{{name: nvlink, size: 8, bandwidth_bytes_per_s: 450GB/s, latency_s: .inf, efficiency: 0.8}}]",
+    tiers("latency-inf", "[{name: nvlink, size: 8, bandwidth_bytes_per_s: 450GB/s, latency_s: .inf, efficiency: 0.8}]",
           "cluster.tiers[0].latency_s", "not a finite number")
-    tiers("latency-negative", f"[{{name: nvlink, size: 8, bandwidth_bytes_per_s: 450GB/s, latency_s: -1us, "
+    tiers("latency-negative", "[{name: nvlink, size: 8, bandwidth_bytes_per_s: 450GB/s, latency_s: -1us, "
           "efficiency: 0.8}]", "cluster.tiers.0.latency_s")
     tiers("bandwidth-zero", "[{name: nvlink, size: 8, bandwidth_bytes_per_s: 0GB/s, latency_s: 5us, efficiency: 0.8}]",
           "cluster.tiers.0.bandwidth_bytes_per_s")

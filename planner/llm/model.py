@@ -9,65 +9,19 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from planner.core.schema import Name, Spec
+from planner.core.schema import Spec
+from planner.llm.decoder import DecoderTransformer
 from planner.llm.moe_model import MoETransformer
 
 
-class DenseTransformer(Spec):
+class DenseTransformer(DecoderTransformer):
     """A dense decoder-only transformer (GPT, Llama, Nemotron...)."""
 
     family: Literal["dense"] = "dense"
-    name: Name = Field(description="Human-readable name, e.g. 'Llama-3 70B'.")
-    num_layers: int = Field(gt=0, le=2**16, description="Transformer blocks.")
-    hidden_size: int = Field(gt=0, le=2**20, description="Model width h.")
-    num_heads: int = Field(gt=0, le=2**16, description="Query heads a.")
-    num_kv_heads: int | None = Field(
-        default=None, gt=0, le=2**16, description="Key/value heads (GQA/MQA); default = num_heads (MHA)."
-    )
-    head_dim: int | None = Field(default=None, gt=0, le=2**16, description="Default hidden_size / num_heads.")
     ffn_hidden_size: int = Field(gt=0, le=2**24, description="MLP inner width f.")
     gated_mlp: bool = Field(description="SwiGLU-style gated MLP (3 matrices) vs plain (2).")
-    vocab_size: int = Field(gt=0, le=2**32, description="Vocabulary (padded as the framework pads it).")
-    tied_embeddings: bool = Field(default=False, description="LM head shares the input embedding.")
-    max_seq_len: int = Field(gt=0, le=2**30, description="Longest sequence the model supports (tokens).")
-    linear_bias: bool = Field(default=False, description="Biases on linear layers (GPT-2/3 style).")
-    dropout: bool = Field(default=False, description="Dropout layers active in training.")
-    position_embedding: Literal["learned", "rope", "none"] = Field(default="rope")
-    published_params: float | None = Field(
-        default=None, gt=0, le=1e16, description="Parameter count stated by the authors (checked in tests)."
-    )
-
-    @model_validator(mode="after")
-    def _check_heads(self) -> DenseTransformer:
-        kv = self.kv_heads
-        if self.num_heads % kv != 0:
-            raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({kv})")
-        if self.head_dim is None and self.hidden_size % self.num_heads != 0:
-            raise ValueError(
-                f"hidden_size ({self.hidden_size}) is not divisible by num_heads ({self.num_heads}); "
-                "give head_dim explicitly"
-            )
-        return self
-
-    @property
-    def kv_heads(self) -> int:
-        return self.num_kv_heads if self.num_kv_heads is not None else self.num_heads
-
-    @property
-    def dim_per_head(self) -> int:
-        return self.head_dim if self.head_dim is not None else self.hidden_size // self.num_heads
-
-    @property
-    def attention_width(self) -> int:
-        """Width of the concatenated query heads (a * head_dim), = h for most models."""
-        return self.num_heads * self.dim_per_head
-
-    @property
-    def kv_width(self) -> int:
-        """Width of the concatenated key (or value) heads (g * head_dim)."""
-        return self.kv_heads * self.dim_per_head
 
 
 MODEL_FAMILIES: dict[str, type[Spec]] = {"dense": DenseTransformer, "moe": MoETransformer}

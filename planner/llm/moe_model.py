@@ -17,7 +17,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from planner.core.schema import Name, NotBool, Spec
+from planner.core.schema import NotBool, Spec
+from planner.llm.decoder import DecoderTransformer
 
 
 class MultiLatentAttention(Spec):
@@ -85,49 +86,29 @@ class Experts(Spec):
         return self
 
 
-class MoETransformer(Spec):
-    """A mixture-of-experts decoder-only transformer."""
+class MoETransformer(DecoderTransformer):
+    """A mixture-of-experts decoder-only transformer (`num_kv_heads` does not apply with `mla`)."""
 
     family: Literal["moe"] = "moe"
-    name: Name = Field(description="Human-readable name, e.g. 'DeepSeek-V3'.")
-    num_layers: int = Field(gt=0, le=2**16, description="Transformer blocks, dense and MoE.")
-    hidden_size: int = Field(gt=0, le=2**20, description="Model width h.")
-    num_heads: int = Field(gt=0, le=2**16, description="Query heads a.")
-    num_kv_heads: int | None = Field(
-        default=None, gt=0, le=2**16, description="Key/value heads (GQA/MQA); default = num_heads; not with MLA."
-    )
-    head_dim: int | None = Field(default=None, gt=0, le=2**16, description="Default hidden_size / num_heads.")
     mla: MultiLatentAttention | None = Field(default=None, description="Multi-head latent attention (DeepSeek).")
     ffn_hidden_size: int | None = Field(
         default=None, gt=0, le=2**24, description="FFN width of the dense layers (needed if any layer is dense)."
     )
     gated_mlp: bool = Field(default=True, description="SwiGLU-style FFNs and experts (3 matrices) vs plain (2).")
-    vocab_size: int = Field(gt=0, le=2**32, description="Vocabulary (padded as the framework pads it).")
-    tied_embeddings: bool = False
-    max_seq_len: int = Field(gt=0, le=2**30, description="Longest sequence the model supports (tokens).")
-    linear_bias: bool = Field(default=False, description="Biases on attention projections (gpt-oss).")
-    dropout: bool = False
-    position_embedding: Literal["learned", "rope", "none"] = "rope"
     moe: Experts
     mtp_layers: int = Field(default=0, ge=0, le=16, description="Multi-token-prediction modules (DeepSeek-V3: 1).")
-    published_params: float | None = Field(
-        default=None, gt=0, le=1e16, description="Total parameters stated by the authors (MTP excluded)."
-    )
     published_active_params: float | None = Field(
         default=None, gt=0, le=1e16, description="Parameters active per token stated by the authors."
     )
+
+    @property
+    def latent_attention(self) -> bool:
+        return self.mla is not None
 
     @model_validator(mode="after")
     def _check(self) -> MoETransformer:
         if self.mla is not None and self.num_kv_heads is not None:
             raise ValueError("num_kv_heads does not apply with mla (every head has its own keys and values)")
-        if self.mla is None:
-            kv = self.kv_heads
-            if self.num_heads % kv:
-                raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({kv})")
-            if self.head_dim is None and self.hidden_size % self.num_heads:
-                raise ValueError(f"hidden_size ({self.hidden_size}) is not divisible by num_heads "
-                                 f"({self.num_heads}); give head_dim explicitly")
         pattern = self.moe.layer_pattern
         if pattern is not None and len(pattern) != self.num_layers:
             raise ValueError(f"moe.layer_pattern has {len(pattern)} entries, num_layers is {self.num_layers}")
@@ -152,13 +133,11 @@ class MoETransformer(Spec):
 
     @property
     def kv_heads(self) -> int:
-        if self.mla is not None:
-            return self.num_heads
-        return self.num_kv_heads if self.num_kv_heads is not None else self.num_heads
+        return self.num_heads if self.mla is not None else super().kv_heads
 
     @property
     def dim_per_head(self) -> int:
         """Query/key head width (MLA: nope + rope)."""
         if self.mla is not None:
             return self.mla.qk_nope_head_dim + self.mla.qk_rope_head_dim
-        return self.head_dim if self.head_dim is not None else self.hidden_size // self.num_heads
+        return super().dim_per_head
