@@ -67,3 +67,14 @@ class DecoderTransformer(Spec):
     def kv_width(self) -> int:
         """Width of the concatenated key (or value) heads (g * head_dim)."""
         return self.kv_heads * self.dim_per_head
+
+    @property
+    def value_width(self) -> int:
+        """Width of the concatenated value heads (= kv_width except with MLA)."""
+        return self.kv_width
+
+    @property
+    def attention_output_width(self) -> int:
+        """Input width of the output projection: heads x value head dim (= attention_width
+        except with MLA)."""
+        return self.attention_width

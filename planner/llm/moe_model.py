@@ -136,6 +136,18 @@ class MoETransformer(DecoderTransformer):
         return self.num_heads if self.mla is not None else super().kv_heads
 
     @property
+    def value_width(self) -> int:
+        if self.mla is not None:
+            return self.num_heads * self.mla.v_head_dim
+        return super().value_width
+
+    @property
+    def attention_output_width(self) -> int:
+        if self.mla is not None:
+            return self.num_heads * self.mla.v_head_dim
+        return super().attention_output_width
+
+    @property
     def dim_per_head(self) -> int:
         """Query/key head width (MLA: nope + rope)."""
         if self.mla is not None:

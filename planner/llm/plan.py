@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from planner.core.schema import Name, NotBool, Spec
-from planner.llm.task import Axis, Recompute, Schedule
+from planner.llm.task import Axis, Dispatcher, Recompute, Schedule
 
 if TYPE_CHECKING:
     from planner.llm.problem import Problem
@@ -51,6 +51,16 @@ class Plan(Spec):
         default=None, gt=0, le=2**24, description="HSDP: shard within groups of this size, replicate across."
     )
     micro_batch_size: int = Field(default=1, gt=0, le=2**40, description="Sequences per micro-batch.")
+    ep: int = Field(default=1, gt=0, le=2**16, description="Expert-parallel degree (MoE layers).")
+    etp: int = Field(default=1, gt=0, le=2**16, description="Expert tensor-parallel degree (MoE layers).")
+    dispatcher: Dispatcher = Field(
+        default="alltoall", description="MoE token dispatcher: alltoall over EP, or allgather over TP x EP."
+    )
+    ep_comm_overlap: bool = Field(
+        default=False,
+        description="EP all-to-alls of one micro-batch hidden under another's compute "
+        "(Megatron-Core --overlap-moe-expert-parallel-comm).",
+    )
     recompute: Recompute = "none"
     recompute_num_layers: list[Annotated[int, Field(ge=0, le=2**16)]] | None = Field(
         default=None, description="Per stage: layers fully recomputed (full mode); null = all."
@@ -74,6 +84,8 @@ class Plan(Spec):
             raise ValueError("virtual_stages > 1 needs schedule: interleaved")
         if self.sp and self.tp == 1:
             raise ValueError("sp: true needs tp > 1")
+        if self.ep_comm_overlap and (self.ep == 1 or self.dispatcher != "alltoall"):
+            raise ValueError("ep_comm_overlap: true needs ep > 1 and dispatcher: alltoall")
         if self.tp_comm_overlap and not self.sp:
             raise ValueError("tp_comm_overlap: true needs sp: true (and tp > 1): Megatron overlaps the TP "
                              "all-gather/reduce-scatter of sequence parallelism")
@@ -89,6 +101,11 @@ class Plan(Spec):
         if self.zero_stage == 0:
             return 1
         return self.zero_shard_size if self.zero_shard_size is not None else self.dp
+
+    @property
+    def edp(self) -> int:
+        """Expert data-parallel degree: world / (etp * ep * pp) (Megatron-Core MoE folding)."""
+        return max(self.tp * self.cp * self.dp // (self.etp * self.ep), 1)
 
     def degree(self, axis: Axis) -> int:
         return {"tp": self.tp, "cp": self.cp, "pp": self.pp, "dp": self.dp}[axis]
@@ -119,7 +136,10 @@ class Plan(Spec):
         zero = f"ZeRO-{self.zero_stage}" if self.zero_stage else "DDP"
         if self.zero_shard_size and self.zero_stage:
             zero += f"/HSDP{self.zero_shard_size}"
-        parts += [f"DP{self.dp}({zero})", f"mbs{self.micro_batch_size}", f"rc:{self.recompute}"]
+        parts.append(f"DP{self.dp}({zero})")
+        if self.ep > 1 or self.etp > 1:
+            parts.append(f"EP{self.ep}xETP{self.etp}({self.dispatcher}{'+overlap' if self.ep_comm_overlap else ''})")
+        parts += [f"mbs{self.micro_batch_size}", f"rc:{self.recompute}"]
         return " ".join(parts)
 
 
@@ -178,10 +198,11 @@ def check_plan(plan: Plan, problem: Problem) -> list[str]:
             errors.append("recompute_num_layers needs one count per stage, each within 0..layers on it")
     if plan.zero_stage and plan.dp % plan.shard_size:
         errors.append(f"zero_shard_size ({plan.shard_size}) does not divide dp ({plan.dp})")
+    errors += _check_experts(plan, problem)
     c = task.constraints
-    for axis in ("tp", "cp", "pp", "dp"):
-        if not getattr(c, axis).admits(plan.degree(axis)):
-            errors.append(f"{axis}={plan.degree(axis)} violates the task constraint {getattr(c, axis)}")
+    for axis in ("tp", "cp", "pp", "dp", "ep", "etp"):
+        if not getattr(c, axis).admits(getattr(plan, axis)):
+            errors.append(f"{axis}={getattr(plan, axis)} violates the task constraint {getattr(c, axis)}")
     if not c.micro_batch_size.admits(plan.micro_batch_size):
         errors.append(f"micro_batch_size={plan.micro_batch_size} violates the task constraint")
     if plan.schedule not in c.schedules:
@@ -192,3 +213,35 @@ def check_plan(plan: Plan, problem: Problem) -> list[str]:
         errors.append(f"recompute {plan.recompute} is not allowed by the task ({c.recompute})")
     return errors
 
+
+
+def _check_experts(plan: Plan, problem: Problem) -> list[str]:
+    """The expert grid ETP x EP x EDP x PP folded onto the attention grid TP x CP x DP x PP.
+
+    Megatron-Core (../shared/reference/moe.md sec. 2.1): experts split evenly over EP; ETP x EP
+    divides the ranks of a pipeline stage (EDP = tp*cp*dp / (etp*ep)); the expert grid takes
+    consecutive ranks (ETP innermost), so the pipeline axis is outermost; with TP > 1, MoE
+    layers need sequence parallelism (Megatron's argument check).
+    """
+    model = problem.model
+    if model.family != "moe":
+        if plan.ep > 1 or plan.etp > 1 or plan.ep_comm_overlap:
+            return [f"ep/etp/ep_comm_overlap apply to MoE models; {model.name} is {model.family}: use ep: 1, etp: 1"]
+        return []
+    errors = []
+    experts = model.moe.num_experts
+    if experts % plan.ep:
+        errors.append(f"moe.num_experts ({experts}) is not divisible by ep ({plan.ep})")
+    stage_ranks = plan.tp * plan.cp * plan.dp
+    if stage_ranks % (plan.etp * plan.ep):
+        errors.append(
+            f"etp*ep ({plan.etp}*{plan.ep}) does not divide the ranks of a pipeline stage, tp*cp*dp = {stage_ranks}"
+        )
+    if model.moe.ffn_hidden_size % plan.etp:
+        errors.append(f"moe.ffn_hidden_size ({model.moe.ffn_hidden_size}) is not divisible by etp ({plan.etp})")
+    if plan.tp > 1 and not plan.sp:
+        errors.append("MoE models with tp > 1 need sp: true (Megatron-Core requires sequence parallelism)")
+    if plan.pp > 1 and plan.etp * plan.ep > 1 and plan.axis_order[-1] != "pp":
+        errors.append("with ep*etp > 1 the pipeline axis must be outermost (axis_order ending in pp), "
+                      "as in Megatron-Core's expert grid")
+    return errors

@@ -14,6 +14,7 @@ MAX_TOKENS_PER_STEP = 2**40
 Axis = Literal["tp", "cp", "pp", "dp"]
 Schedule = Literal["1f1b", "interleaved"]
 Recompute = Literal["none", "selective", "full"]
+Dispatcher = Literal["alltoall", "allgather"]
 
 
 class DegreeBound(Spec):
@@ -46,6 +47,8 @@ class Constraints(Spec):
     cp: DegreeBound = DegreeBound()
     pp: DegreeBound = DegreeBound()
     dp: DegreeBound = DegreeBound()
+    ep: DegreeBound = DegreeBound()
+    etp: DegreeBound = DegreeBound()
     micro_batch_size: DegreeBound = DegreeBound()
     schedules: list[Schedule] = Field(default_factory=lambda: ["1f1b", "interleaved"], min_length=1)
     zero_stages: list[Annotated[Literal[0, 1, 2, 3], NotBool]] = Field(

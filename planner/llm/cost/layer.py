@@ -1,5 +1,9 @@
 """Time and activation memory of one transformer block for one micro-batch on one GPU.
 
+A block is an attention half (norm, projections, attention core, residual) and an FFN half
+(norm, dense MLP or MoE, residual); `layer_cost` prices the dense block and
+planner.llm.cost.moe the MoE block from the same attention half.
+
 Per GPU a micro-batch holds T = b * s / cp tokens. With tensor parallelism t, the weight
 GEMMs, attention heads and MLP width divide by t; elementwise ops on the hidden state divide
 by t only with sequence parallelism (Korthikanti et al. 2022, sec. 4.2.2).
@@ -23,13 +27,14 @@ gradient reduce-scatter (backward); both hidden under attention when shorter.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from planner.llm.cost import kernels
 from planner.core.collectives import collective_time_by_tier
-from planner.llm.cost.flops import layer_matmul_flops_per_token
+from planner.llm.cost.flops import attention_matmul_flops_per_token, dense_ffn_matmul_flops_per_token
+from planner.llm.cost.moe_params import latent_width
 from planner.llm.cost.layout import PlanVars, group_members
 from planner.llm.problem import Problem
 
@@ -38,7 +43,10 @@ BF16_BYTES = 2
 
 @dataclass(frozen=True)
 class LayerCost:
-    """One block, one micro-batch, one GPU. Times in seconds, memory in bytes."""
+    """One block, one micro-batch, one GPU. Times in seconds, memory in bytes.
+
+    The ep_* fields are the MoE token dispatcher's communication (zero for dense blocks).
+    """
 
     gemm_fwd_s: object
     attention_fwd_s: object
@@ -57,6 +65,10 @@ class LayerCost:
     activation_selective_bytes: object
     activation_full_bytes: object
     tokens: object
+    ep_fwd_by_tier: list = field(default_factory=list)
+    ep_bwd_by_tier: list = field(default_factory=list)
+    ep_exposed_fwd_s: object = 0.0
+    ep_exposed_bwd_s: object = 0.0
 
     @property
     def compute_fwd_s(self):
@@ -68,11 +80,11 @@ class LayerCost:
 
     @property
     def fwd_s(self):
-        return self.compute_fwd_s + self.tp_exposed_fwd_s + self.cp_exposed_fwd_s
+        return self.compute_fwd_s + self.tp_exposed_fwd_s + self.cp_exposed_fwd_s + self.ep_exposed_fwd_s
 
     @property
     def bwd_s(self):
-        return self.compute_bwd_s + self.tp_exposed_bwd_s + self.cp_exposed_bwd_s
+        return self.compute_bwd_s + self.tp_exposed_bwd_s + self.cp_exposed_bwd_s + self.ep_exposed_bwd_s
 
     @property
     def full_recompute_s(self):
@@ -80,30 +92,102 @@ class LayerCost:
         return self.fwd_s
 
 
+@dataclass(frozen=True)
+class Half:
+    """What one half of a block (attention or FFN) adds, before TP exposure is worked out."""
+
+    gemm_fwd_s: object
+    memory_bound_fwd_s: object
+    tp_pairs: object  # TP collective pairs per direction (AG+RS with SP, else an all-reduce)
+    gemm_calls: object  # weight GEMMs whose collectives can be chunked for TP overlap
+    activation_bytes: object  # stored for backward (no recompute)
+
+
+@dataclass(frozen=True)
+class Context:
+    """Per-plan quantities both halves use."""
+
+    tokens: object  # b * s / cp on this GPU
+    t: object
+    sp: object
+    hidden_div: object  # t with sequence parallelism, else 1
+    gemm_input_bytes: float  # 1 in fp8 (Transformer Engine keeps fp8 GEMM inputs), else 2
+    dropout: float
+
+
+def context(problem: Problem, v: PlanVars) -> Context:
+    t = np.asarray(v.tp, dtype=float)
+    sp = np.asarray(v.sp, dtype=bool)
+    tokens = np.asarray(v.micro_batch_size, dtype=float) * problem.task.seq_len / np.asarray(v.cp, dtype=float)
+    return Context(
+        tokens=tokens, t=t, sp=sp, hidden_div=np.where(sp, t, 1.0),
+        gemm_input_bytes=1.0 if problem.task.precision == "fp8" else 2.0,
+        dropout=1.0 if problem.model.dropout else 0.0,
+    )
+
+
+def residual_half(problem: Problem, x: Context):
+    """(memory-bound bytes, stored bytes) of a half's norm, residual add and dropout on the
+    hidden state: norm 4 B, add 6 B, dropout 5 B per element forward; the norm input, the
+    GEMM input after it and the dropout mask are kept."""
+    hidden = x.tokens * problem.model.hidden_size / x.hidden_div
+    traffic = hidden * (4.0 + 6.0 + 5.0 * x.dropout)
+    stored = (2.0 + x.gemm_input_bytes + x.dropout) * hidden
+    return traffic, stored
+
+
+def dense_ffn_half(problem: Problem, v: PlanVars, x: Context) -> Half:
+    """The dense MLP: up (and gate, fused) and down GEMMs, TP-sharded."""
+    model, task, device = problem.model, problem.task, problem.cluster.device
+    h, f = model.hidden_size, model.ffn_hidden_size or 0
+    gated = model.gated_mlp
+    flops = x.tokens * dense_ffn_matmul_flops_per_token(model) / x.t
+    traffic, stored = residual_half(problem, x)
+    traffic = traffic + x.tokens * f / x.t * (6.0 if gated else 4.0)  # activation function
+    if task.precision == "fp8":
+        traffic = traffic + 3.0 * x.tokens * (h + f / x.t)  # casts of fc1 and fc2 inputs
+    mlp_bytes = (4.0 if gated else 2.0) + x.gemm_input_bytes
+    return Half(
+        gemm_fwd_s=kernels.gemm_time_s(flops, 2, device, task.precision),
+        memory_bound_fwd_s=kernels.memory_bound_time_s(traffic, device),
+        tp_pairs=1.0,
+        gemm_calls=2.0,
+        activation_bytes=stored + mlp_bytes * x.tokens * f / x.t,
+    )
+
+
 def layer_cost(problem: Problem, v: PlanVars) -> LayerCost:
+    """The dense block (attention + dense MLP); see the module doc."""
+    x = context(problem, v)
+    return block_cost(problem, v, x, dense_ffn_half(problem, v, x))
+
+
+def block_cost(problem: Problem, v: PlanVars, x: Context, ffn: Half, ep: tuple | None = None) -> LayerCost:
+    """A block from the attention half and the given FFN half; `ep` = (forward by tier,
+    backward by tier, exposed forward, exposed backward) of the MoE dispatcher."""
     model, task, cluster = problem.model, problem.task, problem.cluster
     device = cluster.device
-    h, aw, kvw, f = model.hidden_size, model.attention_width, model.kv_width, model.ffn_hidden_size
+    h, kvw = model.hidden_size, model.kv_width
+    qw, vw, ow = model.attention_width, model.value_width, model.attention_output_width
     s = task.seq_len
-    t = np.asarray(v.tp, dtype=float)
-    c = np.asarray(v.cp, dtype=float)
-    sp = np.asarray(v.sp, dtype=bool)
-    tokens = np.asarray(v.micro_batch_size, dtype=float) * s / c
-    hidden_div = np.where(sp, t, 1.0)
+    tokens, t, sp = x.tokens, x.t, x.sp
     flash = task.framework.attention == "flash"
-    dropout = 1.0 if model.dropout else 0.0
+    dropout = x.dropout
+    latent = latent_width(model) if model.family == "moe" else 0
 
-    # Weight GEMMs: QKV, output projection, up(+gate, fused), down.
-    gemm_flops = tokens * layer_matmul_flops_per_token(model) / t
-    gemm_fwd = kernels.gemm_time_s(gemm_flops, 4, device, task.precision)
+    # Attention projections (QKV and output; MLA: query and key/value latents, up-projections).
+    attn_gemm_flops = tokens * attention_matmul_flops_per_token(model) / t
+    attn_calls = 2 if not latent else (5 if model.mla.q_lora_rank else 4)
+    gemm_fwd = kernels.gemm_time_s(attn_gemm_flops, attn_calls, device, task.precision) + ffn.gemm_fwd_s
 
     # Attention core.
+    core_width = qw + ow  # QK^T over the query/key head dim, AV over the value head dim
     if flash:
-        attn_flops = 4.0 * tokens * (s / 2.0) * aw / t  # causal half skipped
+        attn_flops = 2.0 * tokens * (s / 2.0) * core_width / t  # causal half skipped
         attn_fwd, attn_bwd = kernels.flash_attention_time_s(attn_flops, device)
         score_bytes = 0.0
     else:
-        attn_flops = 4.0 * tokens * s * aw / t  # full s x s scores, masked after the GEMM
+        attn_flops = 2.0 * tokens * s * core_width / t  # full s x s scores, masked after the GEMM
         attn_fwd = kernels.gemm_time_s(attn_flops, 2, device, "bf16")
         attn_bwd = kernels.gemm_time_s(2 * attn_flops, 4, device, "bf16")
         score_elements = tokens * s * model.num_heads / t
@@ -112,46 +196,47 @@ def layer_cost(problem: Problem, v: PlanVars) -> LayerCost:
         attn_fwd = attn_fwd + attn_score_time
         attn_bwd = attn_bwd + 2 * attn_score_time
 
-    # Memory-bound ops outside attention (forward bytes; backward moves twice as much).
-    hidden_elements = tokens * h / hidden_div
-    gated = model.gated_mlp
-    mem_bytes = hidden_elements * (8.0 + 12.0 + 10.0 * dropout)  # 2 norms, 2 residual adds, dropouts
-    mem_bytes = mem_bytes + tokens * f / t * (6.0 if gated else 4.0)  # activation function
+    # Memory-bound ops of the attention half (forward bytes; backward moves twice as much).
+    traffic, attn_stored = residual_half(problem, x)
     if model.position_embedding == "rope":
-        mem_bytes = mem_bytes + 4.0 * tokens * (aw + kvw) / t
+        traffic = traffic + 4.0 * tokens * (qw + kvw) / t
+    traffic = traffic + 4.0 * tokens * latent  # MLA's latent norms
     if task.precision == "fp8":
-        mem_bytes = mem_bytes + 3.0 * tokens * (2 * h + aw / t + f / t)  # casts of GEMM inputs
-    memory_fwd = kernels.memory_bound_time_s(mem_bytes, device)
+        traffic = traffic + 3.0 * tokens * (h + ow / t)  # casts of the QKV and projection inputs
+    memory_fwd = kernels.memory_bound_time_s(traffic, device) + ffn.memory_bound_fwd_s
 
-    # Tensor-parallel collectives.
+    # Tensor-parallel collectives: one pair per direction for attention, the FFN's own.
     tp_members = group_members(cluster, v, ("tp",))
     act_bytes = tokens * h * BF16_BYTES
     ar = collective_time_by_tier("all_reduce", act_bytes, tp_members, cluster)
     ag = collective_time_by_tier("all_gather", act_bytes, tp_members, cluster)
     rs = collective_time_by_tier("reduce_scatter", act_bytes, tp_members, cluster)
+    pairs = 1.0 + np.asarray(ffn.tp_pairs, dtype=float)
     tp_pair = [np.where(sp, g + r, a) for a, g, r in zip(ar, ag, rs, strict=True)]
-    tp_fwd = [2 * x for x in tp_pair]
-    tp_bwd = [2 * x for x in tp_pair]
+    tp_fwd = [pairs * x_ for x_ in tp_pair]
+    tp_bwd = [pairs * x_ for x_ in tp_pair]
     overlap = np.asarray(v.tp_comm_overlap, dtype=bool)
     tp_fwd_total, tp_bwd_total = sum(tp_fwd), sum(tp_bwd)
     # Overlap splits each GEMM and its collective into t chunks (Transformer Engine userbuffers
-    # ring exchange): one chunk of communication cannot hide, the rest hides under the GEMM,
-    # and each of the 4 GEMMs (8 backward) becomes t smaller calls.
+    # ring exchange): one chunk of communication cannot hide, the rest hides under the GEMMs,
+    # and each TP-sharded GEMM (twice as many backward) becomes t smaller calls.
+    calls = 2.0 + np.asarray(ffn.gemm_calls, dtype=float)
     chunk_calls = (t - 1.0) * device.efficiency.gemm_overhead_s
     tp_exp_fwd = np.where(
         overlap,
-        tp_fwd_total / t + np.maximum(tp_fwd_total * (t - 1) / t - gemm_fwd, 0.0) + 4 * chunk_calls,
+        tp_fwd_total / t + np.maximum(tp_fwd_total * (t - 1) / t - gemm_fwd, 0.0) + calls * chunk_calls,
         tp_fwd_total,
     )
     tp_exp_bwd = np.where(
         overlap,
-        tp_bwd_total / t + np.maximum(tp_bwd_total * (t - 1) / t - 2 * gemm_fwd, 0.0) + 8 * chunk_calls,
+        tp_bwd_total / t + np.maximum(tp_bwd_total * (t - 1) / t - 2 * gemm_fwd, 0.0) + 2 * calls * chunk_calls,
         tp_bwd_total,
     )
 
     # Context-parallel ring exchange of K and V.
     cp_members = group_members(cluster, v, ("cp",))
-    kv_bytes = c * 2.0 * tokens * kvw / t * BF16_BYTES  # the whole sequence's K and V
+    c = np.asarray(v.cp, dtype=float)
+    kv_bytes = c * tokens * (kvw + vw) / t * BF16_BYTES  # the whole sequence's K and V
     cp_fwd = collective_time_by_tier("all_gather", kv_bytes, cp_members, cluster)
     cp_rs = collective_time_by_tier("reduce_scatter", kv_bytes, cp_members, cluster)
     cp_bwd = [a + r for a, r in zip(cp_fwd, cp_rs, strict=True)]
@@ -162,23 +247,23 @@ def layer_cost(problem: Problem, v: PlanVars) -> LayerCost:
     # which already recomputes its scores inside the backward kernel).
     selective = 0.0 if flash else attn_fwd
 
-    # Activation memory.
-    # With fp8, Transformer Engine saves the inputs of the weight GEMMs (QKV, projection, fc1,
-    # fc2) for the weight gradient in fp8: 1 B instead of 2.
-    gemm_input = 1.0 if task.precision == "fp8" else 2.0
-    replicated = (4.0 + 2.0 * gemm_input + 2.0 * dropout) * tokens * h / hidden_div
-    mlp_bytes = (4.0 if gated else 2.0) + gemm_input
-    tp_part = (2.0 * tokens * (aw + 2 * kvw) + gemm_input * tokens * aw + mlp_bytes * tokens * f) / t
+    # Activation memory: Q, K, V (bf16), the projection input, MLA's latents, softmax state.
+    attn_part = (2.0 * tokens * (qw + kvw + vw) + x.gemm_input_bytes * tokens * ow) / t
+    attn_part = attn_part + 2.0 * tokens * latent
     if flash:
         scores = 4.0 * tokens * model.num_heads / t  # fp32 log-sum-exp per row
         kept_scores = scores
     else:
         scores = (2.0 + 3.0 * dropout) * tokens * s * model.num_heads / t
         kept_scores = 0.0
-    act_none = replicated + tp_part + scores
-    act_selective = replicated + tp_part + kept_scores
-    act_full = BF16_BYTES * tokens * h / hidden_div
+    kept = attn_stored + attn_part + ffn.activation_bytes
+    act_none = kept + scores
+    act_selective = kept + kept_scores
+    act_full = BF16_BYTES * tokens * h / x.hidden_div
 
+    ep_parts: dict = {}
+    if ep is not None:
+        ep_parts = dict(ep_fwd_by_tier=ep[0], ep_bwd_by_tier=ep[1], ep_exposed_fwd_s=ep[2], ep_exposed_bwd_s=ep[3])
     return LayerCost(
         gemm_fwd_s=gemm_fwd,
         attention_fwd_s=attn_fwd,
@@ -197,4 +282,5 @@ def layer_cost(problem: Problem, v: PlanVars) -> LayerCost:
         activation_selective_bytes=act_selective,
         activation_full_bytes=act_full,
         tokens=tokens,
+        **ep_parts,
     )

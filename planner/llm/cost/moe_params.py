@@ -14,22 +14,27 @@ from planner.llm.moe_model import MoETransformer
 
 
 def attention_params(model: MoETransformer) -> float:
+    """Attention weights plus MLA's latent norms and any biases."""
+    params = attention_weight_params(model)
+    if model.mla is not None:
+        params += model.mla.q_lora_rank + model.mla.kv_lora_rank
+    elif model.linear_bias:
+        params += model.attention_width + 2 * model.kv_width + model.hidden_size
+    return params
+
+
+def attention_weight_params(model: MoETransformer) -> float:
+    """The matrices of attention (each weight is 2 FLOPs per token)."""
     h, a = model.hidden_size, model.num_heads
     if model.mla is not None:
         x = model.mla
         qk = x.qk_nope_head_dim + x.qk_rope_head_dim
-        if x.q_lora_rank:
-            q = h * x.q_lora_rank + x.q_lora_rank + x.q_lora_rank * a * qk  # down, its norm, up
-        else:
-            q = h * a * qk
-        kv = h * (x.kv_lora_rank + x.qk_rope_head_dim) + x.kv_lora_rank  # down (latent + rope key), norm
+        q = h * x.q_lora_rank + x.q_lora_rank * a * qk if x.q_lora_rank else h * a * qk  # down, up
+        kv = h * (x.kv_lora_rank + x.qk_rope_head_dim)  # down to the latent and the shared rope key
         kv += x.kv_lora_rank * a * (x.qk_nope_head_dim + x.v_head_dim)  # up to per-head keys and values
         return float(q + kv + a * x.v_head_dim * h)
     d, g = model.dim_per_head, model.kv_heads
-    params = h * a * d + 2 * h * g * d + a * d * h
-    if model.linear_bias:
-        params += a * d + 2 * g * d + h
-    return float(params)
+    return float(h * a * d + 2 * h * g * d + a * d * h)
 
 
 def ffn_params(model: MoETransformer, width: int, bias: bool = False) -> float:
@@ -48,6 +53,13 @@ def router_params(model: MoETransformer) -> float:
 
 def norm_params(model: MoETransformer) -> float:
     return float(2 * model.hidden_size)
+
+
+def latent_width(model: MoETransformer) -> int:
+    """Width of MLA's latents per token (query latent, key/value latent, rope key); 0 without MLA."""
+    if model.mla is None:
+        return 0
+    return model.mla.q_lora_rank + model.mla.kv_lora_rank + model.mla.qk_rope_head_dim
 
 
 def expert_params(model: MoETransformer) -> float:
