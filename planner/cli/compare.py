@@ -19,6 +19,11 @@ def run(args: argparse.Namespace) -> int:
     from solvers import SOLVERS, SolveResult, run_solvers
 
     problem = load_problem(args.task)
+    if problem.model.family == "moe":
+        raise PlannerError(
+            f"{problem.source}: model.family: moe: the searches do not cover expert parallelism yet; "
+            "price a given MoE plan with `planner estimate TASK --plan PLAN`"
+        )
     options = solve_options(args)
     names = [n.strip() for n in args.solvers.split(",") if n.strip()]
     if not names and not args.plan:

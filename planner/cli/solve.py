@@ -23,6 +23,11 @@ def run(args: argparse.Namespace) -> int:
     from solvers import SOLVERS
 
     problem = load_problem(args.task)
+    if problem.model.family == "moe":
+        raise PlannerError(
+            f"{problem.source}: model.family: moe: the searches do not cover expert parallelism yet; "
+            "price a given MoE plan with `planner estimate TASK --plan PLAN`"
+        )
     if args.solver not in SOLVERS:
         raise PlannerError(f"--solver: unknown solver {args.solver[:40]!r}; choose from {', '.join(SOLVERS)}")
     check_output(args.output, problem.files)

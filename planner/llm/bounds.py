@@ -35,7 +35,7 @@ import numpy as np
 
 from planner.llm.candidates import CandidateSet, plan_vars
 from planner.llm.cost.edges import edge_cost
-from planner.llm.cost.layer import layer_cost
+from planner.llm.cost.blocks import block_costs
 from planner.llm.cost.layout import RECOMPUTE_CODES, PlanVars
 from planner.llm.cost.memory import in_flight_micro_batches, stage_memory
 from planner.llm.cost.step import StageSpec, data_parallel_raw, stage_terms, tied_embedding_sync_s
@@ -86,7 +86,7 @@ def _uniform_sum(problem: Problem, c: CandidateSet, v: PlanVars):
         StageSpec(index=pp - 1, layers=per_stage, recomputed=zero, is_first=False, is_last=True,
                   count=np.where(single, 0, 1)),
     ]
-    layer = layer_cost(problem, v)
+    layer = block_costs(problem, v)
     edges = edge_cost(problem, v, layer.tokens)
     terms = [stage_terms(problem, v, layer, edges, s) for s in specs]
     total = sum(np.asarray(s.count, dtype=float) * x.total_s for s, x in zip(specs, terms, strict=True))
@@ -196,14 +196,14 @@ def _least_recompute(problem: Problem, c: CandidateSet, v: PlanVars, m,
     """
     model, task = problem.model, problem.task
     capacity = problem.cluster.device.hbm_bytes * (1.0 - task.memory_headroom)
-    layer = layer_cost(problem, v)
+    layer = block_costs(problem, v)
     edges = edge_cost(problem, v, layer.tokens)
     full = c.recompute == RECOMPUTE_CODES["full"]
     pp = c.pp
     vs = c.virtual_stages.astype(float)
     n = len(c)
     zero, one = np.zeros(n), np.ones(n)
-    transient = np.where(full, np.asarray(layer.activation_none_bytes, dtype=float), 0.0)
+    transient = np.where(full, np.asarray(layer.largest("activation_none_bytes"), dtype=float), 0.0)
 
     def coefficients(index, first, last):
         args = (index, first, last, m, edges.logits_bytes)

@@ -50,12 +50,6 @@ class Problem:
     """Every file read to build it (the task and the presets or paths it refers to)."""
 
     def __post_init__(self) -> None:
-        if self.model.family != "dense":
-            raise InputError(
-                f"{self.source}: model.family: {self.model.family} models ({shown(self.model.name)}) load and count "
-                "their parameters, but training them is not priced yet (expert parallelism is being added); "
-                "use a dense model"
-            )
         precision = self.task.precision
         if self.cluster.device.peak_flops.bf16 is None:
             raise InputError(

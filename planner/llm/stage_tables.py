@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from planner.llm.cost.edges import edge_cost
-from planner.llm.cost.layer import layer_cost
+from planner.llm.cost.blocks import block_costs
 from planner.llm.cost.layout import PlanVars
 from planner.llm.cost.memory import stage_memory
 from planner.llm.cost.step import StageSpec, data_parallel_raw, stage_terms, tied_embedding_sync_s
@@ -86,7 +86,7 @@ def stage_model(problem: Problem, config: Plan) -> StageModel:
     """
     model, task, cluster = problem.model, problem.task, problem.cluster
     v = PlanVars.from_plan(config)
-    layer = layer_cost(problem, v)
+    layer = block_costs(problem, v)
     edges = edge_cost(problem, v, layer.tokens)
     p, vs = config.pp, config.virtual_stages
     m = config.num_micro_batches(task.num_sequences)
@@ -124,7 +124,7 @@ def stage_model(problem: Problem, config: Plan) -> StageModel:
     ones = np.ones((p, 1))
     mem_r0 = stage_memory(problem, v, layer, ones, 0 * ones, index, first_mask, last_mask, m, edges.logits_bytes)
     mem_r1 = stage_memory(problem, v, layer, ones, ones, index, first_mask, last_mask, m, edges.logits_bytes)
-    transient = float(np.asarray(layer.activation_none_bytes)) if full else 0.0
+    transient = float(np.asarray(layer.largest("activation_none_bytes"))) if full else 0.0
     memory = np.broadcast_to(np.asarray(mem0.total_bytes, dtype=float), (p, len(layers)))
     per_recomputed = (np.asarray(mem_r1.total_bytes) - np.asarray(mem_r0.total_bytes)).reshape(p) - transient
 

@@ -111,6 +111,11 @@ class TrainingTask(Spec):
     )
     optimizer: Optimizer = Optimizer()
     framework: Framework = Framework()
+    moe_load_imbalance: float = Field(
+        default=1.0, ge=1, le=64,
+        description="MoE: routed tokens on the busiest GPU / the mean (1 = perfectly balanced, as "
+        "force-balanced benchmarks run; real routers run above 1).",
+    )
     memory_headroom: float = Field(
         default=0.05, ge=0, lt=1, description="Fraction of device memory kept free."
     )

@@ -34,9 +34,11 @@ class StageReport:
 class Breakdown:
     """Step time split into parts that sum to `step_time_s`.
 
-    step_time_s = compute_s + recompute_s + tp_exposed_s + cp_exposed_s + pp_p2p_s
-                  + zero_exposed_s + bubble_s + dp_exposed_s + embedding_sync_s + optimizer_s
-    zero_exposed_s is the per-micro-batch ZeRO-2/3 traffic left exposed. The first six are the critical (slowest) stage's per-micro-batch parts times the number
+    step_time_s = compute_s + recompute_s + tp_exposed_s + cp_exposed_s + ep_exposed_s
+                  + pp_p2p_s + zero_exposed_s + bubble_s + dp_exposed_s + embedding_sync_s
+                  + optimizer_s
+    zero_exposed_s is the per-micro-batch ZeRO-2/3 traffic left exposed; ep_exposed_s the MoE
+    token dispatcher's (all-to-all, ETP and all-gather collectives). The first seven are the critical (slowest) stage's per-micro-batch parts times the number
     of micro-batches (the steady state); bubble_s is warm-up and cool-down; dp_exposed_s is
     the data-parallel gradient reduction and parameter gather left after overlap with the
     last backward / first forward; embedding_sync_s the tied-embedding gradient all-reduce
@@ -64,12 +66,14 @@ class Breakdown:
     num_micro_batches: int
     critical_stage: int
     stages: list[StageReport] = field(default_factory=list)
+    ep_exposed_s: float = 0.0
 
     PARTS = (
         "compute_s",
         "recompute_s",
         "tp_exposed_s",
         "cp_exposed_s",
+        "ep_exposed_s",
         "pp_p2p_s",
         "zero_exposed_s",
         "bubble_s",

@@ -15,6 +15,7 @@ from planner.core.hardware import Cluster
 from planner.llm.plan import Plan
 
 RECOMPUTE_CODES = {"none": 0, "selective": 1, "full": 2}
+DISPATCHER_CODES = {"alltoall": 0, "allgather": 1}
 AXES = ("tp", "cp", "dp", "pp")
 
 
@@ -34,6 +35,10 @@ class PlanVars:
     shard_size: object
     recompute: object  # RECOMPUTE_CODES
     strides: dict  # axis -> stride (product of degrees of axes inside it)
+    ep: object = 1
+    etp: object = 1
+    dispatcher: object = 0  # DISPATCHER_CODES
+    ep_comm_overlap: object = 0
 
     @classmethod
     def from_plan(cls, plan: Plan) -> PlanVars:
@@ -50,7 +55,17 @@ class PlanVars:
             shard_size=plan.shard_size,
             recompute=RECOMPUTE_CODES[plan.recompute],
             strides=strides_for(plan.axis_order, {a: plan.degree(a) for a in AXES}),
+            ep=plan.ep,
+            etp=plan.etp,
+            dispatcher=DISPATCHER_CODES[plan.dispatcher],
+            ep_comm_overlap=int(plan.ep_comm_overlap),
         )
+
+    @property
+    def edp(self):
+        """Expert data-parallel degree: tp*cp*dp / (etp*ep)."""
+        return (np.asarray(self.tp) * np.asarray(self.cp) * np.asarray(self.dp)
+                // (np.asarray(self.etp) * np.asarray(self.ep)))
 
 
 def strides_for(axis_order, degrees: dict) -> dict:

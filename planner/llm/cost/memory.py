@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from planner.llm.cost import flops
-from planner.llm.cost.layer import LayerCost
+from planner.llm.cost.blocks import Blocks, block_params, mtp_layers
 from planner.llm.cost.layout import PlanVars
 from planner.llm.problem import Problem
 
@@ -52,18 +52,29 @@ class StageMemory:
         )
 
 
-def stage_params(problem: Problem, v: PlanVars, layers, is_first, is_last):
-    """Parameters held by one GPU of a stage (TP-sharded, before ZeRO sharding)."""
+def stage_params(problem: Problem, v: PlanVars, layers, is_first, is_last, moe_layers=0):
+    """Parameters held by one GPU of a stage whose gradients reduce over DP x CP (TP-sharded,
+    before ZeRO sharding): every parameter of a dense model; of an MoE model all but the
+    routed experts (planner.llm.cost.blocks)."""
     model = problem.model
     t = np.asarray(v.tp, dtype=float)
     pp = np.asarray(v.pp)
-    params = np.asarray(layers, dtype=float) * flops.layer_params(model) / t
+    per_block = block_params(problem, v)
+    moe = np.asarray(moe_layers, dtype=float)
+    params = (np.asarray(layers, dtype=float) - moe) * per_block.dense + moe * per_block.moe_grid
+    params = params + np.where(is_last, mtp_layers(problem) * per_block.mtp_grid, 0.0)
     params = params + np.where(is_first, flops.embedding_params(model) / t, 0.0)
     # The last stage holds the head; with tied embeddings and pp > 1 it holds a copy.
     head = flops.head_params(model) / t
     if model.tied_embeddings:
         head = head + np.where(pp > 1, model.vocab_size * model.hidden_size / t, 0.0)
     return params + np.where(is_last, head, 0.0)
+
+
+def stage_expert_params(problem: Problem, v: PlanVars, is_last, moe_layers=0):
+    """Routed-expert parameters held by one GPU of a stage (gradients reduce over EDP)."""
+    moe = np.asarray(moe_layers, dtype=float) + np.where(is_last, float(mtp_layers(problem)), 0.0)
+    return moe * block_params(problem, v).moe_expert
 
 
 def in_flight_micro_batches(v: PlanVars, stage_index, num_micro_batches):
@@ -80,7 +91,7 @@ def in_flight_micro_batches(v: PlanVars, stage_index, num_micro_batches):
 def stage_memory(
     problem: Problem,
     v: PlanVars,
-    layer: LayerCost,
+    blocks: Blocks,
     layers,
     recomputed_layers,
     stage_index,
@@ -88,40 +99,59 @@ def stage_memory(
     is_last,
     num_micro_batches,
     logits_bytes,
+    moe_layers=0,
 ) -> StageMemory:
     model, task = problem.model, problem.task
     framework, optimizer = task.framework, task.optimizer
     zero = np.asarray(v.zero_stage)
-    # Megatron-Core's distributed optimizer shards over the data-parallel x context-parallel group.
+    # Megatron-Core's distributed optimizer shards over the data-parallel x context-parallel
+    # group, and routed experts over the expert data-parallel group.
     shard = np.asarray(v.shard_size, dtype=float) * np.asarray(v.cp, dtype=float)
+    expert_shard = np.asarray(v.edp, dtype=float)
     t = np.asarray(v.tp, dtype=float)
-    params = stage_params(problem, v, layers, is_first, is_last)
+    params = stage_params(problem, v, layers, is_first, is_last, moe_layers)
+    experts = stage_expert_params(problem, v, is_last, moe_layers)
+
+    def sharded(per_param, from_stage):
+        return (params * per_param / np.where(zero >= from_stage, shard, 1.0)
+                + experts * per_param / np.where(zero >= from_stage, expert_shard, 1.0))
 
     weight_bytes_per_param = 2.0 + (1.0 if task.precision == "fp8" else 0.0)
     grad_bytes_per_param = 4.0 if framework.grad_dtype == "fp32" else 2.0
     optimizer_bytes_per_param = (4.0 if optimizer.master_weights else 0.0) + 4.0 * optimizer.num_states
-    weights = params * weight_bytes_per_param / np.where(zero >= 3, shard, 1.0)
-    grads = params * grad_bytes_per_param / np.where(zero >= 2, shard, 1.0)
+    weights = sharded(weight_bytes_per_param, 3)
+    grads = sharded(grad_bytes_per_param, 2)
     if framework.low_precision_grads:
-        grads = grads + params * 2.0
-    opt = params * optimizer_bytes_per_param / np.where(zero >= 1, shard, 1.0)
+        grads = grads + (params + experts) * 2.0
+    opt = sharded(optimizer_bytes_per_param, 1)
 
     recompute = np.asarray(v.recompute)
-    kept = np.where(recompute == 1, layer.activation_selective_bytes, layer.activation_none_bytes)
     layers = np.asarray(layers, dtype=float)
+    moe = np.asarray(moe_layers, dtype=float)
+    mtp = np.where(is_last, float(mtp_layers(problem)), 0.0)
+    kept_attr = np.where(recompute == 1, 1, 0)
+    kept_selective = blocks.per_layer("activation_selective_bytes", layers - moe, moe)
+    kept_none = blocks.per_layer("activation_none_bytes", layers - moe, moe)
+    kept = np.where(kept_attr == 1, kept_selective, kept_none)
     recomputed = np.asarray(recomputed_layers, dtype=float)
-    per_micro_batch = recomputed * layer.activation_full_bytes + (layers - recomputed) * kept
+    full = blocks.per_layer("activation_full_bytes", layers - moe, moe)
+    per_micro_batch = recomputed * full + (layers - recomputed) * kept
+    # MTP modules keep their MoE block's activations and the head's input.
+    if blocks.moe is not None:
+        per_micro_batch = per_micro_batch + mtp * (blocks.moe.activation_none_bytes + 2.0 * blocks.tokens * model.hidden_size)
     # The embedding output is the first block's input (already counted); only its dropout
     # mask is extra (Korthikanti et al. sec. 4.3).
     sp = np.asarray(v.sp, dtype=bool)
-    embedding_mask = (1.0 if model.dropout else 0.0) * layer.tokens * model.hidden_size / np.where(sp, t, 1.0)
+    embedding_mask = (1.0 if model.dropout else 0.0) * blocks.tokens * model.hidden_size / np.where(sp, t, 1.0)
     per_micro_batch = per_micro_batch + np.where(is_first, embedding_mask, 0.0)
     in_flight = in_flight_micro_batches(v, stage_index, num_micro_batches)
     activations = per_micro_batch * in_flight
 
-    transient = np.where(recomputed > 0, layer.activation_none_bytes, 0.0)
+    transient = np.where(recomputed > 0, blocks.largest("activation_none_bytes"), 0.0)
     transient = transient + np.where(is_last, logits_bytes, 0.0)
-    gathered = 2.0 * flops.layer_params(model) / t * (2.0 + grad_bytes_per_param)
+    per_block = block_params(problem, v)
+    largest_block = np.maximum(per_block.dense, per_block.moe_grid + per_block.moe_expert)
+    gathered = 2.0 * largest_block * (2.0 + grad_bytes_per_param)
     transient = transient + np.where(zero >= 3, gathered, 0.0)
 
     overhead = framework.framework_overhead_bytes + framework.allocator_fragmentation * activations

@@ -29,12 +29,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from planner.llm.cost import flops, kernels
+from planner.llm.cost.blocks import Blocks, block_costs, block_params, layer_mix, mtp_layers
 from planner.llm.cost.breakdown import Breakdown, StageReport
-from planner.core.collectives import collective_time_by_tier, collective_time_s, p2p_time_s
+from planner.core.collectives import collective_time_by_tier, collective_time_s, members_per_tier, p2p_time_s
 from planner.llm.cost.edges import EdgeCost, edge_cost
-from planner.llm.cost.layer import LayerCost, layer_cost
 from planner.llm.cost.layout import PlanVars, group_members, pp_hop_crosses, strides_for
-from planner.llm.cost.memory import stage_memory, stage_params
+from planner.llm.cost.memory import stage_expert_params, stage_memory, stage_params
 from planner.llm.cost.pipeline import pipeline_time_s
 from planner.core.errors import PlanError
 from planner.llm.plan import Plan, check_plan
@@ -43,7 +43,8 @@ from planner.llm.problem import Problem
 
 @dataclass(frozen=True)
 class StageSpec:
-    """A stage (or `count` identical stages) of the pipeline."""
+    """A stage (or `count` identical stages) of the pipeline; `moe_layers` of its `layers`
+    blocks are MoE blocks (planner.llm.cost.blocks)."""
 
     index: object
     layers: object
@@ -51,6 +52,7 @@ class StageSpec:
     is_first: object
     is_last: object
     count: object = 1
+    moe_layers: object = 0
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class StageTerms:
     zero_s: object
     forward_s: object
     backward_s: object
+    ep_s: object = 0.0
 
     @property
     def total_s(self):
@@ -84,55 +87,99 @@ def _groups(problem: Problem, v: PlanVars):
     return grad, shard_group, replica_group
 
 
-def stage_terms(problem: Problem, v: PlanVars, layer: LayerCost, edges: EdgeCost, spec: StageSpec) -> StageTerms:
+def expert_group(problem: Problem, v: PlanVars) -> list:
+    """Members per tier of the expert data-parallel group (EDP ranks, stride etp * ep)."""
+    return members_per_tier(problem.cluster, [v.edp], [np.asarray(v.etp) * np.asarray(v.ep)])
+
+
+def stage_terms(problem: Problem, v: PlanVars, blocks: Blocks, edges: EdgeCost, spec: StageSpec) -> StageTerms:
+    """Per-micro-batch seconds of a stage (see the module doc). Its blocks: layers - moe_layers
+    dense, moe_layers MoE, and on the last stage the MTP modules (an MoE block, a projection
+    and a second pass through the head each)."""
     model, cluster = problem.model, problem.cluster
+    device, precision = cluster.device, problem.task.precision
     layers = np.asarray(spec.layers, dtype=float)
+    moe = np.asarray(spec.moe_layers, dtype=float)
+    dense = layers - moe
     recomputed = np.asarray(spec.recomputed, dtype=float)
     first, last = np.asarray(spec.is_first, dtype=bool), np.asarray(spec.is_last, dtype=bool)
+    mtp = np.where(last, float(mtp_layers(problem)), 0.0)
+    moe_all = moe + mtp
     t = np.asarray(v.tp, dtype=float)
     vs = np.asarray(v.virtual_stages, dtype=float)
     recompute = np.asarray(v.recompute)
+    tokens = blocks.tokens
 
-    compute_f = layers * layer.compute_fwd_s + np.where(first, edges.embedding_fwd_s, 0.0)
-    compute_f = compute_f + np.where(last, edges.head_fwd_s, 0.0)
-    compute_b = layers * layer.compute_bwd_s + np.where(first, edges.embedding_bwd_s, 0.0)
-    compute_b = compute_b + np.where(last, edges.head_bwd_s, 0.0)
-    selective = np.where(recompute == 1, layers * layer.selective_recompute_s, 0.0)
-    recompute_s = recomputed * layer.full_recompute_s + selective
+    # MTP: the 2h -> h projection GEMM (forward; backward twice) and a second head pass.
+    h = model.hidden_size
+    mtp_proj = kernels.gemm_time_s(tokens * 2.0 * 2 * h * h / t, 1, device, precision)
+    compute_f = blocks.total("compute_fwd_s", dense, moe_all) + np.where(first, edges.embedding_fwd_s, 0.0)
+    compute_f = compute_f + np.where(last, edges.head_fwd_s, 0.0) + mtp * (mtp_proj + edges.head_fwd_s)
+    compute_b = blocks.total("compute_bwd_s", dense, moe_all) + np.where(first, edges.embedding_bwd_s, 0.0)
+    compute_b = compute_b + np.where(last, edges.head_bwd_s, 0.0) + mtp * (2 * mtp_proj + edges.head_bwd_s)
+    selective = np.where(recompute == 1, blocks.total("selective_recompute_s", dense, moe), 0.0)
+    # A fully recomputed layer costs the stage's mean block forward.
+    recompute_s = recomputed * blocks.per_layer("full_recompute_s", dense, moe) + selective
 
-    tp_f = layers * layer.tp_exposed_fwd_s + np.where(first, edges.embedding_tp_s / 2, 0.0)
-    tp_f = tp_f + np.where(last, edges.head_tp_s / 2, 0.0)
-    tp_b = layers * layer.tp_exposed_bwd_s + np.where(first, edges.embedding_tp_s / 2, 0.0)
-    tp_b = tp_b + np.where(last, edges.head_tp_s / 2, 0.0)
-    cp_f = layers * layer.cp_exposed_fwd_s
-    cp_b = layers * layer.cp_exposed_bwd_s
+    head_tp = (1.0 + mtp) * edges.head_tp_s / 2
+    tp_f = blocks.total("tp_exposed_fwd_s", dense, moe_all) + np.where(first, edges.embedding_tp_s / 2, 0.0)
+    tp_f = tp_f + np.where(last, head_tp, 0.0)
+    tp_b = blocks.total("tp_exposed_bwd_s", dense, moe_all) + np.where(first, edges.embedding_tp_s / 2, 0.0)
+    tp_b = tp_b + np.where(last, head_tp, 0.0)
+    cp_f = blocks.total("cp_exposed_fwd_s", dense, moe_all)
+    cp_b = blocks.total("cp_exposed_bwd_s", dense, moe_all)
+    ep_f = blocks.total("ep_exposed_fwd_s", dense, moe_all)
+    ep_b = blocks.total("ep_exposed_bwd_s", dense, moe_all)
 
-    p2p_bytes = layer.tokens * model.hidden_size * 2.0 / t
+    p2p_bytes = tokens * model.hidden_size * 2.0 / t
     hop = p2p_time_s(p2p_bytes, pp_hop_crosses(cluster, v), cluster)
     if problem.task.framework.overlap_p2p_comm:
         # Each send overlaps the next chunk's compute (Megatron-Core overlap_p2p_comm).
-        chunk_s = (layers * (layer.compute_fwd_s + layer.compute_bwd_s)) / (2 * vs)
+        chunk_s = (blocks.total("compute_fwd_s", dense, moe) + blocks.total("compute_bwd_s", dense, moe)) / (2 * vs)
         hop = np.maximum(hop - chunk_s, 0.0)
     p2p_one_way = np.where(np.asarray(v.pp) > 1, vs * hop, 0.0)
 
     # ZeRO-2 and -3 keep only a shard of the gradients, so every micro-batch reduce-scatters
     # each block's gradients (hidden under the next block's backward); ZeRO-3 also gathers
-    # each block's weights before its forward and its backward (prefetched likewise).
+    # each block's weights before its forward and its backward (prefetched likewise). MoE
+    # blocks gather their grid part over the shard group and their experts over EDP.
     zero3 = np.asarray(v.zero_stage) >= 3
     zero2 = np.asarray(v.zero_stage) == 2
     _, shard_group, _ = _groups(problem, v)
-    block_bytes = flops.layer_params(model) / t
+    params = block_params(problem, v)
     grad_bytes = 4.0 if problem.task.framework.grad_dtype == "fp32" else 2.0
-    gather = collective_time_s("all_gather", block_bytes * 2.0, shard_group, cluster)
-    scatter = collective_time_s("reduce_scatter", block_bytes * grad_bytes, shard_group, cluster)
-    z_f = layers * np.maximum(gather - layer.fwd_s, 0.0) + gather
-    z_b = layers * np.maximum(gather + scatter - layer.bwd_s, 0.0) + scatter
-    z2_b = layers * np.maximum(scatter - layer.bwd_s, 0.0) + scatter
-    z_f = np.where(zero3, z_f, 0.0)
-    z_b = np.where(zero3, z_b, np.where(zero2, z2_b, 0.0))
 
-    forward = compute_f + tp_f + cp_f + p2p_one_way + z_f
-    backward = compute_b + recompute_s + tp_b + cp_b + p2p_one_way + z_b
+    def gathers(grid, expert):
+        gather = collective_time_s("all_gather", grid * 2.0, shard_group, cluster)
+        scatter = collective_time_s("reduce_scatter", grid * grad_bytes, shard_group, cluster)
+        if blocks.moe is not None:
+            experts = expert_group(problem, v)
+            gather = gather + collective_time_s("all_gather", expert * 2.0, experts, cluster)
+            scatter = scatter + collective_time_s("reduce_scatter", expert * grad_bytes, experts, cluster)
+        return gather, scatter
+
+    gather_d, scatter_d = gathers(params.dense, 0.0)
+    gather_m, scatter_m = gathers(params.moe_grid, params.moe_expert)
+
+    def exposed(count, gather, scatter, block):
+        z_f = count * np.maximum(gather - block.fwd_s, 0.0)
+        z_b = count * np.maximum(gather + scatter - block.bwd_s, 0.0)
+        z2_b = count * np.maximum(scatter - block.bwd_s, 0.0)
+        return z_f, z_b, z2_b
+
+    z_f, z_b, z2_b = exposed(dense, gather_d, scatter_d, blocks.dense)
+    first_gather, first_scatter = gather_d, scatter_d
+    if blocks.moe is not None:
+        mf, mb, m2 = exposed(moe_all, gather_m, scatter_m, blocks.moe)
+        z_f, z_b, z2_b = z_f + mf, z_b + mb, z2_b + m2
+        # The first block's collective is never hidden: the larger kind present.
+        first_gather = np.where(moe_all > 0, np.maximum(gather_m, np.where(dense > 0, gather_d, 0.0)), gather_d)
+        first_scatter = np.where(moe_all > 0, np.maximum(scatter_m, np.where(dense > 0, scatter_d, 0.0)), scatter_d)
+    z_f = np.where(zero3, z_f + first_gather, 0.0)
+    z_b = np.where(zero3, z_b + first_scatter, np.where(zero2, z2_b + first_scatter, 0.0))
+
+    forward = compute_f + tp_f + cp_f + ep_f + p2p_one_way + z_f
+    backward = compute_b + recompute_s + tp_b + cp_b + ep_b + p2p_one_way + z_b
     return StageTerms(
         compute_s=compute_f + compute_b,
         recompute_s=recompute_s,
@@ -142,6 +189,7 @@ def stage_terms(problem: Problem, v: PlanVars, layer: LayerCost, edges: EdgeCost
         zero_s=z_f + z_b,
         forward_s=forward,
         backward_s=backward,
+        ep_s=ep_f + ep_b,
     )
 
 
@@ -174,9 +222,11 @@ class DataParallelRaw:
 
 
 def data_parallel_raw(problem: Problem, v: PlanVars, spec: StageSpec) -> DataParallelRaw:
-    """Gradient reduction, weight gather and Adam step of one stage (see module doc)."""
+    """Gradient reduction, weight gather and Adam step of one stage (see module doc). Routed
+    experts reduce and shard over the expert data-parallel group instead (their own buckets,
+    after the rest)."""
     cluster, framework = problem.cluster, problem.task.framework
-    params = stage_params(problem, v, spec.layers, spec.is_first, spec.is_last)
+    params = stage_params(problem, v, spec.layers, spec.is_first, spec.is_last, spec.moe_layers)
     zero = np.asarray(v.zero_stage)
     shard = np.asarray(v.shard_size, dtype=float)
     grad_bytes = 4.0 if framework.grad_dtype == "fp32" else 2.0
@@ -194,20 +244,32 @@ def data_parallel_raw(problem: Problem, v: PlanVars, spec: StageSpec) -> DataPar
         for a, r, r2 in zip(ar_all, rs, ar_rep, strict=True)
     ]
     param_tiers = [np.where((zero >= 1) & (zero <= 2), g, 0.0) for g in ag]
+    local = params / np.where(zero >= 1, shard * np.asarray(v.cp, dtype=float), 1.0)
+    all_bytes = params
+    if problem.model.family == "moe":
+        experts = stage_expert_params(problem, v, spec.is_last, spec.moe_layers)
+        group = expert_group(problem, v)
+        e_bytes = experts * grad_bytes
+        e_ar = collective_time_by_tier("all_reduce", e_bytes, group, cluster)
+        e_rs = collective_time_by_tier("reduce_scatter", e_bytes, group, cluster)
+        e_ag = collective_time_by_tier("all_gather", experts * 2.0, group, cluster)
+        grad_tiers = [g + np.where(zero == 0, a, r) for g, a, r in zip(grad_tiers, e_ar, e_rs, strict=True)]
+        param_tiers = [p + np.where((zero >= 1) & (zero <= 2), a, 0.0) for p, a in zip(param_tiers, e_ag, strict=True)]
+        local = local + experts / np.where(zero >= 1, np.asarray(v.edp, dtype=float), 1.0)
+        all_bytes = params + experts
     grad_s, param_s = sum(grad_tiers), sum(param_tiers)
 
     bucket = framework.grad_bucket_bytes
     if framework.overlap_grad_reduce:
-        grad_floor = grad_s * np.minimum(1.0, bucket / np.maximum(g_bytes, 1.0))
+        grad_floor = grad_s * np.minimum(1.0, bucket / np.maximum(all_bytes * grad_bytes, 1.0))
     else:
         grad_floor = grad_s
     if framework.overlap_param_gather:
-        param_floor = param_s * np.minimum(1.0, bucket / np.maximum(params * 2.0, 1.0))
+        param_floor = param_s * np.minimum(1.0, bucket / np.maximum(all_bytes * 2.0, 1.0))
     else:
         param_floor = param_s
 
     opt = problem.task.optimizer
-    local = params / np.where(zero >= 1, shard * np.asarray(v.cp, dtype=float), 1.0)
     step_bytes = grad_bytes + (8.0 if opt.master_weights else 0.0) + 8.0 * opt.num_states + 2.0
     optimizer_s = kernels.memory_bound_time_s(local * step_bytes, cluster.device)
     return DataParallelRaw(
@@ -242,9 +304,10 @@ def plan_stage_specs(plan: Plan, problem: Problem) -> list[StageSpec]:
     """One StageSpec per pipeline stage of a concrete plan."""
     layers = plan.layers_per_stage(problem.model.num_layers)
     recomputed = plan.recomputed_layers(problem.model.num_layers)
+    moe = layer_mix(problem.model, layers, plan.virtual_stages)
     return [
-        StageSpec(index=i, layers=n, recomputed=r, is_first=i == 0, is_last=i == plan.pp - 1)
-        for i, (n, r) in enumerate(zip(layers, recomputed, strict=True))
+        StageSpec(index=i, layers=n, recomputed=r, is_first=i == 0, is_last=i == plan.pp - 1, moe_layers=k)
+        for i, (n, r, k) in enumerate(zip(layers, recomputed, moe, strict=True))
     ]
 
 
@@ -273,9 +336,9 @@ def assemble(problem: Problem, v: PlanVars, specs: list[StageSpec], num_micro_ba
     group (most micro-batches in flight, least slack). A spec with count 0 is ignored.
     Stage k ends its last backward sum_{j<k} B_j before stage 0 does: that is its slack.
     """
-    layer = layer_cost(problem, v)
-    edges = edge_cost(problem, v, layer.tokens)
-    terms = [stage_terms(problem, v, layer, edges, s) for s in specs]
+    blocks = block_costs(problem, v)
+    edges = edge_cost(problem, v, blocks.tokens)
+    terms = [stage_terms(problem, v, blocks, edges, s) for s in specs]
     counts = [s.count for s in specs]
     pipeline_s, bubble_s, _ = pipeline_time_s(
         [x.total_s for x in terms], counts, num_micro_batches, v.virtual_stages
@@ -292,8 +355,8 @@ def assemble(problem: Problem, v: PlanVars, specs: list[StageSpec], num_micro_ba
         param_exposed = np.maximum(param_exposed, np.where(active, p - slack_f, 0.0))
         optimizer_s = np.maximum(optimizer_s, np.where(active, o, 0.0))
         mem = stage_memory(
-            problem, v, layer, spec.layers, spec.recomputed, spec.index, spec.is_first, spec.is_last,
-            num_micro_batches, edges.logits_bytes,
+            problem, v, blocks, spec.layers, spec.recomputed, spec.index, spec.is_first, spec.is_last,
+            num_micro_batches, edges.logits_bytes, spec.moe_layers,
         )
         peak = np.maximum(peak, np.where(active, mem.total_bytes, 0.0))
         slack_b = slack_b + spec.count * x.backward_s
@@ -357,8 +420,8 @@ def evaluate(problem: Problem, plan: Plan) -> Breakdown:
     model_flops = flops.model_flops_per_token(model, task.seq_len) * tokens
     hardware_flops = flops.hardware_flops_per_token(model, task.seq_len, plan.recompute) * tokens
     peak = cluster.device.peak("fp16" if task.precision == "fp16" else "bf16") * cluster.num_devices
-    layer = layer_cost(problem, v)
-    by_axis = _exposed_by_axis_tier(problem, layer, crit, a.data_parallel, critical, m)
+    blocks = block_costs(problem, v)
+    by_axis = _exposed_by_axis_tier(problem, blocks, crit, a.data_parallel, critical, m)
     return Breakdown(
         step_time_s=step,
         compute_s=m * float(crit.compute_s),
@@ -381,6 +444,7 @@ def evaluate(problem: Problem, plan: Plan) -> Breakdown:
         num_micro_batches=m,
         critical_stage=critical,
         stages=stages,
+        ep_exposed_s=m * float(crit.ep_s),
     )
 
 
@@ -393,12 +457,15 @@ def _split(total: float, raw_by_tier: list, names: list[str]) -> dict[str, float
     return {n: total * r / whole for n, r in zip(names, raw, strict=True) if r > 0}
 
 
-def _exposed_by_axis_tier(problem, layer, crit, dp, critical, m) -> dict[str, dict[str, float]]:
+def _exposed_by_axis_tier(problem, blocks: Blocks, crit, dp, critical, m) -> dict[str, dict[str, float]]:
     names = [tier.name for tier in problem.cluster.tiers]
+    layer = blocks.moe if blocks.moe is not None else blocks.dense
     result = {
         "tp": _split(m * float(crit.tp_s), [a + b for a, b in zip(layer.tp_fwd_by_tier, layer.tp_bwd_by_tier, strict=True)], names),
         "cp": _split(m * float(crit.cp_s), [a + b for a, b in zip(layer.cp_fwd_by_tier, layer.cp_bwd_by_tier, strict=True)], names),
     }
+    if blocks.moe is not None:
+        result["ep"] = _split(m * float(crit.ep_s), [a + b for a, b in zip(layer.ep_fwd_by_tier, layer.ep_bwd_by_tier, strict=True)], names)
     grad_tiers, param_tiers = dp[critical][3]
     dp_total = max(float(dp[critical][0]), 0.0) + max(float(dp[critical][1]), 0.0)
     result["dp"] = _split(dp_total, [g + p for g, p in zip(grad_tiers, param_tiers, strict=True)], names)
