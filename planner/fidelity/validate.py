@@ -4,7 +4,10 @@ Each row names its hardware and gives numbers (peak TFLOP/s, memory, GPUs per no
 per GPU; some null). A row is resolved to the closest device preset (by name, else by peak
 and memory), then the row's own numbers override the preset's; every fallback is recorded as
 an assumption of that prediction. Missing plan details are filled with stated defaults, also
-recorded. Rows that cannot be priced (inference, MoE, no batch size) are skipped with a reason.
+recorded. Rows that cannot be priced (inference, no batch size) are skipped with a reason.
+MoE rows take their architecture from the preset of the same name and the settings their
+rows lack (ETP, dispatcher, all-to-all overlap, pipeline layout) from the recipes that produced
+them (planner/fidelity/moe_rows.py, recipes.yaml).
 
 The compared metric is the first the row measured of: step time, tokens/s per GPU, TFLOP/s
 per GPU (converted to a step time with the row's own FLOP convention: hardware FLOPs count the
@@ -25,11 +28,12 @@ from planner.llm.cost import flops
 from planner.llm.cost.step import evaluate
 from planner.core.errors import InputError, PlannerError
 from planner.fidelity.measured import check_run
+from planner.fidelity.moe_rows import apply_recipe, resolve_moe_model
 from planner.core.hardware import Cluster, Device
 from planner.llm.model import DenseTransformer
 from planner.llm.plan import Plan
 from planner.llm.problem import Problem, build, load_cluster, load_device
-from planner.llm.task import Framework, TrainingTask
+from planner.llm.task import TrainingTask
 
 DEFAULT_RUNS = Path(__file__).resolve().parent.parent / "data" / "measured_runs.yaml"
 
@@ -203,12 +207,11 @@ def resolve_row(row: dict) -> tuple[Problem, Plan, list[str], str]:
     m, hw, p = row["model"], row["hardware"], row["plan"]
     if row.get("workload") != "training":
         raise PlannerError(f"workload {row.get('workload')!r}: only training is priced so far")
-    if m.get("moe_num_experts"):
-        raise PlannerError("mixture-of-experts model: the MoE family is not priced yet")
-    if not m.get("ffn_hidden_size"):
+    moe = bool(m.get("moe_num_experts"))
+    if not moe and not m.get("ffn_hidden_size"):
         raise PlannerError("ffn_hidden_size not stated")
     era = _era(p)
-    model = resolve_model(m, era, notes)
+    model = resolve_moe_model(m, notes) if moe else resolve_model(m, era, notes)
     cluster, preset = resolve_cluster(hw, notes)
     seq = m["seq_len"]
     gbs = p.get("global_batch_size")
@@ -221,23 +224,28 @@ def resolve_row(row: dict) -> tuple[Problem, Plan, list[str], str]:
     if not precision_text:
         notes.append("precision not stated: bf16 assumed")
     other = str(p.get("other") or "")
-    framework = Framework(
-        attention="unfused" if era == "old" else "flash",
-        overlap_grad_reduce=era == "new",
-        overlap_param_gather=era == "new",
-        overlap_p2p_comm=era == "new",
-        low_precision_grads="DeepSpeed" in str(p.get("framework")),
-    )
+    framework = {
+        "attention": "unfused" if era == "old" else "flash",
+        "overlap_grad_reduce": era == "new",
+        "overlap_param_gather": era == "new",
+        "overlap_p2p_comm": era == "new",
+        "low_precision_grads": "DeepSpeed" in str(p.get("framework")),
+    }
+    experts: dict[str, Any] = {}
+    if moe:
+        experts = {"ep": p.get("ep") or 1, "etp": 1}
+        model = apply_recipe(row["id"], experts, framework, model, notes)
     notes.append(
         "framework era: "
         + ("2021-22 (unfused attention, dropout, no DP overlap)" if era == "old" else "2023+ (flash attention, DP overlap)")
     )
+    vpp = experts.pop("virtual_stages", None) or p.get("vpp") or 1
+    mbs = experts.pop("micro_batch_size", None) or p.get("micro_batch_size")
+    stage_layers = experts.pop("stage_layers", None)
     task = build(TrainingTask, {"global_batch_size": gbs, "seq_len": seq, "precision": precision,
                                 "framework": framework, "memory_headroom": 0.0}, "measured row", "plan.")
     tp, pp, cp = p.get("tp") or 1, p.get("pp") or 1, p.get("cp") or 1
     dp = p.get("dp") or hw["num_gpus"] // (tp * pp * cp)
-    vpp = p.get("vpp") or 1
-    mbs = p.get("micro_batch_size")
     if mbs is None:
         mbs = 1
         notes.append("micro-batch size not stated: 1 assumed")
@@ -255,8 +263,7 @@ def resolve_row(row: dict) -> tuple[Problem, Plan, list[str], str]:
     layers = model.num_layers
     if pp > layers:
         raise PlannerError(f"plan.pp ({pp}) is larger than model.num_layers ({layers})")
-    stage_layers = None
-    if layers % (pp * vpp):
+    if stage_layers is None and layers % (pp * vpp):
         base, extra = divmod(layers, pp)
         stage_layers = [base + (1 if i < extra else 0) for i in range(pp)]
         stage_layers = sorted(stage_layers)[::-1]
@@ -277,6 +284,7 @@ def resolve_row(row: dict) -> tuple[Problem, Plan, list[str], str]:
             "zero_stage": zero,
             "micro_batch_size": mbs,
             "recompute": _recompute(p.get("recompute"), era, notes),
+            **experts,
         },
         "measured row",
         prefix="plan.",

@@ -54,7 +54,9 @@ class Plan(Spec):
     ep: int = Field(default=1, gt=0, le=2**16, description="Expert-parallel degree (MoE layers).")
     etp: int = Field(default=1, gt=0, le=2**16, description="Expert tensor-parallel degree (MoE layers).")
     dispatcher: Dispatcher = Field(
-        default="alltoall", description="MoE token dispatcher: alltoall over EP, or allgather over TP x EP."
+        default="alltoall",
+        description="MoE token dispatcher: alltoall over EP, allgather over ETP x EP, or flex "
+        "(DeepEP/HybridEP: one fused dispatch that crosses each slower tier once per token and node).",
     )
     ep_comm_overlap: bool = Field(
         default=False,
@@ -84,8 +86,17 @@ class Plan(Spec):
             raise ValueError("virtual_stages > 1 needs schedule: interleaved")
         if self.sp and self.tp == 1:
             raise ValueError("sp: true needs tp > 1")
-        if self.ep_comm_overlap and (self.ep == 1 or self.dispatcher != "alltoall"):
-            raise ValueError("ep_comm_overlap: true needs ep > 1 and dispatcher: alltoall")
+        if self.ep_comm_overlap:
+            # Megatron-Core's checks for --overlap-moe-expert-parallel-comm (core_v0.16.1).
+            if self.ep == 1 or self.dispatcher == "allgather":
+                raise ValueError("ep_comm_overlap: true needs ep > 1 and dispatcher alltoall or flex")
+            if self.pp > 1 and self.schedule != "interleaved":
+                raise ValueError("ep_comm_overlap: true with pp > 1 needs schedule: interleaved "
+                                 "(Megatron-Core overlaps the all-to-alls only with virtual pipeline stages)")
+            if self.recompute == "full":
+                raise ValueError("ep_comm_overlap: true does not combine with recompute: full (Megatron-Core)")
+        if self.dispatcher == "flex" and self.etp > 1:
+            raise ValueError("dispatcher: flex is priced with etp: 1 only (DeepEP dispatches over the EP group)")
         if self.tp_comm_overlap and not self.sp:
             raise ValueError("tp_comm_overlap: true needs sp: true (and tp > 1): Megatron overlaps the TP "
                              "all-gather/reduce-scatter of sequence parallelism")
@@ -117,9 +128,10 @@ class Plan(Spec):
         base, extra = divmod(num_layers, self.pp)
         return [base + (1 if i < extra else 0) for i in range(self.pp)]
 
-    def recomputed_layers(self, num_layers: int) -> list[int]:
-        """Per stage, how many layers run in full-recompute mode."""
-        stages = self.layers_per_stage(num_layers)
+    def recomputed_layers(self, num_layers: int, moe_layers: list[int] | None = None) -> list[int]:
+        """Per stage, how many layers run in full-recompute mode (all of them, or with
+        `moe_layers` per stage of an MoE model, all its MoE blocks, unless given)."""
+        stages = self.layers_per_stage(num_layers) if moe_layers is None else list(moe_layers)
         if self.recompute != "full":
             return [0] * self.pp
         if self.recompute_num_layers is None:
@@ -196,6 +208,13 @@ def check_plan(plan: Plan, problem: Problem) -> list[str]:
             not 0 <= r <= n for r, n in zip(plan.recompute_num_layers, stages, strict=False)
         ):
             errors.append("recompute_num_layers needs one count per stage, each within 0..layers on it")
+        elif model.family == "moe":
+            from planner.llm.cost.blocks import layer_mix
+
+            moe = layer_mix(model, stages, plan.virtual_stages)
+            if any(r > k for r, k in zip(plan.recompute_num_layers, moe, strict=True)):
+                errors.append(f"recompute_num_layers: in MoE models full recompute applies to MoE blocks; "
+                              f"the stages hold {moe} MoE blocks")
     if plan.zero_stage and plan.dp % plan.shard_size:
         errors.append(f"zero_shard_size ({plan.shard_size}) does not divide dp ({plan.dp})")
     errors += _check_experts(plan, problem)

@@ -14,7 +14,7 @@ MAX_TOKENS_PER_STEP = 2**40
 Axis = Literal["tp", "cp", "pp", "dp"]
 Schedule = Literal["1f1b", "interleaved"]
 Recompute = Literal["none", "selective", "full"]
-Dispatcher = Literal["alltoall", "allgather"]
+Dispatcher = Literal["alltoall", "allgather", "flex"]
 
 
 class DegreeBound(Spec):

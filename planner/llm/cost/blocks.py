@@ -1,6 +1,7 @@
 """The block kinds of a model and what each holds: dense blocks, MoE blocks, MTP modules.
 
-A stage holds `layers` blocks of which `moe_layers` are MoE blocks (the rest dense); the last
+A stage holds `layers` blocks of which `moe_layers` are MoE blocks (the rest dense). In MoE
+models full recompute applies to MoE blocks (a stage recomputes at most its MoE blocks). The last
 stage also holds the model's multi-token-prediction modules (DeepSeek-V3: one), each an MoE
 block, a 2h -> h projection and a second pass through the shared LM head.
 
@@ -50,6 +51,12 @@ class Blocks:
         count = dense_count + moe_count
         mean = self.total(attr, dense_count, moe_count) / np.where(count > 0, count, 1.0)
         return np.where(count > 0, mean, getattr(self.moe, attr))
+
+    def recomputed(self, attr: str):
+        """A fully recomputed block's `attr`: the dense block's in a dense model, the MoE
+        block's in an MoE model (full recompute applies to its MoE blocks only; dense blocks
+        keep their activations)."""
+        return getattr(self.dense if self.moe is None else self.moe, attr)
 
     def largest(self, attr: str):
         """The larger of the kinds' `attr` (the model's blocks, wherever they sit)."""

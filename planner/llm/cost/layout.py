@@ -15,7 +15,7 @@ from planner.core.hardware import Cluster
 from planner.llm.plan import Plan
 
 RECOMPUTE_CODES = {"none": 0, "selective": 1, "full": 2}
-DISPATCHER_CODES = {"alltoall": 0, "allgather": 1}
+DISPATCHER_CODES = {"alltoall": 0, "allgather": 1, "flex": 2}
 AXES = ("tp", "cp", "dp", "pp")
 
 

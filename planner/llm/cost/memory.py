@@ -129,13 +129,18 @@ def stage_memory(
     layers = np.asarray(layers, dtype=float)
     moe = np.asarray(moe_layers, dtype=float)
     mtp = np.where(is_last, float(mtp_layers(problem)), 0.0)
-    kept_attr = np.where(recompute == 1, 1, 0)
-    kept_selective = blocks.per_layer("activation_selective_bytes", layers - moe, moe)
-    kept_none = blocks.per_layer("activation_none_bytes", layers - moe, moe)
-    kept = np.where(kept_attr == 1, kept_selective, kept_none)
     recomputed = np.asarray(recomputed_layers, dtype=float)
-    full = blocks.per_layer("activation_full_bytes", layers - moe, moe)
-    per_micro_batch = recomputed * full + (layers - recomputed) * kept
+    selective = recompute == 1
+
+    def kept(block):
+        return np.where(selective, block.activation_selective_bytes, block.activation_none_bytes)
+
+    # Fully recomputed blocks (MoE blocks in an MoE model) keep only their input.
+    per_micro_batch = (layers - moe) * kept(blocks.dense)
+    if blocks.moe is not None:
+        per_micro_batch = per_micro_batch + moe * kept(blocks.moe)
+    redone = blocks.dense if blocks.moe is None else blocks.moe
+    per_micro_batch = per_micro_batch + recomputed * (redone.activation_full_bytes - kept(redone))
     # MTP modules keep their MoE block's activations and the head's input.
     if blocks.moe is not None:
         per_micro_batch = per_micro_batch + mtp * (blocks.moe.activation_none_bytes + 2.0 * blocks.tokens * model.hidden_size)
@@ -147,7 +152,7 @@ def stage_memory(
     in_flight = in_flight_micro_batches(v, stage_index, num_micro_batches)
     activations = per_micro_batch * in_flight
 
-    transient = np.where(recomputed > 0, blocks.largest("activation_none_bytes"), 0.0)
+    transient = np.where(recomputed > 0, blocks.recomputed("activation_none_bytes"), 0.0)
     transient = transient + np.where(is_last, logits_bytes, 0.0)
     per_block = block_params(problem, v)
     largest_block = np.maximum(per_block.dense, per_block.moe_grid + per_block.moe_expert)

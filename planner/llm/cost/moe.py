@@ -23,10 +23,20 @@ Dispatcher (`plan.dispatcher`):
                fp32 scale per 128 elements, DeepSeek-V3's 1x128 tiles).
     allgather  all-gather over ETP x EP of T*etp*ep*h*2 bytes and a reduce-scatter back, each
                way; the volume does not grow with k.
+    flex       DeepEP/HybridEP (etp = 1): a token bound for several GPUs of one remote domain
+               crosses the slower tier once and fans out inside it (moe.md sec. 2.2, 3). Across
+               tier i, whose domain holds g domains of tier i-1, a token reaches on average
+               (g - 1)(1 - (1 - 1/g)^k) other inner domains under uniform routing, at most
+               `router.topk_groups` when the router's groups are those domains (DeepSeek-V3's
+               node-limited routing); the innermost tier carries the alltoall share. Tiers run at
+               once (the slowest decides), dispatch and combine each way as for alltoall.
 EP overlap (`plan.ep_comm_overlap`, Megatron-Core --overlap-moe-expert-parallel-comm): the
 forward of one micro-batch runs beside the backward of another, so the forward collectives
 hide under the block's backward compute and the backward collectives under its forward compute;
-what does not fit stays exposed. Without it every dispatcher collective is exposed.
+what does not fit stays exposed. The communication kernels occupy COMM_SM_FRACTION of the
+GPU's SMs while they run, so compute overlapped with them slows down: with C seconds of compute
+and M of communication the pair takes max(M, C + COMM_SM_FRACTION * M), i.e. at least
+COMM_SM_FRACTION * M is exposed. Without overlap every dispatcher collective is exposed.
 Activations kept per MoE block: the norm/router input, fp32 router scores (2 x T*E*4), the
 routed tokens (fc1 input), the fc1 output and activation (as the dense MLP, on R tokens of
 width f/etp), the expert outputs for the weighted combine (R*h*2), the shared MLP's.
@@ -50,6 +60,10 @@ GEMMs of 100-1000 GFLOP 0.718 over 99 shapes; ../shared/data/efficiency.md sec. 
 TILE_ROWS = 128
 """Rows of a grouped-GEMM tile (CUTLASS/cuBLAS Hopper and Ampere kernels use 128-row tiles;
 Anthony et al. 2024 on tile quantization): each expert's token count pads up to it."""
+
+COMM_SM_FRACTION = 24 / 132
+"""SMs the EP communication kernels hold on an H100 (132 SMs): DeepEP's normal kernels use 24
+for DeepSeek-V3-like training (DeepEP README, ../shared/reference/moe.md sec. 3)."""
 
 FP8_DISPATCH_BYTES = 1.0 + 4.0 / 128
 """Bytes per element of an fp8 token dispatch: 1 B plus an fp32 scale per 128 elements."""
@@ -147,10 +161,51 @@ def dispatcher_times(problem: Problem, v: PlanVars, x: Context) -> tuple[list, l
     rs = collective_time_by_tier("reduce_scatter", all_bytes, group_members, cluster)
     allgather = [g + r for g, r in zip(ag, rs, strict=True)]
 
-    use_allgather = np.asarray(v.dispatcher) == DISPATCHER_CODES["allgather"]
-    fwd = [np.where(use_allgather, g, a) for g, a in zip(allgather, alltoall_fwd, strict=True)]
-    bwd = [np.where(use_allgather, g, a) for g, a in zip(allgather, alltoall_bwd, strict=True)]
+    flex_d = flex_times(problem, ep_members, moe_tokens, beta_d)
+    flex_c = flex_times(problem, ep_members, moe_tokens, 2.0)
+    flex_fwd = [a + b for a, b in zip(flex_d, flex_c, strict=True)]
+    flex_bwd = [2 * b for b in flex_c]
+
+    code = np.asarray(v.dispatcher)
+    use_allgather = code == DISPATCHER_CODES["allgather"]
+    use_flex = code == DISPATCHER_CODES["flex"]
+    fwd = [np.where(use_allgather, g, np.where(use_flex, f, a))
+           for g, f, a in zip(allgather, flex_fwd, alltoall_fwd, strict=True)]
+    bwd = [np.where(use_allgather, g, np.where(use_flex, f, a))
+           for g, f, a in zip(allgather, flex_bwd, alltoall_bwd, strict=True)]
     return fwd, bwd
+
+
+def flex_times(problem: Problem, ep_members: list, moe_tokens, element_bytes: float) -> list:
+    """Per tier, one fused DeepEP dispatch (or combine) of `element_bytes` per element, the
+    slowest tier's time reported on it (see the module doc)."""
+    model, cluster = problem.model, problem.cluster
+    moe, h = model.moe, model.hidden_size
+    total = np.maximum(np.asarray(ep_members[-1], dtype=float), 1.0)
+    spanned = [np.asarray(m, dtype=float) for m in ep_members]
+    outermost = 0
+    for i in range(1, len(spanned)):
+        outermost = np.where(spanned[i] > spanned[i - 1], i, outermost)
+    times = []
+    inner = 1.0
+    for i, (tier, count) in enumerate(zip(cluster.tiers, spanned, strict=True)):
+        count = np.maximum(count, inner)
+        if i == 0:
+            copies = moe.top_k * (count - 1.0) / total  # the alltoall share inside the domain
+        else:
+            g = count / inner
+            copies = (g - 1.0) * (1.0 - (1.0 - 1.0 / np.maximum(g, 1.0)) ** moe.top_k)
+            if moe.router.topk_groups is not None and moe.router.num_groups is not None:
+                limited = np.minimum(copies, float(moe.router.topk_groups))
+                groups_are_domains = np.isclose(g, float(moe.router.num_groups)) & (outermost == i)
+                copies = np.where(groups_are_domains, limited, copies)
+        num_bytes = moe_tokens * h * element_bytes * copies
+        time = tier.latency_s + num_bytes / (tier.bandwidth_bytes_per_s * tier.efficiency)
+        times.append(np.where(count > inner, time, 0.0))
+        inner = count
+    stacked = np.broadcast_arrays(*[np.asarray(t, dtype=float) for t in times])
+    slowest = np.argmax(np.stack(stacked), axis=0)
+    return [np.where(slowest == i, t, 0.0) for i, t in enumerate(stacked)]
 
 
 def moe_layer_cost(problem: Problem, v: PlanVars) -> LayerCost:
@@ -161,6 +216,8 @@ def moe_layer_cost(problem: Problem, v: PlanVars) -> LayerCost:
     fwd_total, bwd_total = sum(fwd), sum(bwd)
     plain = block_cost(problem, v, x, ffn)
     overlap = np.asarray(v.ep_comm_overlap, dtype=bool)
-    exposed_fwd = np.where(overlap, np.maximum(fwd_total - plain.compute_bwd_s, 0.0), fwd_total)
-    exposed_bwd = np.where(overlap, np.maximum(bwd_total - plain.compute_fwd_s, 0.0), bwd_total)
+    exposed_fwd = np.where(overlap, np.maximum(fwd_total - plain.compute_bwd_s, COMM_SM_FRACTION * fwd_total),
+                           fwd_total)
+    exposed_bwd = np.where(overlap, np.maximum(bwd_total - plain.compute_fwd_s, COMM_SM_FRACTION * bwd_total),
+                           bwd_total)
     return block_cost(problem, v, x, ffn, (fwd, bwd, exposed_fwd, exposed_bwd))

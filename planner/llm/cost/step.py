@@ -118,8 +118,8 @@ def stage_terms(problem: Problem, v: PlanVars, blocks: Blocks, edges: EdgeCost, 
     compute_b = blocks.total("compute_bwd_s", dense, moe_all) + np.where(first, edges.embedding_bwd_s, 0.0)
     compute_b = compute_b + np.where(last, edges.head_bwd_s, 0.0) + mtp * (2 * mtp_proj + edges.head_bwd_s)
     selective = np.where(recompute == 1, blocks.total("selective_recompute_s", dense, moe), 0.0)
-    # A fully recomputed layer costs the stage's mean block forward.
-    recompute_s = recomputed * blocks.per_layer("full_recompute_s", dense, moe) + selective
+    # Full recompute re-runs a block's forward; in MoE models it applies to MoE blocks only.
+    recompute_s = recomputed * blocks.recomputed("full_recompute_s") + selective
 
     head_tp = (1.0 + mtp) * edges.head_tp_s / 2
     tp_f = blocks.total("tp_exposed_fwd_s", dense, moe_all) + np.where(first, edges.embedding_tp_s / 2, 0.0)
@@ -303,8 +303,8 @@ def tied_embedding_sync_s(problem: Problem, v: PlanVars):
 def plan_stage_specs(plan: Plan, problem: Problem) -> list[StageSpec]:
     """One StageSpec per pipeline stage of a concrete plan."""
     layers = plan.layers_per_stage(problem.model.num_layers)
-    recomputed = plan.recomputed_layers(problem.model.num_layers)
     moe = layer_mix(problem.model, layers, plan.virtual_stages)
+    recomputed = plan.recomputed_layers(problem.model.num_layers, moe if problem.model.family == "moe" else None)
     return [
         StageSpec(index=i, layers=n, recomputed=r, is_first=i == 0, is_last=i == plan.pp - 1, moe_layers=k)
         for i, (n, r, k) in enumerate(zip(layers, recomputed, moe, strict=True))
