@@ -27,6 +27,7 @@ def test_a_built_wheel_solves_a_preset_task_from_another_directory(tmp_path):
     assert "planner/presets/tasks/llama3-8b-8xh100.yaml" in names
     assert "planner/presets/devices/h100-sxm5-80gb.yaml" in names
     assert "planner/data/measured_runs.yaml" in names
+    assert "planner/fidelity/recipes.yaml" in names
     assert "planner/export/megatron_core_v0.16.1_arguments.json" in names
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
