@@ -11,8 +11,13 @@ required with TP), k = top-k, E experts, f = expert width, imbalance u (busiest 
     router          GEMM T x h x E, scores and top-k (memory-bound, fp32 scores)
     experts         grouped GEMMs over E/ep local experts of R*ep/E tokens each: each expert's
                     rows pad to the kernel's 128-row tile, and a grouped GEMM runs at
-                    GROUPED_GEMM_RELATIVE of a dense GEMM's plateau; 2 grouped calls forward
-    permutation     gathering tokens by expert and the weighted un-permute: 10 B per routed element
+                    GROUPED_GEMM_RELATIVE of a dense GEMM's plateau. Transformer Engine's grouped
+                    linear issues one cuBLAS GEMM per expert (multi-stream; TransformerEngine
+                    pytorch/csrc/extensions/gemm.cpp, "only multi-stream cublas backend"), so
+                    each local expert pays the per-call cost: 2 calls forward (fc1, fc2)
+    permutation     gathering tokens by expert (4 B per routed element) and the weighted
+                    un-permute (6 B); the alltoall dispatcher with ep*etp > 1 also sorts the
+                    received chunks by local expert and back (4 + 4 B; moe.md sec. 2.2)
     shared experts  a TP-sharded dense MLP of the shared width on the block's tokens (one TP
                     all-gather/reduce-scatter pair each way, as the dense MLP)
 Dispatcher (`plan.dispatcher`):
@@ -23,13 +28,12 @@ Dispatcher (`plan.dispatcher`):
                fp32 scale per 128 elements, DeepSeek-V3's 1x128 tiles).
     allgather  all-gather over ETP x EP of T*etp*ep*h*2 bytes and a reduce-scatter back, each
                way; the volume does not grow with k.
-    flex       DeepEP/HybridEP (etp = 1): a token bound for several GPUs of one remote domain
-               crosses the slower tier once and fans out inside it (moe.md sec. 2.2, 3). Across
-               tier i, whose domain holds g domains of tier i-1, a token reaches on average
-               (g - 1)(1 - (1 - 1/g)^k) other inner domains under uniform routing, at most
-               `router.topk_groups` when the router's groups are those domains (DeepSeek-V3's
-               node-limited routing); the innermost tier carries the alltoall share. Tiers run at
-               once (the slowest decides), dispatch and combine each way as for alltoall.
+    flex       DeepEP/HybridEP (etp = 1): one fused dispatch (and combine) kernel over the EP
+               group, no chunk sorting. Its traffic is priced as the alltoall's, every routed
+               copy crossing its tier: DeepEP's measured logical bandwidths on H800 + CX7
+               (EP 8x2: 90 GB/s dispatch, 81 combine; EP 8x4: 61 / 61; moe.md sec. 3) are
+               what copies crossing a 50 GB/s NIC at 0.90 efficiency give (45 / (1/2) and
+               45 / (3/4) GB/s), not what per-node de-duplication would give.
 EP overlap (`plan.ep_comm_overlap`, Megatron-Core --overlap-moe-expert-parallel-comm): the
 forward of one micro-batch runs beside the backward of another, so the forward collectives
 hide under the block's backward compute and the backward collectives under its forward compute;
@@ -93,7 +97,7 @@ def moe_ffn_half(problem: Problem, v: PlanVars, x: Context) -> Half:
     per_expert = routed / local_experts
     padded = np.ceil(per_expert / TILE_ROWS) * TILE_ROWS
     expert_flops = 2.0 * matrices * local_experts * padded * h * width / GROUPED_GEMM_RELATIVE
-    experts = kernels.gemm_time_s(expert_flops, 2, device, task.precision)
+    experts = kernels.gemm_time_s(expert_flops, 2 * local_experts, device, task.precision)
     shared_width = moe.shared_ffn_hidden_size
     shared = 0.0
     if shared_width:
@@ -101,7 +105,8 @@ def moe_ffn_half(problem: Problem, v: PlanVars, x: Context) -> Half:
 
     traffic, stored = residual_half(problem, x)
     traffic = traffic + moe_tokens * moe.num_experts * 12.0  # fp32 scores: activation, top-k
-    traffic = traffic + 10.0 * routed * h  # permute and weighted un-permute
+    sorted_chunks = (np.asarray(v.dispatcher) == DISPATCHER_CODES["alltoall"]) & (ep * etp > 1)
+    traffic = traffic + np.where(sorted_chunks, 18.0, 10.0) * routed * h  # (un)permute, chunk sorts
     traffic = traffic + routed * width * (6.0 if gated else 4.0)
     traffic = traffic + x.tokens * shared_width / x.t * (6.0 if gated else 4.0)
     if task.precision == "fp8":
@@ -161,10 +166,8 @@ def dispatcher_times(problem: Problem, v: PlanVars, x: Context) -> tuple[list, l
     rs = collective_time_by_tier("reduce_scatter", all_bytes, group_members, cluster)
     allgather = [g + r for g, r in zip(ag, rs, strict=True)]
 
-    flex_d = flex_times(problem, ep_members, moe_tokens, beta_d)
-    flex_c = flex_times(problem, ep_members, moe_tokens, 2.0)
-    flex_fwd = [a + b for a, b in zip(flex_d, flex_c, strict=True)]
-    flex_bwd = [2 * b for b in flex_c]
+    flex_fwd = [a + b for a, b in zip(d_fwd, c_fwd, strict=True)]
+    flex_bwd = [2 * a for a in d_bwd]
 
     code = np.asarray(v.dispatcher)
     use_allgather = code == DISPATCHER_CODES["allgather"]
@@ -174,38 +177,6 @@ def dispatcher_times(problem: Problem, v: PlanVars, x: Context) -> tuple[list, l
     bwd = [np.where(use_allgather, g, np.where(use_flex, f, a))
            for g, f, a in zip(allgather, flex_bwd, alltoall_bwd, strict=True)]
     return fwd, bwd
-
-
-def flex_times(problem: Problem, ep_members: list, moe_tokens, element_bytes: float) -> list:
-    """Per tier, one fused DeepEP dispatch (or combine) of `element_bytes` per element, the
-    slowest tier's time reported on it (see the module doc)."""
-    model, cluster = problem.model, problem.cluster
-    moe, h = model.moe, model.hidden_size
-    total = np.maximum(np.asarray(ep_members[-1], dtype=float), 1.0)
-    spanned = [np.asarray(m, dtype=float) for m in ep_members]
-    outermost = 0
-    for i in range(1, len(spanned)):
-        outermost = np.where(spanned[i] > spanned[i - 1], i, outermost)
-    times = []
-    inner = 1.0
-    for i, (tier, count) in enumerate(zip(cluster.tiers, spanned, strict=True)):
-        count = np.maximum(count, inner)
-        if i == 0:
-            copies = moe.top_k * (count - 1.0) / total  # the alltoall share inside the domain
-        else:
-            g = count / inner
-            copies = (g - 1.0) * (1.0 - (1.0 - 1.0 / np.maximum(g, 1.0)) ** moe.top_k)
-            if moe.router.topk_groups is not None and moe.router.num_groups is not None:
-                limited = np.minimum(copies, float(moe.router.topk_groups))
-                groups_are_domains = np.isclose(g, float(moe.router.num_groups)) & (outermost == i)
-                copies = np.where(groups_are_domains, limited, copies)
-        num_bytes = moe_tokens * h * element_bytes * copies
-        time = tier.latency_s + num_bytes / (tier.bandwidth_bytes_per_s * tier.efficiency)
-        times.append(np.where(count > inner, time, 0.0))
-        inner = count
-    stacked = np.broadcast_arrays(*[np.asarray(t, dtype=float) for t in times])
-    slowest = np.argmax(np.stack(stacked), axis=0)
-    return [np.where(slowest == i, t, 0.0) for i, t in enumerate(stacked)]
 
 
 def moe_layer_cost(problem: Problem, v: PlanVars) -> LayerCost:
