@@ -362,6 +362,46 @@ def plan_cases() -> list[Case]:
     return c
 
 
+MOE_TASK = ("model: qwen3-30b-a3b\ncluster: dgx-h100\nnum_devices: 16\n"
+            "training: {global_batch_size: 64, seq_len: 4096, precision: fp8}\n")
+
+
+def moe_cases() -> list[Case]:
+    """The expert-parallel fields of plans and tasks, on an MoE task (128 experts, 16 GPUs)."""
+    c = []
+
+    def p(id_, text, *says, task=MOE_TASK):
+        c.append(Case(f"moe-plan-{id_}", ["estimate", "{d}/task.yaml", "--plan", "{d}/plan.yaml"],
+                      {"task.yaml": task, "plan.yaml": text}, 2, ("plan.yaml", *says)))
+
+    def t(id_, training, *says):
+        task = MOE_TASK.replace("precision: fp8}", "precision: fp8, " + training + "}")
+        c.append(Case(f"moe-task-{id_}", ["estimate", "{d}/task.yaml"], {"task.yaml": task}, 2, ("task.yaml", *says)))
+
+    p("ep-zero", "dp: 16\nep: 0\n", "ep", "greater than 0")
+    p("ep-true", "dp: 16\nep: true\n", "ep", "valid integer")
+    p("ep-string", "dp: 16\nep: '8'\n", "ep")
+    p("etp-float", "dp: 16\netp: 1.0\n", "etp")
+    p("ep-not-dividing-experts", "dp: 16\nep: 3\n", "num_experts (128) is not divisible by ep (3)")
+    p("ep-beyond-stage", "dp: 16\nep: 32\n", "does not divide the ranks of a pipeline stage")
+    p("dispatcher-unknown", "dp: 16\nep: 8\ndispatcher: deepep\n", "dispatcher")
+    p("overlap-without-ep", "dp: 16\nep_comm_overlap: true\n", "ep_comm_overlap", "ep > 1")
+    p("overlap-allgather", "dp: 16\nep: 8\ndispatcher: allgather\nep_comm_overlap: true\n", "ep_comm_overlap")
+    p("overlap-1f1b", "pp: 2\ndp: 8\nep: 8\nep_comm_overlap: true\n", "schedule: interleaved")
+    p("overlap-full-recompute", "dp: 16\nep: 8\nrecompute: full\nep_comm_overlap: true\n", "recompute: full")
+    p("flex-etp", "tp: 2\nsp: true\ndp: 8\nep: 4\netp: 2\ndispatcher: flex\n", "flex", "etp: 1")
+    p("tp-without-sp", "tp: 2\ndp: 8\nep: 8\n", "need sp: true")
+    p("pp-not-outermost", "pp: 2\ndp: 8\nep: 8\naxis_order: [tp, pp, cp, dp]\n", "outermost")
+    p("dense-with-ep", "dp: 8\nep: 2\n", "apply to MoE models", task="model: llama3-8b\ncluster: dgx-h100\n"
+      "num_devices: 8\ntraining: {global_batch_size: 64, seq_len: 4096}\n")
+    t("imbalance-below-one", "moe_load_imbalance: 0.5", "moe_load_imbalance", "greater than or equal to 1")
+    t("imbalance-true", "moe_load_imbalance: true", "moe_load_imbalance")
+    t("imbalance-nan", "moe_load_imbalance: .nan", "moe_load_imbalance", "not a finite number")
+    t("ep-constraint-zero", "constraints: {ep: {max: 0}}", "constraints.ep.max")
+    t("etp-constraint-range", "constraints: {etp: {min: 4, max: 2}}", "constraints.etp", "min (4) is larger than max (2)")
+    return c
+
+
 # -- outputs -----------------------------------------------------------------------------------
 
 def output_cases() -> list[Case]:
@@ -448,7 +488,7 @@ def fidelity_cases() -> list[Case]:
     return c
 
 
-CASES = broken_file_cases() + task_field_cases() + cluster_cases() + flag_cases() + plan_cases() + output_cases() \
+CASES = broken_file_cases() + task_field_cases() + cluster_cases() + flag_cases() + plan_cases() + moe_cases() + output_cases() \
     + fidelity_cases()
 
 
