@@ -104,16 +104,22 @@ def block_params(problem: Problem, v: PlanVars) -> BlockParams:
 
 
 def layer_mix(model, plan_layers: list[int], virtual_stages: int) -> list[int]:
-    """MoE blocks on each stage of a concrete partition (interleaved: stage i holds, in each of
-    the v rounds, the next `plan_layers[i] / v` layers after the earlier stages' chunks)."""
+    """MoE blocks on each stage of a concrete partition.
+
+    Interleaved, stage i holds one chunk in each of the v rounds; the rounds run in order and,
+    inside one, the stages do. A stage of n layers has chunks of n // v layers, the later
+    n % v rounds one more (Megatron's DeepSeek-V3 layout "Et|(tt|)*30mL" gives stage 0 one
+    layer in its first chunk and two in the others).
+    """
     if getattr(model, "family", "dense") != "moe":
         return [0] * len(plan_layers)
     kinds = model.moe_layers
-    chunks = [n // virtual_stages for n in plan_layers]
-    per_round = sum(chunks)
-    counts = []
-    for i, c in enumerate(chunks):
-        offset = sum(chunks[:i])
-        counts.append(sum(sum(kinds[r * per_round + offset: r * per_round + offset + c])
-                          for r in range(virtual_stages)))
+    v = virtual_stages
+    sizes = [[n // v + (1 if r >= v - n % v else 0) for r in range(v)] for n in plan_layers]
+    counts = [0] * len(plan_layers)
+    position = 0
+    for r in range(v):
+        for i, stage in enumerate(sizes):
+            counts[i] += sum(kinds[position:position + stage[r]])
+            position += stage[r]
     return counts

@@ -73,6 +73,14 @@ FP8_DISPATCH_BYTES = 1.0 + 4.0 / 128
 """Bytes per element of an fp8 token dispatch: 1 B plus an fp32 scale per 128 elements."""
 
 
+def dispatch_bytes_per_token(model) -> tuple[float, float]:
+    """(forward, backward) bytes one token sends through the alltoall dispatcher of one MoE
+    layer: k copies dispatched (beta_d) and combined (bf16) forward, both in bf16 backward."""
+    moe, h = model.moe, model.hidden_size
+    beta_d = FP8_DISPATCH_BYTES if moe.dispatch_dtype == "fp8" else 2.0
+    return moe.top_k * h * (beta_d + 2.0), moe.top_k * h * 4.0
+
+
 def routed_tokens(problem: Problem, v: PlanVars, x: Context):
     """R: tokens the busiest GPU's experts process per micro-batch (see the module doc)."""
     moe = problem.model.moe

@@ -62,6 +62,14 @@ def latent_width(model: MoETransformer) -> int:
     return model.mla.q_lora_rank + model.mla.kv_lora_rank + model.mla.qk_rope_head_dim
 
 
+def kv_cache_width(model: MoETransformer) -> int:
+    """Elements cached per token per layer for decoding: MLA keeps its key/value latent and the
+    shared rope key; MHA/GQA keep every key and value head."""
+    if model.mla is not None:
+        return model.mla.kv_lora_rank + model.mla.qk_rope_head_dim
+    return 2 * model.kv_width
+
+
 def expert_params(model: MoETransformer) -> float:
     """One routed expert."""
     return ffn_params(model, model.moe.ffn_hidden_size, model.moe.bias)
