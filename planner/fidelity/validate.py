@@ -60,6 +60,7 @@ class RowResult:
     memory_error_pct: float | None = None
     preset: str | None = None
     plan: str | None = None
+    family: str | None = None
     assumptions: list[str] = field(default_factory=list)
     skipped: str | None = None
 
@@ -338,6 +339,7 @@ def validate_row(row: Any, index: int = 0) -> RowResult:
     result.error_pct = 100.0 * (result.predicted - result.measured) / result.measured
     result.preset = preset
     result.plan = plan.summary()
+    result.family = problem.model.family
     result.assumptions = notes
     mem = row["measured"].get("memory_gib_per_gpu")
     if mem:
@@ -363,6 +365,8 @@ def validation_json(results: list[RowResult]) -> dict[str, Any]:
         "mape_pct": mape([r.error_pct for r in used]),
         "max_abs_error_pct": max((abs(r.error_pct) for r in used), default=None),
         "memory_mape_pct": mape([r.memory_error_pct for r in used if r.memory_error_pct is not None]),
+        "mape_pct_by_family": {f: mape([r.error_pct for r in used if r.family == f])
+                               for f in sorted({r.family for r in used if r.family})},
         "num_predicted": len(used),
         "num_skipped": len(results) - len(used),
     }
@@ -394,6 +398,10 @@ def render_validation(results: list[RowResult], verbose: bool = False) -> str:
     for r in used:
         groups.setdefault(r.id.split("-")[0], []).append(r.error_pct)
     lines.append("by source: " + ", ".join(f"{k} {mape(v):.1f}% (n={len(v)})" for k, v in groups.items()))
+    families: dict[str, list[float]] = {}
+    for r in used:
+        families.setdefault(r.family or "?", []).append(r.error_pct)
+    lines.append("by model family: " + ", ".join(f"{k} {mape(v):.1f}% (n={len(v)})" for k, v in families.items()))
     if summary["memory_mape_pct"] is not None:
         lines.append(f"memory MAPE {summary['memory_mape_pct']:.1f}%")
     skipped = [r for r in results if r.skipped]
