@@ -80,10 +80,12 @@ def render_estimate(problem: Problem, plan: Plan, b: Breakdown) -> str:
     for s in b.stages:
         m = s.memory
         edge = ("emb" if s.has_embedding else "") + ("+head" if s.has_head else "")
+        edge += f"+mtp{s.mtp_layers}" if s.mtp_layers else ""
         rows.append(
             [
                 str(s.index),
-                f"{s.layers}" + (f" ({s.recomputed_layers} rc)" if s.recomputed_layers else ""),
+                f"{s.layers}" + (f" ({s.moe_layers} moe)" if problem.model.family == "moe" else "")
+                + (f" ({s.recomputed_layers} rc)" if s.recomputed_layers else ""),
                 edge.strip("+") or "-",
                 format_bytes(m.weights_bytes),
                 format_bytes(m.grads_bytes),
@@ -123,6 +125,8 @@ def estimate_json(problem: Problem, plan: Plan, b: Breakdown) -> dict[str, Any]:
             {
                 "index": s.index,
                 "layers": s.layers,
+                "moe_layers": s.moe_layers,
+                "mtp_layers": s.mtp_layers,
                 "recomputed_layers": s.recomputed_layers,
                 "forward_s": s.forward_s,
                 "backward_s": s.backward_s,

@@ -20,6 +20,8 @@ class StageReport:
     backward_s: float
     memory: StageMemory
     capacity_bytes: float
+    moe_layers: int = 0
+    mtp_layers: int = 0
 
     @property
     def memory_bytes(self) -> float:

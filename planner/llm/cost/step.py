@@ -412,6 +412,8 @@ def evaluate(problem: Problem, plan: Plan) -> Breakdown:
                 backward_s=float(x.backward_s),
                 memory=mem,
                 capacity_bytes=capacity,
+                moe_layers=int(spec.moe_layers),
+                mtp_layers=mtp_layers(problem) if spec.is_last else 0,
             )
         )
 
