@@ -29,6 +29,7 @@ class Blocks:
 
     dense: LayerCost
     moe: LayerCost | None
+    moe_routed_tokens: object = 0.0  # R: tokens the busiest GPU's experts process per micro-batch
 
     @property
     def tokens(self):
@@ -69,9 +70,10 @@ def block_costs(problem: Problem, v: PlanVars) -> Blocks:
     dense = layer_cost(problem, v)
     if problem.model.family != "moe":
         return Blocks(dense=dense, moe=None)
-    from planner.llm.cost.moe import moe_layer_cost
+    from planner.llm.cost.layer import context
+    from planner.llm.cost.moe import moe_layer_cost, routed_tokens
 
-    return Blocks(dense=dense, moe=moe_layer_cost(problem, v))
+    return Blocks(dense=dense, moe=moe_layer_cost(problem, v), moe_routed_tokens=routed_tokens(problem, v, context(problem, v)))
 
 
 def mtp_layers(problem: Problem) -> int:

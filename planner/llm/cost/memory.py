@@ -11,6 +11,7 @@ activations  per-block bytes (planner.llm.cost.layer) x layers x micro-batches i
          (Megatron-Core schedules; Korthikanti et al. sec. 4.2.3 gives p(1 + (p-1)/(pv)) for i=0).
          The first stage also keeps the embedding dropout mask per micro-batch in flight.
 transient  one micro-batch's full block activations while a full-recompute block is re-run;
+         MoE: the dispatcher's send and receive buffers of one block (2 x R x h x 2 B);
          logits (bf16) + fp32 softmax and its gradient on the last stage; two gathered
          layers (weights and gradients) under ZeRO-3 prefetch.
 overhead the framework's fixed bytes (CUDA context, NCCL, workspaces) plus an allocator
@@ -158,6 +159,10 @@ def stage_memory(
     largest_block = np.maximum(per_block.dense, per_block.moe_grid + per_block.moe_expert)
     gathered = 2.0 * largest_block * (2.0 + grad_bytes_per_param)
     transient = transient + np.where(zero >= 3, gathered, 0.0)
+    if blocks.moe is not None:
+        # The dispatcher's buffers for the block being run: the permuted tokens sent and the
+        # tokens received, bf16 (an all-to-all cannot work in place).
+        transient = transient + 2.0 * 2.0 * blocks.moe_routed_tokens * model.hidden_size
 
     overhead = framework.framework_overhead_bytes + framework.allocator_fragmentation * activations
     return StageMemory(
