@@ -72,6 +72,29 @@ def accumulation_steps(problem: Problem, plan: Plan) -> int:
     return plan.num_micro_batches(problem.task.num_sequences)
 
 
+def chunk_layers(layers: list[int], virtual_stages: int, extra_last: bool = False) -> list[int]:
+    """Layers of each model chunk in forward order (chunk 0 of every stage, then chunk 1, ...).
+
+    A stage's layers are split as evenly as possible over its chunks, larger chunks first (a dense
+    model: the cost model prices a stage by its total layers), or with `extra_last` the later
+    chunks one larger (an MoE model: where its dense and MoE layers fall decides a stage's cost,
+    and the cost model places them so, as Megatron's DeepSeek-V3 layout "Et|(tt|)*30mL" does;
+    planner.llm.cost.blocks.layer_mix).
+    """
+    v = virtual_stages
+    if any(n < v for n in layers):
+        raise ExportError(f"stage layers {layers}: a stage holds fewer layers than its {v} virtual stages")
+    if extra_last:
+        return [n // v + (1 if chunk >= v - n % v else 0) for chunk in range(v) for n in layers]
+    return [n // v + (1 if chunk < n % v else 0) for chunk in range(v) for n in layers]
+
+
+def model_chunk_layers(problem: Problem, plan: Plan) -> list[int]:
+    """chunk_layers of the plan's stages, split the way the cost model places the problem's layers."""
+    return chunk_layers(plan.layers_per_stage(problem.model.num_layers), plan.virtual_stages,
+                        extra_last=problem.model.family == "moe")
+
+
 def recompute_layers(plan: Plan, num_layers: int) -> tuple[int | None, list[str]]:
     """Megatron/Bridge block recompute count: one value for every stage.
 

@@ -13,16 +13,41 @@ Keys are the ones that win in Bridge's runtime_config_update, which runs after t
 - sequence length: model.seq_length and dataset.sequence_length (the field behind the
   dataset's seq_length property; Bridge requires the two equal).
 Non-uniform stages use model.pipeline_model_parallel_layout (the Megatron layout string).
+
+Mixture-of-experts models (planner/export/moe.py): the MoE architecture the plan was priced for
+(model.num_moe_experts, moe_ffn_hidden_size, moe_router_topk, moe_layer_freq as a 0/1 list,
+shared experts, router, capacity, mtp_num_layers) and the expert grid, dispatcher and kernels
+(model.expert_model_parallel_size, expert_tensor_parallel_size, moe_token_dispatcher_type,
+moe_grouped_gemm, ...); the dense shape and attention (MLA included) stay the recipe's. Bridge's
+MoE recipes set more than the dense ones (DeepSeek-V3 at 0.3.1: a pipeline layout, VP, MTP, the
+flex dispatcher, shared-expert overlap; Qwen3-235B: embedding and loss counted in the pipeline
+split), so the export writes each of these explicitly, `null` where the plan has none:
+model.virtual_pipeline_model_parallel_size, the layout (always, with PP > 1), no first/last
+stage counts, account_for_embedding/loss_in_pipeline_split false (the cost model counts decoder
+layers per stage), moe_expert_capacity_factor null = dropless, moe_shared_expert_overlap false.
+The EP overlap is written as comm_overlap.overlap_moe_expert_parallel_comm / delay_wgrad_compute
+and the same model.* keys: Bridge's CommOverlapConfig writes both into the model (false unless
+asked) when the recipe has a comm_overlap.
 """
 
 from __future__ import annotations
 
-from planner.export.base import Exported, ExportError, header, recompute_layers
-from planner.export.megatron import FP8_RECIPE, data_parallel_settings, launch_env, pipeline_layout
+from planner.export.base import Exported, ExportError, header
+from planner.export.megatron import (
+    FP8_RECIPE,
+    data_parallel_settings,
+    launch_env,
+    mtp_layers,
+    pipeline_layout,
+    recompute_count,
+)
+from planner.export.moe import moe_settings
 from planner.llm.plan import Plan
 from planner.llm.problem import Problem
 
 BRIDGE_VERSIONS = ("0.3",)
+NULL = "null"
+"""An override to None (OmegaConf reads `null`)."""
 MIXED_PRECISION = {"bf16": "bf16_mixed", "fp16": "fp16_mixed", "fp8": "bf16_with_fp8_current_scaling_mixed"}
 """Bridge 0.3 presets (megatron/bridge/training/mixed_precision.py); the fp8 one is tensorwise."""
 
@@ -42,7 +67,19 @@ def bridge_overrides(problem: Problem, plan: Plan) -> tuple[dict[str, object], l
         "train.micro_batch_size": plan.micro_batch_size,
         "train.global_batch_size": task.num_sequences,
     }
-    if plan.pp > 1 and len(set(layers)) > 1:
+    moe = moe_settings(problem, plan)
+    if moe is not None:  # explicit nulls: MoE recipes set VP, layouts and pipeline-split flags
+        items["model.virtual_pipeline_model_parallel_size"] = plan.virtual_stages if plan.virtual_stages > 1 else NULL
+        items["model.pipeline_model_parallel_layout"] = (
+            pipeline_layout(layers, plan.virtual_stages, mtp_layers(problem), extra_last=True) if plan.pp > 1 else NULL)
+        for key in ("num_layers_in_first_pipeline_stage", "num_layers_in_last_pipeline_stage"):
+            items[f"model.{key}"] = NULL
+        for key in ("account_for_embedding_in_pipeline_split", "account_for_loss_in_pipeline_split"):
+            items[f"model.{key}"] = False
+        for name, value in {**moe.model, **moe.runtime}.items():
+            if name not in ("overlap_moe_expert_parallel_comm", "delay_wgrad_compute"):
+                items[f"model.{name}"] = NULL if value is None else value
+    elif plan.pp > 1 and len(set(layers)) > 1:
         items["model.pipeline_model_parallel_layout"] = pipeline_layout(layers, plan.virtual_stages)
     dp = data_parallel_settings(plan)
     distributed_optimizer = bool(dp.get("use_distributed_optimizer"))
@@ -60,12 +97,17 @@ def bridge_overrides(problem: Problem, plan: Plan) -> tuple[dict[str, object], l
     for prefix in ("comm_overlap", "ddp"):
         items[f"{prefix}.overlap_grad_reduce"] = grad_overlap
         items[f"{prefix}.overlap_param_gather"] = param_overlap
-    notes = []
+    if moe is not None:
+        for name in ("overlap_moe_expert_parallel_comm", "delay_wgrad_compute"):
+            for prefix in ("comm_overlap", "model"):
+                items[f"{prefix}.{name}"] = moe.runtime[name]
+    notes = list(moe.notes) if moe is not None else []
     if plan.recompute == "selective":
         items["model.recompute_granularity"] = "selective"
         items["model.recompute_modules"] = ["core_attn"]
     elif plan.recompute == "full":
-        count, notes = recompute_layers(plan, problem.model.num_layers)
+        count, recompute_notes = recompute_count(problem, plan)
+        notes += recompute_notes
         items.update({"model.recompute_granularity": "full", "model.recompute_method": "block",
                       "model.recompute_num_layers": count})
     items["mixed_precision"] = MIXED_PRECISION[task.precision]

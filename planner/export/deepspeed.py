@@ -8,6 +8,12 @@ errors (DeepSpeed partitions stages itself), and so is PP with ZeRO-2/3, which D
 PipelineEngine refuses ("ZeRO-2 and ZeRO-3 are incompatible with pipeline parallelism").
 fp8 comes from Transformer Engine in the model code: the header names the recipe (per-tensor
 current scaling, hybrid format, as in the other exports).
+
+Mixture-of-experts models are refused: DeepSpeed's JSON has no expert parallelism. DeepSpeed-MoE
+lives in the model code (deepspeed.moe.layer.MoE(ep_size=..., capacity_factor=...), expert groups
+from deepspeed.utils.groups), dispatches with capacity-based gating and one GEMM per local expert,
+and has no expert tensor parallelism, grouped GEMMs, dropless routing or EP overlap, so a config
+file cannot carry the plan the cost model priced.
 """
 
 from __future__ import annotations
@@ -22,6 +28,10 @@ from planner.llm.problem import Problem
 def deepspeed_config(problem: Problem, plan: Plan) -> tuple[dict, list[str]]:
     task = problem.task
     notes = []
+    if problem.model.family == "moe":
+        raise ExportError(f"{problem.model.name} is a mixture-of-experts model: DeepSpeed's config has no expert "
+                          "parallelism (DeepSpeed-MoE is set up in the model code, with capacity-based gating and "
+                          "no ETP, grouped GEMMs or EP overlap); export to megatron, megatron-bridge or torchtitan")
     layers = plan.layers_per_stage(problem.model.num_layers)
     if len(set(layers)) > 1:
         raise ExportError(f"non-uniform pipeline stages {layers} cannot be expressed in a DeepSpeed config")

@@ -72,11 +72,22 @@ def _flags(argv: list[str]) -> dict[str, str | list[str] | bool]:
 
 
 def _expected(argv: list[str], world: int) -> dict[str, object]:
-    """What Megatron must read back: the degrees and batch the export states."""
+    """What Megatron must read back: the degrees and batch the export states (and the expert grid)."""
     f = _flags(argv)
     tp, pp, cp = (int(f[k]) for k in ("--tensor-model-parallel-size", "--pipeline-model-parallel-size",
                                       "--context-parallel-size"))
-    return {
+    experts = {}
+    if "--num-experts" in f:
+        experts = {
+            "num_experts": int(f["--num-experts"]), "expert_model_parallel_size": int(f["--expert-model-parallel-size"]),
+            "expert_tensor_parallel_size": int(f["--expert-tensor-parallel-size"]),
+            "moe_token_dispatcher_type": f["--moe-token-dispatcher-type"], "moe_grouped_gemm": "--moe-grouped-gemm" in f,
+            "overlap_moe_expert_parallel_comm": "--overlap-moe-expert-parallel-comm" in f,
+            "delay_wgrad_compute": "--delay-wgrad-compute" in f,
+            "multi_latent_attention": "--multi-latent-attention" in f,
+            "mtp_num_layers": int(f["--mtp-num-layers"]) if "--mtp-num-layers" in f else None,
+        }
+    return {**experts,
         "world_size": world, "tensor_model_parallel_size": tp, "pipeline_model_parallel_size": pp,
         "context_parallel_size": cp, "data_parallel_size": world // (tp * pp * cp),
         "micro_batch_size": int(f["--micro-batch-size"]), "global_batch_size": int(f["--global-batch-size"]),
@@ -87,10 +98,13 @@ def _expected(argv: list[str], world: int) -> dict[str, object]:
     }
 
 
-def check_megatron_export(text: str, checkout: str, timeout_s: float = 300) -> list[str]:
+def check_megatron_export(text: str, checkout: str, timeout_s: float = 300,
+                          extra: dict[str, object] | None = None) -> list[str]:
     """Problems Megatron-LM's own code finds in a planner export (empty list = accepted).
 
-    Raises PlannerError when the checkout or the Python with torch cannot be used.
+    `extra`: more values Megatron must read back ({name: value}, names of megatron_args.py's
+    result, e.g. moe_layer_pattern). Raises PlannerError when the checkout or the Python with
+    torch cannot be used.
     """
     root = Path(checkout)
     if not (root / "megatron" / "training" / "arguments.py").is_file():
@@ -110,7 +124,7 @@ def check_megatron_export(text: str, checkout: str, timeout_s: float = 300) -> l
         return [f"Megatron {result['stage']}: {result['error']}"]
     got = result["args"]
     return [f"Megatron read {name} = {got.get(name)!r}, the export says {want!r}"
-            for name, want in _expected(argv, world).items() if got.get(name) != want]
+            for name, want in {**_expected(argv, world), **(extra or {})}.items() if got.get(name) != want]
 
 
 @cache

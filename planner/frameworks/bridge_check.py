@@ -6,7 +6,8 @@ JOBS.json is a list of {"path": OVERRIDES.txt, "world": WORLD, "model": MODEL, "
 "recipe-overlap" | "recipe-plain"}; one JSON list of results is printed, each the values Bridge
 ends with, or its complaint. Each job builds Bridge's pre-training ConfigContainer
 (recipes.common._pretrain_common) with a GPTModelProvider of the model's shape (MODEL: its
-keyword arguments). The `recipe-overlap` variant sets comm_overlap =
+keyword arguments; with "provider": "mla" an MLAModelProvider, Bridge's provider for DeepSeek's
+multi-latent attention). The `recipe-overlap` variant sets comm_overlap =
 CommOverlapConfig(tp_comm_overlap=True), as the Llama-3 70B recipe does; `recipe-plain` leaves
 it None and drops the comm_overlap.* lines, as the export's header says. Then
 process_config_with_overrides (Hydra) and runtime_config_update (mixed precision, comm overlap,
@@ -17,6 +18,9 @@ __init__ files import the Hugging Face conversion and PEFT layers, which need Tr
 (CUDA only), so megatron.bridge packages are registered without running their __init__ (the
 three names the config modules import from megatron.bridge.models are resolved from their own
 modules), and recipes.common's `LoRA` import (used only by PEFT recipes) gets a placeholder.
+Transformer Engine's version, which Megatron-Core and Bridge compare against (MoE fp8,
+delay_wgrad_compute), is answered with TE_VERSION (megatron.core.utils caches it), and a CPU
+torch's device queries with an H100's (the flex dispatcher's backend check asks for it).
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ import sys
 import types
 
 _LOADED: tuple | None = None
+TE_VERSION = "2.10.0"
+"""Transformer Engine version the checks assume (delay_wgrad_compute with overlap_grad_reduce needs >= 2.7)."""
 _EXPORTS = {"megatron.bridge.models": {"GPTModelProvider": "gpt_provider", "T5ModelProvider": "t5_provider",
                                        "MambaModelProvider": "mamba.mamba_provider"}}
 
@@ -68,29 +74,39 @@ class _PackagesWithoutInit(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 
 def _load():
+    import megatron.core.utils as core_utils
+    import torch
+    from packaging.version import Version
+
+    core_utils._te_version = Version(TE_VERSION)  # get_te_version() answers the cached version
+    torch.cuda.get_device_properties = lambda *a, **k: types.SimpleNamespace(
+        major=9, minor=0, name="NVIDIA H100 80GB HBM3", total_memory=80 * 2**30, multi_processor_count=132)
     root = importlib.util.find_spec("megatron.bridge").submodule_search_locations[0]
     sys.meta_path.insert(0, _PackagesWithoutInit(root))
     lora = types.ModuleType("megatron.bridge.peft.lora")
     lora.LoRA = type("LoRA", (), {"__doc__": "placeholder: PEFT is not loaded while checking overrides"})
     sys.modules["megatron.bridge.peft.lora"] = lora
     from megatron.bridge.models.gpt_provider import GPTModelProvider
+    from megatron.bridge.models.mla_provider import MLAModelProvider
     from megatron.bridge.recipes.common import _pretrain_common
     from megatron.bridge.training.comm_overlap import CommOverlapConfig
     from megatron.bridge.training.config import runtime_config_update
     from megatron.bridge.training.utils.omegaconf_utils import process_config_with_overrides
 
-    return GPTModelProvider, _pretrain_common, CommOverlapConfig, runtime_config_update, process_config_with_overrides
+    providers = {"gpt": GPTModelProvider, "mla": MLAModelProvider}
+    return providers, _pretrain_common, CommOverlapConfig, runtime_config_update, process_config_with_overrides
 
 
 def check(path: str, world: int, model: dict, variant: str) -> dict:
-    provider, pretrain_common, comm_overlap, runtime_config_update, apply = _LOADED or _load()
+    providers, pretrain_common, comm_overlap, runtime_config_update, apply = _LOADED or _load()
     with open(path) as f:
         overrides = [line.strip().rstrip("\\").strip().strip('"') for line in f
                      if "=" in line and not line.startswith("#")]
     if variant == "recipe-plain":
         overrides = [o for o in overrides if not o.startswith("comm_overlap.")]
     cfg = pretrain_common()
-    cfg.model = provider(**model)
+    model = dict(model)
+    cfg.model = providers[model.pop("provider", "gpt")](**model)
     if variant == "recipe-overlap":
         cfg.comm_overlap = comm_overlap(tp_comm_overlap=True)
     stage = "overrides"
@@ -119,6 +135,14 @@ def check(path: str, world: int, model: dict, variant: str) -> dict:
         "recompute_method": m.recompute_method, "recompute_num_layers": m.recompute_num_layers,
         "bf16": m.bf16, "fp16": m.fp16, "fp8": m.fp8, "fp8_recipe": m.fp8_recipe,
         "layout": None if layout is None else str(layout),
+        "ep": m.expert_model_parallel_size, "etp": m.expert_tensor_parallel_size,
+        "num_moe_experts": m.num_moe_experts, "moe_ffn_hidden_size": m.moe_ffn_hidden_size,
+        "moe_router_topk": m.moe_router_topk, "moe_layer_freq": m.moe_layer_freq,
+        "moe_token_dispatcher_type": m.moe_token_dispatcher_type, "moe_grouped_gemm": m.moe_grouped_gemm,
+        "moe_shared_expert_overlap": m.moe_shared_expert_overlap,
+        "overlap_moe_expert_parallel_comm": m.overlap_moe_expert_parallel_comm,
+        "delay_wgrad_compute": m.delay_wgrad_compute, "moe_expert_capacity_factor": m.moe_expert_capacity_factor,
+        "mtp_num_layers": m.mtp_num_layers, "multi_latent_attention": getattr(m, "multi_latent_attention", False),
     }
 
 

@@ -8,6 +8,13 @@ Prints a JSON list, one object per file: the values the framework read back, or 
 Standard library and the framework only: this file does not import planner (the frameworks pin
 other protobuf/torch versions than OR-Tools, so they live in separate environments).
 
+torchtitan with expert parallelism: its rule for the expert grid (EP borrows ranks from
+dp_shard x CP x TP) is enforced where it builds the device meshes (ParallelDims.build_mesh), so
+with EP > 1 the check builds them, in a single-process "fake" process group of the export's
+world size (torch.testing's FakeStore; no communication). The model flavor an MoE export names is
+built on the meta device (no memory; with the standard all-to-all backend, as DeepEP is CUDA-only)
+and its layers, width, experts, top-k and MoE layers are read back.
+
 DeepSpeed: deepspeed.init_distributed on a CPU build JIT-compiles a shared-memory all-reduce op
 (deepspeed_shm_comm) into the torch extensions cache under a lock file; a run killed mid-build
 leaves the lock and every later run waits on it. A one-process config check never reduces, so
@@ -87,6 +94,51 @@ def check_deepspeed(path: str, dp: int) -> dict:
     }
 
 
+def _build_mesh(dims, world: int) -> None:
+    """ParallelDims.build_mesh in a fake process group of `world` ranks (raises what torchtitan raises)."""
+    import torch.distributed as dist
+    from torch.testing._internal.distributed.fake_pg import FakeStore
+
+    dist.init_process_group("fake", rank=0, world_size=world, store=FakeStore())
+    try:
+        dims.build_mesh()
+    finally:
+        dist.destroy_process_group()
+
+
+def _titan02_model(job) -> dict:
+    """torchtitan 0.2: the named flavor built on the meta device."""
+    import copy
+
+    import torch
+    from torchtitan.protocols.train_spec import get_train_spec
+
+    spec = get_train_spec(job.model.name)
+    args = copy.deepcopy(spec.model_args[job.model.flavor])
+    job = copy.deepcopy(job)
+    job.parallelism.expert_parallel_comm_backend = "standard"  # DeepEP is CUDA-only; the shape does not depend on it
+    args.update_from_config(job)
+    with contextlib.redirect_stdout(_console), contextlib.redirect_stderr(_console), torch.device("meta"):
+        model = spec.model_cls(args)
+    layers = list(model.layers.values())
+    pattern = [int(bool(getattr(layer, "moe_enabled", False))) for layer in layers]
+    moe = next((layer.moe for layer, on in zip(layers, pattern) if on), None)
+    return {"name": job.model.name, "flavor": job.model.flavor, "layers": len(layers), "dim": model.tok_embeddings.embedding_dim,
+            "moe_layers": pattern, "num_experts": moe.experts.num_experts if moe else None,
+            "top_k": moe.router.top_k if moe else None}
+
+
+def _titan03_model(cfg) -> dict:
+    """torchtitan 0.3: the config's model spec."""
+    spec = cfg.model_spec
+    layers = spec.model.layers
+    pattern = [int(getattr(layer, "moe", None) is not None) for layer in layers]
+    moe = next((layer.moe for layer, on in zip(layers, pattern) if on), None)
+    return {"name": spec.name, "flavor": spec.flavor, "layers": len(layers), "dim": spec.model.dim,
+            "moe_layers": pattern, "num_experts": moe.num_experts if moe else None,
+            "top_k": moe.router.top_k if moe else None}
+
+
 def check_torchtitan(path: str, world: int) -> dict:
     """torchtitan 0.2: ConfigManager, ParallelDims, the converter registry and the async-TP rule."""
     import torchtitan.components.quantization  # noqa: F401  (registers the converters)
@@ -104,8 +156,12 @@ def check_torchtitan(path: str, world: int) -> dict:
         maybe_enable_async_tp(job, None)  # raises without torch.compile of the model
     dims = ParallelDims(dp_replicate=p.data_parallel_replicate_degree, dp_shard=p.data_parallel_shard_degree,
                         cp=p.context_parallel_degree, tp=p.tensor_parallel_degree, pp=p.pipeline_parallel_degree,
-                        ep=1, etp=1, world_size=world)
+                        ep=p.expert_parallel_degree, etp=p.expert_tensor_parallel_degree, world_size=world)
+    if dims.ep > 1:
+        _build_mesh(dims, world)
+    model = _titan02_model(job) if job.model.flavor != "debugmodel" else None
     return {
+        "ep": dims.ep, "etp": dims.etp, "ep_comm_backend": p.expert_parallel_comm_backend, "model": model,
         "dp_replicate": dims.dp_replicate, "dp_shard": dims.dp_shard, "cp": dims.cp, "tp": dims.tp, "pp": dims.pp,
         "schedule": p.pipeline_parallel_schedule, "microbatch_size": p.pipeline_parallel_microbatch_size,
         "module_fqns_per_model_part": p.module_fqns_per_model_part,
@@ -132,9 +188,12 @@ def check_torchtitan03(path: str, world: int) -> dict:
     p = cfg.parallelism
     dims = ParallelDims(dp_replicate=p.data_parallel_replicate_degree, dp_shard=p.data_parallel_shard_degree,
                         cp=p.context_parallel_degree, tp=p.tensor_parallel_degree, pp=p.pipeline_parallel_degree,
-                        ep=1, world_size=world)
+                        ep=p.expert_parallel_degree, world_size=world)
+    if dims.ep > 1:
+        _build_mesh(dims, world)
     ac = cfg.activation_checkpoint
     return {
+        "ep": dims.ep, "model": _titan03_model(cfg) if cfg.model_spec.flavor != "debugmodel" else None,
         "dp_replicate": dims.dp_replicate, "dp_shard": dims.dp_shard, "cp": dims.cp, "tp": dims.tp, "pp": dims.pp,
         "schedule": p.pipeline_parallel_schedule, "microbatch_size": p.pipeline_parallel_microbatch_size,
         "module_fqns_per_model_part": p.module_fqns_per_model_part,

@@ -9,13 +9,16 @@ from the arguments, and prints one JSON object: the values Megatron read back, o
 `table` prints every option string the parser defines (with its choices and whether it takes a
 value), the data behind planner/export/megatron_arguments.json.
 
-Standard library, torch and the checkout only; this file does not import planner. Two things
+Standard library, torch and the checkout only; this file does not import planner. Three things
 are not Megatron's: (1) megatron/training/__init__.py imports the whole training loop (data,
 tokenizers, checkpointing), so the package is registered without running it and only
 arguments.py and what it imports are loaded; (2) a CPU torch has no GPU, so the capability
 queries validate_args makes (torch.cuda.get_device_capability / get_device_properties) are
-answered with the compute capability of the planned device. The TransformerConfig is built
-with rope fusion off (a Transformer Engine kernel, which needs CUDA).
+answered with the compute capability of the planned device; (3) Transformer Engine (CUDA only)
+is not installed, so Megatron's TE version queries (megatron.core.utils.get_te_version, which
+the MoE, fp8 and delay_wgrad_compute checks compare against) are answered with TE_VERSION, a
+version every rule the exports meet asks for at most. The TransformerConfig is built with rope
+fusion off (a Transformer Engine kernel, which needs CUDA).
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ import json
 import os
 import sys
 import types
+
+TE_VERSION = "2.10.0"
+"""Transformer Engine version the checks assume (delay_wgrad_compute with overlap_grad_reduce needs
+>= 2.8, MoE fp8 grouped GEMMs >= 1.11)."""
 
 
 def _load_arguments(checkout: str, capability: tuple[int, int]):
@@ -52,8 +59,11 @@ def _load_arguments(checkout: str, capability: tuple[int, int]):
 
     package.__getattr__ = unavailable
     sys.modules["megatron.training"] = package
+    import megatron.core.utils as core_utils
     import megatron.training.arguments as arguments
+    from packaging.version import Version
 
+    core_utils._te_version = Version(TE_VERSION)  # get_te_version() answers the cached version
     return arguments
 
 
@@ -100,9 +110,20 @@ def check(checkout: str, world: int, capability: tuple[int, int], env: dict[str,
              "ckpt_format", "recompute_granularity", "recompute_method", "recompute_num_layers", "recompute_modules",
              "bf16", "fp16", "fp8", "fp8_recipe", "overlap_grad_reduce", "overlap_param_gather",
              "pipeline_model_parallel_layout", "decoder_first_pipeline_num_layers",
-             "decoder_last_pipeline_num_layers"]
+             "decoder_last_pipeline_num_layers", "expert_model_parallel_size", "expert_tensor_parallel_size",
+             "num_experts", "moe_ffn_hidden_size", "moe_router_topk", "moe_token_dispatcher_type",
+             "moe_flex_dispatcher_backend", "moe_grouped_gemm", "overlap_moe_expert_parallel_comm",
+             "delay_wgrad_compute", "moe_expert_capacity_factor", "moe_router_load_balancing_type",
+             "moe_router_enable_expert_bias", "moe_shared_expert_intermediate_size", "multi_latent_attention",
+             "mtp_num_layers"]
     values = {name: _jsonable(getattr(args, name, None)) for name in names}
     values["layers_per_chunk"] = _jsonable(getattr(config, "pipeline_model_parallel_layout", None))
+    if config.num_moe_experts:
+        # which layers are MoE, as Megatron's layer specs read moe_layer_freq (gpt_layer_specs.py)
+        freq = config.moe_layer_freq
+        values["moe_layer_pattern"] = (list(freq) if isinstance(freq, list)
+                                       else [int(i % freq == 0) for i in range(config.num_layers)])
+        values["config_class"] = type(config).__name__
     return {"args": values}
 
 
