@@ -28,10 +28,19 @@ RECOMPUTE = {"none": None, "selective": "selective", "full": "full"}
 
 
 def model_shape(problem) -> dict:
+    """Provider keyword arguments of the model's shape (a recipe's model; MoE recipes set their experts)."""
     m = problem.model
-    return {"num_layers": m.num_layers, "hidden_size": m.hidden_size, "num_attention_heads": m.num_heads,
-            "ffn_hidden_size": m.ffn_hidden_size, "num_query_groups": m.kv_heads, "kv_channels": m.dim_per_head,
-            "seq_length": 4096}
+    shape = {"num_layers": m.num_layers, "hidden_size": m.hidden_size, "num_attention_heads": m.num_heads,
+             "ffn_hidden_size": m.ffn_hidden_size or 4 * m.hidden_size, "num_query_groups": m.kv_heads,
+             "kv_channels": m.dim_per_head, "seq_length": 4096}
+    if m.family == "moe":
+        shape.update(num_moe_experts=m.moe.num_experts, moe_ffn_hidden_size=m.moe.ffn_hidden_size,
+                     moe_router_topk=m.moe.top_k)
+        if m.mla is not None:
+            shape.update(provider="mla", multi_latent_attention=True, q_lora_rank=m.mla.q_lora_rank or None,
+                         kv_lora_rank=m.mla.kv_lora_rank, qk_head_dim=m.mla.qk_nope_head_dim,
+                         qk_pos_emb_head_dim=m.mla.qk_rope_head_dim, v_head_dim=m.mla.v_head_dim)
+    return shape
 
 
 def expected(problem, plan) -> dict:
@@ -51,6 +60,8 @@ def expected(problem, plan) -> dict:
         "overlap_param_gather": bool(grad_overlap and task.framework.overlap_param_gather and plan.zero_stage),
         "recompute_granularity": RECOMPUTE[plan.recompute], "bf16": task.precision != "fp16",
         "fp16": task.precision == "fp16", "fp8": "hybrid" if task.precision == "fp8" else None,
+        "ep": plan.ep, "etp": plan.etp if problem.model.family == "moe" else plan.tp,
+        "overlap_moe_expert_parallel_comm": plan.ep_comm_overlap, "delay_wgrad_compute": plan.ep_comm_overlap,
     }
 
 

@@ -5,8 +5,10 @@ ConfigManager + ParallelDims + converter registry + async-TP rule, and torchtita
 ConfigManager (tyro flags) + ParallelDims. Megatron-LM: tests/test_export_megatron.py;
 Megatron-Bridge: tests/test_export_bridge.py.
 
-Cases: every shipped plan with its task, and the CP-SAT plan of every shipped task. Each export
-is also checked with a world (or DP) size one larger, which the framework must refuse.
+Cases: every shipped plan with its task (mixture-of-experts ones included: torchtitan builds
+their expert meshes and model flavors, see tests/test_export_moe.py), and the CP-SAT plan of
+every shipped task. Each export is also checked with a world (or DP) size one larger, which the
+framework must refuse.
 
 The frameworks pin torch/protobuf versions that clash with OR-Tools, so they live in their own
 environments, built by .ci/run: .venv-frameworks (DeepSpeed, torchtitan 0.2.2; or
@@ -33,7 +35,8 @@ CHECK = ROOT / "planner" / "frameworks" / "framework_check.py"
 PYTHON = Path(os.environ.get("PLANNER_FRAMEWORKS_PYTHON", ROOT / ".venv-frameworks" / "bin" / "python"))
 PYTHON_TT03 = Path(os.environ.get("PLANNER_TORCHTITAN03_PYTHON", ROOT / ".venv-torchtitan03" / "bin" / "python"))
 PUBLISHED = [("gpt3-175b-1024xa100", "gpt3-175b-megatron"), ("llama3-70b-64xh100", "llama3-70b-nemo"),
-             ("llama3-405b-16384xh100", "llama3-405b-meta")]
+             ("llama3-405b-16384xh100", "llama3-405b-meta"), ("deepseek-v3-1024xh100", "deepseek-v3-bridge"),
+             ("qwen3-30b-a3b-16xh100", "qwen3-30b-a3b-bridge")]
 CHECK_TIMEOUT_S = 300
 
 
@@ -91,7 +94,8 @@ def module_parts(problem, plan, head: str) -> list[list[str]] | None:
         return None
     from planner.export.megatron import chunk_layers
 
-    sizes = chunk_layers(plan.layers_per_stage(problem.model.num_layers), plan.virtual_stages)
+    sizes = chunk_layers(plan.layers_per_stage(problem.model.num_layers), plan.virtual_stages,
+                         extra_last=problem.model.family == "moe")
     starts = [sum(sizes[:k]) for k in range(len(sizes))]
     parts = [[f"layers.{n}" for n in range(s, s + size)] for s, size in zip(starts, sizes, strict=True)]
     parts[0].insert(0, "tok_embeddings")
@@ -101,7 +105,7 @@ def module_parts(problem, plan, head: str) -> list[list[str]] | None:
 
 def expected_torchtitan(problem, plan, head: str) -> dict:
     m = plan.num_micro_batches(problem.task.num_sequences)
-    return {"tp": plan.tp, "cp": plan.cp, "pp": plan.pp, "dp": plan.dp,
+    return {"tp": plan.tp, "cp": plan.cp, "pp": plan.pp, "ep": plan.ep, "dp": plan.dp,
             "global_batch_size": problem.task.num_sequences, "seq_len": problem.task.seq_len,
             "local_batch_size": plan.micro_batch_size * (m if plan.pp > 1 else 1),
             "activation_checkpoint": "full" if plan.recompute == "full" else "none",
@@ -110,7 +114,7 @@ def expected_torchtitan(problem, plan, head: str) -> dict:
 
 
 def read_torchtitan(result: dict, plan) -> dict:
-    got = {k: result[k] for k in ("tp", "cp", "pp", "global_batch_size", "seq_len", "local_batch_size",
+    got = {k: result[k] for k in ("tp", "cp", "pp", "ep", "global_batch_size", "seq_len", "local_batch_size",
                                   "activation_checkpoint")}
     got["dp"] = result["dp_replicate"] * result["dp_shard"]
     got["module_fqns_per_model_part"] = result["module_fqns_per_model_part"] if plan.pp > 1 else None
@@ -135,14 +139,16 @@ def test_deepspeed_reads_every_expressible_export(solved, tmp_path):
         assert result["zero_stage"] == plan.zero_stage
         assert (result["fp16"], result["bf16"]) == (problem.task.precision == "fp16", problem.task.precision != "fp16")
     for name, reason in refused:  # DeepSpeed's own limits, named
-        assert any(s in reason for s in ("non-uniform", "per-stage recompute", "interleaved", "incompatible with pipeline", "HSDP")), name
+        assert any(s in reason for s in ("non-uniform", "per-stage recompute", "interleaved", "incompatible with pipeline",
+                                         "HSDP", "mixture-of-experts")), name
 
 
 @pytest.mark.skipif(not available(PYTHON, "torchtitan"), reason=f"torchtitan 0.2 environment not installed ({PYTHON})")
 def test_torchtitan_02_reads_every_expressible_export(solved, tmp_path):
     items, expected, refused = exported_files(solved, tmp_path, "torchtitan", "0.2",
                                               lambda pr, pl: pr.cluster.num_devices, ".toml")
-    assert not refused
+    # only torchtitan's MoE limits (expert grid, FlexAttention with CP), named
+    assert all(any(s in reason for s in ("EP", "FlexAttention", "no model flavor")) for _, reason in refused), refused
     for result, want in zip(run_check(PYTHON, "torchtitan", items), expected, strict=True):
         if want is None:
             assert "Invalid parallel dims" in result["error"]
