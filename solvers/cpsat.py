@@ -40,7 +40,7 @@ import numpy as np
 from ortools.sat.python import cp_model
 
 from planner.llm.bounds import memory_lower_bound, time_lower_bound_within
-from planner.llm.candidates import CandidateSet, enumerate_within, price
+from planner.llm.candidates import CandidateSet, alignment, enumerate_within, price
 from planner.llm.cost.step import evaluate
 from planner.llm.plan import Plan
 from planner.llm.problem import Problem
@@ -77,14 +77,17 @@ def _log_to_stderr(line: str) -> None:
     """CP-SAT's search log (--log), on standard error."""
     print(line, file=sys.stderr)
 
-def distinct_recompute_modes(problem: Problem) -> list[str]:
+def distinct_recompute_modes(problem: Problem, ep_overlap: bool = False) -> list[str]:
     """The task's recompute modes less those that only duplicate another mode's plans.
 
     Full recompute with per-stage counts includes "none" (every count 0): identical time and
     memory. With flash attention "selective" is identical to "none" (flash already recomputes
-    its scores). Dropping these duplicates loses no plan.
+    its scores). Dropping these duplicates loses no plan. `ep_overlap`: the modes of
+    configurations with EP overlap, which excludes full recompute (so "none" stays).
     """
     allowed = list(problem.task.constraints.recompute)
+    if ep_overlap:
+        allowed = [mode for mode in allowed if mode != "full"]
     flash = problem.task.framework.attention == "flash"
     dropped = set()
     if "full" in allowed:
@@ -111,11 +114,25 @@ def round_stage_budget(remaining_s: float) -> int:
 
 
 def dominance_filter(problem: Problem, candidates) -> np.ndarray:
-    """Mask of configurations kept after removing exact duplicates (`distinct_recompute_modes`)."""
+    """Mask of configurations kept after removing exact duplicates (`distinct_recompute_modes`;
+    with EP overlap, which excludes full recompute, those of `ep_overlap=True`)."""
     from planner.llm.cost.layout import RECOMPUTE_CODES
 
     codes = [RECOMPUTE_CODES[mode] for mode in distinct_recompute_modes(problem)]
-    return np.isin(candidates.recompute, codes)
+    keep = np.isin(candidates.recompute, codes)
+    overlap = candidates.ep_comm_overlap == 1
+    if overlap.any():
+        overlap_codes = [RECOMPUTE_CODES[mode] for mode in distinct_recompute_modes(problem, ep_overlap=True)]
+        keep = np.where(overlap, np.isin(candidates.recompute, overlap_codes), keep)
+    return keep
+
+
+def _in_space(problem: Problem, plan: Plan) -> bool:
+    """Whether a plan's stage partition is one the search declares (MoE: aligned)."""
+    align = alignment(problem.model)
+    if not align.moe:
+        return True
+    return align.aligned(plan.layers_per_stage(problem.model.num_layers), plan.virtual_stages)
 
 
 class _Search:
@@ -153,6 +170,16 @@ class _Search:
     def enumerate(self) -> None:
         mark = time.perf_counter()
         modes = distinct_recompute_modes(self.problem)
+        if alignment(self.problem.model).moe:
+            # EP overlap excludes full recompute, so its "none" rows are no duplicates: list
+            # every mode and drop the duplicates row by row.
+            every, self.enumerated = enumerate_within(self.problem, options=self.options.space,
+                                                      stop=self.budget.expired)
+            self.candidates = every.take(np.flatnonzero(dominance_filter(self.problem, every)))
+            self.stats["configurations"] = len(every)
+            self.stats["duplicates_removed"] = len(every) - len(self.candidates)
+            self.stats["enumerate_s"] = time.perf_counter() - mark
+            return
         self.candidates, self.enumerated = enumerate_within(self.problem, options=self.options.space,
                                                             stop=self.budget.expired, recompute=modes)
         # Every recompute mode multiplies the same set of other decisions, so the duplicates
@@ -165,7 +192,8 @@ class _Search:
 
     def heuristics(self) -> None:
         mark = time.perf_counter()
-        heuristic = best_heuristic(self.problem, self.options, self.budget.share(HEURISTIC_SHARE))
+        heuristic = best_heuristic(self.problem, self.options, self.budget.share(HEURISTIC_SHARE),
+                                   in_space=lambda plan: _in_space(self.problem, plan))
         if heuristic is not None:
             self.incumbent, self.upper = heuristic.plan, heuristic.objective_s
         self.stats["heuristic"] = heuristic.solver if heuristic else None
@@ -189,7 +217,12 @@ class _Search:
             return
         c = self.candidates
         window = np.flatnonzero(self.lower <= self.upper)
-        even = window[self.problem.model.num_layers % (c.pp[window] * c.virtual_stages[window]) == 0]
+        num_layers = self.problem.model.num_layers
+        even = window[num_layers % (c.pp[window] * c.virtual_stages[window]) == 0]
+        align = alignment(self.problem.model)
+        if align.moe:  # only aligned uniform splits are in the space (and priced exactly)
+            chunk = num_layers // (c.pp[even] * c.virtual_stages[even])
+            even = even[(chunk % align.period == 0) & (chunk // align.period >= align.min_first_units)]
         best_step, best_index = math.inf, None
         for begin in range(0, len(even), PRICE_CHUNK):
             if self.budget.expired():
@@ -418,16 +451,16 @@ def balanced_guess(sm: StageModel) -> tuple[float, list[int], list[int]] | None:
     recomputed layers that fit; None if it does not fit. Priced from the tables."""
     from planner.llm.stage_tables import step_time_s
 
-    chunks = balanced_chunks(sm.chunks, sm.num_stages)
+    chunks = balanced_chunks(sm.chunks, sm.num_stages, sm.min_units(0))
     recomputed = []
-    for st, c in zip(sm.stages, chunks, strict=True):
+    for i, (st, c) in enumerate(zip(sm.stages, chunks, strict=True)):
         base = st.memory_bytes[c]
         if base <= sm.capacity_bytes:
             recomputed.append(0)
             continue
         if not sm.recompute_full or st.memory_per_recomputed_bytes >= 0:
             return None
-        layers = c * sm.virtual_stages
+        layers = sm.recomputable(i, c)
         need = math.ceil((base + st.memory_transient_bytes - sm.capacity_bytes) / -st.memory_per_recomputed_bytes)
         if need > layers:
             return None
@@ -446,7 +479,12 @@ def _simplify(problem: Problem, plan: Plan) -> Plan:
         if "none" in allowed:
             plan = plan.model_copy(update={"recompute": "none", "recompute_num_layers": None})
     if plan.recompute_num_layers is not None and plan.stage_layers is not None:
-        if list(plan.recompute_num_layers) == list(plan.stage_layers):
+        everything = list(plan.stage_layers)
+        if problem.model.family == "moe":  # "all" means all MoE blocks
+            from planner.llm.cost.blocks import layer_mix
+
+            everything = layer_mix(problem.model, everything, plan.virtual_stages)
+        if list(plan.recompute_num_layers) == everything:
             plan = plan.model_copy(update={"recompute_num_layers": None})
     if plan.stage_layers is not None and problem.model.num_layers % plan.pp == 0:
         if list(plan.stage_layers) == [problem.model.num_layers // plan.pp] * plan.pp:

@@ -11,9 +11,12 @@ capacity down, the per-layer change of full recompute down (by less than a unit 
 
 Variables, for each configuration k kept (p stages, C = L/v chunks, m micro-batches):
   x_k          Bool: configuration k is chosen; exactly one is.
-  c_ki         int in [lo_ki, hi_ki] (`stage_domains`): chunks (of v layers) on stage i;
-               sum_i c_ki = C if x_k.
-  r_ki         int in [0, L] (full recompute only): recomputed layers on stage i, r_ki <= v c_ki.
+  c_ki         int in [lo_ki, hi_ki] (`stage_domains`): units (of v P layers; P = 1 for dense
+               models, the MoE period for MoE models) on stage i; sum_i c_ki = C if x_k. Stage 0
+               holds at least max(1, K) units (an MoE model's dense prefix; see
+               planner.llm.candidates.Alignment: the declared partitions are the aligned ones).
+  r_ki         int in [0, L] (full recompute only): recomputed layers on stage i,
+               r_ki <= v c_ki - [i = 0] K (dense: every layer; MoE: the stage's MoE blocks).
   y_ki         Bool: r_ki > 0 (stage i pays the recompute transient); r_ki <= L y_ki.
   F_ki, B0_ki  Element(c_ki, table): forward, backward (no recompute) seconds of a micro-batch.
   B_ki         = B0_ki + R_k r_ki: backward with recompute.
@@ -118,12 +121,15 @@ def stage_domains(sm: StageModel, upper_s: float) -> list[tuple[int, int]] | Non
     C, m = sm.chunks, sm.num_micro_batches
     top = C - sm.num_stages + 1
     ranges = []
-    for st in sm.stages:
+    for i, st in enumerate(sm.stages):
         time_ok = m * (st.forward_s + st.backward_s) <= upper_s * (1 + 1e-9) + 1e-12
         slope = st.memory_per_recomputed_bytes * sm.virtual_stages if sm.recompute_full else 0.0
         least_memory = st.memory_bytes + min(slope, 0.0) * np.arange(len(st.memory_bytes))
+        if i == 0 and sm.deficit and sm.recompute_full:  # stage 0 cannot recompute its dense prefix
+            least_memory = least_memory - min(st.memory_per_recomputed_bytes, 0.0) * sm.deficit
         memory_ok = least_memory <= sm.capacity_bytes
         allowed = np.flatnonzero(time_ok[1 : top + 1] & memory_ok[1 : top + 1]) + 1
+        allowed = allowed[allowed >= sm.min_units(i)]
         if len(allowed) == 0:
             return None
         ranges.append((int(allowed[0]), int(allowed[-1])))
@@ -164,14 +170,14 @@ def _recompute_tops(sm: StageModel, domains, upper_s: float) -> list[int]:
         return [0] * sm.num_stages
     L, v, m = sm.num_layers, sm.virtual_stages, sm.num_micro_batches
     tops = []
-    for st, (lo, hi) in zip(sm.stages, domains, strict=True):
+    for i, (st, (lo, hi)) in enumerate(zip(sm.stages, domains, strict=True)):
         base = float(np.min((st.forward_s + st.backward_s)[lo : hi + 1]))
         room = upper_s / m - base if math.isfinite(upper_s) else math.inf
         if room == math.inf or sm.recompute_s <= 0:
             top = L
         else:
             top = int(min(L, math.floor(room / sm.recompute_s + 1e-9)))
-        tops.append(max(0, min(top, v * hi)))
+        tops.append(max(0, min(top, sm.recomputable(i, hi))))
     return tops
 
 
@@ -316,7 +322,7 @@ def build_model(
                 r_top = tops[i]
                 r = model.new_int_var(0, r_top, f"r_{k}_{i}")
                 y = model.new_bool_var(f"y_{k}_{i}")
-                model.add(r <= v * c)
+                model.add(r <= v * c - (sm.deficit if i == 0 else 0))
                 model.add(r <= max(r_top, 1) * y)
                 model.add(r == 0).only_enforce_if(~x)
                 model.add(y == 0).only_enforce_if(~x)
@@ -375,16 +381,20 @@ def build_model(
 
 
 def _partition_of(plan: Plan, sm: StageModel) -> tuple[list[int], list[int]] | None:
+    """(units, recomputed layers) per stage of a plan of `sm`'s configuration; None if its
+    partition is not one of `sm`'s (not aligned)."""
     layers = plan.layers_per_stage(sm.num_layers)
-    if any(n % sm.virtual_stages for n in layers):
+    if any(n % sm.unit_layers for n in layers) or layers[0] // sm.unit_layers < sm.min_units(0):
         return None
-    rc = plan.recomputed_layers(sm.num_layers) if sm.recompute_full else [0] * sm.num_stages
-    return [n // sm.virtual_stages for n in layers], list(rc)
+    units = [n // sm.unit_layers for n in layers]
+    mix = [sm.recomputable(i, u) for i, u in enumerate(units)] if sm.moe else None
+    rc = plan.recomputed_layers(sm.num_layers, mix) if sm.recompute_full else [0] * sm.num_stages
+    return units, list(rc)
 
 
 def same_config(a: Plan, b: Plan) -> bool:
     keys = ("tp", "sp", "tp_comm_overlap", "cp", "pp", "virtual_stages", "dp", "zero_stage",
-            "micro_batch_size", "recompute")
+            "micro_batch_size", "recompute", "ep", "etp", "dispatcher", "ep_comm_overlap")
     if any(getattr(a, k) != getattr(b, k) for k in keys):
         return False
     if a.shard_size != b.shard_size:

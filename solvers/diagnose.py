@@ -193,6 +193,7 @@ def _violates_task(plan, problem: Problem) -> bool:
     c = problem.task.constraints
     return not (
         all(getattr(c, a).admits(plan.degree(a)) for a in ("tp", "cp", "pp", "dp"))
+        and c.ep.admits(plan.ep) and c.etp.admits(plan.etp)
         and c.micro_batch_size.admits(plan.micro_batch_size)
         and plan.schedule in c.schedules
         and plan.zero_stage in c.zero_stages
@@ -208,7 +209,8 @@ def _memory_report(problem: Problem, models, budget: Budget | None = None) -> st
         if best is not None and budget is not None and budget.expired():
             break
         chunks = _least_memory_partition(sm)
-        recomputed = [c * sm.virtual_stages for c in chunks] if sm.recompute_full else [0] * sm.num_stages
+        recomputed = ([sm.recomputable(i, c) for i, c in enumerate(chunks)] if sm.recompute_full
+                      else [0] * sm.num_stages)
         plan = plan_with_partition(sm, chunks, recomputed)
         b = evaluate(problem, plan)
         worst = max(b.stages, key=lambda s: s.memory_bytes - s.capacity_bytes)
@@ -230,12 +232,12 @@ def _memory_report(problem: Problem, models, budget: Budget | None = None) -> st
 def _least_memory_partition(sm) -> list[int]:
     """Greedy: give each chunk to the stage whose memory after it is least (ties: the lowest
     stage), kept in a heap."""
-    chunks = [1] * sm.num_stages
-    if sm.chunks == sm.num_stages:
+    chunks = [sm.min_units(i) for i in range(sm.num_stages)]
+    if sm.chunks == sum(chunks):
         return chunks
-    heap = [(float(st.memory_bytes[2]), i) for i, st in enumerate(sm.stages)]
+    heap = [(float(st.memory_bytes[chunks[i] + 1]), i) for i, st in enumerate(sm.stages)]
     heapq.heapify(heap)
-    for _ in range(sm.chunks - sm.num_stages):
+    for _ in range(sm.chunks - sum(chunks)):
         _, i = heapq.heappop(heap)
         chunks[i] += 1
         if chunks[i] + 1 < len(sm.stages[i].memory_bytes):

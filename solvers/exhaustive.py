@@ -6,6 +6,11 @@ per-stage count of recomputed layers, and prices them all at once with
 planner.llm.cost.step.assemble on numpy arrays -- the same code path as `evaluate`, not the
 solver's tables. Exact by construction; refuses spaces with more than
 `SolveOptions.max_evaluations` partitions.
+
+MoE models: every *aligned* partition (planner.llm.candidates.Alignment: each stage a multiple
+of v P layers, stage 0's first chunk holding the dense prefix), each stage's MoE blocks counted
+by `planner.llm.cost.blocks.layer_mix` (the cost model's own count, not the solver's formula),
+and with full recompute every count of recomputed MoE blocks per stage.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import time
 
 import numpy as np
 
-from planner.llm.candidates import CandidateSet, enumerate_within
+from planner.llm.candidates import Alignment, CandidateSet, alignment, enumerate_within, plan_vars
+from planner.llm.cost.blocks import layer_mix
 from planner.llm.cost.layout import PlanVars
 from planner.llm.cost.step import StageSpec, assemble, evaluate
 from planner.llm.plan import Plan
@@ -33,21 +39,42 @@ def compositions(total: int, parts: int) -> np.ndarray:
     return np.array(rows, dtype=np.int64).reshape(-1, parts)
 
 
-def count_partitions(config: Plan, num_layers: int) -> int:
-    chunks = num_layers // config.virtual_stages
-    count = math.comb(chunks - 1, config.pp - 1)
+def _units(num_layers: int, v: int, align: Alignment) -> tuple[int, int]:
+    """(units to distribute, units of v P layers each; stage 0's extra minimum units)."""
+    units = align.units(num_layers, v) or 0
+    return units, align.min_first_units - 1
+
+
+def count_partitions(config: Plan, num_layers: int, align: Alignment = Alignment()) -> int:
+    units, extra = _units(num_layers, config.virtual_stages, align)
+    chunks = units - extra
+    count = math.comb(chunks - 1, config.pp - 1) if chunks >= config.pp else 0
     if config.recompute == "full":
         # sum over compositions of prod(l_i + 1) is bounded by count * (max l + 1)^pp
         count *= (chunks - config.pp + 2) ** config.pp
     return count
 
 
-def partition_blocks(config: Plan, num_layers: int, rows: int = 100_000):
+def aligned_compositions(num_layers: int, pp: int, v: int, align: Alignment = Alignment()) -> np.ndarray:
+    """Layers per stage of every aligned partition (rows): stages of whole units of v P layers,
+    stage 0 at least `Alignment.min_first_units` units (dense: every partition into multiples
+    of v)."""
+    units, extra = _units(num_layers, v, align)
+    if units - extra < pp:
+        return np.zeros((0, pp), dtype=np.int64)
+    rows = compositions(units - extra, pp)
+    rows[:, 0] += extra
+    return rows * v * align.period
+
+
+def partition_blocks(config: Plan, num_layers: int, rows: int = 100_000, model=None):
     """(layers, recomputed) arrays of shape (K, pp), K <= `rows` where possible, that together
     cover the whole partition space in order (layers, then recomputed counts, last stage
-    fastest)."""
+    fastest). With an MoE `model`, the aligned partitions and, per stage, 0..its MoE blocks
+    recomputed (layer_mix)."""
     v = config.virtual_stages
-    layers = compositions(num_layers // v, config.pp) * v
+    align = alignment(model) if model is not None else Alignment()
+    layers = aligned_compositions(num_layers, config.pp, v, align)
     if config.recompute != "full":
         for begin in range(0, len(layers), rows):
             block = layers[begin : begin + rows]
@@ -55,7 +82,8 @@ def partition_blocks(config: Plan, num_layers: int, rows: int = 100_000):
         return
     pending_layers, pending_recomputed, size = [], [], 0
     for row in layers:
-        grid = np.indices(tuple(int(n) + 1 for n in row)).reshape(len(row), -1).T.astype(np.int64)
+        tops = layer_mix(model, [int(n) for n in row], v) if align.moe else row
+        grid = np.indices(tuple(int(n) + 1 for n in tops)).reshape(len(row), -1).T.astype(np.int64)
         pending_layers.append(np.repeat(row[None, :], len(grid), axis=0))
         pending_recomputed.append(grid)
         size += len(grid)
@@ -87,20 +115,27 @@ def _best_partition(problem: Problem, config: Plan,
     """(best_partition, whether every partition was priced)."""
     p = config.pp
     m = config.num_micro_batches(problem.task.num_sequences)
-    plan_vars = PlanVars.from_plan(config)
+    variables = PlanVars.from_plan(config)
     capacity = problem.cluster.device.hbm_bytes * (1.0 - problem.task.memory_headroom)
     best: tuple[float, np.ndarray, np.ndarray] | None = None
     complete = True
-    for layers, recomputed in partition_blocks(config, problem.model.num_layers, SLICE):
+    model = problem.model
+    is_moe = getattr(model, "family", "dense") == "moe"
+    for layers, recomputed in partition_blocks(config, model.num_layers, SLICE, model):
         if budget is not None and budget.expired():
             complete = False
             break
+        if is_moe:  # the cost model's own count of MoE blocks per stage, per distinct partition
+            distinct, inverse = np.unique(layers, axis=0, return_inverse=True)
+            counts = np.array([layer_mix(model, [int(n) for n in row], config.virtual_stages) for row in distinct],
+                              dtype=float).reshape(len(distinct), p)
+            mix = counts[np.asarray(inverse).reshape(-1)]
         specs = [
             StageSpec(index=i, layers=layers[:, i], recomputed=recomputed[:, i], is_first=i == 0,
-                      is_last=i == p - 1)
+                      is_last=i == p - 1, moe_layers=mix[:, i] if is_moe else 0)
             for i in range(p)
         ]
-        a = assemble(problem, plan_vars, specs, m)
+        a = assemble(problem, variables, specs, m)
         step = np.broadcast_to(np.asarray(a.step_s, dtype=float), (len(layers),))
         fits = np.broadcast_to(np.asarray(a.peak_memory_bytes, dtype=float) <= capacity, (len(layers),))
         if not fits.any():
@@ -116,7 +151,8 @@ def _best_partition(problem: Problem, config: Plan,
     return (best[0], config.model_copy(update=update)), complete
 
 
-def count_all_partitions(candidates: CandidateSet, num_layers: int, limit: int) -> int:
+def count_all_partitions(candidates: CandidateSet, num_layers: int, limit: int,
+                         align: Alignment = Alignment()) -> int:
     """Sum of `count_partitions` over the candidates, computed per distinct (pp, v, full)
     triple; stops counting once it exceeds `limit` (the total is then > limit)."""
     from planner.llm.cost.layout import RECOMPUTE_CODES
@@ -127,14 +163,90 @@ def count_all_partitions(candidates: CandidateSet, num_layers: int, limit: int) 
     total = 0
     for key, n in zip(keys.tolist(), counts.tolist(), strict=True):
         pp, v, is_full = key >> 32, (key & 0xFFFFFFFF) >> 1, key & 1
-        chunks = num_layers // v
-        count = math.comb(chunks - 1, pp - 1)
+        units, extra = _units(num_layers, v, align)
+        chunks = units - extra
+        count = math.comb(chunks - 1, pp - 1) if chunks >= pp else 0
         if is_full:
             count *= (chunks - pp + 2) ** pp
         total += n * count
         if total > limit:
             break
     return total
+
+
+def _price_all(problem: Problem, candidates: CandidateSet, budget: Budget, state: dict) -> None:
+    """Every partition of every configuration, priced in bulk: configurations that share a
+    partition space (same PP, virtual stages and full recompute or not) are priced together,
+    up to SLICE (configuration, partition) pairs per call. The answer is the one a scan of
+    the configurations in order would give: the fastest fitting plan, ties to the earliest
+    configuration, then to its earliest partition. Sets state["best"] (step, plan) and
+    state["done"] (configurations whose every partition was priced)."""
+    from planner.llm.cost.layout import RECOMPUTE_CODES
+
+    model = problem.model
+    is_moe = getattr(model, "family", "dense") == "moe"
+    capacity = problem.cluster.device.hbm_bytes * (1.0 - problem.task.memory_headroom)
+    full = (candidates.recompute == RECOMPUTE_CODES["full"]).astype(np.int64)
+    keys = (candidates.pp << 32) | (candidates.virtual_stages << 1) | full
+    _, first_seen, group_of = np.unique(keys, return_index=True, return_inverse=True)
+    best: dict[int, tuple[float, np.ndarray, np.ndarray]] = {}
+    done = 0
+
+    def settle() -> None:
+        if best:
+            i = min(best, key=lambda j: (best[j][0], j))
+            step, layers, recomputed = best[i]
+            config = candidates.plan(i)
+            update: dict = {"stage_layers": [int(x) for x in layers]}
+            if config.recompute == "full":
+                update["recompute_num_layers"] = [int(x) for x in recomputed]
+            state["best"] = (step, config.model_copy(update=update))
+        state["done"] = done
+
+    for group in np.argsort(first_seen, kind="stable"):
+        members = np.flatnonzero(group_of.reshape(-1) == group)
+        config = candidates.plan(int(members[0]))
+        p, v = config.pp, config.virtual_stages
+        complete = True
+        for layers, recomputed in partition_blocks(config, model.num_layers, SLICE, model):
+            rows = len(layers)
+            mix = None
+            if is_moe:  # the cost model's own count of MoE blocks per stage, per distinct partition
+                distinct, inverse = np.unique(layers, axis=0, return_inverse=True)
+                counts = np.array([layer_mix(model, [int(n) for n in row], v) for row in distinct],
+                                  dtype=float).reshape(len(distinct), p)
+                mix = counts[np.asarray(inverse).reshape(-1)]
+            per_call = max(1, SLICE // max(rows, 1))
+            for begin in range(0, len(members), per_call):
+                if budget.expired():
+                    complete = False
+                    break
+                chunk = members[begin : begin + per_call]
+                sub = candidates.take(np.repeat(chunk, rows))
+                m = problem.task.num_sequences // (sub.dp * sub.micro_batch_size)
+                specs = [
+                    StageSpec(index=i, layers=np.tile(layers[:, i], len(chunk)),
+                              recomputed=np.tile(recomputed[:, i], len(chunk)), is_first=i == 0,
+                              is_last=i == p - 1, moe_layers=np.tile(mix[:, i], len(chunk)) if is_moe else 0)
+                    for i in range(p)
+                ]
+                a = assemble(problem, plan_vars(sub), specs, m)
+                step = np.broadcast_to(np.asarray(a.step_s, dtype=float), (len(sub),)).reshape(len(chunk), rows)
+                fits = np.broadcast_to(np.asarray(a.peak_memory_bytes, dtype=float) <= capacity,
+                                       (len(sub),)).reshape(len(chunk), rows)
+                masked = np.where(fits, step, np.inf)
+                local = np.argmin(masked, axis=1)
+                for j, i in enumerate(chunk.tolist()):
+                    value = float(masked[j, local[j]])
+                    if np.isfinite(value) and (i not in best or value < best[i][0]):
+                        best[i] = (value, layers[local[j]], recomputed[local[j]])
+            if not complete:
+                break
+        if complete:
+            done += len(members)
+        settle()
+        if not complete:
+            return
 
 
 class Exhaustive:
@@ -171,7 +283,8 @@ class Exhaustive:
 
             return SolveResult(solver=self.name, status="INFEASIBLE", wall_time_s=time.perf_counter() - start,
                                infeasibility=explain_empty_space(problem, options, budget), stats=stats)
-        total = count_all_partitions(candidates, problem.model.num_layers, options.max_evaluations)
+        total = count_all_partitions(candidates, problem.model.num_layers, options.max_evaluations,
+                                     alignment(problem.model))
         stats["partitions"] = total
         if total > options.max_evaluations:
             return SolveResult(
@@ -180,14 +293,7 @@ class Exhaustive:
                        f"(max_evaluations)"],
                 stats=stats,
             )
-        for i in range(len(candidates)):
-            if budget.expired():
-                break
-            found, complete = _best_partition(problem, candidates.plan(i), budget)
-            if found and (state["best"] is None or found[0] < state["best"][0]):
-                state["best"] = found
-            if complete:
-                state["done"] = i + 1
+        _price_all(problem, candidates, budget, state)
         return None
 
     def _answer(self, problem: Problem, options: SolveOptions, budget: Budget, state: dict,

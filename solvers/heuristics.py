@@ -11,6 +11,16 @@
   stages, until no move improves.
 All plans are priced by planner.llm.cost.step.evaluate. Each rule polls its budget (deadline and
 Ctrl-C) between plans and returns the best plan found so far when it expires.
+
+MoE models (Megatron-Core's MoE tuning guidance, ../shared/reference/moe.md): megatron-rules
+keeps the expert layers out of TP (ETP 1) and puts EP inside the NVLink domain first (the
+largest EP with ep*etp <= GPUs per node), crossing nodes only when memory needs it; the token
+dispatcher is alltoall inside a node and flex (DeepEP) when the EP group crosses nodes; EP
+overlap where Megatron allows it; TP and PP as small as memory allows (as much DP as fits).
+fsdp-only shards everything with ZeRO-3 (no EP). Greedy also moves EP (x2, /2), ETP (1 or TP),
+the dispatcher and EP overlap. Stages are the balanced *aligned* split
+(planner.llm.stage_tables.aligned_layers) where one exists, so that the plans lie in the exact
+search's space.
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ from planner.llm.candidates import AXIS_ORDERS, _orders, divisors
 from planner.llm.cost.step import evaluate
 from planner.llm.plan import Plan, check_plan
 from planner.llm.problem import Problem
-from planner.llm.stage_tables import balanced_chunks
+from planner.llm.stage_tables import aligned_layers, balanced_chunks
 from solvers.base import SolveOptions, SolveResult
 from solvers.budget import Budget, catch_sigint
 
@@ -37,6 +47,30 @@ def balanced_layers(num_layers: int, pp: int, v: int) -> list[int] | None:
     return [c * v for c in balanced_chunks(num_layers // v, pp)]
 
 
+def _split(problem: Problem, plan: Plan) -> tuple[Plan | None, list[int] | None]:
+    """(the plan with the rules' stage split, the split `price_balanced` prices, or None).
+
+    Dense models: the balanced split when layers do not divide evenly (else the plan's own).
+    MoE models: the balanced aligned split where one exists (priced in bulk); else the plan's
+    own or the plain balanced split, priced one by one. None: no split exists.
+    """
+    num_layers, pp, v = problem.model.num_layers, plan.pp, plan.virtual_stages
+    if problem.model.family == "moe":
+        aligned = aligned_layers(problem.model, pp, v)
+        if plan.stage_layers is None and aligned is not None:
+            return plan.model_copy(update={"stage_layers": aligned}), aligned
+        if aligned is not None:
+            return plan, aligned
+    balanced = balanced_layers(num_layers, pp, v)
+    if plan.stage_layers is None and num_layers % (pp * v):
+        if balanced is None:
+            return None, None
+        plan = plan.model_copy(update={"stage_layers": balanced})
+    if problem.model.family == "moe":
+        return plan, None
+    return plan, balanced
+
+
 def price(problem: Problem, plan: Plan) -> tuple[float, bool] | None:
     """(step seconds, fits) of a plan, or None if the plan is invalid for the problem.
 
@@ -45,14 +79,11 @@ def price(problem: Problem, plan: Plan) -> tuple[float, bool] | None:
     """
     from planner.llm.candidates import CandidateSet, price_balanced
 
-    balanced = balanced_layers(problem.model.num_layers, plan.pp, plan.virtual_stages)
-    if plan.stage_layers is None and problem.model.num_layers % (plan.pp * plan.virtual_stages):
-        if balanced is None:
-            return None
-        plan = plan.model_copy(update={"stage_layers": balanced})
-    if check_plan(plan, problem):
+    plan, balanced = _split(problem, plan)
+    if plan is None or check_plan(plan, problem):
         return None
-    uniform = plan.stage_layers is None or list(plan.stage_layers) == balanced
+    uniform = (plan.stage_layers is None and problem.model.family != "moe") or (
+        plan.stage_layers is not None and list(plan.stage_layers) == balanced)
     if uniform and plan.recompute_num_layers is None:
         priced = price_balanced(problem, CandidateSet.from_plans([plan]))
         return float(priced.step_s[0]), bool(priced.fits[0])
@@ -86,10 +117,7 @@ def _finish(name: str, problem: Problem, plan: Plan | None, start: float, budget
             solver=name, status="INFEASIBLE", wall_time_s=wall,
             infeasibility=note or f"{name}: no plan of this rule fits in memory", stats={"stopped": False},
         )
-    if plan.stage_layers is None and problem.model.num_layers % (plan.pp * plan.virtual_stages):
-        plan = plan.model_copy(
-            update={"stage_layers": balanced_layers(problem.model.num_layers, plan.pp, plan.virtual_stages)}
-        )
+    plan = _split(problem, plan)[0] or plan
     notes = []
     if budget.interrupted:
         notes.append("interrupted: best plan so far")
@@ -119,6 +147,8 @@ def megatron_rules(problem: Problem, options: SolveOptions | None = None,
     model, cluster, task = problem.model, problem.cluster, problem.task
     options = options or SolveOptions()
     budget = budget or _unbounded()
+    if model.family == "moe":
+        return _megatron_moe_rules(problem, options, budget)
     n = cluster.num_devices
     tp = min(cluster.tier_size(0), n)
     while tp > 1 and (model.num_heads % tp or n % tp or (model.kv_heads % tp and tp % model.kv_heads)):
@@ -147,6 +177,60 @@ def megatron_rules(problem: Problem, options: SolveOptions | None = None,
     return None
 
 
+def _moe_expert_plans(problem: Problem, tp: int, pp: int, v: int, zero: int, recompute: str):
+    """The MoE rule's plans for one (TP, PP, v, recompute), in the order of preference: ETP 1;
+    EP from the largest inside the NVLink domain down to 1, then the larger ones that cross
+    nodes; alltoall inside a node, flex across; EP overlap where Megatron allows it."""
+    model, cluster, c = problem.model, problem.cluster, problem.task.constraints
+    n = cluster.num_devices
+    dp = n // (tp * pp)
+    node = cluster.tier_size(0)
+    etp = 1 if c.etp.admits(1) else tp
+    eps = [ep for ep in divisors(model.moe.num_experts) if (tp * dp) % (etp * ep) == 0 and c.ep.admits(ep)]
+    inside = sorted((ep for ep in eps if ep * etp <= node), reverse=True)
+    across = sorted(ep for ep in eps if ep * etp > node)
+    for ep in inside + across:
+        dispatcher = "alltoall" if ep * etp <= node or etp > 1 else "flex"
+        overlap = ep > 1 and recompute != "full" and (pp == 1 or v > 1)
+        for ep_overlap in ((True, False) if overlap else (False,)):
+            try:
+                yield Plan(tp=tp, sp=tp > 1, pp=pp, dp=dp, schedule="interleaved" if v > 1 else "1f1b",
+                           virtual_stages=v, zero_stage=zero if dp > 1 else 0, micro_batch_size=1,
+                           recompute=recompute, ep=ep, etp=etp, dispatcher=dispatcher,
+                           ep_comm_overlap=ep_overlap, axis_order=["tp", "cp", "dp", "pp"])
+            except ValueError:
+                continue
+
+
+def _megatron_moe_rules(problem: Problem, options: SolveOptions, budget: Budget) -> Plan | None:
+    """megatron-rules for MoE models (module doc): the first plan that fits, with the model
+    parallelism tp*pp as small as possible (then PP before TP, whose groups stay in a node),
+    recompute none, then selective, then full."""
+    model, cluster, task = problem.model, problem.cluster, problem.task
+    n = cluster.num_devices
+    node = min(cluster.tier_size(0), n)
+    zero = 1 if 1 in task.constraints.zero_stages else min(task.constraints.zero_stages)
+    tps = [tp for tp in divisors(node) if n % tp == 0 and model.num_heads % tp == 0
+           and not (model.kv_heads % tp and tp % model.kv_heads)]
+    shapes = sorted(((tp, pp) for tp in tps for pp in divisors(n // tp, model.num_layers)
+                     if task.num_sequences % (n // (tp * pp)) == 0), key=lambda s: (s[0] * s[1], s[0]))
+    for tp, pp in shapes:
+        m = task.num_sequences // (n // (tp * pp))
+        v = 2 if pp > 1 and aligned_layers(model, pp, 2) is not None and m % pp == 0 else 1
+        if v > options.space.max_virtual_stages or (v > 1 and "interleaved" not in task.constraints.schedules):
+            v = 1
+        for recompute in ("none", "selective", "full"):
+            if recompute not in task.constraints.recompute:
+                continue
+            if budget.expired():
+                return None
+            plans = [p for p in _moe_expert_plans(problem, tp, pp, v, zero, recompute) if _allowed(problem, p, options)]
+            for plan, priced in zip(plans, _price_all(problem, plans), strict=True):
+                if priced and priced[1]:
+                    return plan
+    return None
+
+
 def fsdp_only(problem: Problem, options: SolveOptions | None = None,
               budget: Budget | None = None) -> Plan | None:
     n, task = problem.cluster.num_devices, problem.task
@@ -170,6 +254,7 @@ def fsdp_only(problem: Problem, options: SolveOptions | None = None,
 
 def _neighbours(problem: Problem, plan: Plan, options: SolveOptions):
     n = problem.cluster.num_devices
+    moe = problem.model.family == "moe"
     fields = plan.model_dump(exclude={"provenance", "stage_layers", "recompute_num_layers"})
 
     def make(**update):
@@ -189,6 +274,16 @@ def _neighbours(problem: Problem, plan: Plan, options: SolveOptions):
         if data["zero_stage"] and data["dp"] == 1:
             data["zero_stage"] = 0
         data["zero_shard_size"] = None
+        if moe:
+            data["sp"] = data["tp"] > 1
+            if data["etp"] > 1 and data["etp"] != data["tp"]:  # ETP is 1 or TP
+                data["etp"] = data["tp"]
+            if data["ep"] * data["etp"] == 1:
+                data["dispatcher"], data["ep_comm_overlap"] = "alltoall", False
+            if data["ep_comm_overlap"] and (data["recompute"] == "full" or (data["pp"] > 1 and data["virtual_stages"] == 1)):
+                data["ep_comm_overlap"] = False
+            if data["ep"] * data["etp"] > 1 and data["pp"] > 1 and data["axis_order"][-1] != "pp":
+                return None
         try:
             return Plan(**data)
         except ValueError:
@@ -216,6 +311,15 @@ def _neighbours(problem: Problem, plan: Plan, options: SolveOptions):
     for index in _orders(options.space.axis_orders):
         if list(AXIS_ORDERS[index]) != fields["axis_order"]:
             yield make(axis_order=list(AXIS_ORDERS[index]))
+    if moe:
+        for ep in (fields["ep"] * 2, fields["ep"] // 2):
+            if ep >= 1:
+                yield make(ep=ep)
+        yield make(etp=fields["tp"] if fields["etp"] == 1 else 1)
+        for dispatcher in ("alltoall", "allgather", "flex"):
+            if dispatcher != fields["dispatcher"]:
+                yield make(dispatcher=dispatcher)
+        yield make(ep_comm_overlap=not fields["ep_comm_overlap"])
 
 
 def _allowed(problem: Problem, plan: Plan, options: SolveOptions) -> bool:
@@ -271,11 +375,18 @@ def _price_all(problem: Problem, plans: list[Plan]) -> list[tuple[float, bool] |
     from planner.llm.candidates import CandidateSet, price_balanced
 
     valid = []
+    moe = problem.model.family == "moe"
+    results: list[tuple[float, bool] | None] = [None] * len(plans)
     for i, plan in enumerate(plans):
-        layers = balanced_layers(problem.model.num_layers, plan.pp, plan.virtual_stages)
+        if moe:
+            layers = aligned_layers(problem.model, plan.pp, plan.virtual_stages)
+            if layers is None:  # no aligned split: priced one by one
+                results[i] = price(problem, plan)
+                continue
+        else:
+            layers = balanced_layers(problem.model.num_layers, plan.pp, plan.virtual_stages)
         if layers is not None and not check_plan(plan.model_copy(update={"stage_layers": layers}), problem):
             valid.append(i)
-    results: list[tuple[float, bool] | None] = [None] * len(plans)
     if valid:
         priced = price_balanced(problem, CandidateSet.from_plans([plans[i] for i in valid]))
         for j, i in enumerate(valid):
@@ -377,8 +488,10 @@ def _with_result(options: SolveOptions, result: SolveResult) -> SolveOptions:
 
 
 def best_heuristic(problem: Problem, options: SolveOptions,
-                   budget: Budget | None = None) -> SolveResult | None:
-    """The fastest fitting plan among the heuristics (the hint for exact solvers)."""
+                   budget: Budget | None = None, in_space=None) -> SolveResult | None:
+    """The fastest fitting plan among the heuristics (the hint for exact solvers); with
+    `in_space`, only plans it accepts (the exact search's declared space)."""
     results = heuristic_results(problem, options, budget or Budget.for_options(options, time.perf_counter()))
-    feasible = [r for r in results if r.plan is not None and r.breakdown is not None and r.breakdown.fits]
+    feasible = [r for r in results if r.plan is not None and r.breakdown is not None and r.breakdown.fits
+                and (in_space is None or in_space(r.plan))]
     return min(feasible, key=lambda r: r.objective_s) if feasible else None

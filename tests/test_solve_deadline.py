@@ -255,15 +255,15 @@ def test_ctrl_c_in_a_rule_with_no_plan_yet_is_unknown(monkeypatch, medium):
 
 def test_ctrl_c_in_the_exhaustive_loop_returns_the_best_so_far(monkeypatch):
     problem = load_problem(PROBLEMS / "catalogue" / "pipeline-needed.yaml")
-    real, calls = exhaustive_module._best_partition, []
+    real, calls = exhaustive_module.assemble, []
 
-    def partition_then_interrupt(*args):
+    def price_then_interrupt(*args):  # the oracle prices configurations in bulk calls
         calls.append(1)
-        if len(calls) > 40:
+        if len(calls) > 3:
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(exhaustive_module, "_best_partition", partition_then_interrupt)
+    monkeypatch.setattr(exhaustive_module, "assemble", price_then_interrupt)
     options = SolveOptions(space=SpaceOptions(max_virtual_stages=2, max_micro_batch_size=4))
     result = SOLVERS["exhaustive"].solve(problem, options)
     assert result.interrupted

@@ -105,6 +105,19 @@ def add_search_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
 
+def check_searchable(problem) -> None:
+    """Refuses (bad input, exit 2) a model the searches cannot cut into stages exactly: an MoE
+    model whose explicit moe.layer_pattern is not a dense prefix followed by every P-th layer
+    (planner.llm.candidates.Alignment)."""
+    from planner.core.errors import InputError
+    from planner.llm.candidates import alignment
+
+    try:
+        alignment(problem.model)
+    except InputError as exc:
+        raise InputError(f"{problem.source}: {exc}") from None
+
+
 def solve_options(args: argparse.Namespace):
     """SolveOptions from the search flags."""
     from planner.llm.candidates import SpaceOptions

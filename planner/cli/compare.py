@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from planner.cli.common import add_search_flags, check_plan_matches, check_plan_valid, dump_json, solve_options
+from planner.cli.common import add_search_flags, check_searchable, check_plan_matches, check_plan_valid, dump_json, solve_options
 from planner.core.errors import PlannerError
 from planner.llm.problem import load_plan, load_problem
 
@@ -19,11 +19,7 @@ def run(args: argparse.Namespace) -> int:
     from solvers import SOLVERS, SolveResult, run_solvers
 
     problem = load_problem(args.task)
-    if problem.model.family == "moe":
-        raise PlannerError(
-            f"{problem.source}: model.family: moe: the searches do not cover expert parallelism yet; "
-            "price a given MoE plan with `planner estimate TASK --plan PLAN`"
-        )
+    check_searchable(problem)
     options = solve_options(args)
     names = [n.strip() for n in args.solvers.split(",") if n.strip()]
     if not names and not args.plan:

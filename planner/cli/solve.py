@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from planner.cli.common import add_search_flags, check_output, dump_json, solve_options
+from planner.cli.common import add_search_flags, check_searchable, check_output, dump_json, solve_options
 from planner.cli.export import EXPORT_TARGETS, check_export_flags, export_text
 from planner.core.errors import PlannerError
 from planner.llm.problem import load_problem
@@ -23,11 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from solvers import SOLVERS
 
     problem = load_problem(args.task)
-    if problem.model.family == "moe":
-        raise PlannerError(
-            f"{problem.source}: model.family: moe: the searches do not cover expert parallelism yet; "
-            "price a given MoE plan with `planner estimate TASK --plan PLAN`"
-        )
+    check_searchable(problem)
     if args.solver not in SOLVERS:
         raise PlannerError(f"--solver: unknown solver {args.solver[:40]!r}; choose from {', '.join(SOLVERS)}")
     check_output(args.output, problem.files)

@@ -21,9 +21,29 @@ part at its smallest over the admissible layer range. Configurations that cannot
 
 Memory (`memory_lower_bound`): stage i's peak is affine in its layers, M_i = a_i + d_i c_i
 (c_i chunks of v layers), with d_i taken at full recompute when that mode is allowed and the
-recompute transient dropped. The smallest max_i M_i over real c_i >= 1 with sum c_i = C is
-    max( max_i (a_i + d_i),  (C + sum_i a_i/d_i) / sum_i (1/d_i) )
+recompute transient dropped. The smallest max_i M_i over real c_i >= lo_i with sum c_i = C is
+at least
+    max( max_i (a_i + d_i lo_i),  (C + sum_i a_i/d_i) / sum_i (1/d_i) )
 (water-filling); no integer partition does better.
+
+MoE models (the aligned partitions of planner.llm.candidates.Alignment): a stage holds u_i
+units of v P layers, v u_i - [i = 0] K of them MoE blocks, and u_0 >= max(1, K). Every part of
+t_i is then affine in u_i with the same slope on every stage (each unit holds the same blocks;
+stage 0 only adds the constant K (dense - MoE block)), except two:
+  - the exposed pipeline send, h(c_i) = 2 v max(hop - c_i / (2 v), 0) of the stage's block
+    compute c_i, convex: stage 0's compute is a unit's times u_0 + delta, others' times u_i, so
+    sum_i h >= p h((U + delta) / p) (Jensen on the shifted arguments), attained at the real
+    split u_0 = (U + delta)/p - delta, u_i = (U + delta)/p: S is bounded by sum_i t_i there
+    (stage 0 possibly at a fictitious unit count, priced by the affine extension);
+  - the ZeRO-2/3 first block's collective, the larger of the kinds present: the same on every
+    split except where stage 0 holds only dense blocks (v = 1, u_0 = K), where it is smaller.
+    There S is bounded separately (stage 0 at K units, the others sharing U - K evenly: they
+    have one shape, Jensen) and the smaller of the two bounds is kept.
+The busiest-stage bound prices stage 0 at max(ceil(U/p), lo_0) units; stage 0's unhidden DP
+traffic is taken at the ends of its range (lo_0 and U - p + 1 units) with its most recompute
+(its MoE blocks), and only its floors where an all-dense stage 0 changes the price. The memory
+relaxations work per unit with at most v recomputed layers per unit (stage 0's K dense-prefix
+blocks never recompute).
 """
 
 from __future__ import annotations
@@ -33,7 +53,7 @@ from dataclasses import fields
 
 import numpy as np
 
-from planner.llm.candidates import CandidateSet, plan_vars
+from planner.llm.candidates import Alignment, CandidateSet, alignment, plan_vars
 from planner.llm.cost.edges import edge_cost
 from planner.llm.cost.blocks import block_costs
 from planner.llm.cost.layout import RECOMPUTE_CODES, PlanVars
@@ -73,8 +93,69 @@ def time_lower_bound_within(
     return bound, done
 
 
+def _moe_spec(align: Alignment, c: CandidateSet, units, first, last, index=0, count=1, recompute=False):
+    """A StageSpec of an MoE model's stage holding `units` units (real; see the module doc);
+    `recompute`: its most recompute (all its MoE blocks) under full recompute."""
+    vs = c.virtual_stages.astype(float)
+    units = np.asarray(units, dtype=float)
+    moe = vs * units - (align.deficit if first else 0.0)
+    full = c.recompute == RECOMPUTE_CODES["full"]
+    recomputed = np.where(full, moe, 0.0) if recompute else np.zeros(len(c))
+    return StageSpec(index=index, layers=units * vs * align.period, recomputed=recomputed, is_first=first,
+                     is_last=last, count=count, moe_layers=moe)
+
+
+def _all_dense_edge(align: Alignment, c: CandidateSet) -> np.ndarray:
+    """Where stage 0 of an MoE model can hold only dense blocks (v = 1, u_0 = K, PP > 1) and
+    that changes its price (the ZeRO-2/3 first block's collective; see the module doc)."""
+    vs = c.virtual_stages
+    return (vs * align.min_first_units == align.deficit) & (c.pp > 1) & (c.zero_stage >= 2)
+
+
+def _moe_sum(problem: Problem, c: CandidateSet, v: PlanVars, align: Alignment):
+    """`_uniform_sum` of an MoE model: the shifted split (and the all-dense stage 0 split where
+    it exists) of the module doc."""
+    pp = c.pp.astype(float)
+    vs = c.virtual_stages.astype(float)
+    single = pp == 1
+    units = problem.model.num_layers / (vs * align.period)
+    layer = block_costs(problem, v)
+    edges = edge_cost(problem, v, layer.tokens)
+    dense = layer.dense.compute_fwd_s + layer.dense.compute_bwd_s
+    moe = layer.moe.compute_fwd_s + layer.moe.compute_bwd_s
+    per_unit = vs * ((align.period - 1) * dense + moe)
+    delta = align.deficit * (dense - moe) / per_unit
+    even = (units + delta) / pp
+    first_units = np.where(single, units, even - delta)
+
+    def total_of(specs):
+        terms = [stage_terms(problem, v, layer, edges, s) for s in specs]
+        total = sum(np.asarray(s.count, dtype=float) * x.total_s for s, x in zip(specs, terms, strict=True))
+        return np.broadcast_to(np.asarray(total, dtype=float), (len(c),))
+
+    def split(first_u, other_u):
+        return [
+            _moe_spec(align, c, first_u, True, single),
+            _moe_spec(align, c, other_u, False, False, index=1, count=np.maximum(pp - 2, 0)),
+            _moe_spec(align, c, other_u, False, True, index=pp - 1, count=np.where(single, 0, 1)),
+        ]
+
+    specs = split(first_units, even)
+    total = total_of(specs)
+    lowest = align.min_first_units
+    edge = _all_dense_edge(align, c)
+    if align.deficit and edge.any():
+        rest = (units - lowest) / np.maximum(pp - 1, 1)
+        total = np.where(edge, np.minimum(total, total_of(split(np.full(len(c), float(lowest)), rest))), total)
+    return specs, layer, edges, total
+
+
 def _uniform_sum(problem: Problem, c: CandidateSet, v: PlanVars):
-    """(stage specs of the uniform split, layer cost, edge cost, S = sum_i t_i at that split)."""
+    """(stage specs of the uniform split, layer cost, edge cost, S = sum_i t_i at that split);
+    for MoE models a valid lower bound on S at any aligned split (module doc)."""
+    align = alignment(problem.model)
+    if align.moe:
+        return _moe_sum(problem, c, v, align)
     pp = c.pp.astype(float)
     per_stage = problem.model.num_layers / pp
     zero = np.zeros(len(c))
@@ -124,16 +205,24 @@ def _full_time_lower_bound(problem: Problem, c: CandidateSet, upper: float,
         for s in specs
     )
     vs = c.virtual_stages.astype(float)
+    align = alignment(model)
     # Some stage holds at least ceil(C/p) chunks of v layers; its time is at least the smallest
     # of the three stage kinds' times at that size (times grow with layers).
-    chunks = np.ceil(model.num_layers / vs / pp)
-    busiest = chunks * vs
     kinds = [(True, single), (False, np.zeros(len(c), dtype=bool)), (False, np.ones(len(c), dtype=bool))]
     exists = [np.ones(len(c), dtype=bool), pp > 2, pp > 1]
     tmax_bound = np.full(len(c), np.inf)
-    for (first, last), ok in zip(kinds, exists, strict=True):
-        t = stage_terms(problem, v, layer0, edges0, StageSpec(0, busiest, zero, first, last)).total_s
-        tmax_bound = np.where(ok, np.minimum(tmax_bound, t), tmax_bound)
+    if align.moe:
+        busiest_units = np.ceil(model.num_layers / (vs * align.period) / pp)
+        for (first, last), ok in zip(kinds, exists, strict=True):
+            units = np.maximum(busiest_units, align.min_first_units) if first else busiest_units
+            t = stage_terms(problem, v, layer0, edges0, _moe_spec(align, c, units, first, last)).total_s
+            tmax_bound = np.where(ok, np.minimum(tmax_bound, t), tmax_bound)
+    else:
+        chunks = np.ceil(model.num_layers / vs / pp)
+        busiest = chunks * vs
+        for (first, last), ok in zip(kinds, exists, strict=True):
+            t = stage_terms(problem, v, layer0, edges0, StageSpec(0, busiest, zero, first, last)).total_s
+            tmax_bound = np.where(ok, np.minimum(tmax_bound, t), tmax_bound)
     tmax_bound = np.maximum(tmax_bound, total / pp)
     weight = (m - 1.0 / vs) / pp + 1.0 / vs
 
@@ -150,14 +239,27 @@ def _full_time_lower_bound(problem: Problem, c: CandidateSet, upper: float,
     low, high = vs, model.num_layers - (pp - 1) * vs
     full = c.recompute == RECOMPUTE_CODES["full"]
     parts = {"grad": [], "grad_floor": [], "param": [], "param_floor": []}
-    for n in (low, high):
-        raw = data_parallel_raw(problem, v, StageSpec(0, n, zero, True, single))
-        terms = stage_terms(problem, v, layer0, edges0, StageSpec(0, n, np.where(full, n, 0.0), True, single))
+    if align.moe:
+        units = model.num_layers / (vs * align.period)
+        ends = [np.full(len(c), float(align.min_first_units)), units - (pp - 1)]
+        stage0 = [_moe_spec(align, c, u, True, single, recompute=True) for u in ends]
+    else:
+        stage0 = [StageSpec(0, n, np.where(full, n, 0.0), True, single) for n in (low, high)]
+    for spec in stage0:
+        raw = data_parallel_raw(problem, v, spec)
+        terms = stage_terms(problem, v, layer0, edges0, spec)
         parts["grad"].append(np.asarray(raw.grad_s - raw.grad_window * terms.backward_s, dtype=float))
         parts["grad_floor"].append(np.asarray(raw.grad_floor_s, dtype=float))
         parts["param"].append(np.asarray(raw.param_s - raw.param_window * terms.forward_s, dtype=float))
         parts["param_floor"].append(np.asarray(raw.param_floor_s, dtype=float))
-    smallest = {k: np.minimum(*vals) for k, vals in parts.items()}
+    smallest = {k: np.minimum.reduce(vals) for k, vals in parts.items()}
+    if align.moe and align.deficit:
+        # Where stage 0 can be all dense (ZeRO-2/3 only), G - w B and P - w F on the rest of the
+        # range are those of the mixed composition extended to its low end, which is not
+        # priced: only the floors are kept there.
+        edge = _all_dense_edge(align, c)
+        smallest["grad"] = np.where(edge, -np.inf, smallest["grad"])
+        smallest["param"] = np.where(edge, -np.inf, smallest["param"])
     exposure = [np.maximum(np.maximum(smallest["grad"], smallest["grad_floor"]), 0.0),
                 np.maximum(np.maximum(smallest["param"], smallest["param_floor"]), 0.0)]
     sync = np.asarray(tied_embedding_sync_s(problem, v))
@@ -203,14 +305,22 @@ def _least_recompute(problem: Problem, c: CandidateSet, v: PlanVars, m,
     vs = c.virtual_stages.astype(float)
     n = len(c)
     zero, one = np.zeros(n), np.ones(n)
-    transient = np.where(full, np.asarray(layer.largest("activation_none_bytes"), dtype=float), 0.0)
+    transient = np.where(full, np.asarray(layer.recomputed("activation_none_bytes"), dtype=float), 0.0)
+    align = alignment(model)
 
     def coefficients(index, first, last):
         args = (index, first, last, m, edges.logits_bytes)
-        a = np.asarray(stage_memory(problem, v, layer, zero, zero, *args).total_bytes, dtype=float)
         m1 = np.asarray(stage_memory(problem, v, layer, one, zero, *args).total_bytes, dtype=float)
         m11 = np.asarray(stage_memory(problem, v, layer, one, one, *args).total_bytes, dtype=float)
-        b = np.maximum(m1 - a, 1e-9)
+        if align.moe:  # per unit of v P layers (v MoE blocks; stage 0 K fewer), affine extension at 0
+            prefix = -align.deficit * np.asarray(first, dtype=float)
+            a = np.asarray(stage_memory(problem, v, layer, zero, zero, *args, prefix).total_bytes, dtype=float)
+            unit = np.asarray(stage_memory(problem, v, layer, vs * align.period, zero, *args,
+                                           vs + prefix).total_bytes, dtype=float)
+            b = np.maximum(unit - a, 1e-9)
+        else:
+            a = np.asarray(stage_memory(problem, v, layer, zero, zero, *args).total_bytes, dtype=float)
+            b = np.maximum(m1 - a, 1e-9)
         d = np.where(full, np.minimum(m11 - m1 - transient, 0.0), 0.0)
         return a, b, d
 
@@ -252,22 +362,31 @@ def _least_recompute(problem: Problem, c: CandidateSet, v: PlanVars, m,
                    for fc, lc, mc in zip(first_s, last_s, middle, strict=True))
         b = np.maximum(b, 1e-9)
         tau = (capacity - a) / b
-        need = a + b * vs_s[s] - capacity
+        # Granules: layers of a dense model (at least v per stage), units of an MoE model (at
+        # least one, stage 0 at least K; v recomputable layers each, stage 0's prefix never).
+        if align.moe:
+            lowest = float(align.min_first_units) if is_first else 1.0
+            recomputable = vs_s[s]
+            a_water = a + np.where(full_s[s] & is_first, -d * align.deficit, 0.0)
+        else:
+            lowest, recomputable, a_water = vs_s[s], 1.0, a
+        need = a + b * lowest - capacity
         saving = np.abs(d)
         with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
             forced_i = np.where(need > 0, np.where(saving > 0, need / np.maximum(saving, 1e-300), np.inf), 0.0)
             ratio = b / np.maximum(saving, 1e-300)
-        least = np.maximum(b + np.where(full_s[s], d, 0.0), 1e-9)
-        edge_peak[s] = np.maximum(edge_peak[s], a + least * vs_s[s])
-        sum_ratio[s] = sum_ratio[s] + a / least
+        least = np.maximum(b + np.where(full_s[s], d * recomputable, 0.0), 1e-9)
+        edge_peak[s] = np.maximum(edge_peak[s], a_water + least * lowest)
+        sum_ratio[s] = sum_ratio[s] + a_water / least
         sum_inverse[s] = sum_inverse[s] + 1.0 / least
         forced[s] = forced[s] + forced_i
-        free[s] = free[s] + np.maximum(tau, vs_s[s])
+        free[s] = free[s] + np.maximum(tau, lowest)
         slope[s] = np.where(saving > 0, np.minimum(slope[s], ratio), slope[s])
-    overflow = np.maximum(model.num_layers - free, 0.0)
+    granules = model.num_layers / (vs[perm] * align.period) if align.moe else model.num_layers
+    overflow = np.maximum(granules - free, 0.0)
     with np.errstate(invalid="ignore", over="ignore"):
         layers = forced + np.where(overflow > 0, overflow * slope, 0.0)
-    water = (model.num_layers + sum_ratio) / np.maximum(sum_inverse, 1e-300)
+    water = (granules + sum_ratio) / np.maximum(sum_inverse, 1e-300)
     feasible = np.isfinite(layers) & (np.maximum(edge_peak, water) <= capacity)
     layers = np.where(full_s, layers, 0.0)
     layers = np.where(np.isfinite(layers), layers, 0.0)
@@ -287,15 +406,20 @@ def _take_vars(v: PlanVars, index) -> PlanVars:
 
 def memory_lower_bound(sm: StageModel) -> float:
     """A valid lower bound on the peak memory per GPU of any partition (bytes)."""
-    a, d = [], []
-    for st in sm.stages:
+    a, d, lo = [], [], []
+    for i, st in enumerate(sm.stages):
         slope = st.memory_bytes[1] - st.memory_bytes[0]
+        intercept = st.memory_bytes[0]
         if sm.recompute_full:
             slope += min(st.memory_per_recomputed_bytes, 0.0) * sm.virtual_stages
-        a.append(st.memory_bytes[0])
+            if i == 0 and sm.deficit:  # the dense prefix never recomputes
+                intercept -= min(st.memory_per_recomputed_bytes, 0.0) * sm.deficit
+        a.append(intercept)
         d.append(max(slope, 1e-9))
+        lo.append(sm.min_units(i))
     a_arr, d_arr = np.array(a), np.array(d)
     chunks = sm.chunks
     water = (chunks + np.sum(a_arr / d_arr)) / np.sum(1.0 / d_arr)
-    return float(max(np.max(a_arr + d_arr), water))
+    edge = a_arr + d_arr if not sm.deficit else a_arr + d_arr * np.array(lo, dtype=float)
+    return float(max(np.max(edge), water))
 

@@ -5,6 +5,13 @@ rules (uniform stages; the solvers add non-uniform partitions); `price` evaluate
 of them at once by running the *same* cost functions as `planner.llm.cost.step.evaluate` on numpy
 arrays (one entry per candidate), with the pipeline described by three stage classes: the
 first stage, the middle stages (identical) and the last stage.
+
+MoE models (`family: moe`): the expert decisions (EP, ETP, token dispatcher, EP overlap) are
+columns of the space like the others (`expert_choices`), and the stage partitions searched are
+the *aligned* ones (`Alignment`): with P the period of the MoE layers and v the virtual
+stages, every stage holds a multiple of v*P layers (its "units"), and stage 0's first chunk
+holds the whole dense prefix. Then stage i holds exactly v*u_i - [i == 0]*K MoE blocks (u_i
+units, K = `Alignment.deficit`), an affine function of u_i, so the stage tables stay exact.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from planner.llm.cost.layout import AXES, RECOMPUTE_CODES, PlanVars
+from planner.llm.cost.layout import AXES, DISPATCHER_CODES, RECOMPUTE_CODES, PlanVars
 from planner.llm.cost.step import StageSpec, assemble
 from planner.llm.plan import Plan, check_plan
 from planner.llm.problem import Problem
@@ -27,6 +34,100 @@ AXIS_ORDERS: list[tuple[str, ...]] = [tuple(p) for p in itertools.permutations((
 
 DEFAULT_ORDER_INDEX = AXIS_ORDERS.index(("tp", "cp", "dp", "pp"))
 RECOMPUTE_NAMES = {code: name for name, code in RECOMPUTE_CODES.items()}
+DISPATCHER_NAMES = {code: name for name, code in DISPATCHER_CODES.items()}
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """How the solvers cut a model into stages: in *units* of v*P layers (v virtual stages).
+
+    Dense models: P = 1, no MoE blocks. MoE models whose MoE layers are a dense prefix and then
+    every P-th layer (layer x is MoE iff x >= s0 and x = s0 mod P; s0 the first MoE layer; this
+    covers every `first_dense_layers` k / `moe_every` P model, s0 = k + P - 1, and an explicit
+    `layer_pattern` of that shape): the declared space holds the *aligned* partitions, where
+    every virtual chunk holds a multiple of P layers (so L/v is a multiple of P) and stage 0's
+    first chunk holds all the dense prefix's would-be-MoE positions (u_0 >= K). Every run of
+    P consecutive layers starting at a multiple of P then holds exactly one MoE layer, except
+    the K = floor(s0 / P) runs inside the dense prefix, all on stage 0:
+
+        moe_layers_i = v * u_i - [i == 0] * K          (exact; tested against layer_mix)
+
+    Attributes:
+        period: P (1 for dense models).
+        deficit: K, the MoE blocks stage 0 lacks (0 for dense models and prefix-free patterns).
+        moe: whether the model has MoE blocks.
+    """
+
+    period: int = 1
+    deficit: int = 0
+    moe: bool = False
+
+    @property
+    def min_first_units(self) -> int:
+        """The fewest units stage 0 may hold."""
+        return max(1, self.deficit)
+
+    def moe_layers(self, units, v, first):
+        """MoE blocks of a stage of `units` units (0 for dense models); arrays broadcast."""
+        if not self.moe:
+            return 0.0 * np.asarray(units, dtype=float)
+        return np.asarray(v) * np.asarray(units) - np.where(np.asarray(first, dtype=bool), self.deficit, 0)
+
+    def recomputable(self, units, v, first):
+        """Layers a stage may fully recompute: all of them (dense), its MoE blocks (MoE)."""
+        if not self.moe:
+            return np.asarray(v) * np.asarray(units)
+        return self.moe_layers(units, v, first)
+
+    def units(self, num_layers: int, v: int) -> int | None:
+        """Units of the whole model at v virtual stages (None: no aligned partition)."""
+        if num_layers % v or (num_layers // v) % self.period:
+            return None
+        return num_layers // v // self.period
+
+    def admits(self, num_layers: int, pp: int, v: int) -> bool:
+        """Whether some aligned partition of the layers into pp stages of v chunks exists."""
+        units = self.units(num_layers, v)
+        return units is not None and units >= pp - 1 + self.min_first_units
+
+    def uniform(self, num_layers: int, pp: int, v: int) -> bool:
+        """Whether the uniform split (L/pp layers per stage) is aligned."""
+        if num_layers % (pp * v):
+            return False
+        chunk = num_layers // (pp * v)
+        return chunk % self.period == 0 and chunk // self.period >= self.min_first_units
+
+    def aligned(self, layers: list[int], v: int) -> bool:
+        """Whether a concrete partition (layers per stage) is aligned."""
+        step = v * self.period
+        return (all(n % step == 0 and n > 0 for n in layers)
+                and layers[0] // step >= self.min_first_units)
+
+
+def alignment(model) -> Alignment:
+    """The model's `Alignment` (see there).
+
+    Raises:
+        InputError: an explicit `moe.layer_pattern` that is not a dense prefix followed by every
+            P-th layer (the exact search needs that shape; price such a plan with estimate).
+    """
+    if getattr(model, "family", "dense") != "moe":
+        return Alignment()
+    kinds = list(model.moe_layers)
+    moe_at = [x for x, is_moe in enumerate(kinds) if is_moe]
+    first = moe_at[0]
+    period = moe_at[1] - moe_at[0] if len(moe_at) > 1 else len(kinds) - first
+    expected = [x >= first and (x - first) % period == 0 for x in range(len(kinds))]
+    if expected != kinds:
+        from planner.core.errors import InputError
+
+        raise InputError(
+            f"model.moe.layer_pattern: the solvers search MoE models whose MoE layers are a dense prefix "
+            f"followed by every P-th layer (moe.first_dense_layers and moe.moe_every); this pattern "
+            f"(MoE layers {moe_at[:8]}{'...' if len(moe_at) > 8 else ''}) is not of that shape. Price a "
+            "given plan with `planner estimate TASK --plan PLAN`"
+        )
+    return Alignment(period=period, deficit=first // period, moe=True)
 
 
 @dataclass
@@ -45,6 +146,10 @@ class CandidateSet:
     recompute: np.ndarray
     axis_order: np.ndarray
     shard_size: np.ndarray
+    ep: np.ndarray
+    etp: np.ndarray
+    dispatcher: np.ndarray
+    ep_comm_overlap: np.ndarray
 
     def __len__(self) -> int:
         return len(self.tp)
@@ -68,6 +173,10 @@ class CandidateSet:
             recompute=RECOMPUTE_NAMES[int(self.recompute[i])],
             axis_order=list(AXIS_ORDERS[int(self.axis_order[i])]),
             zero_shard_size=int(self.shard_size[i]) if self.shard_size[i] != self.dp[i] else None,
+            ep=int(self.ep[i]),
+            etp=int(self.etp[i]),
+            dispatcher=DISPATCHER_NAMES[int(self.dispatcher[i])],
+            ep_comm_overlap=bool(self.ep_comm_overlap[i]),
         )
 
     @classmethod
@@ -88,6 +197,10 @@ class CandidateSet:
             recompute=col(lambda p: RECOMPUTE_CODES[p.recompute]),
             axis_order=col(lambda p: AXIS_ORDERS.index(tuple(p.axis_order))),
             shard_size=col(lambda p: p.shard_size if p.zero_stage else p.dp),
+            ep=col(lambda p: p.ep),
+            etp=col(lambda p: p.etp),
+            dispatcher=col(lambda p: DISPATCHER_CODES[p.dispatcher]),
+            ep_comm_overlap=col(lambda p: int(p.ep_comm_overlap)),
         )
 
 
@@ -127,27 +240,46 @@ def plan_vars(c: CandidateSet) -> PlanVars:
         shard_size=np.where(c.zero_stage > 0, c.shard_size, 1),
         recompute=c.recompute,
         strides=_strides(c),
+        ep=c.ep,
+        etp=c.etp,
+        dispatcher=c.dispatcher,
+        ep_comm_overlap=c.ep_comm_overlap,
     )
 
 
 def price(problem: Problem, c: CandidateSet) -> Priced:
-    """Prices every candidate with the one cost model (see module doc)."""
+    """Prices every candidate with the one cost model (see module doc), at the uniform split.
+
+    MoE models: each stage's MoE blocks come from `Alignment` (v*u - [first]*K for u = L/(pp*v*P)
+    units): exact where the uniform split is aligned (`Alignment.uniform`); otherwise an
+    approximation (fractional counts, stage 0's clipped to its layers) used only to order
+    candidates, never as a price of a plan.
+    """
     model, task = problem.model, problem.task
     v = plan_vars(c)
     pp = c.pp.astype(float)
     per_stage = model.num_layers / pp
     full = c.recompute == RECOMPUTE_CODES["full"]
-    recomputed = np.where(full, per_stage, 0.0)
     single = pp == 1
+    align = alignment(model)
+    if align.moe:
+        units = per_stage / (c.virtual_stages * align.period)
+        moe_first = np.clip(align.moe_layers(units, c.virtual_stages, True), 0.0, per_stage)
+        moe_other = align.moe_layers(units, c.virtual_stages, False)
+        rc_first, rc_other = np.where(full, moe_first, 0.0), np.where(full, moe_other, 0.0)
+    else:
+        moe_first = moe_other = 0
+        rc_first = rc_other = np.where(full, per_stage, 0.0)
     specs = [
-        StageSpec(index=0, layers=per_stage, recomputed=recomputed, is_first=True, is_last=single, count=1),
+        StageSpec(index=0, layers=per_stage, recomputed=rc_first, is_first=True, is_last=single, count=1,
+                  moe_layers=moe_first),
         StageSpec(
-            index=1, layers=per_stage, recomputed=recomputed, is_first=False, is_last=False,
-            count=np.maximum(pp - 2, 0),
+            index=1, layers=per_stage, recomputed=rc_other, is_first=False, is_last=False,
+            count=np.maximum(pp - 2, 0), moe_layers=moe_other,
         ),
         StageSpec(
-            index=pp - 1, layers=per_stage, recomputed=recomputed, is_first=False, is_last=True,
-            count=np.where(single, 0, 1),
+            index=pp - 1, layers=per_stage, recomputed=rc_other, is_first=False, is_last=True,
+            count=np.where(single, 0, 1), moe_layers=moe_other,
         ),
     ]
     m = task.num_sequences // (c.dp * c.micro_batch_size)
@@ -157,11 +289,41 @@ def price(problem: Problem, c: CandidateSet) -> Priced:
     return Priced(step_s=np.asarray(a.step_s, dtype=float), peak_memory_bytes=peak, fits=peak <= capacity)
 
 
+def balanced_runs(units, pp, min_first: int = 1):
+    """The balanced split of `units` units over pp stages as runs (numpy arrays broadcast):
+    (first, middle_high, plus, middle_low, rest, last): stage 0 holds `first` units, `plus`
+    middle stages hold `middle_high`, `rest` middle stages `middle_low`, the last stage `last`.
+
+    The remainder goes to the middle stages first, then the last stage; with two stages, to the
+    first (planner.llm.stage_tables.balanced_chunks). Where stage 0 would hold fewer than
+    `min_first` units (an MoE model's dense prefix, `Alignment.min_first_units`), it holds
+    `min_first` and the others share the rest the same way.
+    """
+    units, pp = np.asarray(units), np.asarray(pp)
+    base, extra = np.divmod(units, pp)
+    first = base + ((pp == 2) & (extra >= 1))
+    plus = np.where(pp > 2, np.minimum(extra, np.maximum(pp - 2, 0)), 0)
+    rest = np.maximum(pp - 2, 0) - plus
+    last = base + ((pp > 2) & (extra == pp - 1))
+    high, low = base + 1, base
+    short = (first < min_first) & (pp > 1)
+    if np.any(short):
+        base2, extra2 = np.divmod(units - min_first, np.maximum(pp - 1, 1))
+        first = np.where(short, min_first, first)
+        plus = np.where(short, np.where(pp > 2, extra2, 0), plus)
+        rest = np.where(short, np.maximum(pp - 2, 0) - plus, rest)
+        high, low = np.where(short, base2 + 1, high), np.where(short, base2, low)
+        last = np.where(short, np.where(pp > 2, base2, units - min_first), last)
+    return first, high, plus, low, rest, last
+
+
 def price_balanced(problem: Problem, c: CandidateSet) -> Priced:
     """Like `price`, at the balanced split of `planner.llm.stage_tables.balanced_chunks` (stages of
     whole chunks of v layers; the remainder on the middle stages first, then the last stage;
     with two stages, on the first): the split the heuristics use when layers do not divide
-    evenly. Needs L % v == 0 and L / v >= pp for every candidate.
+    evenly. Needs L % v == 0 and L / v >= pp for every candidate. MoE models: the balanced
+    aligned split (`balanced_runs` over units of v*P layers, stage 0 at least
+    `Alignment.min_first_units`); needs `Alignment.admits` for every candidate (exact then).
 
     The stages form at most four runs of identical stages (the first; middle stages holding a
     chunk more; the other middle stages; the last), each priced at its first stage (most
@@ -170,25 +332,25 @@ def price_balanced(problem: Problem, c: CandidateSet) -> Priced:
     model, task = problem.model, problem.task
     v = plan_vars(c)
     pp, vs = c.pp, c.virtual_stages
-    base, extra = np.divmod(model.num_layers // vs, pp)
-    first_chunks = base + ((pp == 2) & (extra >= 1))
-    plus = np.where(pp > 2, np.minimum(extra, np.maximum(pp - 2, 0)), 0)
-    rest = np.maximum(pp - 2, 0) - plus
-    last_chunks = base + ((pp > 2) & (extra == pp - 1))
+    align = alignment(model)
+    first_chunks, high, plus, low, rest, last_chunks = balanced_runs(
+        model.num_layers // vs // align.period, pp, align.min_first_units)
     full = c.recompute == RECOMPUTE_CODES["full"]
     single = pp == 1
 
     def spec(index, chunks, first, last, count):
-        layers = (chunks * vs).astype(float)
+        layers = (chunks * vs * align.period).astype(float)
+        moe = align.moe_layers(chunks, vs, first) if align.moe else 0
+        recomputable = align.recomputable(chunks, vs, first) if align.moe else layers
         return StageSpec(index=np.asarray(index, dtype=float), layers=layers,
-                         recomputed=np.where(full, layers, 0.0), is_first=first, is_last=last,
-                         count=np.asarray(count, dtype=float))
+                         recomputed=np.where(full, recomputable, 0.0), is_first=first, is_last=last,
+                         count=np.asarray(count, dtype=float), moe_layers=moe)
 
     no = np.zeros(len(c), dtype=bool)
     specs = [
         spec(np.zeros(len(c)), first_chunks, np.ones(len(c), dtype=bool), single, np.ones(len(c))),
-        spec(np.ones(len(c)), base + 1, no, no, plus),
-        spec(1 + plus, base, no, no, rest),
+        spec(np.ones(len(c)), high, no, no, plus),
+        spec(1 + plus, low, no, no, rest),
         spec(pp - 1, last_chunks, no, np.ones(len(c), dtype=bool), np.where(single, 0, 1)),
     ]
     m = task.num_sequences // (c.dp * c.micro_batch_size)
@@ -365,13 +527,20 @@ def enumerate_within(
     listed so far are returned with complete=False. `recompute` lists only these of the
     task's recompute modes (same order as filtering afterwards). Divisors come from the factorization of
     the device count and of the batch; the innermost decisions (micro-batch, ZeRO stage,
-    recompute, SP/overlap, axis order, shard) are a numpy cartesian product per triple, in
-    the order of the nested loops they replace.
+    recompute, SP/overlap, axis order, shard, expert choices) are a numpy cartesian product per
+    triple, in the order of the nested loops they replace.
+
+    MoE models: a (PP, v) pair is in the space when some aligned partition exists
+    (`Alignment.admits`; without non-uniform stages, when the uniform split is aligned), and
+    each configuration also carries one of `expert_choices`; EP overlap needs recompute other
+    than full and, with PP > 1, interleaving; with ep*etp > 1 and PP > 1 the axis order ends
+    in pp (`check_plan`).
     """
     model, task, cluster = problem.model, problem.task, problem.cluster
     c = task.constraints
     n = cluster.num_devices
     num_sequences = task.num_sequences
+    align = alignment(model)
     if options is not None:
         max_virtual_stages = options.max_virtual_stages
         orders = _orders(options.axis_orders)
@@ -408,7 +577,11 @@ def enumerate_within(
                 for vs in range(1, max_virtual_stages + 1):
                     if vs > 1 and pp == 1:
                         continue
-                    if model.num_layers % (pp * vs) and not (
+                    if align.moe:
+                        if not (align.admits(model.num_layers, pp, vs)
+                                and (uneven_ok or align.uniform(model.num_layers, pp, vs))):
+                            continue
+                    elif model.num_layers % (pp * vs) and not (
                         uneven_ok and model.num_layers % vs == 0 and model.num_layers >= pp * vs
                     ):
                         continue
@@ -418,39 +591,89 @@ def enumerate_within(
                              if vs == 1 or (num_sequences // (dp * mbs)) % pp == 0]
                     if not sizes:
                         continue
-                    rows = np.empty((len(sizes) * len(block), 12), dtype=np.int64)
+                    inner = block
+                    if pp > 1 and vs == 1:  # EP overlap with a pipeline needs interleaving
+                        inner = block[block[:, 9] == 0]
+                        if len(inner) == 0:
+                            continue
+                    rows = np.empty((len(sizes) * len(inner), COLUMNS), dtype=np.int64)
                     rows[:, 0:4] = (tp, cp, pp, dp)
                     rows[:, 4] = vs
-                    rows[:, 5] = np.repeat(np.asarray(sizes, dtype=np.int64), len(block))
-                    rows[:, 6:] = np.tile(block, (len(sizes), 1))
+                    rows[:, 5] = np.repeat(np.asarray(sizes, dtype=np.int64), len(inner))
+                    rows[:, 6:] = np.tile(inner, (len(sizes), 1))
                     blocks.append(rows)
             if not complete:
                 break
         if not complete:
             break
-    empty = CandidateSet(*(np.zeros(0, dtype=np.int64) for _ in range(12)))
+    empty = CandidateSet(*(np.zeros(0, dtype=np.int64) for _ in range(COLUMNS)))
     if not blocks:
         return empty, complete
     if stop is not None and stop():  # no time left even to assemble what was listed
         return empty, False
-    data = np.empty((sum(len(b) for b in blocks), 12), dtype=np.int64, order="F")
+    data = np.empty((sum(len(b) for b in blocks), COLUMNS), dtype=np.int64, order="F")
     np.concatenate(blocks, axis=0, out=data)
-    return CandidateSet(*(data[:, i] for i in range(12))), complete  # contiguous columns
+    return CandidateSet(*(data[:, i] for i in range(COLUMNS))), complete  # contiguous columns
+
+
+COLUMNS = 16
+"""Columns of a CandidateSet, in field order."""
+
+
+def expert_choices(problem: Problem, tp: int, cp: int, dp: int) -> np.ndarray:
+    """Rows (ep, etp, dispatcher code, EP overlap) of one (TP, CP, DP) triple (one row, all
+    defaults, for dense models).
+
+    EP over the divisors of the experts with etp*ep dividing tp*cp*dp; ETP 1 or TP (Megatron
+    recommends 1; torchtitan supports 1 or TP), dividing the expert width; the task's ep/etp
+    constraints. Dispatchers: alltoall, allgather and flex (flex with ETP 1 only). With
+    ep = etp = 1 every dispatcher's collectives span one GPU, so all three price the same
+    (zero communication): only alltoall is listed (an exact duplicate removed). EP overlap
+    (on and off) needs ep > 1 and a dispatcher other than allgather; the recompute and
+    schedule rules are applied by the caller.
+    """
+    model, c = problem.model, problem.task.constraints
+    if getattr(model, "family", "dense") != "moe":
+        return np.zeros((1, 4), dtype=np.int64) + np.array([1, 1, 0, 0], dtype=np.int64)
+    moe = model.moe
+    world = tp * cp * dp
+    rows = []
+    for etp in sorted({1, tp}):
+        if moe.ffn_hidden_size % etp or world % etp or not c.etp.admits(etp):
+            continue
+        for ep in divisors(moe.num_experts):
+            if world % (etp * ep) or not c.ep.admits(ep):
+                continue
+            if ep * etp == 1:
+                rows.append((ep, etp, DISPATCHER_CODES["alltoall"], 0))
+                continue
+            names = ("alltoall", "allgather", "flex") if etp == 1 else ("alltoall", "allgather")
+            for name in names:
+                rows.append((ep, etp, DISPATCHER_CODES[name], 0))
+                if ep > 1 and name != "allgather":
+                    rows.append((ep, etp, DISPATCHER_CODES[name], 1))
+    return np.asarray(rows, dtype=np.int64).reshape(-1, 4)
 
 
 def _inner_block(problem, options, orders, tp, cp, dp, rc_codes, overlap_ok) -> np.ndarray:
-    """Columns (sp, overlap, zero, recompute, axis order, shard) of one (TP, CP, DP) triple, in
-    the order zero > recompute > (sp, overlap) > axis order > shard."""
+    """Columns (sp, overlap, zero, recompute, axis order, shard, ep, etp, dispatcher, EP
+    overlap) of one (TP, CP, DP) triple, in the order zero > recompute > (sp, overlap) > axis
+    order > shard > expert choice."""
     cluster, c = problem.cluster, problem.task.constraints
     pp = cluster.num_devices // (tp * cp * dp)
     degrees = {"tp": tp, "cp": cp, "dp": dp, "pp": pp}
-    seen = set()
+    is_moe = getattr(problem.model, "family", "dense") == "moe"
+    seen = {}
     kept_orders = []
     for order in orders:
         key = tuple(a for a in AXIS_ORDERS[order] if degrees[a] > 1)
         if key in seen:
+            # MoE: the representative of equivalent orders ends in pp where one does (the expert
+            # grid needs the pipeline outermost).
+            if is_moe and AXIS_ORDERS[order][-1] == "pp" and AXIS_ORDERS[seen[key]][-1] != "pp":
+                kept_orders[kept_orders.index(seen[key])] = order
+                seen[key] = order
             continue
-        seen.add(key)
         if options is not None and options.tp_within_tier is not None and tp > 1:
             stride = 1
             for axis in AXIS_ORDERS[order]:
@@ -459,6 +682,7 @@ def _inner_block(problem, options, orders, tp, cp, dp, rc_codes, overlap_ok) -> 
                 stride *= degrees[axis]
             if stride * tp > cluster.tier_size(options.tp_within_tier):
                 continue
+        seen[key] = order
         kept_orders.append(order)
     shards = [dp]
     if options is not None and options.hsdp:
@@ -467,6 +691,8 @@ def _inner_block(problem, options, orders, tp, cp, dp, rc_codes, overlap_ok) -> 
             shards.append(local)
     # (SP, TP overlap): Megatron overlaps only the all-gather/reduce-scatter of SP, so no overlap without SP.
     tp_modes = (((0, 0), (1, 0), (1, 1)) if overlap_ok else ((0, 0), (1, 0))) if tp > 1 else ((0, 0),)
+    if is_moe and tp > 1:  # MoE layers need sequence parallelism with TP (Megatron-Core)
+        tp_modes = tuple(mode for mode in tp_modes if mode[0] == 1)
     modes = np.asarray(tp_modes, dtype=np.int64)
     parts = []
     for zero in c.zero_stages:
@@ -475,8 +701,18 @@ def _inner_block(problem, options, orders, tp, cp, dp, rc_codes, overlap_ok) -> 
         grid = _product([zero], rc_codes, range(len(tp_modes)), kept_orders, shards if zero else [dp])
         parts.append(np.column_stack([modes[grid[:, 2]], grid[:, 0], grid[:, 1], grid[:, 3], grid[:, 4]]))
     if not parts:
-        return np.zeros((0, 6), dtype=np.int64)
-    return np.concatenate(parts)
+        return np.zeros((0, 10), dtype=np.int64)
+    base = np.concatenate(parts)
+    experts = expert_choices(problem, tp, cp, dp)
+    if len(experts) == 0:
+        return np.zeros((0, 10), dtype=np.int64)
+    block = np.concatenate([np.repeat(base, len(experts), axis=0), np.tile(experts, (len(base), 1))], axis=1)
+    if is_moe:
+        grid_ok = (block[:, 6] * block[:, 7] == 1) | (pp == 1) | np.isin(
+            block[:, 4], [i for i in kept_orders if AXIS_ORDERS[i][-1] == "pp"])
+        overlap_rule = (block[:, 9] == 0) | (block[:, 3] != RECOMPUTE_CODES["full"])
+        block = block[grid_ok & overlap_rule]
+    return block
 
 
 def check_candidates(problem: Problem, c: CandidateSet, sample: int = 50) -> list[str]:

@@ -11,8 +11,14 @@ multiple of the virtual stages v) and its recomputed layers r:
     O_i(l)                    Adam step seconds
     M_i(l) + r*dM_i + [r>0]*transient_i   peak memory bytes
 
-Tables are indexed by l / v = 0 .. L / v and computed by `planner.llm.cost` itself (stage_terms,
-data_parallel_raw, stage_memory on numpy arrays), so the solvers never re-derive a formula.
+Tables are indexed by units u = l / (v P) = 0 .. L / (v P) and computed by `planner.llm.cost`
+itself (stage_terms, data_parallel_raw, stage_memory on numpy arrays), so the solvers never
+re-derive a formula. P = 1 for dense models; for MoE models P is the period of the MoE layers and
+a stage of u units holds v u - [first] K MoE blocks (`planner.llm.candidates.Alignment`: the
+declared space holds the aligned partitions, where this is exact); stage 0 holds at least
+`min_first_units` units (the dense prefix), and recomputes at most its MoE blocks. Stage 0's
+entries below its minimum are priced at the same composition clamped at 0 MoE blocks (time) or
+by the affine extension (memory, exactly affine in the blocks); no solver picks them.
 Only the first and last stages differ in F, B, G, P, O; memory also differs by stage index
 (micro-batches in flight). The step time is then (planner.llm.cost.step.assemble):
 
@@ -29,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from planner.llm.candidates import alignment
 from planner.llm.cost.edges import edge_cost
 from planner.llm.cost.blocks import block_costs
 from planner.llm.cost.layout import PlanVars
@@ -70,36 +77,63 @@ class StageModel:
     embedding_sync_s: float
     capacity_bytes: float
     stages: list[StageTables]
+    period: int = 1
+    deficit: int = 0
+    moe: bool = False
 
     @property
     def chunks(self) -> int:
-        """L / v: the number of model chunks to distribute."""
-        return self.num_layers // self.virtual_stages
+        """L / (v P): the number of units (model chunks of P layers per virtual stage) to distribute."""
+        return self.num_layers // self.virtual_stages // self.period
+
+    @property
+    def unit_layers(self) -> int:
+        """Layers in one unit: v P."""
+        return self.virtual_stages * self.period
+
+    def min_units(self, i: int) -> int:
+        """The fewest units stage i may hold (stage 0 holds the dense prefix)."""
+        return max(1, self.deficit) if i == 0 else 1
+
+    def recomputable(self, i: int, units: int) -> int:
+        """Layers stage i may fully recompute with `units` units: v u, less the dense prefix's
+        K on stage 0 of an MoE model (only MoE blocks recompute there)."""
+        return self.virtual_stages * units - (self.deficit if i == 0 else 0)
 
 
 def stage_model(problem: Problem, config: Plan) -> StageModel:
-    """Prices every stage of `config` for every admissible layer count.
+    """Prices every stage of `config` for every admissible unit count.
 
     Time and data-parallel tables depend only on whether a stage is first, last or in the
     middle, so they are priced once per kind; memory depends on the stage index (micro-batches
     in flight) and is priced for all stages in one array call.
     """
     model, task, cluster = problem.model, problem.task, problem.cluster
+    align = alignment(model)
     v = PlanVars.from_plan(config)
     layer = block_costs(problem, v)
     edges = edge_cost(problem, v, layer.tokens)
     p, vs = config.pp, config.virtual_stages
     m = config.num_micro_batches(task.num_sequences)
-    layers = np.arange(0, model.num_layers + 1, vs, dtype=float)
+    step = vs * align.period
+    layers = np.arange(0, model.num_layers + 1, step, dtype=float)
+    units = np.arange(len(layers), dtype=float)
     zeros = np.zeros_like(layers)
     full = config.recompute == "full"
     capacity = cluster.device.hbm_bytes * (1.0 - task.memory_headroom)
     one = np.ones(1)
 
+    def moe_of(first: bool, clamp: bool):
+        if not align.moe:
+            return 0
+        moe = align.moe_layers(units, vs, first)
+        return np.maximum(moe, 0.0) if clamp else moe
+
     kinds: dict[tuple[bool, bool], tuple] = {}
     recompute_s = grad_window = param_window = 0.0
     for first, last in {(i == 0, i == p - 1) for i in range(p)}:
-        spec = StageSpec(index=0, layers=layers, recomputed=zeros, is_first=first, is_last=last)
+        spec = StageSpec(index=0, layers=layers, recomputed=zeros, is_first=first, is_last=last,
+                         moe_layers=moe_of(first, clamp=True))
         terms = stage_terms(problem, v, layer, edges, spec)
         raw = data_parallel_raw(problem, v, spec)
         grad_window, param_window = raw.grad_window, raw.param_window
@@ -120,11 +154,15 @@ def stage_model(problem: Problem, config: Plan) -> StageModel:
     first_mask = index == 0
     last_mask = index == p - 1
     grid = np.broadcast_to(layers[None, :], (p, len(layers)))
-    mem0 = stage_memory(problem, v, layer, grid, 0 * grid, index, first_mask, last_mask, m, edges.logits_bytes)
+    moe_grid = 0
+    if align.moe:
+        moe_grid = np.where(first_mask, moe_of(True, clamp=False)[None, :], moe_of(False, clamp=False)[None, :])
+    mem0 = stage_memory(problem, v, layer, grid, 0 * grid, index, first_mask, last_mask, m, edges.logits_bytes,
+                        moe_grid)
     ones = np.ones((p, 1))
     mem_r0 = stage_memory(problem, v, layer, ones, 0 * ones, index, first_mask, last_mask, m, edges.logits_bytes)
     mem_r1 = stage_memory(problem, v, layer, ones, ones, index, first_mask, last_mask, m, edges.logits_bytes)
-    transient = float(np.asarray(layer.largest("activation_none_bytes"))) if full else 0.0
+    transient = float(np.asarray(layer.recomputed("activation_none_bytes"))) if full else 0.0
     memory = np.broadcast_to(np.asarray(mem0.total_bytes, dtype=float), (p, len(layers)))
     per_recomputed = (np.asarray(mem_r1.total_bytes) - np.asarray(mem_r0.total_bytes)).reshape(p) - transient
 
@@ -152,6 +190,9 @@ def stage_model(problem: Problem, config: Plan) -> StageModel:
         embedding_sync_s=float(np.asarray(tied_embedding_sync_s(problem, v))),
         capacity_bytes=capacity,
         stages=stages,
+        period=align.period,
+        deficit=align.deficit,
+        moe=align.moe,
     )
 
 
@@ -181,20 +222,40 @@ def step_time_s(sm: StageModel, chunks: list[int], recomputed: list[int]) -> tup
     return total + grad + param + sm.embedding_sync_s + opt, peak
 
 
-def balanced_chunks(chunks: int, p: int) -> list[int]:
-    """Chunks per stage as equal as possible; the remainder goes to the middle stages first
-    (the edge stages carry the embedding and the LM head)."""
+def balanced_chunks(chunks: int, p: int, min_first: int = 1) -> list[int]:
+    """Chunks (units) per stage as equal as possible; the remainder goes to the middle stages
+    first (the edge stages carry the embedding and the LM head). Stage 0 holds at least
+    `min_first` (an MoE model's dense prefix); if it would hold fewer, it holds `min_first` and
+    the other stages share the rest the same way (planner.llm.candidates.balanced_runs)."""
     base, extra = divmod(chunks, p)
     counts = [base] * p
     order = list(range(1, p - 1)) + [p - 1, 0] if p > 2 else list(range(p))
     for i in order[:extra]:
         counts[i] += 1
+    if p > 1 and counts[0] < min_first:
+        rest = chunks - min_first
+        base, extra = divmod(rest, p - 1)
+        counts = [min_first] + [base] * (p - 1)
+        order = list(range(1, p - 1)) + [p - 1] if p > 2 else [1]
+        for i in order[:extra]:
+            counts[i] += 1
     return counts
 
 
+def aligned_layers(model, pp: int, v: int) -> list[int] | None:
+    """Layers per stage of the balanced aligned split (`balanced_chunks` over units of v*P
+    layers, stage 0 holding the dense prefix); None if no aligned split exists."""
+    align = alignment(model)
+    if not align.admits(model.num_layers, pp, v):
+        return None
+    units = align.units(model.num_layers, v)
+    return [u * v * align.period for u in balanced_chunks(units, pp, align.min_first_units)]
+
+
 def plan_with_partition(sm: StageModel, chunks: list[int], recomputed: list[int]) -> Plan:
-    """The configuration with a concrete stage partition and per-stage recompute counts."""
-    layers = [c * sm.virtual_stages for c in chunks]
+    """The configuration with a concrete stage partition (units per stage) and per-stage
+    recompute counts."""
+    layers = [c * sm.unit_layers for c in chunks]
     update: dict = {"stage_layers": layers}
     if sm.recompute_full:
         update["recompute_num_layers"] = list(recomputed)
