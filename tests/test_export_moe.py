@@ -179,7 +179,7 @@ def test_megatron_deepseek_v3_flags():
         "--moe-layer-freq": "([0]*3+[1]*58)", "--moe-shared-expert-intermediate-size": "2048",
         "--moe-router-score-function": "sigmoid", "--moe-router-num-groups": "8", "--moe-router-group-topk": "4",
         "--moe-router-load-balancing-type": "none", "--mtp-num-layers": "1", "--expert-model-parallel-size": "64",
-        "--expert-tensor-parallel-size": "1", "--moe-token-dispatcher-type": "alltoall", "--q-lora-rank": "1536",
+        "--expert-tensor-parallel-size": "1", "--moe-token-dispatcher-type": "flex", "--q-lora-rank": "1536",
         "--kv-lora-rank": "512", "--qk-head-dim": "128", "--qk-pos-emb-head-dim": "64", "--v-head-dim": "128"}
     for flag in ("--multi-latent-attention", "--moe-router-enable-expert-bias", "--moe-grouped-gemm",
                  "--overlap-moe-expert-parallel-comm", "--delay-wgrad-compute"):
@@ -191,7 +191,7 @@ def test_megatron_deepseek_v3_flags():
     layout = unrolled(f["--pipeline-model-parallel-layout"])
     assert layout.startswith("Et|tt|") and layout.endswith("|ttmL") and len(layout.split("|")) == 32
     assert layout.count("t") == 61 and [len(c.strip("EmL")) for c in layout.split("|")][-8:] == [2] * 8
-    assert "export CUDA_DEVICE_MAX_CONNECTIONS=8\n" in result.text  # the EP overlap needs more than one
+    assert "export CUDA_DEVICE_MAX_CONNECTIONS=32\n" in result.text  # DeepEP with the EP overlap (Bridge: 32)
     assert any("fp8 dispatch" in a for a in result.approximations)
     assert "ETP 1 x EP 64 x expert DP 2" in result.text
 
@@ -284,7 +284,7 @@ def test_bridge_writes_the_expert_grid_and_explicit_nulls():
         "num_moe_experts", "moe_router_topk", "moe_expert_capacity_factor", "mtp_num_layers",
         "moe_shared_expert_overlap", "account_for_embedding_in_pipeline_split", "num_layers_in_first_pipeline_stage",
         "virtual_pipeline_model_parallel_size")} == {
-        "expert_model_parallel_size": "64", "expert_tensor_parallel_size": "1", "moe_token_dispatcher_type": "alltoall",
+        "expert_model_parallel_size": "64", "expert_tensor_parallel_size": "1", "moe_token_dispatcher_type": "flex",
         "moe_grouped_gemm": "true", "num_moe_experts": "256", "moe_router_topk": "8",
         "moe_expert_capacity_factor": "null", "mtp_num_layers": "1", "moe_shared_expert_overlap": "false",
         "account_for_embedding_in_pipeline_split": "false", "num_layers_in_first_pipeline_stage": "null",
