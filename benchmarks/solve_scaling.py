@@ -4,6 +4,8 @@ and CP-SAT vs the exhaustive oracle on the same (small) spaces in one run.
 Run by hand:  .venv/bin/python benchmarks/solve_scaling.py [--time-limit 10]
               .venv/bin/python benchmarks/solve_scaling.py --command-wall  (whole `planner solve`
               commands, interpreter start to exit, against --time-limit 1, 2 and 10)
+              .venv/bin/python benchmarks/solve_scaling.py --moe  (MoE models: EP, ETP,
+              dispatcher and EP overlap searched; the size of the space; what alignment excludes)
 Results go in benchmarks/README.md. Not a test: timings depend on the machine.
 """
 
@@ -61,13 +63,80 @@ def command_wall() -> None:
             print(f"| {name} | {limit} | {wall:.2f} | {wall - limit:+.2f} | {status} | {shown} |", flush=True)
 
 
+def moe_problems() -> list[tuple[str, object]]:
+    """The MoE benchmark problems, built from shipped presets (sources in each comment)."""
+    from planner.llm.problem import Problem, load_cluster, load_model
+
+    def make(model, cluster, n, batch, seq, precision, label, nvlink=None):
+        c = load_cluster(cluster, num_devices=n)
+        if nvlink is not None:
+            c = c.model_copy(update={"tiers": [c.tiers[0].model_copy(update={"bandwidth_bytes_per_s": nvlink}),
+                                               *c.tiers[1:]]})
+        task = TrainingTask(global_batch_size=batch, seq_len=seq, precision=precision)
+        return label, Problem(model=load_model(model), cluster=c, task=task, source=label)
+
+    return [
+        # DeepSeek-V3 technical report: 2048 H800, batch 15360 x 4096, fp8. H100 nodes, and an
+        # H800-like variant with NVLink at 200 GB/s per direction (400 GB/s bidirectional).
+        make("deepseek-v3", "dgx-h100", 2048, 15360, 4096, "fp8", "deepseek-v3-2048xh100"),
+        make("deepseek-v3", "dgx-h100", 2048, 15360, 4096, "fp8", "deepseek-v3-2048xh800-like", nvlink=200e9),
+        ("deepseek-v3-1024xh100", load_problem(ROOT / "problems" / "tasks" / "deepseek-v3-1024xh100.yaml")),
+        make("qwen3-235b-a22b", "dgx-h100", 256, 2048, 4096, "fp8", "qwen3-235b-a22b-256xh100"),
+        make("mixtral-8x22b", "dgx-h100", 64, 256, 4096, "bf16", "mixtral-8x22b-64xh100"),
+        make("gpt-oss-120b", "gb200-nvl72", 72, 288, 4096, "bf16", "gpt-oss-120b-72xgb200-nvl72"),
+        ("qwen3-30b-a3b-16xh100", load_problem(ROOT / "problems" / "tasks" / "qwen3-30b-a3b-16xh100.yaml")),
+    ]
+
+
+def space_sizes(problem) -> tuple[int, int, int]:
+    """(configurations without the expert decisions, with them, after exact duplicates)."""
+    import numpy as np
+
+    from planner.llm.candidates import enumerate_within
+    from solvers.cpsat import dominance_filter
+
+    every, _ = enumerate_within(problem, options=SpaceOptions())
+    base = np.stack([every.tp, every.cp, every.pp, every.dp, every.virtual_stages, every.micro_batch_size, every.sp,
+                     every.tp_comm_overlap, every.zero_stage, every.recompute, every.axis_order, every.shard_size])
+    distinct = len(np.unique(base, axis=1).T) if len(every) else 0
+    return distinct, len(every), int(dominance_filter(problem, every).sum())
+
+
+def moe(time_limit: float) -> None:
+    options = SolveOptions(time_limit_s=time_limit)
+    print("## MoE models (EP, ETP, dispatcher and EP overlap searched; aligned stage partitions)\n")
+    print("| case | status | step s | gap | wall s | configurations | pruned by time bound | rounds | plan |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    for label, problem in moe_problems():
+        start = time.perf_counter()
+        result = SOLVERS["cpsat"].solve(problem, options)
+        wall = time.perf_counter() - start
+        plan = result.plan.summary() if result.plan else (result.infeasibility or "; ".join(result.notes))[:60]
+        objective = f"{result.objective_s:.3f}" if result.objective_s is not None else "-"
+        gap = f"{100 * result.gap:.2f}%" if result.gap is not None else "-"
+        st = result.stats
+        print(f"| {label} | {result.status} | {objective} | {gap} | {wall:.1f} | {st.get('configurations', '-')} | "
+              f"{st.get('pruned_by_time_bound', '-')} | {st.get('rounds', '-')} | {plan} |", flush=True)
+    print("\n## Size of the space\n")
+    print("| case | without expert decisions | with them | after exact duplicates |")
+    print("|---|---:|---:|---:|")
+    for label, problem in moe_problems():
+        if label in ("deepseek-v3-1024xh100", "qwen3-30b-a3b-16xh100"):
+            base, full, kept = space_sizes(problem)
+            print(f"| {label} | {base} | {full} | {kept} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--time-limit", type=float, default=10.0)
     parser.add_argument("--command-wall", action="store_true", help="only the whole-command wall times")
+    parser.add_argument("--moe", action="store_true", help="only the MoE benchmarks")
     args = parser.parse_args()
     if args.command_wall:
         command_wall()
+        return
+    if args.moe:
+        moe(args.time_limit)
         return
     options = SolveOptions(time_limit_s=args.time_limit)
 

@@ -18,6 +18,26 @@ Phases (Python, valid bounds only; planner.llm.bounds documents each):
      for any round (thousands of layers) is left open, its lower bound kept in the bound.
 The incumbent is optimal once every configuration is settled or bounded above it.
 
+MoE models (`family: moe`; planner.llm.candidates documents the space): each configuration also
+carries EP, ETP, the token dispatcher and EP overlap (exact duplicates: every dispatcher of a
+one-GPU expert group; full recompute covers "none" except with EP overlap, which excludes full
+recompute). The declared partitions are the *aligned* ones (planner.llm.candidates.Alignment):
+every virtual chunk holds a multiple of P layers (P the period of the MoE layers) and stage 0's
+first chunk the whole dense prefix, so that stage i of u_i units holds exactly v u_i - [i = 0] K
+MoE blocks, and full recompute covers at most those; other partitions of such models are not
+searched (a plan with one is still priced by estimate). A model whose explicit layer pattern is
+not a dense prefix followed by every P-th layer is refused (bad input). Three steps are added,
+for MoE models only (dense models search exactly as before):
+  3b. Warm start: the configurations in bound order are priced into stage tables in bulk
+     (planner.llm.stage_tables.stage_models) and bounded from them
+     (planner.llm.bounds.pipeline_lower_bound: the pipeline part minimized exactly over
+     partitions, each stage at the least time at which it fits), until WARM_CONFIGS could still
+     beat U; the balanced split and the bound's own partition of each are tried as incumbents.
+  4b. In the rounds, a configuration whose table bound exceeds U is dropped before CP-SAT, and
+     the bound of the others is raised to it (the cut obj >= LB_k x_k).
+  4c. Stage domains also exclude unit counts whose least fitting stage time alone makes the
+     step slower than U (solvers.cpsat_model.stage_domains).
+
 Deadline and Ctrl-C (solvers.budget): every phase polls the budget and stops early. The result
 is then the incumbent with the best bound proven so far: the smallest of the bounds of the
 configurations not settled, where a configuration not yet enumerated or bounded has the
@@ -39,12 +59,12 @@ import time
 import numpy as np
 from ortools.sat.python import cp_model
 
-from planner.llm.bounds import memory_lower_bound, time_lower_bound_within
+from planner.llm.bounds import memory_lower_bound, pipeline_lower_bound, time_lower_bound_within
 from planner.llm.candidates import CandidateSet, alignment, enumerate_within, price
 from planner.llm.cost.step import evaluate
 from planner.llm.plan import Plan
 from planner.llm.problem import Problem
-from planner.llm.stage_tables import StageModel, balanced_chunks, plan_with_partition, stage_model
+from planner.llm.stage_tables import StageModel, balanced_chunks, plan_with_partition, stage_model, stage_models
 from solvers.base import SolveOptions, SolveResult
 from solvers.budget import NOTE_INTERRUPTED, Budget, catch_sigint, run_cpsat
 from solvers.cpsat_model import (  # noqa: F401 (lower_hull, stage_domains re-exported)
@@ -64,6 +84,9 @@ from solvers.heuristics import best_heuristic
 
 _EXTRA_PARAMETERS: dict = {}  # experiments only
 STAGE_BUDGET = 400  # stages (summed over configurations) per CP-SAT round
+WARM_CONFIGS = 60  # MoE: configurations whose cheap incumbents are priced before the rounds
+WARM_SHARE = 0.2  # ... in at most this share of the time left
+PREFETCH = 64  # MoE: configurations priced into tables together (planner.llm.stage_tables.stage_models)
 STAGE_BUDGET_MIN = 48  # ... at least, however little time is left
 STAGE_BUDGET_FULL_S = 3.0  # ... all of STAGE_BUDGET from this many seconds left
 ROUND_VALUES_MIN = 2_000  # stage-domain values a round may always hold (see round_value_budget)
@@ -154,7 +177,12 @@ class _Search:
         self.rounding = 0.0
         self.unit_s = UNIT_S  # the coarsest time unit of any round
         self.pruned_memory = 0
+        self.pruned_table = 0
+        # MoE models: configurations are also bounded from their stage tables before a round
+        # (planner.llm.bounds.pipeline_lower_bound); dense models keep their search unchanged.
+        self.table_bounds = alignment(problem.model).moe
         self.carried: dict[int, StageModel] = {}  # priced, but left for the next round
+        self.tight: dict[int, float] = {}  # table bounds of configurations in `carried`
 
     # -- phases ------------------------------------------------------------------------------
 
@@ -165,6 +193,7 @@ class _Search:
             return
         self.bounds()
         self.uniform_split()
+        self.warm_start()
         self.rounds()
 
     def enumerate(self) -> None:
@@ -239,6 +268,53 @@ class _Search:
             self.incumbent, self.upper = plan, float(evaluate(self.problem, plan).step_time_s)
             self.stats["incumbent"] = "uniform split"
 
+    def _stage_model(self, i: int, position: int) -> StageModel:
+        """The stage model of candidate i (at `position` in the order): from the cache, else
+        MoE models price it with the next PREFETCH candidates in order in bulk."""
+        sm = self.carried.pop(i, None)
+        if sm is not None:
+            return sm
+        if not self.table_bounds:
+            return stage_model(self.problem, self.candidates.plan(i))
+        ahead = [j for j in self.order[position : position + PREFETCH]
+                 if j not in self.carried and math.isfinite(self.lower[j]) and self.lower[j] <= self.upper
+                 and table_entries(self.candidates.plan(j), self.problem.model.num_layers) <= MAX_TABLE_ENTRIES]
+        if i not in ahead:
+            ahead.insert(0, i)
+        for j, model in zip(ahead, stage_models(self.problem, self.candidates.take(np.asarray(ahead))), strict=True):
+            self.carried[j] = model
+        return self.carried.pop(i)
+
+    def warm_start(self) -> None:
+        """MoE models: before any round, the configurations in bound order are priced into
+        tables (in bulk) and bounded from them (planner.llm.bounds.pipeline_lower_bound; kept
+        for the rounds) until WARM_CONFIGS of them could still beat the incumbent; their cheap
+        incumbents (balanced split, and the bound's own partition) give the rounds a good upper
+        bound."""
+        if not self.table_bounds or self.lower is None:
+            return
+        mark = time.perf_counter()
+        budget = self.budget.share(WARM_SHARE)
+        viable = 0
+        for position, i in enumerate(self.order):
+            if viable >= WARM_CONFIGS or budget.expired():
+                break
+            if not math.isfinite(self.lower[i]) or self.lower[i] > self.upper:
+                break
+            if table_entries(self.candidates.plan(i), self.problem.model.num_layers) > MAX_TABLE_ENTRIES:
+                continue
+            sm = self._stage_model(i, position)
+            self.carried[i] = sm
+            self.tight[i], partition = pipeline_lower_bound(sm, self.upper)
+            if self.tight[i] > self.upper:
+                continue
+            viable += 1
+            for guess in (balanced_guess(sm), partition_guess(sm, partition)):
+                if guess is not None and guess[0] < self.upper * (1 - 1e-12):
+                    self.upper, self.incumbent = guess[0], plan_with_partition(sm, guess[1], guess[2])
+                    self.stats["incumbent"] = "warm start"
+        self.stats["warm_start_s"] = time.perf_counter() - mark
+
     def rounds(self) -> None:
         if self.lower is None:
             return
@@ -265,11 +341,24 @@ class _Search:
                     continue
                 self.position += 1
                 self.pending.append(float(lower[i]))
-                sm = self.carried.pop(i, None) or stage_model(problem, config)
+                sm = self._stage_model(i, self.position - 1)
                 if memory_lower_bound(sm) > sm.capacity_bytes:
                     self.pruned_memory += 1
                     self.pending.pop()
                     continue
+                if self.table_bounds:
+                    tight = self.tight.pop(i, None)
+                    if tight is None:
+                        tight, partition = pipeline_lower_bound(sm, self.upper)
+                        guess = partition_guess(sm, partition)
+                        if guess is not None and guess[0] < self.upper * (1 - 1e-12):
+                            self.upper, self.incumbent = guess[0], plan_with_partition(sm, guess[1], guess[2])
+                    if tight > self.upper * (1 + 1e-12):
+                        self.pruned_table += 1
+                        self.pending.pop()
+                        continue
+                    lower[i] = max(lower[i], tight)
+                    self.pending[-1] = float(lower[i])
                 size = round_values(sm, self.upper)
                 if size > value_budget:  # CP-SAT could not even load it in the time left
                     self.pending.pop()
@@ -279,7 +368,7 @@ class _Search:
                 if batch and values_in_batch + size > value_budget:
                     self.pending.pop()
                     self.position -= 1
-                    self.carried = {i: sm}  # first of the next round
+                    self.carried[i] = sm  # first of the next round
                     break
                 batch.append(sm)
                 bounds.append(float(lower[i]))
@@ -358,6 +447,8 @@ class _Search:
     def result(self) -> SolveResult:
         stats = self.stats
         stats.update(pruned_by_memory_bound=self.pruned_memory, rounding_bound_s=self.rounding)
+        if self.table_bounds:
+            stats["pruned_by_table_bound"] = self.pruned_table
         if self.lower is not None:
             finite = np.isfinite(self.lower)
             stats["pruned_by_time_bound"] = int((finite & (self.lower > self.upper * (1 + 1e-12))).sum())
@@ -469,6 +560,32 @@ def balanced_guess(sm: StageModel) -> tuple[float, list[int], list[int]] | None:
     if peak > sm.capacity_bytes:
         return None
     return total, chunks, recomputed
+
+
+def partition_guess(sm: StageModel, units: list[int] | None) -> tuple[float, list[int], list[int]] | None:
+    """(step seconds, units, recomputed) of a given partition (that of
+    planner.llm.bounds.pipeline_lower_bound) with, per stage, the fewest recomputed layers
+    that fit; None if it does not fit. Priced from the tables."""
+    from planner.llm.stage_tables import step_time_s
+
+    if units is None:
+        return None
+    recomputed = []
+    for i, (st, c) in enumerate(zip(sm.stages, units, strict=True)):
+        if st.memory_bytes[c] <= sm.capacity_bytes:
+            recomputed.append(0)
+            continue
+        if not sm.recompute_full or st.memory_per_recomputed_bytes >= 0:
+            return None
+        need = math.ceil((st.memory_bytes[c] + st.memory_transient_bytes - sm.capacity_bytes)
+                         / -st.memory_per_recomputed_bytes)
+        if need > sm.recomputable(i, c):
+            return None
+        recomputed.append(need)
+    total, peak = step_time_s(sm, list(units), recomputed)
+    if peak > sm.capacity_bytes:
+        return None
+    return total, list(units), recomputed
 
 
 def _simplify(problem: Problem, plan: Plan) -> Plan:

@@ -111,18 +111,42 @@ class RoundModel:
         return int(math.floor(scaled)) - 1
 
 
+def _least_times(sm: StageModel) -> list[np.ndarray] | None:
+    """MoE models: per stage and unit count, the least step time a partition putting that many
+    units there can have: (m - 1/v) t_i(u) + (t_i(u) + sum_{j != i} min t_j) / v, t_i of
+    planner.llm.bounds.least_stage_times (the fewest recomputed layers that fit; inf where
+    nothing fits). Dense models: None (their domains are unchanged)."""
+    if not sm.moe:
+        return None
+    from planner.llm.bounds import least_stage_times
+
+    tables = least_stage_times(sm)
+    lowest = [float(np.min(t)) for t in tables]
+    if not all(math.isfinite(x) for x in lowest):  # some stage fits nowhere
+        return [np.full_like(t, np.inf) for t in tables]
+    total = sum(lowest)
+    m, v = sm.num_micro_batches, sm.virtual_stages
+    with np.errstate(invalid="ignore"):
+        return [np.where(np.isfinite(t), (m - 1.0 / v) * t + (t + total - low) / v, np.inf)
+                for t, low in zip(tables, lowest, strict=True)]
+
+
 def stage_domains(sm: StageModel, upper_s: float) -> list[tuple[int, int]] | None:
     """Valid ranges [lo, hi] of chunks per stage for plans no slower than `upper_s`.
 
     T >= m t_i >= m (F_i + B_i), so a stage whose time alone exceeds the incumbent is
-    excluded; memory excludes counts that cannot fit even with every layer recomputed; then
+    excluded (MoE models: with the recompute that fitting needs, `_least_times`); memory
+    excludes counts that cannot fit even with every layer recomputed; then
     sum_i c_i = C gives lo_i = C - sum_{j != i} hi_j. None: no partition can beat the incumbent.
     """
     C, m = sm.chunks, sm.num_micro_batches
     top = C - sm.num_stages + 1
     ranges = []
+    least = _least_times(sm)
     for i, st in enumerate(sm.stages):
         time_ok = m * (st.forward_s + st.backward_s) <= upper_s * (1 + 1e-9) + 1e-12
+        if least is not None:
+            time_ok = time_ok & (least[i] <= upper_s * (1 + 1e-9) + 1e-12)
         slope = st.memory_per_recomputed_bytes * sm.virtual_stages if sm.recompute_full else 0.0
         least_memory = st.memory_bytes + min(slope, 0.0) * np.arange(len(st.memory_bytes))
         if i == 0 and sm.deficit and sm.recompute_full:  # stage 0 cannot recompute its dense prefix

@@ -233,7 +233,7 @@ def _least_memory_partition(sm) -> list[int]:
     """Greedy: give each chunk to the stage whose memory after it is least (ties: the lowest
     stage), kept in a heap."""
     chunks = [sm.min_units(i) for i in range(sm.num_stages)]
-    if sm.chunks == sum(chunks):
+    if sm.chunks <= sum(chunks):
         return chunks
     heap = [(float(st.memory_bytes[chunks[i] + 1]), i) for i, st in enumerate(sm.stages)]
     heapq.heapify(heap)

@@ -276,6 +276,47 @@ def test_bounds_are_below_every_aligned_partition():
             assert memory_lower_bound(sm) <= evaluate(problem, best[1]).peak_memory_bytes * (1 + 1e-9)
 
 
+def test_bulk_stage_tables_equal_one_by_one():
+    from planner.llm.stage_tables import stage_models
+
+    for kind in ("prefix2", "period2-prefix", "all"):
+        problem = small_problem(kind, n=8)
+        candidates, _ = enumerate_within(problem, options=SpaceOptions(max_virtual_stages=2, max_micro_batch_size=2))
+        sample = candidates.take(np.random.default_rng(4).choice(len(candidates), size=40, replace=False))
+        for bulk, i in zip(stage_models(problem, sample), range(len(sample)), strict=True):
+            single = stage_model(problem, sample.plan(i))
+            assert bulk.config == single.config and bulk.recompute_s == pytest.approx(single.recompute_s, rel=1e-12)
+            for a, b in zip(bulk.stages, single.stages, strict=True):
+                for name in ("forward_s", "backward_s", "grad_s", "param_floor_s", "optimizer_s", "memory_bytes"):
+                    assert np.allclose(getattr(a, name), getattr(b, name), rtol=1e-12, atol=0), name
+                assert a.memory_per_recomputed_bytes == pytest.approx(b.memory_per_recomputed_bytes, rel=1e-12)
+
+
+def test_table_bounds_and_domains_keep_the_best_partition():
+    """pipeline_lower_bound is below the best partition's price (with and without an upper
+    bound to stop at), and the stage domains at that price hold the best partition."""
+    from planner.llm.bounds import pipeline_lower_bound
+    from solvers.cpsat_model import stage_domains
+    from solvers.exhaustive import best_partition
+
+    checked = 0
+    for kind, n in (("prefix2", 4), ("period2-prefix", 8), ("all", 8), ("prefix1", 2)):
+        problem = small_problem(kind, n=n, layers=8)
+        candidates, _ = enumerate_within(problem, options=SpaceOptions(max_virtual_stages=2, max_micro_batch_size=2))
+        for i in np.random.default_rng(5).choice(len(candidates), size=30, replace=False):
+            sm = stage_model(problem, candidates.plan(int(i)))
+            best = best_partition(problem, sm.config)
+            if best is None:
+                continue
+            assert pipeline_lower_bound(sm)[0] <= best[0] * (1 + 1e-9)
+            assert pipeline_lower_bound(sm, 0.9 * best[0])[0] <= best[0] * (1 + 1e-9)
+            units = [n // sm.unit_layers for n in best[1].layers_per_stage(problem.model.num_layers)]
+            domains = stage_domains(sm, best[0] * (1 + 1e-9))
+            assert domains is not None and all(lo <= u <= hi for u, (lo, hi) in zip(units, domains, strict=True))
+            checked += 1
+    assert checked > 40
+
+
 # -- the space ---------------------------------------------------------------------------------
 
 

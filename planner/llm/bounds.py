@@ -48,6 +48,7 @@ blocks never recompute).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import fields
 
@@ -423,3 +424,111 @@ def memory_lower_bound(sm: StageModel) -> float:
     edge = a_arr + d_arr if not sm.deficit else a_arr + d_arr * np.array(lo, dtype=float)
     return float(max(np.max(edge), water))
 
+
+
+def least_stage_times(sm: StageModel) -> list[np.ndarray]:
+    """Per stage i, indexed by unit count u: the least time F + B + recompute of one
+    micro-batch with which u units fit in memory (the fewest recomputed layers r that fit:
+    M_i(u) + dM r + [r > 0] transient <= usable, r at most the stage's recomputable layers;
+    time grows with r); inf where u is not admissible or cannot fit. Real arithmetic, so no
+    plan the cost model accepts is excluded."""
+    cap = sm.capacity_bytes * (1 + 1e-12)
+    v, units = sm.virtual_stages, sm.chunks
+    result = []
+    for i, st in enumerate(sm.stages):
+        u = np.arange(len(st.memory_bytes))
+        time = st.forward_s + st.backward_s
+        memory = st.memory_bytes
+        fits = memory <= cap
+        if sm.recompute_full and st.memory_per_recomputed_bytes < 0:
+            over = memory + st.memory_transient_bytes - cap
+            need = np.where(fits, 0.0, np.ceil(np.maximum(over, 0.0) / -st.memory_per_recomputed_bytes - 1e-9))
+            allowed = v * u - (sm.deficit if i == 0 else 0)
+            fits = fits | (need <= allowed)
+            time = time + np.where(fits, need, 0.0) * sm.recompute_s
+        usable = fits & (u >= sm.min_units(i)) & (u <= units)
+        result.append(np.where(usable, time, np.inf))
+    return result
+
+
+def pipeline_lower_bound(sm: StageModel, upper: float = math.inf) -> tuple[float, list[int] | None]:
+    """(a valid lower bound on the step time of any partition of a priced configuration, the
+    partition that attains it or None); the bound is inf where no partition fits, and may stop
+    early at any value above `upper`.
+
+    With t_i(u) of `least_stage_times` (the least stage time at which u units fit), every
+    partition costs at least its pipeline part with those times, plus the least optimizer step
+    and the embedding sync:
+        T >= min over partitions of (m - 1/v) max_i t_i(u_i) + sum_i t_i(u_i) / v + max_i min O_i + sync
+    which is computed exactly: for each candidate slowest time T (the table values, ascending
+    from the least T* at which the unit counts allowed by t_i(u) <= T can sum to U), the least
+    sum of stage times with every t_i(u_i) <= T and sum_i u_i = U (a shortest path over stages
+    and units), until (m - 1/v) T plus the least sum exceeds the best value found (or `upper`).
+    The partition is a good plan to try (with the fewest recomputed layers).
+    """
+    v, m, units = sm.virtual_stages, sm.num_micro_batches, sm.chunks
+    tables = [t[: units + 1] for t in least_stage_times(sm)]
+    if any(not np.isfinite(t).any() for t in tables):
+        return math.inf, None
+    extra = max(float(np.min(st.optimizer_s[: units + 1][np.isfinite(t)]))
+                for st, t in zip(sm.stages, tables, strict=True))
+    extra += sm.embedding_sync_s
+    free = sum(float(np.min(t)) for t in tables)
+    weight = m - 1.0 / v
+    sums = np.arange(units + 1)
+
+    def least_sum(limit: float, track: bool):
+        best = np.full(units + 1, np.inf)
+        best[0] = 0.0
+        choices = []
+        for t in tables:
+            allowed = np.flatnonzero(t <= limit)
+            source = sums[:, None] - allowed[None, :]
+            cost = np.where(source >= 0, best[np.maximum(source, 0)] + t[allowed][None, :], np.inf)
+            pick = np.argmin(cost, axis=1)
+            best = cost[sums, pick]
+            if track:
+                choices.append(allowed[pick])
+        return best[units], choices
+
+    def admits(limit: float) -> bool:
+        low = high = 0
+        for t in tables:
+            inside = np.flatnonzero(t <= limit)
+            if len(inside) == 0:
+                return False
+            low += int(inside[0])
+            high += int(inside[-1])
+        return low <= units <= high
+
+    values = np.unique(np.concatenate([t[np.isfinite(t)] for t in tables]))
+    if not admits(float(values[-1])):
+        return math.inf, None
+    lo, hi = 0, len(values) - 1  # the least T* that admits sum_i u_i = U
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if admits(float(values[mid])):
+            hi = mid
+        else:
+            lo = mid + 1
+    found, at, rest = math.inf, None, math.inf  # rest: a bound on every slowest time not tried
+    for limit in values[lo:].tolist():
+        floor = weight * limit + free / v + extra  # no partition slowest at >= limit does better
+        if floor >= min(found, upper * (1 + 1e-9)):
+            rest = floor
+            break
+        total, _ = least_sum(limit, False)
+        if not math.isfinite(total):
+            continue
+        value = weight * limit + total / v + extra
+        if value < found:
+            found, at = value, limit
+    if at is None or rest < found:
+        return min(found, rest), None
+    _, choices = least_sum(at, True)
+    partition, left = [], units
+    for pick in reversed(choices):
+        u = int(pick[left])
+        partition.append(u)
+        left -= u
+    return found, partition[::-1]

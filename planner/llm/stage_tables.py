@@ -38,7 +38,7 @@ import numpy as np
 from planner.llm.candidates import alignment
 from planner.llm.cost.edges import edge_cost
 from planner.llm.cost.blocks import block_costs
-from planner.llm.cost.layout import PlanVars
+from planner.llm.cost.layout import RECOMPUTE_CODES, PlanVars
 from planner.llm.cost.memory import stage_memory
 from planner.llm.cost.step import StageSpec, data_parallel_raw, stage_terms, tied_embedding_sync_s
 from planner.llm.plan import Plan
@@ -194,6 +194,115 @@ def stage_model(problem: Problem, config: Plan) -> StageModel:
         deficit=align.deficit,
         moe=align.moe,
     )
+
+
+def _shaped(v: PlanVars, shape: tuple[int, ...]) -> PlanVars:
+    """Plan variables of K candidates reshaped to `shape` (K first) so that they broadcast
+    against unit counts (and stage indices)."""
+    from dataclasses import fields as dataclass_fields
+
+    def reshape(x):
+        return np.asarray(x).reshape(shape) if np.ndim(x) else x
+
+    values = {f.name: reshape(getattr(v, f.name)) for f in dataclass_fields(v) if f.name != "strides"}
+    return PlanVars(**values, strides={axis: reshape(x) for axis, x in v.strides.items()})
+
+
+def stage_models(problem: Problem, candidates) -> list[StageModel]:
+    """`stage_model` of every candidate (a planner.llm.candidates.CandidateSet), priced in bulk:
+    candidates with the same PP and virtual stages share one array call per stage kind, with
+    the candidates on a first axis (the same cost functions, on arrays of shape
+    (candidates, stages, units)). Equal to `stage_model` up to floating-point rounding."""
+    from planner.llm.candidates import plan_vars
+
+    model, task, cluster = problem.model, problem.task, problem.cluster
+    align = alignment(model)
+    result: list[StageModel | None] = [None] * len(candidates)
+    keys = candidates.pp.astype(np.int64) * 65536 + candidates.virtual_stages
+    for key in np.unique(keys):
+        members = np.flatnonzero(keys == key)
+        group = candidates.take(members)
+        n = len(members)
+        p, vs = int(group.pp[0]), int(group.virtual_stages[0])
+        v = _shaped(plan_vars(group), (n, 1, 1))
+        layer = block_costs(problem, v)
+        edges = edge_cost(problem, v, layer.tokens)
+        m = task.num_sequences // (group.dp * group.micro_batch_size)
+        step = vs * align.period
+        layers = np.arange(0, model.num_layers + 1, step, dtype=float)
+        units = np.arange(len(layers), dtype=float)
+        shape = (n, len(layers))
+        zeros = np.zeros_like(layers)
+        full = group.recompute == RECOMPUTE_CODES["full"]
+        capacity = cluster.device.hbm_bytes * (1.0 - task.memory_headroom)
+        one = np.ones(1)
+
+        def moe_of(first: bool, clamp: bool):
+            if not align.moe:
+                return 0
+            moe = align.moe_layers(units, vs, first)
+            return np.maximum(moe, 0.0) if clamp else moe
+
+        kinds: dict[tuple[bool, bool], tuple] = {}
+        recompute_s = np.zeros(n)
+        grad_window = param_window = 0.0
+        for first, last in {(i == 0, i == p - 1) for i in range(p)}:
+            spec = StageSpec(index=0, layers=layers, recomputed=zeros, is_first=first, is_last=last,
+                             moe_layers=moe_of(first, clamp=True))
+            terms = stage_terms(problem, v, layer, edges, spec)
+            raw = data_parallel_raw(problem, v, spec)
+            grad_window, param_window = raw.grad_window, raw.param_window
+            with_r = stage_terms(problem, v, layer, edges, StageSpec(0, one, one, first, last))
+            without_r = stage_terms(problem, v, layer, edges, StageSpec(0, one, 0 * one, first, last))
+            recompute_s = np.broadcast_to(np.asarray(with_r.backward_s - without_r.backward_s, dtype=float),
+                                          (n, 1, 1)).reshape(n)
+
+            def table(x):
+                return np.broadcast_to(np.asarray(x, dtype=float), (n, 1, len(layers))).reshape(shape)
+
+            kinds[(first, last)] = (
+                table(terms.forward_s), table(terms.backward_s), table(raw.grad_s), table(raw.grad_floor_s),
+                table(raw.param_s), table(raw.param_floor_s), table(raw.optimizer_s),
+            )
+
+        index = np.arange(p, dtype=float)[:, None]
+        first_mask = index == 0
+        last_mask = index == p - 1
+        grid = np.broadcast_to(layers[None, :], (p, len(layers)))
+        moe_grid = 0
+        if align.moe:
+            moe_grid = np.where(first_mask, moe_of(True, clamp=False)[None, :], moe_of(False, clamp=False)[None, :])
+        m3 = m.reshape(n, 1, 1)
+        mem0 = stage_memory(problem, v, layer, grid, 0 * grid, index, first_mask, last_mask, m3, edges.logits_bytes,
+                            moe_grid)
+        ones = np.ones((p, 1))
+        mem_r0 = stage_memory(problem, v, layer, ones, 0 * ones, index, first_mask, last_mask, m3, edges.logits_bytes)
+        mem_r1 = stage_memory(problem, v, layer, ones, ones, index, first_mask, last_mask, m3, edges.logits_bytes)
+        transient = np.broadcast_to(np.asarray(layer.recomputed("activation_none_bytes"), dtype=float),
+                                    (n, 1, 1)).reshape(n)
+        memory = np.broadcast_to(np.asarray(mem0.total_bytes, dtype=float), (n, p, len(layers)))
+        per_recomputed = (np.broadcast_to(np.asarray(mem_r1.total_bytes) - np.asarray(mem_r0.total_bytes),
+                                          (n, p, 1)).reshape(n, p) - transient[:, None])
+        sync = np.broadcast_to(np.asarray(tied_embedding_sync_s(problem, v), dtype=float), (n, 1, 1)).reshape(n)
+        for k, position in enumerate(members.tolist()):
+            is_full = bool(full[k])
+            stages = []
+            for i in range(p):
+                f, b, g, gf, pg, pf, o = (x[k].copy() for x in kinds[(i == 0, i == p - 1)])
+                stages.append(StageTables(
+                    forward_s=f, backward_s=b, grad_s=g, grad_floor_s=gf, param_s=pg, param_floor_s=pf,
+                    optimizer_s=o, memory_bytes=memory[k, i].copy(),
+                    memory_per_recomputed_bytes=float(per_recomputed[k, i]) if is_full else 0.0,
+                    memory_transient_bytes=float(transient[k]) if is_full else 0.0,
+                ))
+            result[position] = StageModel(
+                config=candidates.plan(int(position)), num_layers=model.num_layers, num_stages=p,
+                virtual_stages=vs, num_micro_batches=int(m[k]), recompute_full=is_full,
+                recompute_s=float(recompute_s[k]) if is_full else 0.0, grad_window=grad_window,
+                param_window=param_window, embedding_sync_s=float(sync[k]), capacity_bytes=capacity,
+                stages=stages, period=align.period, deficit=align.deficit, moe=align.moe,
+            )
+    return result
 
 
 def step_time_s(sm: StageModel, chunks: list[int], recomputed: list[int]) -> tuple[float, float]:
