@@ -84,9 +84,14 @@ from solvers.heuristics import best_heuristic
 
 _EXTRA_PARAMETERS: dict = {}  # experiments only
 STAGE_BUDGET = 400  # stages (summed over configurations) per CP-SAT round
+TABLE_BOUNDS_FOR_DENSE = False
+"""Also use the table bounds, the warm start and bulk tables (3b, 4b, 4c) for dense models. Off:
+dense searches stay as they were. On, Llama-3 405B on 512 H100 is proven optimal in 1.4 s at
+134.24 s (the default search stops at 10 s with 159.06 s and a 19.6% gap); see benchmarks/README.md."""
 WARM_CONFIGS = 60  # MoE: configurations whose cheap incumbents are priced before the rounds
 WARM_SHARE = 0.2  # ... in at most this share of the time left
 PREFETCH = 64  # MoE: configurations priced into tables together (planner.llm.stage_tables.stage_models)
+PREFETCH_ENTRIES = 200_000  # ... holding at most this many table entries (stages x units) in all
 STAGE_BUDGET_MIN = 48  # ... at least, however little time is left
 STAGE_BUDGET_FULL_S = 3.0  # ... all of STAGE_BUDGET from this many seconds left
 ROUND_VALUES_MIN = 2_000  # stage-domain values a round may always hold (see round_value_budget)
@@ -180,7 +185,7 @@ class _Search:
         self.pruned_table = 0
         # MoE models: configurations are also bounded from their stage tables before a round
         # (planner.llm.bounds.pipeline_lower_bound); dense models keep their search unchanged.
-        self.table_bounds = alignment(problem.model).moe
+        self.table_bounds = alignment(problem.model).moe or TABLE_BOUNDS_FOR_DENSE
         self.carried: dict[int, StageModel] = {}  # priced, but left for the next round
         self.tight: dict[int, float] = {}  # table bounds of configurations in `carried`
 
@@ -276,11 +281,16 @@ class _Search:
             return sm
         if not self.table_bounds:
             return stage_model(self.problem, self.candidates.plan(i))
-        ahead = [j for j in self.order[position : position + PREFETCH]
-                 if j not in self.carried and math.isfinite(self.lower[j]) and self.lower[j] <= self.upper
-                 and table_entries(self.candidates.plan(j), self.problem.model.num_layers) <= MAX_TABLE_ENTRIES]
-        if i not in ahead:
-            ahead.insert(0, i)
+        num_layers = self.problem.model.num_layers
+        ahead, entries = [i], table_entries(self.candidates.plan(i), num_layers)
+        for j in self.order[position : position + PREFETCH]:
+            if j == i or j in self.carried or not math.isfinite(self.lower[j]) or self.lower[j] > self.upper:
+                continue
+            size = table_entries(self.candidates.plan(j), num_layers)
+            if entries + size > PREFETCH_ENTRIES:
+                break
+            ahead.append(j)
+            entries += size
         for j, model in zip(ahead, stage_models(self.problem, self.candidates.take(np.asarray(ahead))), strict=True):
             self.carried[j] = model
         return self.carried.pop(i)
@@ -304,10 +314,10 @@ class _Search:
             if table_entries(self.candidates.plan(i), self.problem.model.num_layers) > MAX_TABLE_ENTRIES:
                 continue
             sm = self._stage_model(i, position)
-            self.carried[i] = sm
             self.tight[i], partition = pipeline_lower_bound(sm, self.upper)
             if self.tight[i] > self.upper:
-                continue
+                continue  # pruned when its round comes, without its tables
+            self.carried[i] = sm
             viable += 1
             for guess in (balanced_guess(sm), partition_guess(sm, partition)):
                 if guess is not None and guess[0] < self.upper * (1 - 1e-12):
@@ -340,6 +350,10 @@ class _Search:
                     self._leave_open(float(lower[i]))  # tables too large to build
                     continue
                 self.position += 1
+                if self.tight.get(i, -math.inf) > self.upper * (1 + 1e-12):  # bounded by the warm start
+                    del self.tight[i]
+                    self.pruned_table += 1
+                    continue
                 self.pending.append(float(lower[i]))
                 sm = self._stage_model(i, self.position - 1)
                 if memory_lower_bound(sm) > sm.capacity_bytes:

@@ -451,6 +451,11 @@ def least_stage_times(sm: StageModel) -> list[np.ndarray]:
     return result
 
 
+PIPELINE_BOUND_CELLS = 4_000_000
+"""Largest (admissible stage-unit pairs) x (units + 1) of a configuration whose pipeline part is
+minimized exactly by `pipeline_lower_bound` (memory and time); larger ones get its T* bound."""
+
+
 def pipeline_lower_bound(sm: StageModel, upper: float = math.inf) -> tuple[float, list[int] | None]:
     """(a valid lower bound on the step time of any partition of a priced configuration, the
     partition that attains it or None); the bound is inf where no partition fits, and may stop
@@ -464,7 +469,9 @@ def pipeline_lower_bound(sm: StageModel, upper: float = math.inf) -> tuple[float
     from the least T* at which the unit counts allowed by t_i(u) <= T can sum to U), the least
     sum of stage times with every t_i(u_i) <= T and sum_i u_i = U (a shortest path over stages
     and units), until (m - 1/v) T plus the least sum exceeds the best value found (or `upper`).
-    The partition is a good plan to try (with the fewest recomputed layers).
+    The partition is a good plan to try (with the fewest recomputed layers). Configurations
+    beyond PIPELINE_BOUND_CELLS (thousands of layers) get the weaker (m - 1/v) T* + S / v + ...,
+    S >= max(sum_i min t_i, T* + sum_i min t_i - max_i min t_i).
     """
     v, m, units = sm.virtual_stages, sm.num_micro_batches, sm.chunks
     tables = [t[: units + 1] for t in least_stage_times(sm)]
@@ -511,6 +518,12 @@ def pipeline_lower_bound(sm: StageModel, upper: float = math.inf) -> tuple[float
             hi = mid
         else:
             lo = mid + 1
+    if sum(int(np.isfinite(t).sum()) for t in tables) * (units + 1) > PIPELINE_BOUND_CELLS:
+        # Too large for the exact minimum: the slowest stage takes at least T*, the others at
+        # least their least times.
+        slowest = float(values[lo])
+        lowest = [float(np.min(t)) for t in tables]
+        return weight * slowest + max(free, slowest + free - max(lowest)) / v + extra, None
     found, at, rest = math.inf, None, math.inf  # rest: a bound on every slowest time not tried
     for limit in values[lo:].tolist():
         floor = weight * limit + free / v + extra  # no partition slowest at >= limit does better
