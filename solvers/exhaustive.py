@@ -250,9 +250,9 @@ def _price_all(problem: Problem, candidates: CandidateSet, budget: Budget, state
 
 
 class Exhaustive:
-    """The oracle. Polls the deadline and Ctrl-C between configurations (and between slices of
-    a configuration's partitions); stopped early, it returns the best plan found so far as
-    FEASIBLE with the trivially valid bound 0, or UNKNOWN with a note."""
+    """The oracle. Polls the deadline and Ctrl-C between bulk pricing calls (`_price_all`: at
+    most SLICE configuration-partition pairs each); stopped early, it returns the best plan
+    found so far as FEASIBLE with the trivially valid bound 0, or UNKNOWN with a note."""
 
     name = "exhaustive"
     exact = True

@@ -367,6 +367,23 @@ def test_ep_and_etp_constraints_are_respected():
     assert result.status == "OPTIMAL" and result.plan.ep in (2, 4) and result.plan.etp == 1
 
 
+def test_megatron_rules_follow_the_moe_guidance():
+    """ETP 1, EP inside the NVLink domain when that fits, flex once the EP group crosses nodes,
+    EP overlap where Megatron allows it; the stages are the balanced aligned split."""
+    from solvers.heuristics import megatron_rules
+
+    for problem in (mixtral_64(), small_problem("prefix2", n=16)):
+        plan = megatron_rules(problem)
+        assert plan is not None
+        node = problem.cluster.tier_size(0)
+        assert plan.etp == 1
+        assert plan.dispatcher == ("alltoall" if plan.ep * plan.etp <= node else "flex")
+        if plan.ep > 1 and plan.recompute != "full" and (plan.pp == 1 or plan.virtual_stages > 1):
+            assert plan.ep_comm_overlap
+        result = SOLVERS["megatron-rules"].solve(problem, SolveOptions())
+        assert in_aligned_space(problem, result.plan)
+
+
 # -- shipped presets and the command line ---------------------------------------------------------
 
 
