@@ -205,13 +205,14 @@ class _Search:
         mark = time.perf_counter()
         modes = distinct_recompute_modes(self.problem)
         if alignment(self.problem.model).moe:
-            # EP overlap excludes full recompute, so its "none" rows are no duplicates: list
-            # every mode and drop the duplicates row by row.
-            every, self.enumerated = enumerate_within(self.problem, options=self.options.space,
-                                                      stop=self.budget.expired)
-            self.candidates = every.take(np.flatnonzero(dominance_filter(self.problem, every)))
-            self.stats["configurations"] = len(every)
-            self.stats["duplicates_removed"] = len(every) - len(self.candidates)
+            # EP overlap excludes full recompute, so its "none" rows are no duplicates: they
+            # keep the modes of distinct_recompute_modes(ep_overlap=True).
+            counts: dict = {}
+            self.candidates, self.enumerated = enumerate_within(
+                self.problem, options=self.options.space, stop=self.budget.expired, recompute=modes,
+                overlap_recompute=distinct_recompute_modes(self.problem, ep_overlap=True), counts=counts)
+            self.stats["configurations"] = counts["listed"]
+            self.stats["duplicates_removed"] = counts["listed"] - len(self.candidates)
             self.stats["enumerate_s"] = time.perf_counter() - mark
             return
         self.candidates, self.enumerated = enumerate_within(self.problem, options=self.options.space,

@@ -333,6 +333,25 @@ def test_expert_choices_follow_the_rules():
     assert expert_choices(dense, 2, 1, 4).tolist() == [[1, 1, 0, 0]]
 
 
+def test_moe_duplicates_dropped_in_the_enumeration_equal_filtering_after():
+    """The search's enumeration (duplicate recompute modes left out, "none" kept with EP
+    overlap) lists exactly the rows the dominance filter keeps."""
+    from solvers.cpsat import distinct_recompute_modes, dominance_filter
+
+    problem = small_problem("prefix2", n=8)
+    space = SpaceOptions(max_virtual_stages=2)
+    everything, _ = enumerate_within(problem, options=space)
+    filtered = everything.take(np.flatnonzero(dominance_filter(problem, everything)))
+    counts: dict = {}
+    direct, complete = enumerate_within(
+        problem, options=space, recompute=distinct_recompute_modes(problem),
+        overlap_recompute=distinct_recompute_modes(problem, ep_overlap=True), counts=counts)
+    assert complete and counts["listed"] == len(everything) > len(direct)
+    assert (filtered.ep_comm_overlap == 1).any() and (filtered.recompute[filtered.ep_comm_overlap == 1] == 0).all()
+    for name in CandidateSet.__dataclass_fields__:
+        assert np.array_equal(getattr(direct, name), getattr(filtered, name)), name
+
+
 def test_dispatchers_of_one_gpu_groups_price_the_same():
     """The duplicate removed from the space: with ep = etp = 1 every dispatcher is free."""
     from planner.llm.plan import Plan

@@ -520,12 +520,16 @@ def enumerate_within(
     options: SpaceOptions | None = None,
     stop: Callable[[], bool] | None = None,
     recompute: list[str] | None = None,
+    overlap_recompute: list[str] | None = None,
+    counts: dict | None = None,
 ) -> tuple[CandidateSet, bool]:
     """`enumerate_candidates` that can stop early: (candidates, complete).
 
     `stop` is polled once per (TP, CP, PP) triple; when it returns True the configurations
     listed so far are returned with complete=False. `recompute` lists only these of the
-    task's recompute modes (same order as filtering afterwards). Divisors come from the factorization of
+    task's recompute modes (same order as filtering afterwards); `overlap_recompute`, those
+    of configurations with EP overlap (default: the same). `counts`, when given, gets
+    "listed": the configurations of every task recompute mode (before those two filters). Divisors come from the factorization of
     the device count and of the batch; the innermost decisions (micro-batch, ZeRO stage,
     recompute, SP/overlap, axis order, shard, expert choices) are a numpy cartesian product per
     triple, in the order of the nested loops they replace.
@@ -550,6 +554,13 @@ def enumerate_within(
     overlap_ok = options is None or options.tp_comm_overlap
     uneven_ok = options is not None and options.non_uniform_stages
     rc_codes = [RECOMPUTE_CODES[rc] for rc in c.recompute if recompute is None or rc in recompute]
+    overlap_codes = rc_codes if overlap_recompute is None else [
+        RECOMPUTE_CODES[rc] for rc in c.recompute if rc in overlap_recompute]
+    every_code = [RECOMPUTE_CODES[rc] for rc in c.recompute]
+    filtered = counts is not None or overlap_codes != rc_codes
+    if filtered:  # list every mode, then keep the rows asked for
+        asked_codes, rc_codes = rc_codes, every_code
+    listed = 0
     blocks: list[np.ndarray] = []
     complete = True
     tp_degrees = divisors(n) if task.seq_len <= model.max_seq_len else []  # else check_plan fails every plan
@@ -596,6 +607,13 @@ def enumerate_within(
                         inner = block[block[:, 9] == 0]
                         if len(inner) == 0:
                             continue
+                    if filtered:
+                        listed += len(sizes) * len(inner)
+                        wanted = np.where(inner[:, 9] == 1, np.isin(inner[:, 3], overlap_codes),
+                                          np.isin(inner[:, 3], asked_codes))
+                        inner = inner[wanted]
+                        if len(inner) == 0:
+                            continue
                     rows = np.empty((len(sizes) * len(inner), COLUMNS), dtype=np.int64)
                     rows[:, 0:4] = (tp, cp, pp, dp)
                     rows[:, 4] = vs
@@ -606,6 +624,8 @@ def enumerate_within(
                 break
         if not complete:
             break
+    if counts is not None:
+        counts["listed"] = listed
     empty = CandidateSet(*(np.zeros(0, dtype=np.int64) for _ in range(COLUMNS)))
     if not blocks:
         return empty, complete
