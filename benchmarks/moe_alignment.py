@@ -24,12 +24,12 @@ from unittest import mock
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import planner.llm.candidates as candidates_module  # noqa: E402
-import planner.llm.stage_tables as stage_tables_module  # noqa: E402
-import solvers.exhaustive as exhaustive_module  # noqa: E402
-from planner.llm.candidates import Alignment, alignment  # noqa: E402
-from planner.llm.problem import load_model  # noqa: E402
-from solvers import SOLVERS  # noqa: E402
+import planner.llm.candidates as candidates_module
+import planner.llm.stage_tables as stage_tables_module
+import solvers.exhaustive as exhaustive_module
+from planner.llm.candidates import Alignment, alignment
+from planner.llm.problem import load_model
+from solvers import SOLVERS
 
 PRESETS = ["deepseek-v2", "deepseek-v3", "kimi-k2", "llama4-maverick", "mixtral-8x7b", "mixtral-8x22b",
            "qwen3-30b-a3b", "qwen3-235b-a22b", "gpt-oss-20b", "gpt-oss-120b"]

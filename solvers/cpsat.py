@@ -64,7 +64,13 @@ from planner.llm.candidates import CandidateSet, alignment, enumerate_within, pr
 from planner.llm.cost.step import evaluate
 from planner.llm.plan import Plan
 from planner.llm.problem import Problem
-from planner.llm.stage_tables import StageModel, balanced_chunks, plan_with_partition, stage_model, stage_models
+from planner.llm.stage_tables import (
+    StageModel,
+    balanced_chunks,
+    plan_with_partition,
+    stage_model,
+    stage_models,
+)
 from solvers.base import SolveOptions, SolveResult
 from solvers.budget import NOTE_INTERRUPTED, Budget, catch_sigint, run_cpsat
 from solvers.cpsat_model import (  # noqa: F401 (lower_hull, stage_domains re-exported)

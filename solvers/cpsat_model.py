@@ -192,7 +192,7 @@ def _recompute_tops(sm: StageModel, domains, upper_s: float) -> list[int]:
     """Per stage, the most layers it may recompute and still beat `upper_s` (full recompute)."""
     if not sm.recompute_full:
         return [0] * sm.num_stages
-    L, v, m = sm.num_layers, sm.virtual_stages, sm.num_micro_batches
+    L, m = sm.num_layers, sm.num_micro_batches
     tops = []
     for i, (st, (lo, hi)) in enumerate(zip(sm.stages, domains, strict=True)):
         base = float(np.min((st.forward_s + st.backward_s)[lo : hi + 1]))

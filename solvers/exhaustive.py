@@ -30,6 +30,9 @@ from planner.llm.problem import Problem
 from solvers.base import SolveOptions, SolveResult
 from solvers.budget import Budget, catch_sigint
 
+DENSE = Alignment()
+"""A dense model's alignment: stages of whole chunks of v layers."""
+
 
 def compositions(total: int, parts: int) -> np.ndarray:
     """All ways to write `total` as an ordered sum of `parts` positive integers (rows)."""
@@ -45,7 +48,7 @@ def _units(num_layers: int, v: int, align: Alignment) -> tuple[int, int]:
     return units, align.min_first_units - 1
 
 
-def count_partitions(config: Plan, num_layers: int, align: Alignment = Alignment()) -> int:
+def count_partitions(config: Plan, num_layers: int, align: Alignment = DENSE) -> int:
     units, extra = _units(num_layers, config.virtual_stages, align)
     chunks = units - extra
     count = math.comb(chunks - 1, config.pp - 1) if chunks >= config.pp else 0
@@ -55,7 +58,7 @@ def count_partitions(config: Plan, num_layers: int, align: Alignment = Alignment
     return count
 
 
-def aligned_compositions(num_layers: int, pp: int, v: int, align: Alignment = Alignment()) -> np.ndarray:
+def aligned_compositions(num_layers: int, pp: int, v: int, align: Alignment = DENSE) -> np.ndarray:
     """Layers per stage of every aligned partition (rows): stages of whole units of v P layers,
     stage 0 at least `Alignment.min_first_units` units (dense: every partition into multiples
     of v)."""
@@ -73,7 +76,7 @@ def partition_blocks(config: Plan, num_layers: int, rows: int = 100_000, model=N
     fastest). With an MoE `model`, the aligned partitions and, per stage, 0..its MoE blocks
     recomputed (layer_mix)."""
     v = config.virtual_stages
-    align = alignment(model) if model is not None else Alignment()
+    align = alignment(model) if model is not None else DENSE
     layers = aligned_compositions(num_layers, config.pp, v, align)
     if config.recompute != "full":
         for begin in range(0, len(layers), rows):
@@ -152,7 +155,7 @@ def _best_partition(problem: Problem, config: Plan,
 
 
 def count_all_partitions(candidates: CandidateSet, num_layers: int, limit: int,
-                         align: Alignment = Alignment()) -> int:
+                         align: Alignment = DENSE) -> int:
     """Sum of `count_partitions` over the candidates, computed per distinct (pp, v, full)
     triple; stops counting once it exceeds `limit` (the total is then > limit)."""
     from planner.llm.cost.layout import RECOMPUTE_CODES

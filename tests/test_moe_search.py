@@ -53,8 +53,8 @@ KINDS = {
 
 def tiny_moe(num_layers=4, kind="all", experts=4, top_k=2, hidden=512, heads=8, kv_heads=2, shared=False,
              mtp=0, dispatch="bf16") -> MoETransformer:
-    moe = dict(num_experts=experts, top_k=min(top_k, experts), ffn_hidden_size=2 * hidden,
-               dispatch_dtype=dispatch)
+    moe = {"num_experts": experts, "top_k": min(top_k, experts), "ffn_hidden_size": 2 * hidden,
+           "dispatch_dtype": dispatch}
     if shared:
         moe.update(shared_experts=1, shared_ffn_hidden_size=2 * hidden)
     spec = KINDS[kind]

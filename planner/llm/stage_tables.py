@@ -36,8 +36,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from planner.llm.candidates import alignment
-from planner.llm.cost.edges import edge_cost
 from planner.llm.cost.blocks import block_costs
+from planner.llm.cost.edges import edge_cost
 from planner.llm.cost.layout import RECOMPUTE_CODES, PlanVars
 from planner.llm.cost.memory import stage_memory
 from planner.llm.cost.step import StageSpec, data_parallel_raw, stage_terms, tied_embedding_sync_s
@@ -237,7 +237,7 @@ def stage_models(problem: Problem, candidates) -> list[StageModel]:
         capacity = cluster.device.hbm_bytes * (1.0 - task.memory_headroom)
         one = np.ones(1)
 
-        def moe_of(first: bool, clamp: bool):
+        def moe_of(first: bool, clamp: bool, units=units, vs=vs):
             if not align.moe:
                 return 0
             moe = align.moe_layers(units, vs, first)
@@ -257,7 +257,7 @@ def stage_models(problem: Problem, candidates) -> list[StageModel]:
             recompute_s = np.broadcast_to(np.asarray(with_r.backward_s - without_r.backward_s, dtype=float),
                                           (n, 1, 1)).reshape(n)
 
-            def table(x):
+            def table(x, n=n, layers=layers, shape=shape):
                 return np.broadcast_to(np.asarray(x, dtype=float), (n, 1, len(layers))).reshape(shape)
 
             kinds[(first, last)] = (
