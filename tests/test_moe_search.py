@@ -356,10 +356,14 @@ def test_dispatchers_of_one_gpu_groups_price_the_same():
     """The duplicate removed from the space: with ep = etp = 1 every dispatcher is free."""
     from planner.llm.plan import Plan
 
+    from planner.llm.plan import check_plan
+
     problem = small_problem("all", n=8)
     prices = {d: evaluate(problem, Plan(tp=2, sp=True, dp=4, zero_stage=1, dispatcher=d)).step_time_s
-              for d in ("alltoall", "allgather", "flex")}
+              for d in ("alltoall", "allgather")}
     assert len(set(prices.values())) == 1
+    # flex needs an EP group (Megatron-Core), so it is not even a plan at ep = 1
+    assert any("flex needs ep > 1" in e for e in check_plan(Plan(tp=2, sp=True, dp=4, dispatcher="flex"), problem))
 
 
 def test_enumerated_moe_plans_are_valid():
@@ -397,7 +401,9 @@ def test_megatron_rules_follow_the_moe_guidance():
         node = problem.cluster.tier_size(0)
         assert plan.etp == 1
         assert plan.dispatcher == ("alltoall" if plan.ep * plan.etp <= node else "flex")
-        if plan.ep > 1 and plan.recompute != "full" and (plan.pp == 1 or plan.virtual_stages > 1):
+        mtp = problem.model.mtp_layers
+        mtp_ok = mtp == 0 or (mtp == 1 and plan.pp > 1)  # Megatron-Core's MTP rule for the overlap
+        if plan.ep > 1 and plan.recompute != "full" and (plan.pp == 1 or plan.virtual_stages > 1) and mtp_ok:
             assert plan.ep_comm_overlap
         result = SOLVERS["megatron-rules"].solve(problem, SolveOptions())
         assert in_aligned_space(problem, result.plan)

@@ -603,7 +603,10 @@ def enumerate_within(
                     if not sizes:
                         continue
                     inner = block
-                    if pp > 1 and vs == 1:  # EP overlap with a pipeline needs interleaving
+                    mtp = getattr(problem.model, "mtp_layers", 0)
+                    # EP overlap with a pipeline needs interleaving; with MTP, at most one
+                    # module and a pipeline (Megatron-Core's checks).
+                    if (pp > 1 and vs == 1) or mtp > 1 or (mtp == 1 and pp == 1):
                         inner = block[block[:, 9] == 0]
                         if len(inner) == 0:
                             continue
@@ -648,9 +651,9 @@ def expert_choices(problem: Problem, tp: int, cp: int, dp: int) -> np.ndarray:
     recommends 1; torchtitan supports 1 or TP), dividing the expert width; the task's ep/etp
     constraints. Dispatchers: alltoall, allgather and flex (flex with ETP 1 only). With
     ep = etp = 1 every dispatcher's collectives span one GPU, so all three price the same
-    (zero communication): only alltoall is listed (an exact duplicate removed). EP overlap
-    (on and off) needs ep > 1 and a dispatcher other than allgather; the recompute and
-    schedule rules are applied by the caller.
+    (zero communication): only alltoall is listed (an exact duplicate removed). ETP > 1 is
+    left out with expert biases. EP overlap (on and off) needs ep > 1 and a dispatcher other
+    than allgather; the recompute, schedule and MTP rules are applied by the caller.
     """
     model, c = problem.model, problem.task.constraints
     if getattr(model, "family", "dense") != "moe":
@@ -660,6 +663,8 @@ def expert_choices(problem: Problem, tp: int, cp: int, dp: int) -> np.ndarray:
     rows = []
     for etp in sorted({1, tp}):
         if moe.ffn_hidden_size % etp or world % etp or not c.etp.admits(etp):
+            continue
+        if etp > 1 and moe.bias:  # Megatron-Core: expert biases need ETP 1
             continue
         for ep in divisors(moe.num_experts):
             if world % (etp * ep) or not c.ep.admits(ep):

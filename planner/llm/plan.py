@@ -260,6 +260,14 @@ def _check_experts(plan: Plan, problem: Problem) -> list[str]:
         errors.append(f"moe.ffn_hidden_size ({model.moe.ffn_hidden_size}) is not divisible by etp ({plan.etp})")
     if plan.tp > 1 and not plan.sp:
         errors.append("MoE models with tp > 1 need sp: true (Megatron-Core requires sequence parallelism)")
+    if plan.etp > 1 and model.moe.bias:
+        errors.append("etp > 1 with expert biases (moe.bias: true): Megatron-Core needs etp: 1")
+    if plan.dispatcher == "flex" and plan.ep == 1:
+        errors.append("dispatcher: flex needs ep > 1 (Megatron-Core's flex dispatcher spans the EP group)")
+    if plan.ep_comm_overlap and model.mtp_layers > 1:
+        errors.append("ep_comm_overlap: true supports at most one MTP module (Megatron-Core)")
+    if plan.ep_comm_overlap and model.mtp_layers == 1 and plan.pp == 1:
+        errors.append("ep_comm_overlap: true with an MTP module needs pp > 1 (Megatron-Core)")
     if plan.pp > 1 and plan.etp * plan.ep > 1 and plan.axis_order[-1] != "pp":
         errors.append("with ep*etp > 1 the pipeline axis must be outermost (axis_order ending in pp), "
                       "as in Megatron-Core's expert grid")
