@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -36,6 +36,7 @@ class RecipePlan(Spec):
 
 class RecipeModel(Spec):
     mtp_layers: int | None = Field(default=None, ge=0, le=16)
+    dispatch_dtype: Literal["bf16", "fp8"] | None = None
 
 
 class RecipeFramework(Spec):
@@ -124,6 +125,9 @@ def apply_recipe(row_id: str, plan: dict, framework: dict, model, notes: list[st
     elif getattr(model, "mtp_layers", 0):
         model = model.model_copy(update={"mtp_layers": 0})
         settings["mtp_layers"] = 0
+    if recipe.model.dispatch_dtype is not None and model.moe.dispatch_dtype != recipe.model.dispatch_dtype:
+        settings["dispatch_dtype"] = recipe.model.dispatch_dtype
+        model = model.model_copy(update={"moe": model.moe.model_copy(update={"dispatch_dtype": recipe.model.dispatch_dtype})})
     text = ", ".join(f"{k} {v}" for k, v in settings.items())
     notes.append(f"recipe settings ({recipe.source.split()[0]} {recipe.source.split()[1]}): {text}")
     return model
