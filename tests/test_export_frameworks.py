@@ -36,7 +36,7 @@ PYTHON = Path(os.environ.get("PLANNER_FRAMEWORKS_PYTHON", ROOT / ".venv-framewor
 PYTHON_TT03 = Path(os.environ.get("PLANNER_TORCHTITAN03_PYTHON", ROOT / ".venv-torchtitan03" / "bin" / "python"))
 PUBLISHED = [("gpt3-175b-1024xa100", "gpt3-175b-megatron"), ("llama3-70b-64xh100", "llama3-70b-nemo"),
              ("llama3-405b-16384xh100", "llama3-405b-meta"), ("deepseek-v3-1024xh100", "deepseek-v3-bridge"),
-             ("qwen3-30b-a3b-16xh100", "qwen3-30b-a3b-bridge")]
+             ("qwen3-30b-a3b-16xh100", "qwen3-30b-a3b-bridge"), ("deepseek-v3-2048xh800", "deepseek-v3-paper")]
 CHECK_TIMEOUT_S = 300
 
 
