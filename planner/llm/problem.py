@@ -1,4 +1,5 @@
-"""A problem = model + cluster + task, loaded from YAML with errors that name file and field.
+"""An LLM training problem = model + cluster + task, loaded from YAML with errors that name file
+and field (the shared readers are in planner.core.inputs).
 
 YAML files may reference others: `model: llama3-70b` is a preset in problems/models/, and
 `model: ../models/mine.yaml` a path relative to the referring file; either may be replaced
@@ -12,30 +13,27 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
-
-from planner.core import files
 from planner.core.errors import InputError
 from planner.core.files import shown
-from planner.core.hardware import Cluster, Device
+from planner.core.hardware import Cluster
+from planner.core.inputs import (  # noqa: F401 (re-exported: the LLM family's callers use them from here)
+    MAX_DEVICES,
+    MAX_REFERENCE_CHARS,
+    PROBLEMS_DIR,
+    _kind,
+    build,
+    find_input,
+    format_validation_error,
+    load_cluster,
+    load_device,
+    read_yaml,
+    resolve,
+)
 from planner.llm.model import MODEL_FAMILIES, ModelSpec
 from planner.llm.plan import Plan
 from planner.llm.task import TrainingTask
-
-def _presets_dir() -> Path:
-    """planner/presets in an installed package (pyproject maps it to problems/), else the
-    repository's problems/ (a source checkout or an editable install)."""
-    package = Path(__file__).resolve().parent.parent
-    installed = package / "presets"
-    return installed if installed.is_dir() else package.parent / "problems"
-
-
-PROBLEMS_DIR = _presets_dir()
-"""Shipped presets: devices/, clusters/, models/, tasks/, plans/."""
-
-M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -74,94 +72,9 @@ class Problem:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    """Reads one YAML mapping (planner.core.files: UTF-8, no duplicate keys or aliases, finite
-    numbers); anything else raises InputError naming the file."""
-    data = files.read_yaml(path)
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a mapping at the top level, got {_kind(data)}")
-    return data
-
-
-def _kind(value: Any) -> str:
-    return "nothing (an empty file)" if value is None else f"a {type(value).__name__}"
-
-
-def format_validation_error(source: str, exc: ValidationError, prefix: str = "") -> str:
-    """One line per failing field: `file: dotted.field: message`."""
-    lines = []
-    for err in exc.errors():
-        parts = [str(part) for part in err["loc"] if not str(part).startswith("function-")]
-        loc = ".".join(part if len(part) <= 80 and part.isprintable() else shown(part, 80) for part in parts)
-        loc = f"{prefix}{loc}" if loc else prefix.rstrip(".")
-        message = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            message = "unknown field (misspelt?)"
-        lines.append(f"{source}: {loc}: {message}" if loc else f"{source}: {message}")
-    return "\n".join(lines)
-
-
-def build(cls: type[M], data: Any, source: str, prefix: str = "") -> M:
-    """Validates `data` as `cls`, converting pydantic errors to InputError."""
-    try:
-        return cls.model_validate(data)
-    except ValidationError as exc:
-        raise InputError(format_validation_error(source, exc, prefix)) from None
-
-
-MAX_REFERENCE_CHARS = 1024
-"""Longest preset name or path accepted in a reference."""
-
-
-def _resolve(ref: Any, kind: str, base: Path | None, field: str, source: str,
-             seen: list[str] | None = None) -> tuple[dict, str]:
-    """A reference (preset name, relative path, or inline mapping) -> (mapping, its source).
-
-    An inline mapping with a `preset` key starts from that preset and overrides its fields,
-    e.g. `device: {preset: h100-sxm5-80gb, hbm_bytes: 40GB}`.
-    """
-    if isinstance(ref, dict) and "preset" in ref:
-        overrides = dict(ref)
-        name = overrides.pop("preset")
-        data, _ = _resolve(name, kind, base, f"{field}.preset", source, seen)
-        return {**data, **overrides}, source
-    if isinstance(ref, dict):
-        return ref, source
-    if not isinstance(ref, str):
-        raise InputError(f"{source}: {field}: expected a preset name, a path or a mapping, got {_kind(ref)}")
-    if not ref or len(ref) > MAX_REFERENCE_CHARS or not ref.isprintable():
-        raise InputError(f"{source}: {field}: {shown(ref)} is not a preset name or a path "
-                         f"(at most {MAX_REFERENCE_CHARS} printable characters)")
-    candidates = []
-    if base is not None:
-        candidates.append(base / ref)
-    if "/" not in ref and ref not in (".", ".."):
-        candidates.append(PROBLEMS_DIR / kind / (ref if ref.endswith(".yaml") else f"{ref}.yaml"))
-    for path in candidates:
-        try:
-            found = path.is_file()
-        except (OSError, ValueError):
-            found = False
-        if found:
-            if seen is not None:
-                seen.append(str(path))
-            return read_yaml(path), str(path)
-    presets = sorted(p.stem for p in (PROBLEMS_DIR / kind).glob("*.yaml"))
-    raise InputError(
-        f"{source}: {field}: {shown(ref)} is neither a file nor a preset in problems/{kind}/ "
-        f"(presets: {', '.join(presets)})"
-    )
-
-
-def load_device(ref: Any, base: Path | None = None, source: str = "<arg>", field: str = "device",
-                seen: list[str] | None = None) -> Device:
-    data, where = _resolve(ref, "devices", base, field, source, seen)
-    return build(Device, data, where, prefix=f"{field}." if where == source else "")
-
-
 def load_model(ref: Any, base: Path | None = None, source: str = "<arg>", field: str = "model",
                seen: list[str] | None = None) -> ModelSpec:
-    data, where = _resolve(ref, "models", base, field, source, seen)
+    data, where = resolve(ref, "models", base, field, source, seen)
     prefix = f"{field}." if where == source else ""
     family = data.get("family", "dense")
     if not isinstance(family, str) or family not in MODEL_FAMILIES:
@@ -170,44 +83,6 @@ def load_model(ref: Any, base: Path | None = None, source: str = "<arg>", field:
             f"(supported: {', '.join(MODEL_FAMILIES)})"
         )
     return build(MODEL_FAMILIES[family], data, where, prefix)  # type: ignore[return-value]
-
-
-def load_cluster(
-    ref: Any,
-    base: Path | None = None,
-    source: str = "<arg>",
-    field: str = "cluster",
-    num_devices: int | None = None,
-    seen: list[str] | None = None,
-) -> Cluster:
-    data, where = _resolve(ref, "clusters", base, field, source, seen)
-    prefix = f"{field}." if where == source else ""
-    data = dict(data)
-    here = Path(where).parent if where != source else base
-    if "device" in data:
-        data["device"] = load_device(data["device"], here, where, f"{prefix}device", seen)
-    if num_devices is not None:
-        data["num_devices"] = num_devices
-    return build(Cluster, data, where, prefix)
-
-
-MAX_DEVICES = 2**24
-"""Largest cluster the planner accepts (16.7 M devices)."""
-
-
-def find_input(path: str | Path, kind: str) -> Path:
-    """`path` itself, or the shipped preset of that name in problems/<kind>/ (e.g. a task name)."""
-    path = Path(path)
-    text = str(path)
-    if "/" in text or text in ("", ".", "..") or len(text) > MAX_REFERENCE_CHARS or not text.isprintable():
-        return path
-    try:
-        if path.exists():
-            return path
-        preset = PROBLEMS_DIR / kind / (text if text.endswith((".yaml", ".json")) else f"{text}.yaml")
-        return preset if preset.is_file() else path
-    except (OSError, ValueError):
-        return path
 
 
 def load_problem(path: str | Path) -> Problem:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from planner.llm.cost import kernels
+from planner.core import kernels
 from planner.core.collectives import collective_time_s
 from planner.llm.cost.flops import head_flops_per_token
 from planner.llm.cost.layout import PlanVars, group_members

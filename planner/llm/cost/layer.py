@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from planner.llm.cost import kernels
+from planner.core import kernels
 from planner.core.collectives import collective_time_by_tier
 from planner.llm.cost.flops import attention_matmul_flops_per_token, dense_ffn_matmul_flops_per_token
 from planner.llm.cost.moe_params import latent_width

@@ -51,7 +51,7 @@ from __future__ import annotations
 import numpy as np
 
 from planner.core.collectives import all_to_all_time_by_tier, collective_time_by_tier, members_per_tier
-from planner.llm.cost import kernels
+from planner.core import kernels
 from planner.llm.cost.layer import Context, Half, LayerCost, block_cost, context, residual_half
 from planner.llm.cost.layout import DISPATCHER_CODES, PlanVars
 from planner.llm.problem import Problem

@@ -28,15 +28,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from planner.llm.cost import flops, kernels
+from planner.core import kernels
+from planner.core.collectives import collective_time_by_tier, collective_time_s, members_per_tier, p2p_time_s
+from planner.core.errors import PlanError
+from planner.llm.cost import flops
 from planner.llm.cost.blocks import Blocks, block_costs, block_params, layer_mix, mtp_layers
 from planner.llm.cost.breakdown import Breakdown, StageReport
-from planner.core.collectives import collective_time_by_tier, collective_time_s, members_per_tier, p2p_time_s
 from planner.llm.cost.edges import EdgeCost, edge_cost
 from planner.llm.cost.layout import PlanVars, group_members, pp_hop_crosses, strides_for
 from planner.llm.cost.memory import stage_expert_params, stage_memory, stage_params
 from planner.llm.cost.pipeline import pipeline_time_s
-from planner.core.errors import PlanError
 from planner.llm.plan import Plan, check_plan
 from planner.llm.problem import Problem
 
@@ -475,4 +476,4 @@ def _exposed_by_axis_tier(problem, blocks: Blocks, crit, dp, critical, m) -> dic
     return {axis: parts for axis, parts in result.items() if parts}
 
 
-__all__ = ["assemble", "evaluate", "plan_stage_specs", "stage_terms", "data_parallel_raw", "StageSpec", "strides_for"]
+__all__ = ["StageSpec", "assemble", "data_parallel_raw", "evaluate", "plan_stage_specs", "stage_terms", "strides_for"]
