@@ -15,6 +15,27 @@ ROOT = Path(__file__).resolve().parent.parent
 PROBLEMS = ROOT / "problems"
 
 
+def _family_of_task(path: Path) -> str | None:
+    from planner.core.inputs import read_task, task_model_family
+
+    return task_model_family(path, read_task(path))
+
+
+def _is_dlrm_plan(path: Path) -> bool:
+    import yaml
+
+    return (yaml.safe_load(path.read_text()) or {}).get("family") == "dlrm"
+
+
+ALL_TASKS = sorted((PROBLEMS / "tasks").glob("*.yaml"))
+DLRM_TASKS = [p for p in ALL_TASKS if _family_of_task(p) == "dlrm"]
+LLM_TASKS = [p for p in ALL_TASKS if p not in DLRM_TASKS]
+"""Shipped task files by family (LLM: dense and MoE training; DLRM: embedding sharding)."""
+ALL_PLANS = sorted((PROBLEMS / "plans").glob("*.yaml"))
+DLRM_PLANS = [p for p in ALL_PLANS if _is_dlrm_plan(p)]
+LLM_PLANS = [p for p in ALL_PLANS if p not in DLRM_PLANS]
+
+
 def small_model(**overrides) -> DenseTransformer:
     data = dict(
         name="tiny",
@@ -59,7 +80,7 @@ def solved():
     from solvers import SOLVERS, SolveOptions
 
     plans = {}
-    for path in sorted((PROBLEMS / "tasks").glob("*.yaml")):
+    for path in LLM_TASKS:
         problem = load_problem(path)
         result = SOLVERS["cpsat"].solve(problem, SolveOptions(time_limit_s=3))
         plans[path.stem] = (problem, result.plan)

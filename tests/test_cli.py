@@ -6,9 +6,9 @@ import pytest
 
 from planner.cli import main
 
-from .conftest import PROBLEMS
+from .conftest import LLM_TASKS, PROBLEMS
 
-TASKS = sorted((PROBLEMS / "tasks").glob("*.yaml"))
+TASKS = LLM_TASKS
 
 
 def test_estimate_prints_breakdown_and_memory(capsys):

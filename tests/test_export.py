@@ -20,7 +20,7 @@ from planner.export.megatron_check import check_megatron_export, parse_export
 from planner.llm.plan import Plan
 from planner.llm.problem import load_plan, load_problem
 
-from .conftest import PROBLEMS, ROOT
+from .conftest import LLM_TASKS, PROBLEMS, ROOT
 
 GOLDEN = ROOT / "tests" / "golden" / "export"
 REGENERATE = os.environ.get("PLANNER_REGENERATE_GOLDEN") == "1"
@@ -115,7 +115,7 @@ def degrees_torchtitan(text: str, version: str) -> dict:
             "cp": int(par["context_parallel_degree"]), "dp": dp, "gbs": int(config["training"]["global_batch_size"])}
 
 
-TASKS = sorted(p.stem for p in (PROBLEMS / "tasks").glob("*.yaml"))
+TASKS = sorted(p.stem for p in LLM_TASKS)
 
 
 @pytest.mark.parametrize("task", TASKS)

@@ -29,7 +29,7 @@ import pytest
 from planner.export import ExportError, export
 from planner.llm.problem import load_plan, load_problem
 
-from .conftest import PROBLEMS, ROOT
+from .conftest import LLM_PLANS, LLM_TASKS, PROBLEMS, ROOT
 
 CHECK = ROOT / "planner" / "frameworks" / "framework_check.py"
 PYTHON = Path(os.environ.get("PLANNER_FRAMEWORKS_PYTHON", ROOT / ".venv-frameworks" / "bin" / "python"))
@@ -50,8 +50,8 @@ def with_published(solved: dict) -> dict:
 
 
 def test_every_shipped_plan_is_a_case(solved):
-    assert {p.stem for p in (PROBLEMS / "plans").glob("*.yaml")} == {plan for _, plan in PUBLISHED}
-    assert {p.stem for p in (PROBLEMS / "tasks").glob("*.yaml")} <= set(with_published(solved))
+    assert {p.stem for p in LLM_PLANS} == {plan for _, plan in PUBLISHED}
+    assert {p.stem for p in LLM_TASKS} <= set(with_published(solved))
 
 
 @functools.cache

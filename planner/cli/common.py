@@ -105,6 +105,36 @@ def add_search_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
 
+def load_task(path):
+    """The problem of a task file, of whichever family its model is: a DLRM model
+    (`family: dlrm`) gives a planner.recsys problem, any other an LLM training problem."""
+    from planner.core.inputs import find_input, read_task, task_model_family
+    from planner.llm.problem import load_problem
+
+    found = find_input(path, "tasks")
+    data = read_task(found)
+    if task_model_family(found, data) == "dlrm":
+        from planner.recsys.problem import load_recsys_problem
+
+        return load_recsys_problem(found, data, [str(found)])
+    return load_problem(found)
+
+
+def is_recsys(problem) -> bool:
+    from planner.recsys.problem import RecsysProblem
+
+    return isinstance(problem, RecsysProblem)
+
+
+def refuse_recsys(problem, command: str) -> None:
+    """Commands the DLRM family does not have yet say so (bad input, exit 2)."""
+    from planner.core.errors import InputError
+
+    if is_recsys(problem):
+        raise InputError(f"{problem.source}: model: {problem.model.name} is a DLRM; `planner {command}` does not "
+                         "handle embedding-sharding problems yet (`planner estimate` prices their plans)")
+
+
 def check_searchable(problem) -> None:
     """Refuses (bad input, exit 2) a model the searches cannot cut into stages exactly: an MoE
     model whose explicit moe.layer_pattern is not a dense prefix followed by every P-th layer

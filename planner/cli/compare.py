@@ -8,9 +8,18 @@ from __future__ import annotations
 
 import argparse
 
-from planner.cli.common import add_search_flags, check_searchable, check_plan_matches, check_plan_valid, dump_json, solve_options
+from planner.cli.common import (
+    add_search_flags,
+    check_plan_matches,
+    check_plan_valid,
+    check_searchable,
+    dump_json,
+    load_task,
+    refuse_recsys,
+    solve_options,
+)
 from planner.core.errors import PlannerError
-from planner.llm.problem import load_plan, load_problem
+from planner.llm.problem import load_plan
 
 
 def run(args: argparse.Namespace) -> int:
@@ -18,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
     from planner.report.solve import compare_rows
     from solvers import SOLVERS, SolveResult, run_solvers
 
-    problem = load_problem(args.task)
+    problem = load_task(args.task)
+    refuse_recsys(problem, "compare")
     check_searchable(problem)
     options = solve_options(args)
     names = [n.strip() for n in args.solvers.split(",") if n.strip()]

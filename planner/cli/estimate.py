@@ -6,19 +6,23 @@ import argparse
 
 from planner.cli.common import (
     DEGREE,
+    PLAN_FLAGS,
     check_plan_matches,
     check_plan_valid,
     dump_json,
     integer,
+    is_recsys,
+    load_task,
     plan_from_args,
 )
 from planner.llm.cost.step import evaluate
-from planner.llm.problem import load_problem
 from planner.report.estimate import estimate_json, render_estimate
 
 
 def run(args: argparse.Namespace) -> int:
-    problem = load_problem(args.task)
+    problem = load_task(args.task)
+    if is_recsys(problem):
+        return run_recsys(args, problem)
     plan, source = plan_from_args(args, problem.cluster.num_devices)
     check_plan_matches(plan, problem, args.plan, args.task)
     check_plan_valid(plan, problem, source, args.task)
@@ -27,6 +31,36 @@ def run(args: argparse.Namespace) -> int:
         print(dump_json(estimate_json(problem, plan, breakdown)))
     else:
         print(render_estimate(problem, plan, breakdown))
+    return 0 if breakdown.fits else 3
+
+
+def run_recsys(args: argparse.Namespace, problem) -> int:
+    """A DLRM task: price the embedding-sharding plan of --plan (no plan flags)."""
+    from planner.core.errors import InputError
+    from planner.recsys.cost import evaluate as evaluate_recsys
+    from planner.recsys.loads import plan_loads
+    from planner.recsys.plan import check_plan
+    from planner.recsys.plan_io import load_sharding_plan
+    from planner.report.recsys import recsys_estimate_json, render_recsys_estimate
+
+    flags = [flag for key, flag in PLAN_FLAGS.items() if getattr(args, key) not in (None, False)]
+    if flags:
+        raise InputError(f"{' '.join(flags)}: LLM plan flags do not apply to a DLRM task ({args.task}); give an "
+                         "embedding-sharding plan with --plan")
+    if not args.plan:
+        raise InputError(f"--plan: a DLRM task ({args.task}) needs an embedding-sharding plan file "
+                         "(e.g. problems/plans/madmax-dlrm-a-mp128.yaml)")
+    plan = load_sharding_plan(args.plan)
+    check_plan_matches(plan, problem, args.plan, args.task)
+    errors = check_plan(plan, problem)
+    if errors:
+        raise InputError(f"{args.plan}: this plan is invalid for {args.task}:\n" + "\n".join(f"  - {e}" for e in errors))
+    loads = plan_loads(problem, plan)
+    breakdown = evaluate_recsys(problem, plan, loads)
+    if args.json:
+        print(dump_json(recsys_estimate_json(problem, plan, breakdown, loads)))
+    else:
+        print(render_recsys_estimate(problem, plan, breakdown, loads))
     return 0 if breakdown.fits else 3
 
 

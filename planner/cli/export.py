@@ -10,11 +10,11 @@ import argparse
 import os
 import sys
 
-from planner.cli.common import check_output, check_plan_matches, check_plan_valid
+from planner.cli.common import check_output, check_plan_matches, check_plan_valid, load_task, refuse_recsys
 from planner.core.errors import PlannerError
-from planner.export.base import ExportError
 from planner.core.files import shown
-from planner.llm.problem import load_plan, load_problem
+from planner.export.base import ExportError
+from planner.llm.problem import load_plan
 
 EXPORT_TARGETS = ["megatron", "megatron-bridge", "deepspeed", "torchtitan"]
 
@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     from planner.core.files import write_atomic
 
     check_export_flags(args)
-    problem = load_problem(args.task)
+    problem = load_task(args.task)
+    refuse_recsys(problem, "export")
     plan = load_plan(args.plan)
     inputs = [args.plan, *problem.files]
     check_output(args.output, inputs)

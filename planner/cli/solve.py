@@ -9,10 +9,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from planner.cli.common import add_search_flags, check_searchable, check_output, dump_json, solve_options
+from planner.cli.common import (
+    add_search_flags,
+    check_output,
+    check_searchable,
+    dump_json,
+    load_task,
+    refuse_recsys,
+    solve_options,
+)
 from planner.cli.export import EXPORT_TARGETS, check_export_flags, export_text
 from planner.core.errors import PlannerError
-from planner.llm.problem import load_problem
 from planner.report.estimate import estimate_json, render_estimate
 
 
@@ -22,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
     from planner.report.solve import proof_line, stats_line
     from solvers import SOLVERS
 
-    problem = load_problem(args.task)
+    problem = load_task(args.task)
+    refuse_recsys(problem, "solve")
     check_searchable(problem)
     if args.solver not in SOLVERS:
         raise PlannerError(f"--solver: unknown solver {args.solver[:40]!r}; choose from {', '.join(SOLVERS)}")

@@ -154,3 +154,40 @@ def find_input(path: str | Path, kind: str) -> Path:
         return preset if preset.is_file() else path
     except (OSError, ValueError):
         return path
+
+
+def read_task(path: Path) -> dict[str, Any]:
+    """The mapping of a task file, its top-level keys checked (every family's task has `model`,
+    `cluster`, optional `num_devices` and `description`, and a `training` block)."""
+    data = read_yaml(path)
+    source = str(path)
+    allowed = {"model", "cluster", "num_devices", "training", "description"}
+    extra = sorted(set(data) - allowed)
+    if extra:
+        raise InputError(f"{source}: {shown(extra[0])[1:-1]}: unknown field (misspelt?); expected {sorted(allowed)}")
+    for key in ("model", "cluster", "training"):
+        if key not in data:
+            raise InputError(f"{source}: {key}: field required")
+    num_devices = data.get("num_devices")
+    if num_devices is not None and (
+        isinstance(num_devices, bool) or not isinstance(num_devices, int) or not 0 < num_devices <= MAX_DEVICES
+    ):
+        raise InputError(f"{source}: num_devices: must be an integer from 1 to {MAX_DEVICES:,}, "
+                         f"got {shown(num_devices, 40)}")
+    if not isinstance(data["training"], dict):
+        raise InputError(f"{source}: training: expected a mapping, got {_kind(data['training'])}")
+    description = data.get("description")
+    if description is not None and not isinstance(description, str):
+        raise InputError(f"{source}: description: expected text, got {_kind(description)}")
+    return data
+
+
+def task_model_family(path: Path, data: dict[str, Any]) -> str | None:
+    """The `family` of a task's model (None where the reference cannot be read: the family's
+    loader then reports it)."""
+    try:
+        model, _ = resolve(data["model"], "models", path.parent, "model", str(path))
+    except InputError:
+        return None
+    family = model.get("family", "dense")
+    return family if isinstance(family, str) else None

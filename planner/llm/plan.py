@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from planner.core.provenance import Provenance
 from planner.core.schema import Name, NotBool, Spec
 from planner.llm.task import Axis, Dispatcher, Recompute, Schedule
 
@@ -17,19 +18,6 @@ if TYPE_CHECKING:
     from planner.llm.problem import Problem
 
 DEFAULT_AXIS_ORDER: tuple[Axis, ...] = ("tp", "cp", "dp", "pp")
-
-
-class Provenance(Spec):
-    """Who produced a plan and how good it is known to be."""
-
-    solver: Name = "user"
-    status: Name = "given"
-    objective_s: float | None = Field(default=None, ge=0)
-    best_bound_s: float | None = Field(default=None, ge=0)
-    gap: float | None = Field(default=None, ge=0, le=1)
-    wall_time_s: float | None = Field(default=None, ge=0)
-    problem_hash: str | None = Field(default=None, pattern=r"^[0-9a-f]{1,64}$",
-                                     description="Hex digest of the problem (planner.llm.problem.Problem.hash).")
 
 
 class Plan(Spec):

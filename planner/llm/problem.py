@@ -28,6 +28,7 @@ from planner.core.inputs import (  # noqa: F401 (re-exported: the LLM family's c
     format_validation_error,
     load_cluster,
     load_device,
+    read_task,
     read_yaml,
     resolve,
 )
@@ -89,27 +90,10 @@ def load_problem(path: str | Path) -> Problem:
     """Loads a task YAML (a path, or a preset name from problems/tasks/): `model`, `cluster`,
     optional `num_devices`, and a `training` block."""
     path = find_input(path, "tasks")
-    data = read_yaml(path)
+    data = read_task(path)
     source = str(path)
     seen = [source]
-    allowed = {"model", "cluster", "num_devices", "training", "description"}
-    extra = sorted(set(data) - allowed)
-    if extra:
-        raise InputError(f"{source}: {shown(extra[0])[1:-1]}: unknown field (misspelt?); expected {sorted(allowed)}")
-    for key in ("model", "cluster", "training"):
-        if key not in data:
-            raise InputError(f"{source}: {key}: field required")
     num_devices = data.get("num_devices")
-    if num_devices is not None and (
-        isinstance(num_devices, bool) or not isinstance(num_devices, int) or not 0 < num_devices <= MAX_DEVICES
-    ):
-        raise InputError(f"{source}: num_devices: must be an integer from 1 to {MAX_DEVICES:,}, "
-                         f"got {shown(num_devices, 40)}")
-    if not isinstance(data["training"], dict):
-        raise InputError(f"{source}: training: expected a mapping, got {_kind(data['training'])}")
-    description = data.get("description")
-    if description is not None and not isinstance(description, str):
-        raise InputError(f"{source}: description: expected text, got {_kind(description)}")
     model = load_model(data["model"], path.parent, source, "model", seen)
     cluster = load_cluster(data["cluster"], path.parent, source, "cluster", num_devices, seen)
     task = build(TrainingTask, data["training"], source, prefix="training.")

@@ -1,0 +1,140 @@
+"""`planner estimate` on DLRM tasks, and the bad inputs of the DLRM files (errors name the file
+and the field)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from planner.cli import main
+
+from .conftest import DLRM_PLANS, DLRM_TASKS, PROBLEMS
+
+TASK = str(PROBLEMS / "tasks" / "madmax-dlrm-a-zionex128.yaml")
+PLAN = str(PROBLEMS / "plans" / "madmax-dlrm-a-mp128.yaml")
+
+
+def run(args, capsys):
+    code = main(args)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_there_are_shipped_dlrm_tasks_and_plans():
+    assert DLRM_TASKS and DLRM_PLANS
+
+
+def test_estimate_prices_the_shipped_plan(capsys):
+    code, out, _ = run(["estimate", TASK, "--plan", PLAN], capsys)
+    assert code == 0
+    for text in ("step time", "samples/s", "where the step time goes", "output all-to-all fwd", "lookup imbalance"):
+        assert text in out
+
+
+def test_estimate_json(capsys):
+    code, out, _ = run(["estimate", "madmax-dlrm-a-zionex128", "--plan", "madmax-dlrm-a-mp128", "--json"], capsys)
+    data = json.loads(out)
+    assert code == 0 and data["family"] == "dlrm"
+    assert sum(data["breakdown"].values()) == pytest.approx(data["step_time_s"])
+    assert len(data["ranks"]["shards"]) == 128
+
+
+@pytest.mark.parametrize("command", [["solve"], ["compare"]])
+def test_commands_without_dlrm_support_say_so(capsys, command):
+    code, _, err = run([*command, TASK], capsys)
+    assert code == 2 and "is a DLRM" in err
+
+
+def test_llm_flags_and_a_missing_plan_are_refused(capsys):
+    code, _, err = run(["estimate", TASK, "--tp", "2"], capsys)
+    assert code == 2 and "--tp" in err
+    code, _, err = run(["estimate", TASK], capsys)
+    assert code == 2 and "--plan" in err
+
+
+def test_plans_of_the_other_family_are_refused(capsys):
+    code, _, err = run(["estimate", TASK, "--plan", str(PROBLEMS / "plans" / "gpt3-175b-megatron.yaml")], capsys)
+    assert code == 2 and "family" in err
+    code, _, err = run(["estimate", str(PROBLEMS / "tasks" / "gpt3-175b-1024xa100.yaml"), "--plan", PLAN], capsys)
+    assert code == 2 and "DLRM" in err
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+MODEL = """family: dlrm
+name: bad
+num_dense_features: 13
+bottom_mlp: [64, 16]
+interaction: {type: concat}
+top_mlp: [64, 1]
+tables:
+  - {name: a, num_rows: ROWS, dim: 16, pooling_factor: 2}
+  - {name: b, count: 4, num_rows: 1000, dim: 16, pooling_factor: 1}
+"""
+
+
+def task_with(tmp_path, rows="1000", devices=8, batch=64, extra=""):
+    write(tmp_path, "m.yaml", MODEL.replace("ROWS", rows))
+    return write(tmp_path, "task.yaml", f"model: m.yaml\ncluster: dgx-a100-80gb\nnum_devices: {devices}\n"
+                 f"training: {{global_batch_size: {batch}{extra}}}\n")
+
+
+PLAN_OK = """family: dlrm
+tables:
+  - {table: a, sharding: row_wise}
+  - {table: b, count: 4, sharding: table_wise, ranks: [1]}
+"""
+
+
+def test_a_valid_hand_written_plan_prices(tmp_path, capsys):
+    code, out, _ = run(["estimate", task_with(tmp_path), "--plan", write(tmp_path, "p.yaml", PLAN_OK)], capsys)
+    assert code == 0 and "TW 4" in out
+
+
+@pytest.mark.parametrize(("rows", "devices", "batch", "extra", "field"), [
+    ("0", 8, 64, "", "tables.0.num_rows"),
+    ("1000", 8, 63, "", "training.global_batch_size"),
+    ("1000", 8, 64, ", embedding_optimizer: lion", "training.embedding_optimizer"),
+    ("1000", 8, 64, ", dense_precision: fp32", "training.dense_precision"),
+    ("30000000000", 8, 64, "", "model.tables"),
+])
+def test_bad_tasks_name_the_field(tmp_path, capsys, rows, devices, batch, extra, field):
+    task = task_with(tmp_path, rows, devices, batch, extra)
+    code, _, err = run(["estimate", task, "--plan", write(tmp_path, "p.yaml", PLAN_OK)], capsys)
+    assert code == 2, err
+    assert field in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(("plan", "needle"), [
+    (PLAN_OK.replace("row_wise}", "column_wise, ranks: [0, 1, 2]}"), "do not divide"),
+    (PLAN_OK.replace("count: 4", "count: 3"), "cover 3"),
+    (PLAN_OK.replace("table: a,", "table: zz,"), "no table 'zz'"),
+    (PLAN_OK.replace("ranks: [1]", "ranks: [8]"), "rank 8 does not exist"),
+    (PLAN_OK.replace("ranks: [1]", "ranks: [1, 2]"), "exactly one rank"),
+    (PLAN_OK.replace("sharding: row_wise", "sharding: table_row_wise, host: 5"), "host 5 does not exist"),
+    (PLAN_OK.replace("sharding: row_wise", "sharding: table_row_wise"), "needs host"),
+    (PLAN_OK.replace("sharding: row_wise", "sharding: grid"), "sharding"),
+    (PLAN_OK + "dense: {strategy: tp, tp: 3}\n", "dense.tp"),
+    (PLAN_OK + "dense: {strategy: ddp, tp: 2}\n", "only strategy tp takes a TP degree"),
+])
+def test_bad_plans_name_the_entry(tmp_path, capsys, plan, needle):
+    code, _, err = run(["estimate", task_with(tmp_path), "--plan", write(tmp_path, "p.yaml", plan)], capsys)
+    assert code == 2, err
+    assert needle in err
+    assert "Traceback" not in err
+
+
+def test_a_plan_that_does_not_fit_exits_3_and_names_the_rank(tmp_path, capsys):
+    task = task_with(tmp_path, rows="400000000")  # 400 M x 16 fp32 rows + state: 27 GB on one rank
+    write(tmp_path, "m.yaml", MODEL.replace("ROWS", "400000000").replace("dim: 16, pooling_factor: 2",
+                                                                           "dim: 64, pooling_factor: 2"))
+    plan = PLAN_OK.replace("{table: a, sharding: row_wise}", "{table: a, sharding: table_wise, ranks: [0]}")
+    code, out, _ = run(["estimate", task, "--plan", write(tmp_path, "p.yaml", plan)], capsys)
+    assert code == 3
+    assert "warning: rank 0 needs" in out
