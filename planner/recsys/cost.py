@@ -81,13 +81,15 @@ class RecsysBreakdown:
 
 
 def a2a_time_s(problem: RecsysProblem, send: np.ndarray, recv: np.ndarray) -> tuple[float, int]:
-    """(all-to-all time, the rank that sets it) from per-rank, per-tier bytes."""
+    """(all-to-all time, the rank that sets it) from per-rank, per-tier bytes: the slowest rank
+    and tier, max(sent, received) / (bandwidth * efficiency), plus the latency of every tier
+    that carries any traffic."""
     tiers = problem.cluster.tiers
     worst = np.zeros(send.shape[0])
     for t, tier in enumerate(tiers):
         volume = np.maximum(send[:, t], recv[:, t])
-        time = np.where(volume > 0, tier.latency_s + volume / (tier.bandwidth_bytes_per_s * tier.efficiency), 0.0)
-        worst = np.maximum(worst, time)
+        if volume.max() > 0:  # every rank takes part in the collective: the tier's latency applies to all
+            worst = np.maximum(worst, tier.latency_s + volume / (tier.bandwidth_bytes_per_s * tier.efficiency))
     rank = int(np.argmax(worst))
     return float(worst[rank]), rank
 
@@ -187,8 +189,9 @@ def step_from_loads(problem: RecsysProblem, plan: ShardingPlan, loads: RankLoads
     lookup_rank = int(np.argmax(fwd_times + bwd_times))
     lookup_fwd = float(np.max(fwd_times))
     lookup_bwd = float(np.max(bwd_times))
-    out_a2a, a2a_rank = a2a_time_s(problem, loads.out_send, loads.out_recv)
-    ids_a2a, _ = a2a_time_s(problem, loads.ids_send, loads.ids_recv)
+    out_send, out_recv, ids_send, ids_recv = loads.traffic(Topology(problem))
+    out_a2a, a2a_rank = a2a_time_s(problem, out_send, out_recv)
+    ids_a2a, _ = a2a_time_s(problem, ids_send, ids_recv)
     dense = dense_cost(problem, plan, loads.dp_table_grad_bytes)
 
     out_fwd_exposed = max(out_a2a - dense.bottom_fwd_s, 0.0)

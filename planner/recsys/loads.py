@@ -59,33 +59,53 @@ LENGTH_BYTES = 4
 
 @dataclass
 class RankLoads:
-    """What every rank does in one step (arrays over ranks; tiers innermost first)."""
+    """What every rank does in one step (arrays over ranks; tiers innermost first).
+
+    All-to-all bytes are kept in two linear parts: `*_payload[o]`, bytes a shard owner o
+    exchanges with every other rank (table-wise and column-wise shards; `Topology.owner_traffic`
+    turns them into per-tier bytes), and `*_send` / `*_recv`, the other sharding types' bytes
+    per rank and tier. `traffic()` adds them up.
+    """
 
     lookup_fwd_bytes: np.ndarray
     lookup_bwd_bytes: np.ndarray
     memory_bytes: np.ndarray
     out_send: np.ndarray
-    """[rank, tier] bytes of pooled embeddings sent in the forward output all-to-all."""
+    """[rank, tier] bytes of pooled embeddings sent in the forward output all-to-all (besides owners')."""
     out_recv: np.ndarray
     ids_send: np.ndarray
     ids_recv: np.ndarray
+    out_payload: np.ndarray
+    """[rank] bytes each owner sends every other rank in the forward output all-to-all."""
+    ids_payload: np.ndarray
+    """[rank] id and length bytes every other rank sends each owner."""
     dp_table_grad_bytes: float = 0.0
     """Dense gradient bytes of the data-parallel tables, all-reduced over every rank."""
     shards: np.ndarray = field(default_factory=lambda: np.zeros(0))
     """Shards held per rank (for reports)."""
 
+    ARRAYS = ("lookup_fwd_bytes", "lookup_bwd_bytes", "memory_bytes", "out_send", "out_recv", "ids_send",
+              "ids_recv", "out_payload", "ids_payload", "shards")
+
     @classmethod
     def zeros(cls, world: int, num_tiers: int) -> RankLoads:
         z = np.zeros(world)
         t = np.zeros((world, num_tiers))
-        return cls(z.copy(), z.copy(), z.copy(), t.copy(), t.copy(), t.copy(), t.copy(), 0.0, z.copy())
+        return cls(z.copy(), z.copy(), z.copy(), t.copy(), t.copy(), t.copy(), t.copy(), z.copy(), z.copy(), 0.0,
+                   z.copy())
 
     def __iadd__(self, other: RankLoads) -> RankLoads:
-        for name in ("lookup_fwd_bytes", "lookup_bwd_bytes", "memory_bytes", "out_send", "out_recv",
-                     "ids_send", "ids_recv", "shards"):
+        for name in self.ARRAYS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.dp_table_grad_bytes += other.dp_table_grad_bytes
         return self
+
+    def traffic(self, topo: Topology) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(out_send, out_recv, ids_send, ids_recv), [rank, tier], owners' bytes included."""
+        owner_sent, everyone_received = topo.owner_traffic(self.out_payload)
+        owner_received, everyone_sent = topo.owner_traffic(self.ids_payload)
+        return (self.out_send + owner_sent, self.out_recv + everyone_received,
+                self.ids_send + everyone_sent, self.ids_recv + owner_received)
 
 
 class Topology:
@@ -116,7 +136,9 @@ class Topology:
 
     def owner_traffic(self, payload: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One owner per shard talks to every rank: payload[o] bytes go from each owner o to every
-        other rank. Returns (sent by the owners, received by everyone), [rank, tier]."""
+        other rank. Returns (sent by the owners, received by everyone), [rank, tier]; the same
+        arrays read the other way round when every rank sends each owner payload[o] bytes
+        (received by the owners, sent by everyone). Linear in `payload`."""
         sent = np.stack([payload * self.ring(t) for t in range(self.num_tiers)], axis=1)
         received = np.zeros_like(sent)
         inner = payload.copy()  # dom_{-1}(r) = {r}: a rank receives nothing from itself
@@ -192,13 +214,8 @@ def entry_loads(problem: RecsysProblem, entry: TableSharding, topo: Topology | N
         for name, value in (("lookup_fwd_bytes", fwd), ("lookup_bwd_bytes", bwd), ("memory_bytes", mem),
                             ("shards", 1.0)):
             np.add.at(getattr(loads, name), owners, n * value)
-        out_payload = np.zeros(W)
-        np.add.at(out_payload, owners, n * b * c.out_width(d) * c.o)
-        loads.out_send, loads.out_recv = topo.owner_traffic(out_payload)
-        ids_payload = np.zeros(W)
-        np.add.at(ids_payload, owners, n * b * (P * c.i + LENGTH_BYTES))
-        # ids flow to the owners: owners receive what "owner_traffic" would have them send
-        loads.ids_recv, loads.ids_send = topo.owner_traffic(ids_payload)
+        np.add.at(loads.out_payload, owners, n * b * c.out_width(d) * c.o)
+        np.add.at(loads.ids_payload, owners, n * b * (P * c.i + LENGTH_BYTES))
         return loads
 
     if kind == "row_wise":

@@ -1,0 +1,39 @@
+"""Embedding-sharding solvers (DLRM family) behind the same SolveOptions / SolveResult as the LLM
+solvers: the exact CP-SAT model, the exhaustive oracle, and rule-based plans.
+
+`solve_recsys(problem, names, options)` runs the rules first and gives their plans to CP-SAT as
+hints, so the exact search is never worse than a rule.
+"""
+
+from __future__ import annotations
+
+from solvers.base import SolveOptions, SolveResult
+from solvers.recsys.cpsat import RecsysCpSat
+from solvers.recsys.exhaustive import RecsysExhaustive
+from solvers.recsys.heuristics import GREEDY, ROUND_ROBIN, ROW_WISE
+
+RECSYS_SOLVERS = {
+    "cpsat": RecsysCpSat(),
+    "exhaustive": RecsysExhaustive(),
+    GREEDY.name: GREEDY,
+    ROUND_ROBIN.name: ROUND_ROBIN,
+    ROW_WISE.name: ROW_WISE,
+}
+
+HEURISTICS = (GREEDY.name, ROUND_ROBIN.name, ROW_WISE.name)
+
+
+def solve_recsys(problem, names: list[str], options: SolveOptions) -> list[SolveResult]:
+    """Runs the named solvers; every rule runs first (its plan hints CP-SAT)."""
+    results = {}
+    for name in HEURISTICS:
+        if name in names or "cpsat" in names:
+            results[name] = RECSYS_SOLVERS[name].solve(problem, options)
+    hints = [r.plan for r in results.values() if r.plan is not None]
+    for name in names:
+        if name not in results:
+            results[name] = RECSYS_SOLVERS[name].solve(problem, options, hints=hints)
+    return [results[n] for n in names]
+
+
+__all__ = ["RECSYS_SOLVERS", "solve_recsys"]

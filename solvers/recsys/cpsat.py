@@ -1,0 +1,288 @@
+"""Exact embedding sharding: one CP-SAT model over (table group, option) counts and the dense
+strategy, minimising the cost model's step time (planner.recsys.cost) with every rank's memory
+as a hard constraint.
+
+Formulation (times in integer picoseconds, memory in bytes; every coefficient is a priced
+single-table load from solvers.recsys.model, rounded once to an integer):
+
+Variables
+    x[g,o]   integer 0..n_g: tables of group g that take option o (identical tables are counted,
+             not enumerated, so DLRM-A's 4096 tables are one integer per option)
+    z[s]     boolean: the dense part uses strategy s (DDP, FSDP, TP of each degree)
+    Lf, Lb   the forward and backward lookup time of the busiest rank
+    A, I     the output and ids all-to-all times (slowest rank and tier)
+    u[t], v[t], w  booleans: the output / ids all-to-all uses tier t; some table is data-parallel
+    Ef, Eb   the output all-to-all time not hidden under the bottom MLP, forward and backward
+    S        the gradient all-reduce time not hidden under the rest of the backward
+    T        the step time (the objective)
+Constraints
+    cover          sum_o x[g,o] = n_g for every group; sum_s z[s] = 1
+    lookups        Lf >= sum_{g,o} x[g,o] lf[g,o][r] for every rank r (likewise Lb)
+    memory         sum_{g,o} x[g,o] mem[g,o][r] + sum_s z[s] dense_mem[s] <= usable HBM, every r
+    all-to-alls    per rank r and tier t, sent and received bytes / (bandwidth * efficiency):
+                   A >= send[r,t] + lat[t] u[t] and A >= recv[r,t] + lat[t] u[t]; table- and
+                   column-wise owners' bytes enter through per-rank payload variables and the
+                   owner-to-everyone map of planner.recsys.loads.Topology (integer matrices), the
+                   other types' bytes directly; x[g,o] <= n_g u[t] for options with traffic on t
+                   (I and v likewise for the ids)
+    overlap        Ef >= A - sum_s z[s] bottom_fwd[s]; Eb >= A - sum_s z[s] bottom_bwd[s];
+                   S >= sum_s z[s] sync[s] + dp_sync - sum_s z[s] bottom_bwd[s] - Eb - Lb, where
+                   dp_sync = sum x[g,DP] dp[g] + lat_dp w (all >= 0)
+    step           T >= Lf + Ef + sum_s z[s] fixed[s] + Eb + Lb + S, and T >= I (pipelined
+                   input dist; else T >= that sum + I)
+Every max is an inequality a minimisation makes tight, and no slack can lower T by raising
+another (Eb and Lb enter S with coefficient -1 and T with +1), so the optimum equals the cost
+model's step time of the decoded plan up to the rounding of the coefficients (half a picosecond
+per table and term, an owner's payload counted once per peer it reaches; `rounding_s`). Uniform parts of a load (row-wise,
+data-parallel and table-row-wise tables load many ranks alike) are summed once into shared
+variables, so a rank's constraint holds only the options that load it unevenly.
+Hints: the best rule-based plan (planner.recsys.rules). The bound is CP-SAT's best bound.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from ortools.sat.python import cp_model
+
+from planner.recsys.cost import evaluate
+from solvers.base import SolveOptions, SolveResult
+from solvers.recsys.model import Choices, build_choices, counts_of, lookup_seconds, plan_of
+
+NS = 1e12
+"""Integer time units per second (picoseconds: a table's coefficient rounds by at most 0.5 ps)."""
+
+BIG = 10**15
+"""Upper bound of a time variable (1000 s per step: slower plans are outside the space) and of
+byte sums."""
+
+
+def _mode(values: np.ndarray) -> float:
+    """The most common value (0 when tied with it): the uniform part of a per-rank load."""
+    uniques, counts = np.unique(values, return_counts=True)
+    best = counts.max()
+    if 0 in uniques[counts == best]:
+        return 0.0
+    return float(uniques[np.argmax(counts)])
+
+
+class _Sums:
+    """Per-rank linear sums: a shared uniform part plus sparse per-rank terms."""
+
+    def __init__(self, model: cp_model.CpModel, world: int, name: str):
+        self.model, self.name = model, name
+        self.uniform: list[tuple[cp_model.IntVar, int]] = []
+        self.sparse: list[list[tuple[cp_model.IntVar, int]]] = [[] for _ in range(world)]
+        self._shared = None
+
+    def add(self, var, values: np.ndarray, scale: float, ceil: bool = False) -> None:
+        scaled = values * scale
+        ints = np.ceil(scaled) if ceil else np.rint(scaled)
+        base = _mode(ints)
+        if base:
+            self.uniform.append((var, int(base)))
+        for r in np.nonzero(ints != base)[0]:
+            self.sparse[r].append((var, int(ints[r] - base)))
+
+    def rank(self, r: int):
+        if self._shared is None:
+            self._shared = self.model.new_int_var(-BIG, BIG, f"{self.name}_uniform")
+            self.model.add(self._shared == sum(c * v for v, c in self.uniform))
+        return self._shared + sum(c * v for v, c in self.sparse[r])
+
+
+class RecsysCpSat:
+    """CP-SAT over the declared option space (see the module doc)."""
+
+    name = "cpsat"
+    exact = True
+
+    def solve(self, problem, options: SolveOptions, hints=()) -> SolveResult:
+        started = time.perf_counter()
+        deadline = options.deadline or started + options.time_limit_s
+        choices = build_choices(problem)
+        model = cp_model.CpModel()
+        x = [[model.new_int_var(0, g.count, f"x_{gi}_{oi}") for oi in range(len(g.options))]
+             for gi, g in enumerate(choices.groups)]
+        for g, row in zip(choices.groups, x, strict=True):
+            model.add(sum(row) == g.count)
+        z = [model.new_bool_var(f"dense_{s}") for s in range(len(choices.dense))]
+        model.add_exactly_one(z)
+        terms = self._loads(model, choices, x)
+        t = self._objective(model, choices, x, z, terms)
+        model.minimize(t)
+        hint = self._hint(choices, hints)
+        if hint is not None:
+            counts, dense_index = hint
+            for row, values in zip(x, counts, strict=True):
+                for var, value in zip(row, values, strict=True):
+                    model.add_hint(var, value)
+            for s, var in enumerate(z):
+                model.add_hint(var, int(s == dense_index))
+
+        solver = cp_model.CpSolver()
+        solver.parameters.max_time_in_seconds = max(deadline - time.perf_counter(), 0.05)
+        solver.parameters.num_workers = options.workers
+        solver.parameters.random_seed = options.seed
+        solver.parameters.log_search_progress = options.log
+        status = solver.solve(model)
+        wall = time.perf_counter() - started
+        stats = {"options": choices.num_options, "groups": len(choices.groups), "dense_strategies": len(choices.dense),
+                 "rounding_s": self.rounding_s(problem)}
+        if status == cp_model.INFEASIBLE:
+            return SolveResult(self.name, "INFEASIBLE", wall_time_s=wall, infeasibility=diagnose(choices), stats=stats)
+        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            return SolveResult(self.name, "UNKNOWN", wall_time_s=wall, stats=stats,
+                               notes=[f"no plan found within {options.time_limit_s:g} s"])
+        counts = [[int(solver.value(v)) for v in row] for row in x]
+        dense_index = next(s for s, var in enumerate(z) if solver.value(var))
+        objective = solver.objective_value / NS
+        bound = solver.best_objective_bound / NS
+        label = "OPTIMAL" if status == cp_model.OPTIMAL else "FEASIBLE"
+        plan = plan_of(choices, counts, dense_index, solver=self.name, status=label, objective_s=objective,
+                       best_bound_s=bound, gap=max(0.0, (objective - bound) / objective) if objective > 0 else 0.0,
+                       problem_hash=problem.hash)
+        return SolveResult(self.name, label, plan=plan, objective_s=objective, best_bound_s=bound, wall_time_s=wall,
+                           breakdown=evaluate(problem, plan), stats=stats)
+
+    @staticmethod
+    def rounding_s(problem) -> float:
+        """A bound on |CP-SAT objective - the cost model's step time of the same plan|: half a
+        time unit per table in each term, an owner's payload term counted once per peer (at most
+        the world size) and the all-to-all entering the step up to twice (Ef, Eb)."""
+        return 0.5 * problem.model.num_tables * (8 + 2 * problem.cluster.num_devices) / NS
+
+    def _loads(self, model, choices: Choices, x):
+        problem, topo = choices.problem, choices.topo
+        world, tiers = topo.world, problem.cluster.tiers
+        inverse_bw = [NS / (tier.bandwidth_bytes_per_s * tier.efficiency) for tier in tiers]
+        sums = {key: _Sums(model, world, key) for key in ("lf", "lb", "mem")}
+        for key in ("out_send", "out_recv", "ids_send", "ids_recv"):
+            for ti in range(len(tiers)):
+                sums[(key, ti)] = _Sums(model, world, f"{key}_{ti}")
+        out_pay = [[[] for _ in tiers] for _ in range(world)]
+        ids_pay = [[[] for _ in tiers] for _ in range(world)]
+        uses = {("out", ti): [] for ti in range(len(tiers))} | {("ids", ti): [] for ti in range(len(tiers))}
+        dp_terms = []
+        for g, row in zip(choices.groups, x, strict=True):
+            for loads, var in zip(g.loads, row, strict=True):
+                lf, lb = lookup_seconds(choices, loads)
+                sums["lf"].add(var, lf, NS)
+                sums["lb"].add(var, lb, NS)
+                sums["mem"].add(var, loads.memory_bytes, 1.0, ceil=True)
+                traffic = loads.traffic(topo)
+                for ti in range(len(tiers)):
+                    sums[("out_send", ti)].add(var, loads.out_send[:, ti], inverse_bw[ti])
+                    sums[("out_recv", ti)].add(var, loads.out_recv[:, ti], inverse_bw[ti])
+                    sums[("ids_send", ti)].add(var, loads.ids_send[:, ti], inverse_bw[ti])
+                    sums[("ids_recv", ti)].add(var, loads.ids_recv[:, ti], inverse_bw[ti])
+                    for r in np.nonzero(loads.out_payload)[0]:
+                        out_pay[r][ti].append((var, int(round(loads.out_payload[r] * inverse_bw[ti]))))
+                    for r in np.nonzero(loads.ids_payload)[0]:
+                        ids_pay[r][ti].append((var, int(round(loads.ids_payload[r] * inverse_bw[ti]))))
+                    if (traffic[0][:, ti] + traffic[1][:, ti]).max() > 0:
+                        uses[("out", ti)].append((var, g.count))
+                    if (traffic[2][:, ti] + traffic[3][:, ti]).max() > 0:
+                        uses[("ids", ti)].append((var, g.count))
+                if loads.dp_table_grad_bytes:
+                    dp_terms.append((var, g.count, int(round(loads.dp_table_grad_bytes * choices.dp_sync_s_per_byte * NS))))
+        # Owner payloads as variables (per rank and tier), spread by the cost model's owner map.
+        unit = np.eye(world)
+        received = np.stack([topo.owner_traffic(unit[o])[1] for o in range(world)], axis=0)  # [o, r, t]
+        rings = [topo.ring(ti) for ti in range(len(tiers))]
+        pay = {}
+        for kind, source in (("out", out_pay), ("ids", ids_pay)):
+            for r in range(world):
+                for ti in range(len(tiers)):
+                    if source[r][ti]:
+                        var = model.new_int_var(0, BIG, f"pay_{kind}_{r}_{ti}")
+                        model.add(var == sum(c * v for v, c in source[r][ti]))
+                        pay[(kind, r, ti)] = var
+        return sums, pay, received, rings, uses, dp_terms
+
+    def _objective(self, model, choices: Choices, x, z, terms):
+        sums, pay, received, rings, uses, dp_terms = terms
+        problem, topo = choices.problem, choices.topo
+        world, tiers = topo.world, problem.cluster.tiers
+        new = model.new_int_var
+        lf, lb, a, ids = new(0, BIG, "Lf"), new(0, BIG, "Lb"), new(0, BIG, "A"), new(0, BIG, "I")
+        capacity = int(np.floor(choices.capacity_bytes))
+        for r in range(world):
+            model.add(lf >= sums["lf"].rank(r))
+            model.add(lb >= sums["lb"].rank(r))
+            model.add(sums["mem"].rank(r) + sum(int(np.ceil(d.memory_bytes)) * zs
+                                                for d, zs in zip(choices.dense, z, strict=True)) <= capacity)
+        for kind, var_time, send_key, recv_key in (("out", a, "out_send", "out_recv"), ("ids", ids, "ids_send", "ids_recv")):
+            for ti, tier in enumerate(tiers):
+                used = model.new_bool_var(f"uses_{kind}_{ti}")
+                for var, count in uses[(kind, ti)]:
+                    model.add(var <= count * used)
+                latency = int(round(tier.latency_s * NS)) * used
+                owners = [r for r in range(world) if (kind, r, ti) in pay]
+                for r in range(world):
+                    spread = sum(int(received[o, r, ti]) * pay[(kind, o, ti)] for o in owners
+                                 if received[o, r, ti])
+                    own = rings[ti] * pay[(kind, r, ti)] if (kind, r, ti) in pay else 0
+                    # out: owners send (own), everyone receives (spread); ids the other way round
+                    send = sums[(send_key, ti)].rank(r) + (own if kind == "out" else spread)
+                    recv = sums[(recv_key, ti)].rank(r) + (spread if kind == "out" else own)
+                    model.add(var_time >= send + latency)
+                    model.add(var_time >= recv + latency)
+        ns = lambda seconds: int(round(seconds * NS))  # noqa: E731
+        ef, eb, s = new(0, BIG, "Ef"), new(0, BIG, "Eb"), new(0, BIG, "S")
+        model.add(ef >= a - sum(ns(d.bottom_fwd_s) * zs for d, zs in zip(choices.dense, z, strict=True)))
+        model.add(eb >= a - sum(ns(d.bottom_bwd_s) * zs for d, zs in zip(choices.dense, z, strict=True)))
+        any_dp = model.new_bool_var("any_dp")
+        for var, count, _ in dp_terms:
+            model.add(var <= count * any_dp)
+        dp_sync = sum(c * var for var, _, c in dp_terms) + ns(choices.dp_sync_latency_s) * any_dp
+        model.add(s >= sum(ns(d.sync_s - d.bottom_bwd_s) * zs for d, zs in zip(choices.dense, z, strict=True))
+                  + dp_sync - eb - lb)
+        chain = lf + ef + eb + lb + s + sum(ns(d.fixed_s) * zs for d, zs in zip(choices.dense, z, strict=True))
+        t = new(0, BIG, "T")
+        if problem.task.framework.pipelined_input_dist:
+            model.add(t >= chain)
+            model.add(t >= ids)
+        else:
+            model.add(t >= chain + ids)
+        return t
+
+    @staticmethod
+    def _hint(choices: Choices, hints):
+        best = None
+        for plan in hints:
+            found = counts_of(choices, plan)
+            if found is None:
+                continue
+            b = evaluate(choices.problem, plan)
+            if b.fits and (best is None or b.step_time_s < best[0]):
+                best = (b.step_time_s, found)
+        return None if best is None else best[1]
+
+
+def diagnose(choices: Choices) -> str:
+    """Why no plan fits: the least memory the tables need on the busiest rank versus what a rank has."""
+    problem = choices.problem
+    world = choices.topo.world
+    least_total = 0.0
+    worst_group, worst = None, 0.0
+    for g in choices.groups:
+        per_table = min(float(loads.memory_bytes.sum()) for loads in g.loads)
+        least_total += g.count * per_table
+        single = min(float(loads.memory_bytes.max()) for loads in g.loads)
+        if single > worst:
+            worst_group, worst = g.name, single
+    dense = min(d.memory_bytes for d in choices.dense)
+    usable = choices.capacity_bytes
+    need = least_total / world + dense
+    gib = 2**30
+    if need > usable:
+        return (f"the embeddings need at least {least_total / gib:,.1f} GiB over {world} ranks "
+                f"({least_total / world / gib:,.2f} GiB per rank at best) plus {dense / gib:,.2f} GiB dense and "
+                f"framework memory per rank, but a rank has {usable / gib:,.2f} GiB usable: over by "
+                f"{(need - usable) / gib:,.2f} GiB per rank; use more devices, smaller table dtypes (fp16), "
+                "a row-wise optimizer (rowwise_adagrad) or fewer rows")
+    return (f"no assignment fits every rank's {usable / gib:,.2f} GiB: group {worst_group!r} needs at least "
+            f"{worst / gib:,.2f} GiB on one rank under any option, with {dense / gib:,.2f} GiB dense beside it; "
+            "allow more sharding types, use more devices or smaller tables")
