@@ -40,10 +40,37 @@ def test_estimate_json(capsys):
     assert len(data["ranks"]["shards"]) == 128
 
 
-@pytest.mark.parametrize("command", [["solve"], ["compare"]])
-def test_commands_without_dlrm_support_say_so(capsys, command):
-    code, _, err = run([*command, TASK], capsys)
-    assert code == 2 and "is a DLRM" in err
+def test_solve_proves_the_shipped_task_and_the_saved_plan_reprices(tmp_path, capsys):
+    out_file = tmp_path / "plan.yaml"
+    code, out, _ = run(["solve", TASK, "-o", str(out_file), "--time-limit", "60"], capsys)
+    assert code == 0
+    assert "OPTIMAL" in out and "gap 0.00%" in out and "where the step time goes" in out
+    code, out, _ = run(["solve", TASK, "--json", "--time-limit", "60"], capsys)
+    objective = json.loads(out)["objective_s"]
+    code, out, _ = run(["estimate", TASK, "--plan", str(out_file), "--json"], capsys)
+    assert code == 0
+    assert json.loads(out)["step_time_s"] == pytest.approx(objective, abs=1e-6)
+
+
+def test_compare_puts_the_solver_beside_the_rules_and_the_published_plan(capsys):
+    code, out, _ = run(["compare", TASK, "--plan", PLAN, "--json", "--time-limit", "60"], capsys)
+    rows = {r["method"]: r for r in json.loads(out)["rows"]}
+    assert code == 0
+    assert set(rows) == {"cpsat", "greedy", "madmax-mp", "row-wise", f"plan {PLAN}"}
+    best = rows["cpsat"]["step_time_s"]
+    assert all(r["step_time_s"] is None or r["step_time_s"] >= best - 1e-9 for r in rows.values())
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["solve", TASK, "--solver", "megatron-rules"], "not a DLRM solver"),
+    (["compare", TASK, "--solvers", "cpsat,fsdp-only"], "not a DLRM solver"),
+    (["solve", TASK, "--max-vpp", "8"], "--max-vpp"),
+    (["solve", TASK, "--export", "megatron"], "not exported"),
+    (["export", PLAN, "--task", TASK, "--to", "megatron"], "DLRM"),
+])
+def test_dlrm_commands_refuse_what_does_not_apply(capsys, args, needle):
+    code, _, err = run(args, capsys)
+    assert code == 2 and needle in err
 
 
 def test_llm_flags_and_a_missing_plan_are_refused(capsys):

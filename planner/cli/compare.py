@@ -14,12 +14,14 @@ from planner.cli.common import (
     check_plan_valid,
     check_searchable,
     dump_json,
+    is_recsys,
     load_task,
-    refuse_recsys,
     solve_options,
 )
 from planner.core.errors import PlannerError
 from planner.llm.problem import load_plan
+
+DEFAULT_SOLVERS = "cpsat,megatron-rules,fsdp-only,greedy"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,7 +30,10 @@ def run(args: argparse.Namespace) -> int:
     from solvers import SOLVERS, SolveResult, run_solvers
 
     problem = load_task(args.task)
-    refuse_recsys(problem, "compare")
+    if is_recsys(problem):
+        from planner.cli import recsys_commands
+
+        return recsys_commands.compare(args, problem, DEFAULT_SOLVERS)
     check_searchable(problem)
     options = solve_options(args)
     names = [n.strip() for n in args.solvers.split(",") if n.strip()]
@@ -72,8 +77,9 @@ def add_parser(sub) -> None:
         "row fits, 3 none fits, 2 bad input, 130 interrupted.",
     )
     cmp_.add_argument("task", help="task YAML, or the name of a shipped task (problems/tasks/)")
-    cmp_.add_argument("--solvers", default="cpsat,megatron-rules,fsdp-only,greedy",
-                      help="comma-separated (add exhaustive for small problems)")
+    cmp_.add_argument("--solvers", default=DEFAULT_SOLVERS,
+                      help="comma-separated (add exhaustive for small problems); DLRM tasks default to "
+                      "cpsat,greedy,madmax-mp,row-wise")
     cmp_.add_argument("--plan", action="append", help="also price this plan file (repeatable)")
     add_search_flags(cmp_)
     cmp_.set_defaults(func=run)

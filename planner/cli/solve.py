@@ -14,8 +14,8 @@ from planner.cli.common import (
     check_output,
     check_searchable,
     dump_json,
+    is_recsys,
     load_task,
-    refuse_recsys,
     solve_options,
 )
 from planner.cli.export import EXPORT_TARGETS, check_export_flags, export_text
@@ -30,7 +30,10 @@ def run(args: argparse.Namespace) -> int:
     from solvers import SOLVERS
 
     problem = load_task(args.task)
-    refuse_recsys(problem, "solve")
+    if is_recsys(problem):
+        from planner.cli import recsys_commands
+
+        return recsys_commands.solve(args, problem)
     check_searchable(problem)
     if args.solver not in SOLVERS:
         raise PlannerError(f"--solver: unknown solver {args.solver[:40]!r}; choose from {', '.join(SOLVERS)}")
@@ -100,7 +103,8 @@ def add_parser(sub) -> None:
         "plan is still printed and saved), 130 interrupted (the best plan so far is printed and saved).",
     )
     sol.add_argument("task", help="task YAML, or the name of a shipped task (problems/tasks/)")
-    sol.add_argument("--solver", default="cpsat", help="cpsat | exhaustive | megatron-rules | fsdp-only | greedy")
+    sol.add_argument("--solver", default="cpsat", help="cpsat | exhaustive | megatron-rules | fsdp-only | greedy "
+                     "(DLRM tasks: cpsat | exhaustive | greedy | madmax-mp | row-wise)")
     sol.add_argument("-o", "--output", help="write the plan here (.json for JSON, else YAML); written atomically")
     sol.add_argument("--export", choices=EXPORT_TARGETS, help="also print the plan as this framework's configuration")
     sol.add_argument("--target-version", help="framework version for --export")

@@ -100,3 +100,39 @@ def recsys_estimate_json(problem: RecsysProblem, plan: ShardingPlan, b: RecsysBr
                   "lookup_bwd_bytes": loads.lookup_bwd_bytes.tolist(),
                   "embedding_memory_bytes": loads.memory_bytes.tolist(), "shards": loads.shards.tolist()},
     }
+
+
+def recsys_why_slower(b: RecsysBreakdown, best: RecsysBreakdown, top: int = 2) -> str:
+    """The parts of the step that grew most against the best plan."""
+    diffs = sorted(((getattr(b, k) - getattr(best, k), k) for k in b.PARTS), reverse=True)
+    return ", ".join(f"+{format_seconds(d)} {PART_LABELS[k]}" for d, k in diffs[:top] if d > 0)
+
+
+def recsys_compare_rows(rows: list[tuple[str, Any]]) -> tuple[str, list[dict]]:
+    """rows: (label, SolveResult) of a DLRM problem. Returns the text table and JSON records."""
+    feasible = [r for _, r in rows if r.breakdown is not None and r.breakdown.fits]
+    best = min(feasible, key=lambda r: r.breakdown.step_time_s) if feasible else None
+    lines, records = [], []
+    for label, r in rows:
+        b = r.breakdown
+        gap = (b.step_time_s / best.breakdown.step_time_s - 1) if (b and best) else None
+        why = recsys_why_slower(b, best.breakdown) if (b and best and b is not best.breakdown) else ""
+        note = r.infeasibility or "; ".join(r.notes)
+        records.append({
+            "method": label, "status": r.status, "plan": r.plan.summary() if r.plan else None,
+            "step_time_s": b.step_time_s if b else None, "samples_per_s": b.samples_per_s if b else None,
+            "peak_memory_bytes": b.peak_memory_bytes if b else None, "fits": b.fits if b else None,
+            "objective_s": r.objective_s, "best_bound_s": r.best_bound_s, "gap": r.gap,
+            "solve_time_s": r.wall_time_s, "gap_to_best": gap, "why": why, "note": note,
+        })
+        lines.append([
+            label, r.status, (r.plan.summary() if r.plan else "-"),
+            format_seconds(b.step_time_s) if b else "-",
+            f"{b.samples_per_s / 1e6:,.3f} M" if b else "-",
+            format_bytes(b.peak_memory_bytes) + ("" if b.fits else " (!)") if b else "-",
+            f"{r.wall_time_s:.2f} s",
+            f"+{100 * gap:.1f}%" if gap is not None else "-",
+            why or (note[:70] if note else ""),
+        ])
+    text = table(lines, ["method", "status", "plan", "step", "samples/s", "memory", "solve", "vs best", "why"])
+    return text, records
