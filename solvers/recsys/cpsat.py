@@ -46,7 +46,9 @@ import time
 import numpy as np
 from ortools.sat.python import cp_model
 
+from planner.core import kernels
 from planner.recsys.cost import evaluate
+from planner.recsys.loads import RankLoads
 from solvers.base import SolveOptions, SolveResult
 from solvers.recsys.model import Choices, build_choices, counts_of, lookup_seconds, plan_of
 
@@ -67,13 +69,21 @@ def _mode(values: np.ndarray) -> float:
     return float(uniques[np.argmax(counts)])
 
 
+def _upper(var) -> int:
+    """A variable's upper bound (the proto's repeated domain field takes no negative index)."""
+    return int(list(var.proto.domain)[-1])
+
+
 class _Sums:
     """Per-rank linear sums: a shared uniform part plus sparse per-rank terms."""
 
     def __init__(self, model: cp_model.CpModel, world: int, name: str):
         self.model, self.name = model, name
+        self.world = world
         self.uniform: list[tuple[cp_model.IntVar, int]] = []
         self.sparse: list[list[tuple[cp_model.IntVar, int]]] = [[] for _ in range(world)]
+        self.totals: list[tuple[cp_model.IntVar, int]] = []
+        """Per variable, its coefficients summed over all ranks (for the averaged cuts)."""
         self._shared = None
 
     def add(self, var, values: np.ndarray, scale: float, ceil: bool = False) -> None:
@@ -84,10 +94,27 @@ class _Sums:
             self.uniform.append((var, int(base)))
         for r in np.nonzero(ints != base)[0]:
             self.sparse[r].append((var, int(ints[r] - base)))
+        total = int(ints.sum())
+        if total:
+            self.totals.append((var, total))
+
+    def add_at(self, var, ranks: np.ndarray, ints: list[int]) -> None:
+        """Integer coefficients at a few ranks only (zero elsewhere)."""
+        for r, c in zip(ranks, ints, strict=True):
+            if c:
+                self.sparse[r].append((var, c))
+        total = sum(ints)
+        if total:
+            self.totals.append((var, total))
+
+    def total(self):
+        """The sum over all ranks (linear)."""
+        return sum(c * v for v, c in self.totals)
 
     def rank(self, r: int):
         if self._shared is None:
-            self._shared = self.model.new_int_var(-BIG, BIG, f"{self.name}_uniform")
+            top = sum(c * _upper(v) for v, c in self.uniform)
+            self._shared = self.model.new_int_var(0, max(top, 0), f"{self.name}_uniform")
             self.model.add(self._shared == sum(c * v for v, c in self.uniform))
         return self._shared + sum(c * v for v, c in self.sparse[r])
 
@@ -133,6 +160,20 @@ class RecsysCpSat:
         if status == cp_model.INFEASIBLE:
             return SolveResult(self.name, "INFEASIBLE", wall_time_s=wall, infeasibility=diagnose(choices), stats=stats)
         if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            bound = solver.best_objective_bound / NS if status == cp_model.UNKNOWN else None
+            if hint is not None:  # the search found nothing better in time: the best rule's plan stands
+                counts, dense_index = hint
+                plan = plan_of(choices, counts, dense_index)
+                b = evaluate(problem, plan)
+                bound = bound if bound is not None and 0 < bound <= b.step_time_s else None
+                gap = (b.step_time_s - bound) / b.step_time_s if bound else None
+                plan = plan.model_copy(update={"provenance": plan.provenance.model_copy(update={
+                    "solver": self.name, "status": "FEASIBLE", "objective_s": b.step_time_s, "best_bound_s": bound,
+                    "gap": gap, "problem_hash": problem.hash})})
+                return SolveResult(self.name, "FEASIBLE", plan=plan, objective_s=b.step_time_s, best_bound_s=bound,
+                                   wall_time_s=wall, breakdown=b, stats=stats,
+                                   notes=[f"the search found no plan better than the best rule's within "
+                                          f"{options.time_limit_s:g} s; that plan is returned with the search's bound"])
             return SolveResult(self.name, "UNKNOWN", wall_time_s=wall, stats=stats,
                                notes=[f"no plan found within {options.time_limit_s:g} s"])
         counts = [[int(solver.value(v)) for v in row] for row in x]
@@ -165,13 +206,42 @@ class RecsysCpSat:
         ids_pay = [[[] for _ in tiers] for _ in range(world)]
         uses = {("out", ti): [] for ti in range(len(tiers))} | {("ids", ti): [] for ti in range(len(tiers))}
         dp_terms = []
+        device = problem.cluster.device
+        rings = [topo.ring(ti) for ti in range(len(tiers))]
         for g, row in zip(choices.groups, x, strict=True):
-            for loads, var in zip(g.loads, row, strict=True):
+            compact: dict[int, dict] = {}  # the integer coefficients of an owner-only option, per values table
+            for item, var in zip(g.priced, row, strict=True):
+                if not isinstance(item, RankLoads):
+                    ranks, values = item
+                    coeffs = compact.get(id(values))
+                    if coeffs is None:
+                        coeffs = {
+                            "lf": [int(round(v * NS)) for v in kernels.memory_bound_time_s(values["lookup_fwd_bytes"], device)],
+                            "lb": [int(round(v * NS)) for v in kernels.memory_bound_time_s(values["lookup_bwd_bytes"], device)],
+                            "mem": [int(np.ceil(v)) for v in values["memory_bytes"]],
+                            "out": [[int(round(v * inverse_bw[ti])) for v in values["out_payload"]] for ti in range(len(tiers))],
+                            "ids": [[int(round(v * inverse_bw[ti])) for v in values["ids_payload"]] for ti in range(len(tiers))],
+                        }
+                        compact[id(values)] = coeffs
+                    sums["lf"].add_at(var, ranks, coeffs["lf"])
+                    sums["lb"].add_at(var, ranks, coeffs["lb"])
+                    sums["mem"].add_at(var, ranks, coeffs["mem"])
+                    for ti in range(len(tiers)):
+                        for j, r in enumerate(ranks):
+                            if coeffs["out"][ti][j]:
+                                out_pay[r][ti].append((var, coeffs["out"][ti][j]))
+                            if coeffs["ids"][ti][j]:
+                                ids_pay[r][ti].append((var, coeffs["ids"][ti][j]))
+                        if rings[ti] and any(values["out_payload"]):
+                            uses[("out", ti)].append((var, g.count))
+                        if rings[ti] and any(values["ids_payload"]):
+                            uses[("ids", ti)].append((var, g.count))
+                    continue
+                loads = item
                 lf, lb = lookup_seconds(choices, loads)
                 sums["lf"].add(var, lf, NS)
                 sums["lb"].add(var, lb, NS)
                 sums["mem"].add(var, loads.memory_bytes, 1.0, ceil=True)
-                traffic = loads.traffic(topo)
                 for ti in range(len(tiers)):
                     sums[("out_send", ti)].add(var, loads.out_send[:, ti], inverse_bw[ti])
                     sums[("out_recv", ti)].add(var, loads.out_recv[:, ti], inverse_bw[ti])
@@ -181,22 +251,23 @@ class RecsysCpSat:
                         out_pay[r][ti].append((var, int(round(loads.out_payload[r] * inverse_bw[ti]))))
                     for r in np.nonzero(loads.ids_payload)[0]:
                         ids_pay[r][ti].append((var, int(round(loads.ids_payload[r] * inverse_bw[ti]))))
-                    if (traffic[0][:, ti] + traffic[1][:, ti]).max() > 0:
+                    # traffic on this tier: its own bytes, or an owner payload reaching peers here
+                    if loads.out_send[:, ti].any() or loads.out_recv[:, ti].any() or rings[ti] and loads.out_payload.any():
                         uses[("out", ti)].append((var, g.count))
-                    if (traffic[2][:, ti] + traffic[3][:, ti]).max() > 0:
+                    if loads.ids_send[:, ti].any() or loads.ids_recv[:, ti].any() or rings[ti] and loads.ids_payload.any():
                         uses[("ids", ti)].append((var, g.count))
                 if loads.dp_table_grad_bytes:
                     dp_terms.append((var, g.count, int(round(loads.dp_table_grad_bytes * choices.dp_sync_s_per_byte * NS))))
         # Owner payloads as variables (per rank and tier), spread by the cost model's owner map.
         unit = np.eye(world)
         received = np.stack([topo.owner_traffic(unit[o])[1] for o in range(world)], axis=0)  # [o, r, t]
-        rings = [topo.ring(ti) for ti in range(len(tiers))]
         pay = {}
         for kind, source in (("out", out_pay), ("ids", ids_pay)):
             for r in range(world):
                 for ti in range(len(tiers)):
                     if source[r][ti]:
-                        var = model.new_int_var(0, BIG, f"pay_{kind}_{r}_{ti}")
+                        top = sum(c * _upper(v) for v, c in source[r][ti])
+                        var = model.new_int_var(0, top, f"pay_{kind}_{r}_{ti}")
                         model.add(var == sum(c * v for v, c in source[r][ti]))
                         pay[(kind, r, ti)] = var
         return sums, pay, received, rings, uses, dp_terms
@@ -208,6 +279,10 @@ class RecsysCpSat:
         new = model.new_int_var
         lf, lb, a, ids = new(0, BIG, "Lf"), new(0, BIG, "Lb"), new(0, BIG, "A"), new(0, BIG, "I")
         capacity = int(np.floor(choices.capacity_bytes))
+        # Averaged cuts (implied by the per-rank rows, exactly in integers; they give the LP bound
+        # the mean load at once): W Lf >= the lookups summed over ranks, likewise Lb.
+        model.add(world * lf >= sums["lf"].total())
+        model.add(world * lb >= sums["lb"].total())
         for r in range(world):
             model.add(lf >= sums["lf"].rank(r))
             model.add(lb >= sums["lb"].rank(r))
@@ -216,10 +291,15 @@ class RecsysCpSat:
         for kind, var_time, send_key, recv_key in (("out", a, "out_send", "out_recv"), ("ids", ids, "ids_send", "ids_recv")):
             for ti, tier in enumerate(tiers):
                 used = model.new_bool_var(f"uses_{kind}_{ti}")
-                for var, count in uses[(kind, ti)]:
-                    model.add(var <= count * used)
+                if uses[(kind, ti)]:  # any table on an option with traffic on this tier sets it
+                    model.add(sum(v for v, _ in uses[(kind, ti)]) <= problem.model.num_tables * used)
                 latency = int(round(tier.latency_s * NS)) * used
                 owners = [r for r in range(world) if (kind, r, ti) in pay]
+                # Averaged cut: W (time - latency) >= the bytes every rank receives (owners' payloads
+                # reach rings[ti] peers each on this tier).
+                received_total = (sums[(recv_key if kind == "out" else send_key, ti)].total()
+                                  + sum(rings[ti] * pay[(kind, o, ti)] for o in owners))
+                model.add(world * var_time >= received_total + world * latency)
                 for r in range(world):
                     spread = sum(int(received[o, r, ti]) * pay[(kind, o, ti)] for o in owners
                                  if received[o, r, ti])
@@ -234,8 +314,8 @@ class RecsysCpSat:
         model.add(ef >= a - sum(ns(d.bottom_fwd_s) * zs for d, zs in zip(choices.dense, z, strict=True)))
         model.add(eb >= a - sum(ns(d.bottom_bwd_s) * zs for d, zs in zip(choices.dense, z, strict=True)))
         any_dp = model.new_bool_var("any_dp")
-        for var, count, _ in dp_terms:
-            model.add(var <= count * any_dp)
+        if dp_terms:
+            model.add(sum(var for var, _, _ in dp_terms) <= problem.model.num_tables * any_dp)
         dp_sync = sum(c * var for var, _, c in dp_terms) + ns(choices.dp_sync_latency_s) * any_dp
         model.add(s >= sum(ns(d.sync_s - d.bottom_bwd_s) * zs for d, zs in zip(choices.dense, z, strict=True))
                   + dp_sync - eb - lb)
@@ -263,14 +343,14 @@ class RecsysCpSat:
 
 def diagnose(choices: Choices) -> str:
     """Why no plan fits: the least memory the tables need on the busiest rank versus what a rank has."""
-    problem = choices.problem
     world = choices.topo.world
     least_total = 0.0
     worst_group, worst = None, 0.0
     for g in choices.groups:
-        per_table = min(float(loads.memory_bytes.sum()) for loads in g.loads)
+        every = [g.loads(i) for i in range(len(g.options))]
+        per_table = min(float(loads.memory_bytes.sum()) for loads in every)
         least_total += g.count * per_table
-        single = min(float(loads.memory_bytes.max()) for loads in g.loads)
+        single = min(float(loads.memory_bytes.max()) for loads in every)
         if single > worst:
             worst_group, worst = g.name, single
     dense = min(d.memory_bytes for d in choices.dense)

@@ -43,8 +43,9 @@ class RecsysExhaustive:
         for counts in itertools.product(*per_group):
             loads = RankLoads.zeros(world, tiers)
             for group, row in zip(choices.groups, counts, strict=True):
-                for single, n in zip(group.loads, row, strict=True):
+                for index, n in enumerate(row):
                     if n:
+                        single = group.loads(index)
                         for name in RankLoads.ARRAYS:
                             setattr(loads, name, getattr(loads, name) + n * getattr(single, name))
                         loads.dp_table_grad_bytes += n * single.dp_table_grad_bytes

@@ -33,13 +33,31 @@ class DenseChoice:
     """Dense parameters, gradients, optimizer state, activations and the framework's overhead."""
 
 
+OWNER_ARRAYS = ("lookup_fwd_bytes", "lookup_bwd_bytes", "memory_bytes", "shards", "out_payload", "ids_payload")
+"""The only arrays a table- or column-wise option loads, and only at its owner ranks."""
+
+
 @dataclass
 class GroupChoices:
     name: str
     count: int
     options: list[Option]
-    loads: list[RankLoads]
-    """Loads of one table of the group under each option."""
+    priced: list
+    """Per option: its RankLoads (one table), or for a table- or column-wise option the pair
+    (owner ranks, {array: values at those ranks}) -- its loads are zero elsewhere."""
+    world: int = 0
+    num_tiers: int = 0
+
+    def loads(self, index: int) -> RankLoads:
+        """The full loads of one table of the group under option `index`."""
+        item = self.priced[index]
+        if isinstance(item, RankLoads):
+            return item
+        ranks, values = item
+        loads = RankLoads.zeros(self.world, self.num_tiers)
+        for name, vals in values.items():
+            getattr(loads, name)[ranks] = vals
+        return loads
 
 
 @dataclass
@@ -64,8 +82,8 @@ def build_choices(problem: RecsysProblem, space: RecsysSpace = RecsysSpace()) ->
     groups = []
     for table in problem.model.tables:
         options = table_options(problem, table, space)
-        groups.append(GroupChoices(table.name, table.count, options,
-                                   [option_loads(problem, table, o, topo) for o in options]))
+        groups.append(GroupChoices(table.name, table.count, options, _priced(problem, table, options, topo),
+                                   topo.world, topo.num_tiers))
     task = problem.task
     capacity = problem.cluster.device.hbm_bytes * (1 - task.memory_headroom)
     dense = []
@@ -86,6 +104,26 @@ def build_choices(problem: RecsysProblem, space: RecsysSpace = RecsysSpace()) ->
     one = float(collective_time_s("all_reduce", 1.0, members, problem.cluster))
     two = float(collective_time_s("all_reduce", 2.0, members, problem.cluster))
     return Choices(problem, topo, groups, dense, capacity, two - one, one - (two - one))
+
+
+def _priced(problem: RecsysProblem, table, options: list[Option], topo: Topology) -> list:
+    """Each option's loads (see GroupChoices.priced). A table- or column-wise option loads only its
+    owner ranks, alike for every placement of the same shard count, so it is priced once per shard
+    count and its owner values reused (tests/test_recsys_exactness.py checks this against pricing
+    every option)."""
+    base: dict[tuple, dict] = {}
+    out = []
+    for option in options:
+        if option.sharding not in ("table_wise", "column_wise"):
+            out.append(option_loads(problem, table, option, topo))
+            continue
+        key = (option.sharding, len(option.ranks))
+        if key not in base:
+            loads = option_loads(problem, table, option, topo)
+            owners = np.asarray(option.ranks)
+            base[key] = {name: getattr(loads, name)[owners].copy() for name in OWNER_ARRAYS}
+        out.append((np.asarray(option.ranks), base[key]))
+    return out
 
 
 def lookup_seconds(choices: Choices, loads: RankLoads) -> tuple[np.ndarray, np.ndarray]:
