@@ -35,7 +35,7 @@ def everything():
 @pytest.fixture(scope="module")
 def results(everything):
     """The dense Megatron-family rows."""
-    return [r for r in everything if not r.id.startswith(MOE_ROWS + OTHER_FRAMEWORKS)]
+    return [r for r in everything if not r.id.startswith(MOE_ROWS + OTHER_FRAMEWORKS) and r.family != "dlrm"]
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +128,130 @@ def test_validate_text_report(capsys):
     assert main(["validate", "-v"]) == 0
     out = capsys.readouterr().out
     assert "MAPE" in out and "skipped" in out and "assumptions per row" in out
+
+
+# -- DLRM rows (planner/fidelity/dlrm_rows.py) ---------------------------------------------------
+
+DLRM_FIXED_OVERHEAD_ROWS = "torchrec-mlc-readme-"
+"""TorchRec's 2022 README runs on 8x A100-40GB: the measured step is 7.2 ms at 256 samples per GPU,
+9.8 ms at 2048 and 12.2 ms at 8192, an intercept of ~7 ms that the cost model has no term for
+(per-step framework overhead); we predict 0.8-4.0 ms (+205% to +754%)."""
+
+DLRM_SKIPPED = {
+    "torchrec-mlc-readme-dlrm-onehot-1xa100-40g-lb16384": "host memory (UVM)",
+    "dle-pyt-dlrm-large-16xv100-32g-amp": "has no device preset",
+    "dle-tf2-dlrm-xlarge-8xa100-80g-amp": "greedy plan overfills a GPU",
+    "dle-tf2-dcnv2-large-8xa100-80g-amp": "greedy plan overfills a GPU",
+}
+
+
+@pytest.fixture(scope="module")
+def dlrm_results(everything):
+    return [r for r in everything if r.family == "dlrm"]
+
+
+def test_dlrm_rows_within_the_current_bounds(dlrm_results):
+    """Today: MAPE 138.5% over 21 rows, max |error| 754% (the TorchRec README rows, see
+    DLRM_FIXED_OVERHEAD_ROWS); the other 17 rows: MAPE 57.6%, max 89.6%, mostly under-predicted
+    because the greedy plan assumed for unpublished shardings leaves MLPerf DCNv2's 100-id table on
+    one GPU, and HugeCTR's hybrid embedding is not expressible. Bounds a little above today's."""
+    assert len(dlrm_results) == 21
+    assert mape([r.error_pct for r in dlrm_results]) <= 145.0
+    assert max(abs(r.error_pct) for r in dlrm_results) <= 780.0
+    others = [r for r in dlrm_results if not r.id.startswith(DLRM_FIXED_OVERHEAD_ROWS)]
+    assert len(others) == 17
+    assert mape([r.error_pct for r in others]) <= 60.0
+    assert max(abs(r.error_pct) for r in others) <= 92.0
+
+
+def test_dlrm_rows_compare_samples_per_second_predicted_minus_measured(dlrm_results):
+    for r in dlrm_results:
+        assert r.metric == "samples_per_s"
+        assert r.error_pct == pytest.approx(100.0 * (r.predicted - r.measured) / r.measured)
+        assert r.breakdown and r.breakdown["step_time_s"] > 0
+        assert any(a.startswith(("sharding", "published sharding")) for a in r.assumptions), r.id
+    greedy = [r for r in dlrm_results if any("TorchRec-style greedy plan assumed" in a for a in r.assumptions)]
+    assert any(a.startswith("sharding not stated: TorchRec-style greedy plan assumed")
+               for r in greedy for a in r.assumptions)
+
+
+def test_dlrm_rows_that_cannot_be_priced_say_why():
+    skipped = {r.id: r.skipped for r in validate() if r.skipped and r.id in DLRM_SKIPPED}
+    assert set(skipped) == set(DLRM_SKIPPED)
+    for row, reason in DLRM_SKIPPED.items():
+        assert reason in skipped[row], (row, skipped[row])
+
+
+DLRM_RUN = """\
+- id: tiny-dlrm
+  workload: training
+  model: {family: dlrm, preset: null, num_dense_features: 13, num_tables: 3, embedding_dim: 64,
+          rows: [1000000, 50000, 100], pooling: [1, 2, 1], bottom_mlp: [13, 256, 64],
+          top_mlp: [70, 256, 1], interaction: dot, embedding_dtype: fp32}
+  hardware: {gpu: A100-SXM4-80GB, num_gpus: 2, gpus_per_node: 8, peak_dense_tflops_per_gpu: 312}
+  plan: {global_batch_size: 8192, precision: fp16 AMP, embedding_optimizer: SGD, dense_optimizer: SGD,
+         embedding_sharding: null, framework: TorchRec}
+  measured: {samples_per_s: 1000000}
+"""
+
+
+def _run_validate(tmp_path, capsys, text):
+    path = tmp_path / "runs.yaml"
+    path.write_text(text)
+    code = main(["validate", "--runs", str(path), "-v"])
+    return code, capsys.readouterr().out
+
+
+def test_a_well_formed_dlrm_row_is_predicted(tmp_path, capsys):
+    code, out = _run_validate(tmp_path, capsys, DLRM_RUN)
+    assert code == 0, out
+    assert "tiny-dlrm" in out and "samples_per_s" in out and "dlrm" in out
+    assert "sharding not stated: TorchRec-style greedy plan assumed" in out
+
+
+@pytest.mark.parametrize("change, field", [
+    (("rows: [1000000, 50000, 100]", "rows: [1000000, 50000]"), "model.rows"),
+    (("embedding_dim: 64", "embedding_dim: wide"), "model.embedding_dim"),
+    (("interaction: dot", "interaction: [dot]"), "model.interaction"),
+    (("bottom_mlp: [13, 256, 64]", "bottom_mlp: [256, 64]"), "model.bottom_mlp"),
+    (("num_gpus: 2", "num_gpus: 0"), "hardware.num_gpus"),
+    (("global_batch_size: 8192, ", ""), "plan.global_batch_size"),
+    (("samples_per_s: 1000000", "samples_per_s: -5"), "measured.samples_per_s"),
+    (("measured: {samples_per_s: 1000000}", "measured: {}"), "measured.samples_per_s"),
+])
+def test_a_malformed_dlrm_row_is_refused_with_the_field_named(tmp_path, capsys, change, field):
+    text = DLRM_RUN.replace(*change)
+    assert text != DLRM_RUN
+    code, out = _run_validate(tmp_path, capsys, text)
+    assert code == 3, out  # nothing could be predicted
+    assert "tiny-dlrm: bad row" in out and field in out, out
+
+
+def test_a_published_per_gpu_table_list_is_priced_as_published(tmp_path, capsys):
+    code, out = _run_validate(tmp_path, capsys, DLRM_RUN.replace("embedding_sharding: null",
+                                                                 "embedding_sharding: 'GPU lists [[0], [1, 2]]'"))
+    assert code == 0, out
+    assert "sharding: the published per-GPU table lists" in out and "tables: TW 3; dense DDP" in out
+    code, out = _run_validate(tmp_path, capsys, DLRM_RUN.replace("embedding_sharding: null",
+                                                                 "embedding_sharding: 'GPU lists [[0, 1], [1, 2]]'"))
+    assert code == 0, out
+    assert "tables: TW 2, RW 1; dense DDP" in out
+
+
+def test_the_dell_plan_splitting_a_table_over_four_of_eight_gpus_falls_back_to_greedy(dlrm_results):
+    row = next(r for r in dlrm_results if r.id == "mlperf-v3.0-dell-dcnv2-8xa100-80g")
+    assert any(a.startswith("published sharding not expressible in the plan format (table 20 is split over GPUs 1-4")
+               for a in row.assumptions)
+
+
+def test_a_dlrm_row_whose_batch_does_not_split_is_skipped_with_the_reason(tmp_path, capsys):
+    code, out = _run_validate(tmp_path, capsys, DLRM_RUN.replace("global_batch_size: 8192", "global_batch_size: 8193"))
+    assert code == 3
+    assert "tiny-dlrm: plan.global_batch_size: 8193 samples do not split evenly over 2 GPUs" in out
+
+
+def test_a_dlrm_row_that_disagrees_with_its_preset_is_skipped(tmp_path, capsys):
+    text = DLRM_RUN.replace("preset: null", "preset: mlperf-dlrm-dcnv2")
+    code, out = _run_validate(tmp_path, capsys, text)
+    assert code == 3
+    assert "differs from the preset mlperf-dlrm-dcnv2" in out

@@ -7,17 +7,20 @@ an assumption of that prediction. Missing plan details are filled with stated de
 recorded. Rows that cannot be priced (inference, no batch size) are skipped with a reason.
 MoE rows take their architecture from the preset of the same name and the settings their
 rows lack (ETP, dispatcher, all-to-all overlap, pipeline layout) from the recipes that produced
-them (planner/fidelity/moe_rows.py, recipes.yaml).
+them (planner/fidelity/moe_rows.py, recipes.yaml). DLRM rows (`model.family: dlrm`) are priced
+by the recommendation-model cost (planner/recsys) with the sharding they publish or a greedy one
+(planner/fidelity/dlrm_rows.py); their metric is samples per second.
 
 The compared metric is the first the row measured of: step time, tokens/s per GPU, TFLOP/s
 per GPU (converted to a step time with the row's own FLOP convention: hardware FLOPs count the
-recompute pass, model FLOPs do not), MFU. Errors are (predicted - measured) / measured on that
-metric; memory is compared where measured.
+recompute pass, model FLOPs do not), MFU; for DLRM rows, samples per second. Errors are
+(predicted - measured) / measured on that metric; memory is compared where measured.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from functools import cache
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +30,8 @@ from planner.core import files
 from planner.llm.cost import flops
 from planner.llm.cost.step import evaluate
 from planner.core.errors import InputError, PlannerError
-from planner.fidelity.measured import check_run
+from planner.fidelity.dlrm_rows import predict_dlrm_row
+from planner.fidelity.measured import check_run, is_dlrm_row
 from planner.fidelity.moe_rows import apply_recipe, resolve_moe_model
 from planner.core.hardware import Cluster, Device
 from planner.llm.model import DenseTransformer
@@ -43,6 +47,10 @@ DEVICE_PRESETS = {
     "h100-sxm5-80gb": "dgx-h100",
     "h200-sxm-141gb": "dgx-h200",
     "gb200": "gb200-nvl72",
+    # No DGX B200 cluster preset: the GB200 NVL72 one has the same NVLink 5 (900 GB/s per GPU per
+    # direction, its efficiency fitted on 8x B200) and 400 Gb/s NICs; a row's GPUs per node set
+    # the NVLink domain (8 on a DGX/HGX B200).
+    "b200-sxm-180gb": "gb200-nvl72",
 }
 
 
@@ -63,6 +71,8 @@ class RowResult:
     family: str | None = None
     assumptions: list[str] = field(default_factory=list)
     skipped: str | None = None
+    breakdown: dict[str, float] | None = None
+    """DLRM rows: the predicted step's parts in seconds (planner.recsys.cost.RecsysBreakdown)."""
 
     def as_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -130,10 +140,17 @@ def resolve_cluster(hw: dict, notes: list[str]) -> tuple[Cluster, str]:
     base = _cluster_preset(cluster_preset, hw["num_gpus"])
     tiers = list(base.tiers)
     per_node = hw.get("gpus_per_node")
-    if per_node:
+    rack = _nvlink_rack(hw)
+    if per_node and rack and rack > per_node and tiers[0].size and tiers[0].size >= rack \
+            and (hw["num_gpus"] <= rack or hw["num_gpus"] % rack == 0):
+        tiers[0] = tiers[0].model_copy(update={"size": rack})
+        notes.append(f"NVLink domain: the NVL{rack} rack, not the row's {per_node}-GPU node (a compute tray)")
+    elif per_node:
         tiers[0] = tiers[0].model_copy(update={"size": int(per_node)})
     else:
         notes.append(f"GPUs per node not stated: {tiers[0].size} from preset {cluster_preset}")
+    if preset == "b200-sxm-180gb":
+        notes.append("B200 cluster: the NVLink 5 and NIC tiers of the gb200-nvl72 preset (no DGX B200 preset)")
     nic = hw.get("inter_node_gbps_per_gpu")
     if nic and len(tiers) > 1:
         tiers[1] = tiers[1].model_copy(update={"bandwidth_bytes_per_s": nic * 1e9 / 8})
@@ -145,6 +162,13 @@ def resolve_cluster(hw: dict, notes: list[str]) -> tuple[Cluster, str]:
         "measured row",
     )
     return cluster, preset
+
+
+def _nvlink_rack(hw: dict) -> int | None:
+    """The NVLink domain a row names as a rack ('GB200 NVL72'), else None."""
+    text = " ".join(str(hw.get(k) or "") for k in ("cluster", "gpu", "intra_node_link"))
+    match = re.search(r"\bNVL(\d+)\b", text, flags=re.IGNORECASE)
+    return int(match.group(1)) if match else None
 
 
 def _era(plan: dict) -> str:
@@ -326,6 +350,8 @@ def validate_row(row: Any, index: int = 0) -> RowResult:
         result.skipped = f"bad row: {problem_text}"
         return result
     row = checked
+    if is_dlrm_row(row):
+        return _validate_dlrm_row(row, result)
     try:
         problem, plan, notes, preset = resolve_row(row)
         metric, measured, convert = _measured_step_time(row, problem, plan)
@@ -349,6 +375,32 @@ def validate_row(row: Any, index: int = 0) -> RowResult:
     return result
 
 
+def _validate_dlrm_row(row: dict, result: RowResult) -> RowResult:
+    """A DLRM row: samples per second (from the step time where only that is measured)."""
+    try:
+        problem, plan, notes, preset, breakdown = predict_dlrm_row(row)
+    except PlannerError as exc:
+        result.skipped = " ".join(str(exc).split())
+        return result
+    me = row["measured"]
+    measured = me.get("samples_per_s")
+    if measured is None:
+        measured = problem.task.global_batch_size / me["step_time_s"]
+        notes.append("samples/s from the measured step time and the global batch")
+    result.metric = "samples_per_s"
+    result.measured = float(measured)
+    result.predicted = float(breakdown.samples_per_s)
+    result.error_pct = 100.0 * (result.predicted - result.measured) / result.measured
+    result.preset = preset
+    result.plan = plan.summary()
+    result.family = problem.model.family
+    result.assumptions = notes
+    result.breakdown = {part: float(getattr(breakdown, part)) for part in breakdown.PARTS}
+    result.breakdown.update(step_time_s=float(breakdown.step_time_s), out_a2a_s=float(breakdown.out_a2a_s),
+                            ids_a2a_s=float(breakdown.ids_a2a_s), sync_s=float(breakdown.sync_s))
+    return result
+
+
 def validate(path: str | Path = DEFAULT_RUNS) -> list[RowResult]:
     return [validate_row(row, index) for index, row in enumerate(load_runs(path))]
 
@@ -367,6 +419,8 @@ def validation_json(results: list[RowResult]) -> dict[str, Any]:
         "memory_mape_pct": mape([r.memory_error_pct for r in used if r.memory_error_pct is not None]),
         "mape_pct_by_family": {f: mape([r.error_pct for r in used if r.family == f])
                                for f in sorted({r.family for r in used if r.family})},
+        "max_abs_error_pct_by_family": {f: max(abs(r.error_pct) for r in used if r.family == f)
+                                        for f in sorted({r.family for r in used if r.family})},
         "num_predicted": len(used),
         "num_skipped": len(results) - len(used),
     }
@@ -401,7 +455,8 @@ def render_validation(results: list[RowResult], verbose: bool = False) -> str:
     families: dict[str, list[float]] = {}
     for r in used:
         families.setdefault(r.family or "?", []).append(r.error_pct)
-    lines.append("by model family: " + ", ".join(f"{k} {mape(v):.1f}% (n={len(v)})" for k, v in families.items()))
+    lines.append("by model family: " + ", ".join(f"{k} {mape(v):.1f}% (n={len(v)}, max {max(map(abs, v)):.1f}%)"
+                                                 for k, v in families.items()))
     if summary["memory_mape_pct"] is not None:
         lines.append(f"memory MAPE {summary['memory_mape_pct']:.1f}%")
     skipped = [r for r in results if r.skipped]
@@ -412,4 +467,8 @@ def render_validation(results: list[RowResult], verbose: bool = False) -> str:
         for r in used:
             lines.append(f"  {r.id} [{r.plan}; preset {r.preset}]")
             lines += [f"    - {a}" for a in r.assumptions]
+            if r.breakdown:
+                parts = ", ".join(f"{k.removesuffix('_s')} {v * 1e3:.3g}" for k, v in r.breakdown.items()
+                                  if v and k != "step_time_s")
+                lines.append(f"    step {r.breakdown['step_time_s'] * 1e3:.3g} ms: {parts} (ms)")
     return "\n".join(lines)
