@@ -65,7 +65,7 @@ def test_compare_puts_the_solver_beside_the_rules_and_the_published_plan(capsys)
     (["solve", TASK, "--solver", "megatron-rules"], "not a DLRM solver"),
     (["compare", TASK, "--solvers", "cpsat,fsdp-only"], "not a DLRM solver"),
     (["solve", TASK, "--max-vpp", "8"], "--max-vpp"),
-    (["solve", TASK, "--export", "megatron"], "not exported"),
+    (["solve", TASK, "--export", "megatron"], "exports to torchrec"),
     (["export", PLAN, "--task", TASK, "--to", "megatron"], "DLRM"),
 ])
 def test_dlrm_commands_refuse_what_does_not_apply(capsys, args, needle):

@@ -10,13 +10,15 @@ import argparse
 import os
 import sys
 
-from planner.cli.common import check_output, check_plan_matches, check_plan_valid, load_task, refuse_recsys
+from planner.cli.common import check_output, check_plan_matches, check_plan_valid, is_recsys, load_task
 from planner.core.errors import PlannerError
 from planner.core.files import shown
 from planner.export.base import ExportError
 from planner.llm.problem import load_plan
 
-EXPORT_TARGETS = ["megatron", "megatron-bridge", "deepspeed", "torchtitan"]
+LLM_TARGETS = ["megatron", "megatron-bridge", "deepspeed", "torchtitan"]
+RECSYS_TARGETS = ["torchrec", "torchrec-python"]
+EXPORT_TARGETS = LLM_TARGETS + RECSYS_TARGETS
 
 
 def check_export_flags(args: argparse.Namespace) -> None:
@@ -24,6 +26,8 @@ def check_export_flags(args: argparse.Namespace) -> None:
     Megatron-LM checkout; a --target-version the target does not know."""
     from planner.export import check_version
 
+    if args.to in RECSYS_TARGETS:
+        raise PlannerError(f"--to {args.to}: exports embedding-sharding (DLRM) plans; this is an LLM task")
     if args.check_with:
         if args.to != "megatron":
             raise PlannerError("--check-with checks Megatron-LM arguments; use it with --to megatron")
@@ -60,9 +64,10 @@ def export_text(problem, plan, args) -> str:
 def run(args: argparse.Namespace) -> int:
     from planner.core.files import write_atomic
 
-    check_export_flags(args)
     problem = load_task(args.task)
-    refuse_recsys(problem, "export")
+    if is_recsys(problem):
+        return run_recsys(args, problem)
+    check_export_flags(args)
     plan = load_plan(args.plan)
     inputs = [args.plan, *problem.files]
     check_output(args.output, inputs)
@@ -77,10 +82,44 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def recsys_export_text(problem, plan, target: str) -> str:
+    from planner.export.torchrec import torchrec_json, torchrec_python
+
+    return torchrec_json(problem, plan) if target == "torchrec" else torchrec_python(problem, plan)
+
+
+def run_recsys(args: argparse.Namespace, problem) -> int:
+    """A DLRM task: its embedding-sharding plan as a TorchRec sharding plan (JSON or Python)."""
+    from planner.core.files import write_atomic
+    from planner.recsys.plan import check_plan
+    from planner.recsys.plan_io import load_sharding_plan
+
+    if args.to not in RECSYS_TARGETS:
+        raise PlannerError(f"--to {args.to}: {args.task} is a DLRM task; its plans export to "
+                           f"{' or '.join(RECSYS_TARGETS)}")
+    if args.check_with or args.target_version:
+        raise PlannerError("--check-with and --target-version apply to the LLM targets")
+    plan = load_sharding_plan(args.plan)
+    inputs = [args.plan, *problem.files]
+    check_output(args.output, inputs)
+    check_plan_matches(plan, problem, args.plan, args.task)
+    errors = check_plan(plan, problem)
+    if errors:
+        raise PlannerError(f"{args.plan}: this plan is invalid for {args.task}:\n" + "\n".join(f"  - {e}" for e in errors))
+    text = recsys_export_text(problem, plan, args.to)
+    if args.output:
+        write_atomic(args.output, text, inputs)
+        print(f"written to {args.output}")
+    else:
+        print(text, end="")
+    return 0
+
+
 def add_parser(sub) -> None:
     exp = sub.add_parser(
         "export",
-        help="write a plan as Megatron-LM / Megatron-Bridge / DeepSpeed / torchtitan configuration",
+        help="write a plan as Megatron-LM / Megatron-Bridge / DeepSpeed / torchtitan configuration, or a "
+        "DLRM plan as a TorchRec sharding plan",
         description="Render a plan for a training framework, with a header naming the problem, the "
         "prediction and the planner version. Unsupported combinations are errors (exit 4) or printed "
         "approximations.",

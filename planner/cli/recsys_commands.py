@@ -40,8 +40,12 @@ def solve(args: argparse.Namespace, problem) -> int:
     if args.solver not in RECSYS_SOLVERS:
         raise PlannerError(f"--solver: {args.solver[:40]!r} is not a DLRM solver; choose from "
                            f"{', '.join(RECSYS_SOLVERS)}")
-    if args.export or args.check_with or args.target_version:
-        raise InputError("--export: embedding-sharding plans are not exported yet")
+    from planner.cli.export import RECSYS_TARGETS, recsys_export_text
+
+    if args.export and args.export not in RECSYS_TARGETS:
+        raise InputError(f"--export {args.export}: a DLRM plan exports to {' or '.join(RECSYS_TARGETS)}")
+    if args.check_with or args.target_version:
+        raise InputError("--check-with and --target-version apply to the LLM export targets")
     check_output(args.output, problem.files)
     (result,) = solve_recsys(problem, [args.solver], _options(args))
     loads = plan_loads(problem, result.plan) if result.plan is not None else None
@@ -65,6 +69,9 @@ def solve(args: argparse.Namespace, problem) -> int:
         if loads is not None:
             print()
             print(render_recsys_estimate(problem, result.plan, result.breakdown, loads))
+        if args.export and result.plan is not None:
+            print()
+            print(recsys_export_text(problem, result.plan, args.export), end="")
     if args.output and result.plan is not None:
         save_plan(result.plan, args.output, problem.files)
         if not args.json:

@@ -72,9 +72,12 @@ def greedy_plan(problem: RecsysProblem) -> ShardingPlan:
             else:
                 continue
             placed = sum(e.count for e in entries if e.table == table.name)
-            entries.append(TableSharding(table=table.name, count=table.count - placed, sharding="row_wise"))
-            continue
-        entries.append(TableSharding(table=table.name, count=table.count, sharding="row_wise"))
+            rest = table.count - placed
+        else:
+            rest = table.count
+        rw = option_loads(problem, table, Option("row_wise"), topo)
+        free -= rest * rw.memory_bytes  # row-wise shards load every rank
+        entries.append(TableSharding(table=table.name, count=rest, sharding="row_wise"))
     tw_items.sort(key=lambda item: (-item[0], -item[1], item[2]))
     heap = [(0.0, r) for r in range(world)]
     for score, memory, name, count in tw_items:
@@ -100,6 +103,8 @@ def greedy_plan(problem: RecsysProblem) -> ShardingPlan:
             entries.append(TableSharding(table=name, count=placed[rank], sharding="table_wise", ranks=[rank]))
         left = count - sum(placed.values())
         if left:
+            table = next(t for t in problem.model.tables if t.name == name)
+            free -= left * option_loads(problem, table, Option("row_wise"), topo).memory_bytes
             entries.append(TableSharding(table=name, count=left, sharding="row_wise"))
     return ShardingPlan(dense=dense, tables=_merge(entries, problem))
 

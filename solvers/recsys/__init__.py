@@ -2,7 +2,8 @@
 solvers: the exact CP-SAT model, the exhaustive oracle, and rule-based plans.
 
 `solve_recsys(problem, names, options)` runs the rules first and gives their plans to CP-SAT as
-hints, so the exact search is never worse than a rule.
+hints, so the exact search is never worse than a rule. `torchrec` runs TorchRec's own planner
+(in its environment) and prices its plan.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from solvers.base import SolveOptions, SolveResult
 from solvers.recsys.cpsat import RecsysCpSat
 from solvers.recsys.exhaustive import RecsysExhaustive
 from solvers.recsys.heuristics import GREEDY, ROUND_ROBIN, ROW_WISE
+from solvers.recsys.torchrec_baseline import TorchRecPlanner
 
 RECSYS_SOLVERS = {
     "cpsat": RecsysCpSat(),
@@ -18,6 +20,7 @@ RECSYS_SOLVERS = {
     GREEDY.name: GREEDY,
     ROUND_ROBIN.name: ROUND_ROBIN,
     ROW_WISE.name: ROW_WISE,
+    "torchrec": TorchRecPlanner(),
 }
 
 HEURISTICS = (GREEDY.name, ROUND_ROBIN.name, ROW_WISE.name)
