@@ -50,10 +50,23 @@ from planner.core import kernels
 from planner.recsys.cost import evaluate
 from planner.recsys.loads import RankLoads
 from solvers.base import SolveOptions, SolveResult
+from solvers.recsys.bound import place, relax
+from solvers.recsys.local_search import improve
 from solvers.recsys.model import Choices, build_choices, counts_of, lookup_seconds, plan_of
 
 NS = 1e12
 """Integer time units per second (picoseconds: a table's coefficient rounds by at most 0.5 ps)."""
+
+FULL_MODEL_OPTIONS = 20_000
+"""Above this many (group, option) variables the exact model is not built: it would take longer to
+build and presolve than the time limits people give (856 heterogeneous tables on 64 ranks: 109,440
+options, 12 s to build, no solution in 60 s on 2 cores); the relaxation and local search run instead."""
+
+RELAX_SHARE, RELAX_CAP_S = 0.3, 20.0
+"""Time given to the relaxation: this share of what is left, at most the cap."""
+
+LOCAL_SEARCH_MARGIN_S = 0.5
+"""Left at the deadline for pricing and writing the result."""
 
 BIG = 10**15
 """Upper bound of a time variable (1000 s per step: slower plans are outside the space) and of
@@ -129,6 +142,15 @@ class RecsysCpSat:
         started = time.perf_counter()
         deadline = options.deadline or started + options.time_limit_s
         choices = build_choices(problem)
+        # The relaxation with interchangeable ranks (solvers/recsys/bound.py): a bound, and a plan
+        # from its sharding classes placed largest first, as one more hint.
+        relaxed_bound, relaxed = relax(choices, min(RELAX_SHARE * max(deadline - time.perf_counter(), 0.0), RELAX_CAP_S),
+                                       options.workers, options.seed)
+        if relaxed is not None:
+            counts, dense_index = place(choices, relaxed)
+            hints = (*hints, plan_of(choices, counts, dense_index))
+        if choices.num_options > FULL_MODEL_OPTIONS:
+            return self._large(problem, choices, hints, relaxed_bound, deadline, started)
         model = cp_model.CpModel()
         x = [[model.new_int_var(0, g.count, f"x_{gi}_{oi}") for oi in range(len(g.options))]
              for gi, g in enumerate(choices.groups)]
@@ -161,6 +183,7 @@ class RecsysCpSat:
             return SolveResult(self.name, "INFEASIBLE", wall_time_s=wall, infeasibility=diagnose(choices), stats=stats)
         if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             bound = solver.best_objective_bound / NS if status == cp_model.UNKNOWN else None
+            bound = max(bound or 0.0, relaxed_bound or 0.0) or None
             if hint is not None:  # the search found nothing better in time: the best rule's plan stands
                 counts, dense_index = hint
                 plan = plan_of(choices, counts, dense_index)
@@ -179,13 +202,38 @@ class RecsysCpSat:
         counts = [[int(solver.value(v)) for v in row] for row in x]
         dense_index = next(s for s, var in enumerate(z) if solver.value(var))
         objective = solver.objective_value / NS
-        bound = solver.best_objective_bound / NS
+        bound = min(max(solver.best_objective_bound / NS, relaxed_bound or 0.0), objective)
         label = "OPTIMAL" if status == cp_model.OPTIMAL else "FEASIBLE"
         plan = plan_of(choices, counts, dense_index, solver=self.name, status=label, objective_s=objective,
                        best_bound_s=bound, gap=max(0.0, (objective - bound) / objective) if objective > 0 else 0.0,
                        problem_hash=problem.hash)
         return SolveResult(self.name, label, plan=plan, objective_s=objective, best_bound_s=bound, wall_time_s=wall,
                            breakdown=evaluate(problem, plan), stats=stats)
+
+    def _large(self, problem, choices: Choices, hints, bound, deadline: float, started: float) -> SolveResult:
+        """More options than the exact model builds in time: the best hint, improved by single-table
+        moves until the deadline (solvers/recsys/local_search.py), with the relaxation's bound."""
+        hint = self._hint(choices, hints)
+        stats = {"options": choices.num_options, "groups": len(choices.groups), "dense_strategies": len(choices.dense),
+                 "exact_model": "not built"}
+        if hint is None:
+            return SolveResult(self.name, "UNKNOWN", wall_time_s=time.perf_counter() - started, stats=stats,
+                               notes=["no rule's plan fits, and the exact model is too large to build in time"])
+        dense_index = hint[1]
+        counts, _ = improve(choices, hint[0], dense_index, deadline - LOCAL_SEARCH_MARGIN_S)
+        plan = plan_of(choices, counts, dense_index)
+        b = evaluate(problem, plan)
+        bound = bound if bound is not None and 0 < bound <= b.step_time_s else None
+        gap = (b.step_time_s - bound) / b.step_time_s if bound else None
+        status = "OPTIMAL" if gap is not None and gap <= 1e-9 else "FEASIBLE"
+        plan = plan.model_copy(update={"provenance": plan.provenance.model_copy(update={
+            "solver": self.name, "status": status, "objective_s": b.step_time_s, "best_bound_s": bound, "gap": gap,
+            "problem_hash": problem.hash})})
+        note = (f"{choices.num_options:,} options: more than the {FULL_MODEL_OPTIONS:,} the exact model is built for; "
+                "the relaxation's plan and the rules' plans, improved by single-table moves, with the relaxation's "
+                "bound (ranks interchangeable)")
+        return SolveResult(self.name, status, plan=plan, objective_s=b.step_time_s, best_bound_s=bound,
+                           wall_time_s=time.perf_counter() - started, breakdown=b, stats=stats, notes=[note])
 
     @staticmethod
     def rounding_s(problem) -> float:
