@@ -57,7 +57,7 @@ from solvers.recsys.model import Choices, build_choices, counts_of, lookup_secon
 NS = 1e12
 """Integer time units per second (picoseconds: a table's coefficient rounds by at most 0.5 ps)."""
 
-FULL_MODEL_OPTIONS = 20_000
+FULL_MODEL_OPTIONS = 8_000
 """Above this many (group, option) variables the exact model is not built: it would take longer to
 build and presolve than the time limits people give (856 heterogeneous tables on 64 ranks: 109,440
 options, 12 s to build, no solution in 60 s on 2 cores); the relaxation and local search run instead."""
