@@ -188,22 +188,25 @@ class RecsysCpSat:
                 counts, dense_index = hint
                 plan = plan_of(choices, counts, dense_index)
                 b = evaluate(problem, plan)
-                bound = bound if bound is not None and 0 < bound <= b.step_time_s else None
+                bound = min(bound, b.step_time_s) if bound is not None and bound > 0 else None
                 gap = (b.step_time_s - bound) / b.step_time_s if bound else None
+                label = "OPTIMAL" if bound and b.step_time_s - bound <= self.rounding_s(problem) else "FEASIBLE"
                 plan = plan.model_copy(update={"provenance": plan.provenance.model_copy(update={
-                    "solver": self.name, "status": "FEASIBLE", "objective_s": b.step_time_s, "best_bound_s": bound,
+                    "solver": self.name, "status": label, "objective_s": b.step_time_s, "best_bound_s": bound,
                     "gap": gap, "problem_hash": problem.hash})})
-                return SolveResult(self.name, "FEASIBLE", plan=plan, objective_s=b.step_time_s, best_bound_s=bound,
+                return SolveResult(self.name, label, plan=plan, objective_s=b.step_time_s, best_bound_s=bound,
                                    wall_time_s=wall, breakdown=b, stats=stats,
-                                   notes=[f"the search found no plan better than the best rule's within "
-                                          f"{options.time_limit_s:g} s; that plan is returned with the search's bound"])
+                                   notes=[f"the search found no plan better than its best starting plan (the rules', "
+                                          f"the relaxation's) within {options.time_limit_s:g} s; that plan is returned "
+                                          "with the best bound"])
             return SolveResult(self.name, "UNKNOWN", wall_time_s=wall, stats=stats,
                                notes=[f"no plan found within {options.time_limit_s:g} s"])
         counts = [[int(solver.value(v)) for v in row] for row in x]
         dense_index = next(s for s, var in enumerate(z) if solver.value(var))
         objective = solver.objective_value / NS
         bound = min(max(solver.best_objective_bound / NS, relaxed_bound or 0.0), objective)
-        label = "OPTIMAL" if status == cp_model.OPTIMAL else "FEASIBLE"
+        # Proven also when the relaxation's bound meets the objective (CP-SAT stopped early).
+        label = "OPTIMAL" if status == cp_model.OPTIMAL or objective - bound <= self.rounding_s(problem) else "FEASIBLE"
         plan = plan_of(choices, counts, dense_index, solver=self.name, status=label, objective_s=objective,
                        best_bound_s=bound, gap=max(0.0, (objective - bound) / objective) if objective > 0 else 0.0,
                        problem_hash=problem.hash)
