@@ -38,6 +38,7 @@ Data-parallel tables all-reduce a dense gradient of R D s bytes (`dp_table_grad_
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -120,6 +121,12 @@ class Topology:
         self.per_host = problem.ranks_per_host
         self.hosts = problem.num_hosts
         self.ranks = np.arange(self.world)
+        self._model = problem.model
+
+    @cached_property
+    def tables(self) -> dict[str, EmbeddingTable]:
+        """The model's table groups by name (a plan entry names its group)."""
+        return {table.name: table for table in self._model.tables}
 
     def ring(self, tier: int) -> int:
         """Ranks a rank reaches first through `tier` (in its tier domain, not in the inner one)."""
@@ -194,7 +201,7 @@ class TableCosts:
 def entry_loads(problem: RecsysProblem, entry: TableSharding, topo: Topology | None = None) -> RankLoads:
     """The loads of one plan entry (`entry.count` identical tables)."""
     topo = topo or Topology(problem)
-    table = next(t for t in problem.model.tables if t.name == entry.table)
+    table = topo.tables[entry.table]
     c = TableCosts(problem, table)
     n = float(entry.count)
     W, L, H = topo.world, topo.per_host, topo.hosts

@@ -103,7 +103,7 @@ def greedy_plan(problem: RecsysProblem) -> ShardingPlan:
             entries.append(TableSharding(table=name, count=placed[rank], sharding="table_wise", ranks=[rank]))
         left = count - sum(placed.values())
         if left:
-            table = next(t for t in problem.model.tables if t.name == name)
+            table = topo.tables[name]
             free -= left * option_loads(problem, table, Option("row_wise"), topo).memory_bytes
             entries.append(TableSharding(table=name, count=left, sharding="row_wise"))
     return ShardingPlan(dense=dense, tables=_merge(entries, problem))

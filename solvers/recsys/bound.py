@@ -20,6 +20,8 @@ and the overlap and step rows of the exact model unchanged.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from ortools.sat.python import cp_model
 
@@ -41,9 +43,10 @@ def relaxed_bound_s(choices: Choices, time_limit_s: float, workers: int = 2, see
     return relax(choices, time_limit_s, workers, seed)[0]
 
 
-def relax(choices: Choices, time_limit_s: float, workers: int = 2, seed: int = 0):
+def relax(choices: Choices, time_limit_s: float, workers: int = 2, seed: int = 0, deadline: float | None = None):
     """(best bound in seconds or None, the relaxed solution or None): the solution is, per group,
-    {option index of a class's first member: tables in that class}, and the dense strategy index."""
+    {option index of a class's first member: tables in that class}, and the dense strategy index.
+    (None, None) when `deadline` (perf_counter seconds) passes while the model is built."""
     problem, topo = choices.problem, choices.topo
     world, tiers = topo.world, problem.cluster.tiers
     device = problem.cluster.device
@@ -55,6 +58,8 @@ def relax(choices: Choices, time_limit_s: float, workers: int = 2, seed: int = 0
     class_vars = []
     singles = []  # (class in use, one table's busiest-rank lookup fwd, bwd, memory)
     for g in choices.groups:
+        if deadline is not None and time.perf_counter() > deadline:
+            return None, None
         classes: dict[tuple, int] = {}
         for index, option in enumerate(g.options):
             classes.setdefault(_class(option), index)
@@ -133,7 +138,10 @@ def relax(choices: Choices, time_limit_s: float, workers: int = 2, seed: int = 0
         model.add(t_var >= chain + ids)
     model.minimize(t_var)
     solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = max(time_limit_s, 0.05)
+    left_s = time_limit_s if deadline is None else min(time_limit_s, deadline - time.perf_counter())
+    if left_s <= 0:
+        return None, None
+    solver.parameters.max_time_in_seconds = max(left_s, 0.05)
     solver.parameters.num_workers = workers
     solver.parameters.random_seed = seed
     status = solver.solve(model)
@@ -147,11 +155,16 @@ def relax(choices: Choices, time_limit_s: float, workers: int = 2, seed: int = 0
     return (bound if bound > 0 else None), solution
 
 
-def place(choices: Choices, solution) -> tuple[list[list[int]], int]:
+def place(choices: Choices, solution, deadline: float | None = None) -> tuple[list[list[int]], int] | None:
     """A plan (counts per option, dense index) that takes the relaxed solution's sharding classes
     and places them largest first where they raise the busiest rank least (LPT list scheduling on
     each rank's lookup time plus twice its all-to-all send time -- the all-to-all is paid forward
-    and backward -- within every rank's memory where it can)."""
+    and backward -- within every rank's memory where it can). None if `deadline` passes first.
+
+    A table- or column-wise option loads only its owners, alike wherever it sits, so a class is
+    kept as (owner ranks per member, the values at the owners): placing it raises the busiest rank
+    to max(busiest, max over its owners of load + value). A table-row-wise class whose options are
+    priced when asked for (many hosts) is placed by its load on the host's own ranks alone."""
     problem, topo = choices.problem, choices.topo
     device = problem.cluster.device
     tiers = problem.cluster.tiers
@@ -180,29 +193,38 @@ def place(choices: Choices, solution) -> tuple[list[list[int]], int]:
                 memory += n * loads.memory_bytes
                 continue
             members = [i for i, o in enumerate(g.options) if _class(o) == _class(option)]
-            if option.sharding == "table_row_wise":
-                costs = [rank_cost(g.loads(i)) for i in members]
-                mems = [g.loads(i).memory_bytes for i in members]
-            else:  # owner-only: the first member's values, moved to each member's ranks
-                owners = np.nonzero(loads.lookup_fwd_bytes + loads.memory_bytes)[0]
-                costs, mems = [], []
-                for i in members:
-                    ranks = np.asarray(g.options[i].ranks)
-                    c = np.zeros(world)
-                    m = np.zeros(world)
-                    c[ranks] = cost[owners]
-                    m[ranks] = loads.memory_bytes[owners]
-                    costs.append(c)
-                    mems.append(m)
-            costs, mems = np.stack(costs), np.stack(mems)
-            items += [(float(costs.max()), gi, members, costs, mems) for _ in range(n)]
-    items.sort(key=lambda item: -item[0])
-    for _, gi, members, costs, mems in items:
-        after = (load + costs).max(axis=1)
-        fits = ((memory + mems) <= capacity).all(axis=1)
-        order = np.lexsort((after, ~fits))
-        best = int(order[0])
+            if option.sharding == "table_row_wise" and g.priced[first] is not None:
+                costs = np.stack([rank_cost(g.loads(i)) for i in members])
+                mems = np.stack([g.loads(i).memory_bytes for i in members])
+                item = ("full", costs, mems)
+            else:
+                if option.sharding == "table_row_wise":
+                    owners_of = [np.arange(g.options[i].host * topo.per_host, (g.options[i].host + 1) * topo.per_host)
+                                 for i in members]
+                else:
+                    owners_of = [np.asarray(g.options[i].ranks) for i in members]
+                owners = owners_of[0]
+                item = ("owners", np.stack(owners_of), cost[owners], loads.memory_bytes[owners])
+            peak = float(item[1].max()) if item[0] == "full" else float(item[2].max())
+            items += [(peak, gi, members, item) for _ in range(n)]
+    items.sort(key=lambda entry: -entry[0])
+    for step, (_, gi, members, item) in enumerate(items):
+        if deadline is not None and step % 256 == 0 and time.perf_counter() > deadline:
+            return None
+        if item[0] == "full":
+            _, costs, mems = item
+            after = (load + costs).max(axis=1)
+            fits = ((memory + mems) <= capacity).all(axis=1)
+        else:
+            _, owners, values, mems = item
+            after = np.maximum(load.max(), (load[owners] + values).max(axis=1))
+            fits = ((memory[owners] + mems) <= capacity).all(axis=1)
+        best = int(np.lexsort((after, ~fits))[0])
         counts[gi][members[best]] += 1
-        load += costs[best]
-        memory += mems[best]
+        if item[0] == "full":
+            load += costs[best]
+            memory += mems[best]
+        else:
+            load[owners[best]] += values
+            memory[owners[best]] += mems
     return counts, dense_index

@@ -52,7 +52,7 @@ from planner.recsys.loads import RankLoads
 from solvers.base import SolveOptions, SolveResult
 from solvers.recsys.bound import place, relax
 from solvers.recsys.local_search import improve
-from solvers.recsys.model import Choices, build_choices, counts_of, lookup_seconds, plan_of
+from solvers.recsys.model import Choices, OutOfTime, build_choices, counts_of, lookup_seconds, plan_of
 
 NS = 1e12
 """Integer time units per second (picoseconds: a table's coefficient rounds by at most 0.5 ps)."""
@@ -141,14 +141,18 @@ class RecsysCpSat:
     def solve(self, problem, options: SolveOptions, hints=()) -> SolveResult:
         started = time.perf_counter()
         deadline = options.deadline or started + options.time_limit_s
-        choices = build_choices(problem)
+        try:
+            choices = build_choices(problem, deadline=deadline - LOCAL_SEARCH_MARGIN_S)
+        except OutOfTime as stopped:
+            return self._best_hint(problem, hints, started, options, f"the time limit passed while {stopped}")
         # The relaxation with interchangeable ranks (solvers/recsys/bound.py): a bound, and a plan
         # from its sharding classes placed largest first, as one more hint.
         relaxed_bound, relaxed = relax(choices, min(RELAX_SHARE * max(deadline - time.perf_counter(), 0.0), RELAX_CAP_S),
-                                       options.workers, options.seed)
+                                       options.workers, options.seed, deadline=deadline - LOCAL_SEARCH_MARGIN_S)
         if relaxed is not None:
-            counts, dense_index = place(choices, relaxed)
-            hints = (*hints, plan_of(choices, counts, dense_index))
+            placed = place(choices, relaxed, deadline=deadline - LOCAL_SEARCH_MARGIN_S)
+            if placed is not None:
+                hints = (*hints, plan_of(choices, *placed))
         if choices.num_options > FULL_MODEL_OPTIONS:
             return self._large(problem, choices, hints, relaxed_bound, deadline, started)
         model = cp_model.CpModel()
@@ -213,6 +217,26 @@ class RecsysCpSat:
         return SolveResult(self.name, label, plan=plan, objective_s=objective, best_bound_s=bound, wall_time_s=wall,
                            breakdown=evaluate(problem, plan), stats=stats)
 
+    def _best_hint(self, problem, hints, started: float, options: SolveOptions, why: str) -> SolveResult:
+        """The time limit ran out before the search could start: the best starting plan (the
+        rules') stands, without a bound."""
+        best = None
+        for plan in hints:
+            b = evaluate(problem, plan)
+            if b.fits and (best is None or b.step_time_s < best[1].step_time_s):
+                best = (plan, b)
+        wall = time.perf_counter() - started
+        note = f"{why}; no bound: give a longer --time-limit for the search"
+        if best is None:
+            return SolveResult(self.name, "UNKNOWN", wall_time_s=wall, notes=[note + " (no rule's plan fits)"])
+        plan, b = best
+        source = plan.provenance.solver or "a rule"
+        plan = plan.model_copy(update={"provenance": plan.provenance.model_copy(update={
+            "solver": self.name, "status": "FEASIBLE", "objective_s": b.step_time_s, "best_bound_s": None, "gap": None,
+            "problem_hash": problem.hash})})
+        return SolveResult(self.name, "FEASIBLE", plan=plan, objective_s=b.step_time_s, wall_time_s=wall, breakdown=b,
+                           notes=[note + f"; the best rule's plan ({source}) is returned"])
+
     def _large(self, problem, choices: Choices, hints, bound, deadline: float, started: float) -> SolveResult:
         """More options than the exact model builds in time: the best hint, improved by single-table
         moves until the deadline (solvers/recsys/local_search.py), with the relaxation's bound."""
@@ -261,7 +285,9 @@ class RecsysCpSat:
         rings = [topo.ring(ti) for ti in range(len(tiers))]
         for g, row in zip(choices.groups, x, strict=True):
             compact: dict[int, dict] = {}  # the integer coefficients of an owner-only option, per values table
-            for item, var in zip(g.priced, row, strict=True):
+            for index, (item, var) in enumerate(zip(g.priced, row, strict=True)):
+                if item is None:  # priced when asked for
+                    item = g.loads(index)
                 if not isinstance(item, RankLoads):
                     ranks, values = item
                     coeffs = compact.get(id(values))

@@ -11,7 +11,8 @@ import time
 from planner.recsys.cost import step_from_loads
 from planner.recsys.loads import RankLoads
 from solvers.base import SolveOptions, SolveResult
-from solvers.recsys.model import build_choices, plan_of
+from planner.recsys.options import dense_strategies, table_options
+from solvers.recsys.model import OutOfTime, build_choices, plan_of
 
 
 def compositions(total: int, parts: int):
@@ -31,16 +32,29 @@ class RecsysExhaustive:
 
     def solve(self, problem, options: SolveOptions, hints=()) -> SolveResult:
         started = time.perf_counter()
-        choices = build_choices(problem)
-        sizes = [math.comb(g.count + len(g.options) - 1, len(g.options) - 1) for g in choices.groups]
-        space = math.prod(sizes) * len(choices.dense)
-        if space > options.max_evaluations:
+        deadline = options.deadline or started + options.time_limit_s
+        # The size of the space from the option counts alone (nothing priced yet); a product that
+        # passes the limit stops early (the true size may have thousands of digits).
+        space = len(dense_strategies(problem))
+        for table in problem.model.tables:
+            k = len(table_options(problem, table))
+            space *= math.comb(table.count + k - 1, k - 1)
+            if space > options.max_evaluations:
+                return SolveResult(self.name, "UNKNOWN", wall_time_s=time.perf_counter() - started,
+                                   notes=[f"more than {options.max_evaluations:,} plans (the most the oracle evaluates)"])
+        try:
+            choices = build_choices(problem, deadline=deadline)
+        except OutOfTime:
             return SolveResult(self.name, "UNKNOWN", wall_time_s=time.perf_counter() - started,
-                               notes=[f"{space:,} plans is more than the {options.max_evaluations:,} the oracle evaluates"])
+                               notes=[f"out of time ({options.time_limit_s:g} s) before every plan was evaluated"])
         world, tiers = choices.topo.world, len(problem.cluster.tiers)
         best = None
         per_group = [list(compositions(g.count, len(g.options))) for g in choices.groups]
-        for counts in itertools.product(*per_group):
+        for step, counts in enumerate(itertools.product(*per_group)):
+            if step % 64 == 0 and time.perf_counter() > deadline:
+                return SolveResult(self.name, "UNKNOWN", wall_time_s=time.perf_counter() - started,
+                                   notes=[f"out of time ({options.time_limit_s:g} s) after {step:,} of {space:,} "
+                                          "plans: the oracle proves nothing unless it evaluates them all"])
             loads = RankLoads.zeros(world, tiers)
             for group, row in zip(choices.groups, counts, strict=True):
                 for index, n in enumerate(row):

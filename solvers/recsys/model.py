@@ -5,6 +5,7 @@ with their single-table loads (planner.recsys.options), and every dense strategy
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,16 +44,22 @@ class GroupChoices:
     count: int
     options: list[Option]
     priced: list
-    """Per option: its RankLoads (one table), or for a table- or column-wise option the pair
-    (owner ranks, {array: values at those ranks}) -- its loads are zero elsewhere."""
+    """Per option: its RankLoads (one table); for a table- or column-wise option the pair
+    (owner ranks, {array: values at those ranks}) -- its loads are zero elsewhere; or None for a
+    table-row-wise option, priced when asked for (one per host: on many hosts, full per-rank
+    arrays for each would not fit in memory)."""
     world: int = 0
     num_tiers: int = 0
+    problem: RecsysProblem | None = None
+    topo: Topology | None = None
 
     def loads(self, index: int) -> RankLoads:
         """The full loads of one table of the group under option `index`."""
         item = self.priced[index]
         if isinstance(item, RankLoads):
             return item
+        if item is None:
+            return option_loads(self.problem, self.topo.tables[self.name], self.options[index], self.topo)
         ranks, values = item
         loads = RankLoads.zeros(self.world, self.num_tiers)
         for name, vals in values.items():
@@ -77,13 +84,27 @@ class Choices:
         return sum(len(g.options) for g in self.groups)
 
 
-def build_choices(problem: RecsysProblem, space: RecsysSpace = RecsysSpace()) -> Choices:
+class OutOfTime(Exception):
+    """The deadline passed while the choices were being priced."""
+
+
+EAGER_TABLE_ROW_WISE_ELEMENTS = 2**24
+"""Table-row-wise options are priced up front while their per-rank arrays (hosts x ranks x tiers
+per group) stay below this many numbers; above it they are priced when asked for."""
+
+
+def build_choices(problem: RecsysProblem, space: RecsysSpace = RecsysSpace(), deadline: float | None = None) -> Choices:
+    """Every group's options, priced; raises OutOfTime when `deadline` (perf_counter seconds)
+    passes first."""
     topo = Topology(problem)
+    eager = topo.hosts * topo.world * (1 + topo.num_tiers) <= EAGER_TABLE_ROW_WISE_ELEMENTS
     groups = []
     for table in problem.model.tables:
+        if deadline is not None and time.perf_counter() > deadline:
+            raise OutOfTime(f"pricing the options of {len(groups):,} of {len(problem.model.tables):,} table groups")
         options = table_options(problem, table, space)
-        groups.append(GroupChoices(table.name, table.count, options, _priced(problem, table, options, topo),
-                                   topo.world, topo.num_tiers))
+        groups.append(GroupChoices(table.name, table.count, options, _priced(problem, table, options, topo, eager),
+                                   topo.world, topo.num_tiers, problem, topo))
     task = problem.task
     capacity = problem.cluster.device.hbm_bytes * (1 - task.memory_headroom)
     dense = []
@@ -106,7 +127,7 @@ def build_choices(problem: RecsysProblem, space: RecsysSpace = RecsysSpace()) ->
     return Choices(problem, topo, groups, dense, capacity, two - one, one - (two - one))
 
 
-def _priced(problem: RecsysProblem, table, options: list[Option], topo: Topology) -> list:
+def _priced(problem: RecsysProblem, table, options: list[Option], topo: Topology, eager: bool = True) -> list:
     """Each option's loads (see GroupChoices.priced). A table- or column-wise option loads only its
     owner ranks, alike for every placement of the same shard count, so it is priced once per shard
     count and its owner values reused (tests/test_recsys_exactness.py checks this against pricing
@@ -114,6 +135,9 @@ def _priced(problem: RecsysProblem, table, options: list[Option], topo: Topology
     base: dict[tuple, dict] = {}
     out = []
     for option in options:
+        if option.sharding == "table_row_wise" and not eager:
+            out.append(None)
+            continue
         if option.sharding not in ("table_wise", "column_wise"):
             out.append(option_loads(problem, table, option, topo))
             continue
