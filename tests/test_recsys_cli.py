@@ -165,3 +165,24 @@ def test_a_plan_that_does_not_fit_exits_3_and_names_the_rank(tmp_path, capsys):
     code, out, _ = run(["estimate", task, "--plan", write(tmp_path, "p.yaml", plan)], capsys)
     assert code == 3
     assert "warning: rank 0 needs" in out
+
+
+def test_solve_export_json_carries_the_export_as_on_an_llm_task(tmp_path, capsys):
+    """`solve --export torchrec --json` holds {"export": {target, text, error}} as the LLM path does; an export the
+    target cannot express is its error (exit 4), with the plan still in the JSON and saved."""
+    code, out, err = run(["solve", task_with(tmp_path), "--solver", "greedy", "--export", "torchrec", "--json"],
+                         capsys)
+    data = json.loads(out)
+    assert code == 0, err
+    assert data["export"]["target"] == "torchrec" and data["export"]["error"] is None
+    assert json.loads(data["export"]["text"])["format"] == "planner torchrec sharding plan"
+
+    write(tmp_path, "m.yaml", MODEL.replace("ROWS", "1000").replace("dim: 16", "dim: 18"))
+    saved = tmp_path / "plan.yaml"
+    code, out, err = run(["solve", str(tmp_path / "task.yaml"), "--solver", "greedy", "--export", "torchrec-python",
+                          "--json", "-o", str(saved)], capsys)
+    data = json.loads(out)
+    assert code == 4
+    assert data["plan"] is not None and saved.exists()
+    assert data["export"]["text"] is None and "multiples of 4" in data["export"]["error"]
+    assert "error: --export torchrec-python" in err

@@ -235,3 +235,33 @@ def test_a_plan_that_overflows_a_rank_does_not_fit():
     b = evaluate(p, ShardingPlan(tables=[TableSharding(table="t", sharding="table_wise", ranks=[0])]))
     assert not b.fits and b.peak_memory_rank == 0
     assert evaluate(p, ShardingPlan(tables=[TableSharding(table="t", sharding="row_wise")])).fits
+
+
+def test_fp32_dense_gemms_are_priced_at_the_fp32_peak_not_tf32():
+    """A100 with its datasheet fp32 peak (19.5 TFLOP/s) beside TF32 (156): the MLP GEMMs of an fp32 task
+    run at the fp32 rate. Forward GEMM FLOPs per rank, batch 4096: 2 x 4096 x (13x1024 + 1024x1024 + 1024x16
+    + 32x1024 + 1024x1024 + 1024x1) = 17.70 GFLOP (concat: the top MLP takes 16 + 16 wide); the same calls
+    and elementwise bytes at both precisions, so the forward times differ by exactly
+    17.70e9 / 0.804 x (1/19.5e12 - 1/156e12) = 0.988 ms (fp32 3.3x the tf32 time)."""
+    from planner.recsys.cost import dense_cost
+
+    device = load_device("a100-sxm4-80gb")
+    data = device.model_dump()
+    data["peak_flops"]["fp32"] = 19.5e12
+    device = type(device).model_validate(data)
+    a100 = Cluster(name="a100", device=device, num_devices=8, tiers=cluster().tiers)
+    m = Dlrm(name="mlp", num_dense_features=13, bottom_mlp=[1024, 1024, 16], interaction={"type": "concat"},
+             top_mlp=[1024, 1024, 1], tables=[dict(name="t", num_rows=1000, dim=16, pooling_factor=2)])
+    plan = ShardingPlan(tables=[TableSharding(table="t", sharding="row_wise")])
+    times = {}
+    for precision in ("tf32", "fp32"):
+        p = RecsysProblem(model=m, cluster=a100, task=RecsysTraining(global_batch_size=8 * 4096,
+                                                                     dense_precision=precision))
+        d = dense_cost(p, plan)
+        times[precision] = (d.bottom_fwd_s + d.top_fwd_s, d.bottom_bwd_s + d.top_bwd_s)
+    flops = 2.0 * 4096 * (13 * 1024 + 1024 * 1024 + 1024 * 16 + 32 * 1024 + 1024 * 1024 + 1024 * 1)
+    fraction = device.efficiency.gemm_fraction
+    assert times["fp32"][0] > times["tf32"][0] and times["fp32"][1] > times["tf32"][1]
+    assert times["fp32"][0] - times["tf32"][0] == pytest.approx(flops / fraction * (1 / 19.5e12 - 1 / 156e12),
+                                                                rel=1e-9)
+    assert times["fp32"][1] - times["tf32"][1] == pytest.approx(2 * (times["fp32"][0] - times["tf32"][0]), rel=1e-9)

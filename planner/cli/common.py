@@ -229,12 +229,25 @@ def check_plan_matches(plan, problem, plan_path, task_path) -> None:
         )
 
 
+MAX_SHOWN_ERRORS = 10
+"""Inconsistencies of a plan printed one per line; the rest are counted ("and N more")."""
+
+
+def invalid_plan(plan_source: str, task_source: str, errors: list[str]):
+    """The InputError for a plan inconsistent with its task: the first MAX_SHOWN_ERRORS
+    inconsistencies, then how many more there are (a plan with 100,000 bad entries is one screen)."""
+    from planner.core.errors import InputError
+
+    lines = [f"  - {e}" for e in errors[:MAX_SHOWN_ERRORS]]
+    if len(errors) > MAX_SHOWN_ERRORS:
+        lines.append(f"  - and {len(errors) - MAX_SHOWN_ERRORS:,} more")
+    return InputError(f"{plan_source}: this plan is invalid for {task_source}:\n" + "\n".join(lines))
+
+
 def check_plan_valid(plan, problem, plan_source: str, task_source: str) -> None:
     """Every way the plan is inconsistent with the task, as one error naming both."""
-    from planner.core.errors import InputError
     from planner.llm.plan import check_plan
 
     errors = check_plan(plan, problem)
     if errors:
-        raise InputError(f"{plan_source}: this plan is invalid for {task_source}:\n"
-                         + "\n".join(f"  - {e}" for e in errors))
+        raise invalid_plan(plan_source, task_source, errors)

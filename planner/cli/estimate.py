@@ -11,6 +11,7 @@ from planner.cli.common import (
     check_plan_valid,
     dump_json,
     integer,
+    invalid_plan,
     is_recsys,
     load_task,
     plan_from_args,
@@ -54,7 +55,7 @@ def run_recsys(args: argparse.Namespace, problem) -> int:
     check_plan_matches(plan, problem, args.plan, args.task)
     errors = check_plan(plan, problem)
     if errors:
-        raise InputError(f"{args.plan}: this plan is invalid for {args.task}:\n" + "\n".join(f"  - {e}" for e in errors))
+        raise invalid_plan(args.plan, args.task, errors)
     loads = plan_loads(problem, plan)
     breakdown = evaluate_recsys(problem, plan, loads)
     if args.json:

@@ -10,7 +10,14 @@ import argparse
 import os
 import sys
 
-from planner.cli.common import check_output, check_plan_matches, check_plan_valid, is_recsys, load_task
+from planner.cli.common import (
+    check_output,
+    check_plan_matches,
+    check_plan_valid,
+    invalid_plan,
+    is_recsys,
+    load_task,
+)
 from planner.core.errors import PlannerError
 from planner.core.files import shown
 from planner.export.base import ExportError
@@ -105,7 +112,7 @@ def run_recsys(args: argparse.Namespace, problem) -> int:
     check_plan_matches(plan, problem, args.plan, args.task)
     errors = check_plan(plan, problem)
     if errors:
-        raise PlannerError(f"{args.plan}: this plan is invalid for {args.task}:\n" + "\n".join(f"  - {e}" for e in errors))
+        raise invalid_plan(args.plan, args.task, errors)
     text = recsys_export_text(problem, plan, args.to)
     if args.output:
         write_atomic(args.output, text, inputs)

@@ -4,8 +4,9 @@ modules route here when the task's model is a DLRM."""
 from __future__ import annotations
 
 import argparse
+import sys
 
-from planner.cli.common import check_output, check_plan_matches, dump_json
+from planner.cli.common import check_output, check_plan_matches, dump_json, invalid_plan
 from planner.core.errors import InputError, PlannerError
 
 DEFAULT_COMPARE = "cpsat,greedy,madmax-mp,row-wise"
@@ -41,6 +42,7 @@ def solve(args: argparse.Namespace, problem) -> int:
         raise PlannerError(f"--solver: {args.solver[:40]!r} is not a DLRM solver; choose from "
                            f"{', '.join(RECSYS_SOLVERS)}")
     from planner.cli.export import RECSYS_TARGETS, recsys_export_text
+    from planner.export.base import ExportError
 
     if args.export and args.export not in RECSYS_TARGETS:
         raise InputError(f"--export {args.export}: a DLRM plan exports to {' or '.join(RECSYS_TARGETS)}")
@@ -49,14 +51,27 @@ def solve(args: argparse.Namespace, problem) -> int:
     check_output(args.output, problem.files)
     (result,) = solve_recsys(problem, [args.solver], _options(args))
     loads = plan_loads(problem, result.plan) if result.plan is not None else None
+    # As on an LLM task: the result is shown (and saved) whatever happens to the export.
+    exported = export_error = None
+    export_code = 0
+    if args.export and result.plan is not None:
+        try:
+            exported = recsys_export_text(problem, result.plan, args.export)
+        except ExportError as exc:
+            export_error, export_code = str(exc), 4
+        except PlannerError as exc:
+            export_error, export_code = str(exc), 2
     if args.json:
-        print(dump_json({
+        out = {
             "family": "dlrm", "solver": result.solver, "status": result.status, "objective_s": result.objective_s,
             "best_bound_s": result.best_bound_s, "gap": result.gap, "wall_time_s": result.wall_time_s,
             "stats": result.stats, "notes": result.notes, "infeasibility": result.infeasibility,
             "plan": plan_document(result.plan) if result.plan else None,
             "estimate": recsys_estimate_json(problem, result.plan, result.breakdown, loads) if loads is not None else None,
-        }))
+        }
+        if args.export and result.plan is not None:
+            out["export"] = {"target": args.export, "text": exported, "error": export_error}
+        print(dump_json(out))
     else:
         print(proof_line(result))
         if result.stats:
@@ -69,14 +84,18 @@ def solve(args: argparse.Namespace, problem) -> int:
         if loads is not None:
             print()
             print(render_recsys_estimate(problem, result.plan, result.breakdown, loads))
-        if args.export and result.plan is not None:
+        if exported is not None:
             print()
-            print(recsys_export_text(problem, result.plan, args.export), end="")
+            print(exported, end="")
     if args.output and result.plan is not None:
         save_plan(result.plan, args.output, problem.files)
         if not args.json:
             print(f"\nplan written to {args.output}")
-    return 0 if result.plan is not None else 3
+    if export_error is not None:
+        print(f"error: --export {args.export}: {export_error}", file=sys.stderr)
+    if result.plan is None:
+        return 3
+    return export_code
 
 
 def compare(args: argparse.Namespace, problem, default_solvers: str) -> int:
@@ -103,7 +122,7 @@ def compare(args: argparse.Namespace, problem, default_solvers: str) -> int:
         check_plan_matches(plan, problem, path, args.task)
         errors = check_plan(plan, problem)
         if errors:
-            raise InputError(f"{path}: this plan is invalid for {args.task}:\n" + "\n".join(f"  - {e}" for e in errors))
+            raise invalid_plan(path, args.task, errors)
         given.append((path, plan))
     results = solve_recsys(problem, names, _options(args))
     rows = list(zip(names, results, strict=True))

@@ -133,8 +133,40 @@ def load_cluster(
     if "device" in data:
         data["device"] = load_device(data["device"], here, where, f"{prefix}device", seen)
     if num_devices is not None:
+        # The cluster as such first (its own faults name its file), then the task's device count
+        # against its tiers (a fault names the task's num_devices and the domain it must fill).
+        alone = build(Cluster, {**data, "num_devices": 1}, where, prefix)
+        _check_num_devices(alone, num_devices, source)
         data["num_devices"] = num_devices
     return build(Cluster, data, where, prefix)
+
+
+def _check_num_devices(cluster: Cluster, num_devices: int, source: str) -> None:
+    """`num_devices` (the task's) against the tiers of `cluster`: each tier without a size spans
+    the cluster, so it must be made of whole domains of the tier inside it; the outermost must
+    hold them all (Cluster._check_tiers' rules, stated for the task)."""
+    previous, inner = 1, None
+    for tier in cluster.tiers:
+        size = tier.size if tier.size is not None else max(num_devices, previous)
+        if size % previous:
+            if tier.size is None:
+                raise InputError(
+                    f"{source}: num_devices: {num_devices:,} devices do not fill whole domains of the "
+                    f"{inner.name} tier of cluster {cluster.name} ({previous:,} devices each: a host or NVLink "
+                    f"domain); use a multiple of {previous:,}"
+                )
+            raise InputError(
+                f"{source}: num_devices: {num_devices:,} devices make the {inner.name} tier of cluster "
+                f"{cluster.name} {previous:,} devices wide, which does not divide the {tier.size:,} devices of its "
+                f"{tier.name} tier; use a divisor of {tier.size:,}"
+            )
+        previous, inner = size, tier
+    if previous < num_devices:
+        raise InputError(
+            f"{source}: num_devices: {num_devices:,} devices, but the outermost tier ({inner.name}) of cluster "
+            f"{cluster.name} holds {previous:,}; use at most {previous:,} or a cluster whose outermost tier is "
+            "larger (size null spans any number)"
+        )
 
 
 MAX_DEVICES = 2**24

@@ -105,10 +105,16 @@ def _example(kind: str) -> str:
 
 
 def format_bytes(num_bytes: float) -> str:
-    """Formats bytes in GiB/MiB with two decimals (binary units, as nvidia-smi and torch do)."""
+    """Formats bytes in GiB (two decimals), MiB or KiB (one) or bytes (binary units, as nvidia-smi
+    and torch do); a size under 1 MiB keeps its digits (a nearly full headroom leaves KiB, not
+    "0.0 MiB")."""
     if num_bytes >= 2**30:
         return f"{num_bytes / 2**30:.2f} GiB"
-    return f"{num_bytes / 2**20:.1f} MiB"
+    if num_bytes >= 2**20 or num_bytes == 0:
+        return f"{num_bytes / 2**20:.1f} MiB"
+    if num_bytes >= 2**10:
+        return f"{num_bytes / 2**10:.1f} KiB"
+    return f"{num_bytes:.0f} B"
 
 
 def format_seconds(seconds: float) -> str:

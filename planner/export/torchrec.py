@@ -68,6 +68,30 @@ def parameter_sharding(problem: RecsysProblem, group, entry: TableSharding) -> d
             "shard_offsets": [[min(i * block, rows), 0] for i in range(len(members))]}
 
 
+MAX_SHARDS = 2**20
+"""Most shards an export writes (1,048,576: e.g. 1,024 row-wise tables on 1,024 ranks; about 80 MB of
+JSON and 1 GB of memory to build it); a larger plan is refused before anything is built (row-wise and
+data-parallel tables hold one shard on every rank, so a huge world multiplies every such table)."""
+
+
+def shards_per_table(problem: RecsysProblem, entry: TableSharding) -> int:
+    """Shards one table of `entry` has in the export (one per rank that holds a part of it)."""
+    if entry.sharding in ("data_parallel", "row_wise"):
+        return problem.cluster.num_devices
+    if entry.sharding == "table_row_wise":
+        return problem.ranks_per_host
+    return len(entry.ranks or ())
+
+
+def check_shard_count(problem: RecsysProblem, plan: ShardingPlan) -> None:
+    """Refuses a plan with more than MAX_SHARDS shards, naming the count."""
+    total = sum(entry.count * shards_per_table(problem, entry) for entry in plan.tables)
+    if total > MAX_SHARDS:
+        raise ExportError(f"the plan has {total:,} shards on {problem.cluster.num_devices:,} ranks (row-wise and "
+                          f"data-parallel tables hold one on every rank); the export writes at most {MAX_SHARDS:,} "
+                          "(use table-wise, column-wise or table-row-wise sharding, or fewer ranks)")
+
+
 def table_specs(problem: RecsysProblem) -> list[dict]:
     model = problem.model
     return [{"name": name, "num_rows": t.num_rows, "dim": t.dim, "pooling_factor": t.pooling_factor,
@@ -76,10 +100,13 @@ def table_specs(problem: RecsysProblem) -> list[dict]:
 
 
 def torchrec_document(problem: RecsysProblem, plan: ShardingPlan) -> dict:
-    odd = next((t for t in problem.model.tables if t.dim % 4), None)
+    odd = next((i for i, t in enumerate(problem.model.tables) if t.dim % 4), None)
     if odd is not None:
-        raise ExportError(f"table {odd.name!r} has dim {odd.dim}: TorchRec's fused FBGEMM kernels need table dims that "
-                          f"are multiples of 4 (pad it to {odd.dim + 4 - odd.dim % 4} in the model)")
+        t = problem.model.tables[odd]
+        raise ExportError(f"model {problem.model.name!r}: tables[{odd}].dim: table {t.name!r} has dim {t.dim}: TorchRec's "
+                          f"fused FBGEMM kernels need table dims that are multiples of 4 (pad it to "
+                          f"{t.dim + 4 - t.dim % 4} in the model)")
+    check_shard_count(problem, plan)
     return {
         "format": "planner torchrec sharding plan", "planner_version": __version__,
         "world_size": problem.cluster.num_devices, "local_world_size": problem.ranks_per_host,
@@ -96,9 +123,12 @@ def torchrec_python(problem: RecsysProblem, plan: ShardingPlan) -> str:
     doc = torchrec_document(problem, plan)
     rows = [f"    {name!r}: ({p['sharding_type']!r}, {p['compute_kernel']!r}, {p['ranks']}, {p['shard_sizes']}, "
             f"{p['shard_offsets']})," for name, p in doc["plan"].items()]
+    # User strings (the model and table names) appear only as repr() literals or after "#" on one
+    # line (a repr has no line break): a name holding quotes or triple quotes stays text.
     return "\n".join([
-        f'"""TorchRec sharding plan for {problem.model.name} on {problem.cluster.num_devices} ranks '
-        f'({problem.ranks_per_host} per host), written by planner {__version__}.',
+        (f"# planner {__version__} export for TorchRec: the sharding plan of model {problem.model.name!r} on "
+         f"{problem.cluster.num_devices} ranks ({problem.ranks_per_host} per host)"),
+        '"""TorchRec sharding plan written by planner (the model is named in the comment above).',
         "",
         "module_plan maps each table to its ParameterSharding; pass it as",
         'DistributedModelParallel(module, plan=ShardingPlan({"<path of the EmbeddingBagCollection>": module_plan})).',

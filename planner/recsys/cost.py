@@ -122,7 +122,7 @@ def dense_cost(problem: RecsysProblem, plan: ShardingPlan, dp_table_grad_bytes: 
     replicas = world // tp
     batch = task.global_batch_size / replicas  # samples per TP group (per rank for DDP/FSDP)
     precision = task.dense_precision
-    gemm_precision = "tf32" if precision in ("fp32", "tf32") else precision
+    gemm_precision = precision  # fp32 at the fp32 peak (a device's tf32 rate only for tf32; kernels.gemm_peak)
     act_bytes = DTYPE_BYTES[precision]
     grad_bytes = 4.0 if precision in ("fp32", "tf32") else 2.0
     shapes = model.mlp_shapes()

@@ -14,6 +14,7 @@ global batch, 1 = every id a distinct row, the upper bound on optimizer traffic)
 
 from __future__ import annotations
 
+from collections import Counter
 from math import comb
 from typing import Annotated, Literal
 
@@ -86,6 +87,28 @@ Interaction = Annotated[
 ]
 
 
+def _generated_name_clash(tables: list[EmbeddingTable]) -> tuple[int, int] | None:
+    """(index of a single table, index of a group) where the single table's name is one of the
+    group's generated names `<group>_<i>`, or None.
+
+    Complete without listing the generated names (up to MAX_TABLES): a generated name ends in "_"
+    and a canonical decimal, so it splits at its last "_" into the group's name and i. Two groups
+    therefore never generate the same name, and a single table's name can only be the one
+    generated name its own last "_" splits it into.
+    """
+    groups = {t.name: index for index, t in enumerate(tables) if t.count > 1}
+    for index, t in enumerate(tables):
+        if t.count > 1 or "_" not in t.name:
+            continue
+        prefix, _, suffix = t.name.rpartition("_")
+        if not (suffix.isascii() and suffix.isdigit()) or str(int(suffix)) != suffix:
+            continue
+        group = groups.get(prefix)
+        if group is not None and int(suffix) < tables[group].count:
+            return index, group
+    return None
+
+
 class Dlrm(Spec):
     """A DLRM-style model."""
 
@@ -106,12 +129,21 @@ class Dlrm(Spec):
 
     @model_validator(mode="after")
     def _check(self) -> Dlrm:
-        names = [t.name for t in self.tables]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
+        counts = Counter(t.name for t in self.tables)
+        duplicates = sorted(n for n, k in counts.items() if k > 1)
         if duplicates:
             raise ValueError(f"tables: table names must be unique; {duplicates[0]!r} appears more than once")
         if self.num_tables > MAX_TABLES:
             raise ValueError(f"tables: {self.num_tables:,} tables in all; at most {MAX_TABLES:,} are accepted")
+        clash = _generated_name_clash(self.tables)
+        if clash is not None:
+            single, group = clash
+            g, t = self.tables[group], self.tables[single]
+            raise ValueError(
+                f"tables: table names must be unique; tables[{group}] ({g.name!r}, count {g.count}) names its tables "
+                f"{g.name}_0..{g.name}_{g.count - 1}, and tables[{single}].name {t.name!r} is one of them "
+                "(rename one)"
+            )
         if isinstance(self.interaction, DotInteraction):
             width = self.bottom_mlp[-1]
             other = next((t for t in self.tables if t.dim != width), None)

@@ -5,7 +5,8 @@ Sharding types (TorchRec's; ../shared/reference/recsys.md sec. B.2), W ranks, L 
 innermost network tier's domain):
     data_parallel   every rank holds the whole table and looks up its own samples' ids
     table_wise      one rank holds the table and looks up the ids of the whole global batch
-    column_wise     k ranks each hold D/k columns (k = len(ranks)) and look up every id
+    column_wise     k ranks each hold D/k columns (k = len(ranks); D/k a multiple of 4 when k > 1) and
+                    look up every id
     row_wise        all W ranks hold ceil(R/W) rows each and look up the ids that fall in them
     table_row_wise  the L ranks of one host hold ceil(R/L) rows each
 
@@ -28,6 +29,11 @@ if TYPE_CHECKING:
 ShardingType = Literal["data_parallel", "table_wise", "column_wise", "row_wise", "table_row_wise"]
 SHARDING_TYPES: tuple[ShardingType, ...] = ("data_parallel", "table_wise", "column_wise", "row_wise",
                                             "table_row_wise")
+
+
+COLUMN_SHARD_WIDTH_MULTIPLE = 4
+"""A column shard's width must be a multiple of 4 (TorchRec's fused FBGEMM kernels need it; the
+search's column-wise options obey the same rule, planner.recsys.options)."""
 
 
 class TableSharding(Spec):
@@ -119,6 +125,13 @@ def check_plan(plan: ShardingPlan, problem: RecsysProblem) -> list[str]:
             if group.dim % shards:
                 errors.append(f"{where}.ranks: {shards} column shards do not divide {entry.table!r}'s dim "
                               f"{group.dim} (use a divisor of {group.dim})")
+            elif shards > 1 and (group.dim // shards) % COLUMN_SHARD_WIDTH_MULTIPLE:
+                fits = [k for k in range(2, shards) if group.dim % k == 0
+                        and (group.dim // k) % COLUMN_SHARD_WIDTH_MULTIPLE == 0]
+                errors.append(f"{where}.ranks: {shards} column shards of {entry.table!r} (dim {group.dim}) are "
+                              f"{group.dim // shards} columns wide; TorchRec's fused kernels need a multiple of "
+                              f"{COLUMN_SHARD_WIDTH_MULTIPLE} (use "
+                              + (f"{fits[-1]} shards)" if fits else "table-wise or row-wise sharding)"))
             if len(set(entry.ranks)) != shards:
                 errors.append(f"{where}.ranks: a rank holds two column shards of one table; give distinct ranks")
         if entry.sharding == "table_row_wise" and entry.host is not None and entry.host >= hosts:

@@ -12,6 +12,7 @@ from typing import Any
 from planner.core.errors import InputError
 from planner.core.hardware import Cluster
 from planner.core.inputs import build, load_cluster, resolve
+from planner.core.units import format_bytes
 from planner.recsys.model import Dlrm
 from planner.recsys.task import RecsysTraining
 
@@ -61,10 +62,14 @@ class RecsysProblem:
             size = table.num_rows * (table.dim * (DTYPE_BYTES[self.model.table_dtype(table)] + per_elem) + per_row)
             if size * table.count > total:
                 what = f"table {table.name!r}" if table.count == 1 else f"the {table.count:,} tables of group {table.name!r}"
+                need, have = _size(size * table.count), _size(total)
+                if need == have:  # too close to tell apart at this precision: the bytes
+                    need, have = f"{size * table.count:,.0f} bytes", f"{total:,.0f} bytes"
                 raise InputError(
-                    f"{self.source}: model.tables: {what} need(s) {size * table.count / 2**30:,.1f} GiB of weights and "
-                    f"{self.task.embedding_optimizer} state, more than the {total / 2**30:,.1f} GiB usable on all "
-                    f"{self.cluster.num_devices} devices: use more devices, a smaller dtype or fewer rows"
+                    f"{self.source}: model.tables: {what} need(s) {need} of weights and "
+                    f"{self.task.embedding_optimizer} state, more than the {have} usable on all "
+                    f"{self.cluster.num_devices} devices (memory_headroom {self.task.memory_headroom}): use more "
+                    "devices, a smaller dtype or fewer rows"
                 )
 
     @property
@@ -89,6 +94,11 @@ class RecsysProblem:
         }
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _size(num_bytes: float) -> str:
+    """GiB with one decimal from 1 GiB up, else MiB, KiB or bytes (never "0.0 GiB")."""
+    return f"{num_bytes / 2**30:,.1f} GiB" if num_bytes >= 2**30 else format_bytes(num_bytes)
 
 
 def load_dlrm(ref: Any, base: Path | None = None, source: str = "<arg>", field: str = "model",
