@@ -84,14 +84,25 @@ def a2a_time_s(problem: RecsysProblem, send: np.ndarray, recv: np.ndarray) -> tu
     """(all-to-all time, the rank that sets it) from per-rank, per-tier bytes: the slowest rank
     and tier, max(sent, received) / (bandwidth * efficiency), plus the latency of every tier
     that carries any traffic."""
-    tiers = problem.cluster.tiers
+    volume = np.maximum(send, recv)
+    time_s = a2a_time_from_peaks_s(problem, volume.max(axis=0))
     worst = np.zeros(send.shape[0])
-    for t, tier in enumerate(tiers):
-        volume = np.maximum(send[:, t], recv[:, t])
-        if volume.max() > 0:  # every rank takes part in the collective: the tier's latency applies to all
-            worst = np.maximum(worst, tier.latency_s + volume / (tier.bandwidth_bytes_per_s * tier.efficiency))
-    rank = int(np.argmax(worst))
-    return float(worst[rank]), rank
+    for t, tier in enumerate(problem.cluster.tiers):
+        if volume[:, t].max() > 0:
+            worst = np.maximum(worst, tier.latency_s + volume[:, t] / (tier.bandwidth_bytes_per_s * tier.efficiency))
+    return float(time_s), int(np.argmax(worst))
+
+
+def a2a_time_from_peaks_s(problem: RecsysProblem, peak_bytes: np.ndarray):
+    """The all-to-all time from the largest max(sent, received) bytes of any rank on each tier
+    (last axis; leading axes price alternatives at once): every rank takes part in the collective,
+    so a tier that carries any traffic adds its latency."""
+    time_s = np.zeros(peak_bytes.shape[:-1])
+    for t, tier in enumerate(problem.cluster.tiers):
+        peak = peak_bytes[..., t]
+        time_s = np.maximum(time_s, np.where(peak > 0, tier.latency_s + peak / (tier.bandwidth_bytes_per_s
+                                                                                * tier.efficiency), 0.0))
+    return time_s
 
 
 @dataclass
@@ -181,6 +192,26 @@ def evaluate(problem: RecsysProblem, plan: ShardingPlan, loads: RankLoads | None
     return step_from_loads(problem, plan, loads)
 
 
+def step_from_phases(problem: RecsysProblem, dense: DenseCost, lookup_fwd_s, lookup_bwd_s, out_a2a_s, ids_a2a_s) -> dict:
+    """The step and its parts (RecsysBreakdown.PARTS) from the busiest rank's lookup times and the
+    two all-to-all times (floats, or arrays of alternatives priced at once): the critical path of
+    the module doc."""
+    out_fwd_exposed = np.maximum(out_a2a_s - dense.bottom_fwd_s, 0.0)
+    out_bwd_exposed = np.maximum(out_a2a_s - dense.bottom_bwd_s, 0.0)
+    hidden_under = dense.bottom_bwd_s + out_bwd_exposed + lookup_bwd_s
+    sync_exposed = np.maximum(dense.sync_s - hidden_under, 0.0)
+    dense_fwd = dense.bottom_fwd_s + dense.top_fwd_s
+    dense_bwd = dense.bottom_bwd_s + dense.top_bwd_s
+    fsdp_exposed = max(dense.fsdp_fwd_comm_s - dense_fwd, 0.0) + max(dense.fsdp_bwd_comm_s - dense_bwd, 0.0)
+    chain = (lookup_fwd_s + out_fwd_exposed + dense_fwd + dense_bwd + out_bwd_exposed + lookup_bwd_s + sync_exposed
+             + dense.tp_comm_s + fsdp_exposed + dense.optimizer_s)
+    ids_exposed = np.maximum(ids_a2a_s - chain, 0.0) if problem.task.framework.pipelined_input_dist else ids_a2a_s
+    return {"lookup_fwd_s": lookup_fwd_s, "out_a2a_fwd_exposed_s": out_fwd_exposed, "dense_fwd_s": dense_fwd,
+            "dense_bwd_s": dense_bwd, "out_a2a_bwd_exposed_s": out_bwd_exposed, "lookup_bwd_s": lookup_bwd_s,
+            "sync_exposed_s": sync_exposed, "tp_exposed_s": dense.tp_comm_s, "fsdp_exposed_s": fsdp_exposed,
+            "optimizer_s": dense.optimizer_s, "ids_a2a_exposed_s": ids_exposed, "step_time_s": chain + ids_exposed}
+
+
 def step_from_loads(problem: RecsysProblem, plan: ShardingPlan, loads: RankLoads) -> RecsysBreakdown:
     device = problem.cluster.device
     task = problem.task
@@ -193,18 +224,8 @@ def step_from_loads(problem: RecsysProblem, plan: ShardingPlan, loads: RankLoads
     out_a2a, a2a_rank = a2a_time_s(problem, out_send, out_recv)
     ids_a2a, _ = a2a_time_s(problem, ids_send, ids_recv)
     dense = dense_cost(problem, plan, loads.dp_table_grad_bytes)
-
-    out_fwd_exposed = max(out_a2a - dense.bottom_fwd_s, 0.0)
-    out_bwd_exposed = max(out_a2a - dense.bottom_bwd_s, 0.0)
-    hidden_under = dense.bottom_bwd_s + out_bwd_exposed + lookup_bwd
-    sync_exposed = max(dense.sync_s - hidden_under, 0.0)
-    dense_fwd = dense.bottom_fwd_s + dense.top_fwd_s
-    dense_bwd = dense.bottom_bwd_s + dense.top_bwd_s
-    fsdp_exposed = max(dense.fsdp_fwd_comm_s - dense_fwd, 0.0) + max(dense.fsdp_bwd_comm_s - dense_bwd, 0.0)
-    chain = (lookup_fwd + out_fwd_exposed + dense_fwd + dense_bwd + out_bwd_exposed + lookup_bwd + sync_exposed
-             + dense.tp_comm_s + fsdp_exposed + dense.optimizer_s)
-    ids_exposed = max(ids_a2a - chain, 0.0) if task.framework.pipelined_input_dist else ids_a2a
-    step = chain + ids_exposed
+    phases = step_from_phases(problem, dense, lookup_fwd, lookup_bwd, out_a2a, ids_a2a)
+    step = float(phases["step_time_s"])
 
     dense_memory = dense.params_bytes + dense.grads_bytes + dense.optimizer_bytes
     other = task.framework.framework_overhead_bytes
@@ -212,11 +233,8 @@ def step_from_loads(problem: RecsysProblem, plan: ShardingPlan, loads: RankLoads
     peak_rank = int(np.argmax(total))
     capacity = device.hbm_bytes * (1.0 - task.memory_headroom)
     return RecsysBreakdown(
-        lookup_fwd_s=lookup_fwd, out_a2a_fwd_exposed_s=out_fwd_exposed, dense_fwd_s=dense_fwd,
-        dense_bwd_s=dense_bwd, out_a2a_bwd_exposed_s=out_bwd_exposed, lookup_bwd_s=lookup_bwd,
-        sync_exposed_s=sync_exposed, tp_exposed_s=dense.tp_comm_s, fsdp_exposed_s=fsdp_exposed,
-        optimizer_s=dense.optimizer_s, ids_a2a_exposed_s=ids_exposed, step_time_s=step,
-        out_a2a_s=out_a2a, ids_a2a_s=ids_a2a, sync_s=dense.sync_s, busiest_lookup_rank=lookup_rank,
+        **{part: float(phases[part]) for part in RecsysBreakdown.PARTS}, step_time_s=step, out_a2a_s=out_a2a,
+        ids_a2a_s=ids_a2a, sync_s=dense.sync_s, busiest_lookup_rank=lookup_rank,
         busiest_a2a_rank=a2a_rank, samples_per_s=task.global_batch_size / step,
         peak_memory_bytes=float(total[peak_rank]), memory_capacity_bytes=capacity, peak_memory_rank=peak_rank,
         memory_by_part={"embeddings": float(loads.memory_bytes[peak_rank]), "dense": dense_memory,
@@ -224,4 +242,5 @@ def step_from_loads(problem: RecsysProblem, plan: ShardingPlan, loads: RankLoads
     )
 
 
-__all__ = ["RecsysBreakdown", "Topology", "dense_cost", "evaluate", "step_from_loads"]
+__all__ = ["RecsysBreakdown", "Topology", "dense_cost", "evaluate", "step_from_loads", "step_from_phases",
+           "a2a_time_from_peaks_s"]

@@ -36,11 +36,16 @@ model's step time of the decoded plan up to the rounding of the coefficients (ha
 per table and term, an owner's payload counted once per peer it reaches; `rounding_s`). Uniform parts of a load (row-wise,
 data-parallel and table-row-wise tables load many ranks alike) are summed once into shared
 variables, so a rank's constraint holds only the options that load it unevenly.
-Hints: the best rule-based plan (planner.recsys.rules). The bound is CP-SAT's best bound.
+Hints: the best of the rule-based plans (planner.recsys.rules) and the relaxation's plan
+(solvers/recsys/bound.py: its sharding classes placed largest first, then rebalanced by
+solvers/recsys/balance.py). The bound is the larger of CP-SAT's and the relaxation's.
+Above FULL_MODEL_OPTIONS options the model is not built: the best hint is improved by local
+search until the deadline, with the relaxation's bound (`_large`).
 """
 
 from __future__ import annotations
 
+import random
 import time
 
 import numpy as np
@@ -50,6 +55,7 @@ from planner.core import kernels
 from planner.recsys.cost import evaluate
 from planner.recsys.loads import RankLoads
 from solvers.base import SolveOptions, SolveResult
+from solvers.recsys.balance import fits, kicked, rebalance, step_s, swap
 from solvers.recsys.bound import place, relax
 from solvers.recsys.local_search import improve
 from solvers.recsys.model import Choices, OutOfTime, build_choices, counts_of, lookup_seconds, plan_of
@@ -67,6 +73,9 @@ RELAX_SHARE, RELAX_CAP_S = 0.3, 20.0
 
 LOCAL_SEARCH_MARGIN_S = 0.5
 """Left at the deadline for pricing and writing the result."""
+
+LOCAL_SEARCH_SLICE_S = 2.0
+"""Longest run of single-table sharding-type moves before the tables are rebalanced again."""
 
 BIG = 10**15
 """Upper bound of a time variable (1000 s per step: slower plans are outside the space) and of
@@ -152,9 +161,12 @@ class RecsysCpSat:
         if relaxed is not None:
             placed = place(choices, relaxed, deadline=deadline - LOCAL_SEARCH_MARGIN_S)
             if placed is not None:
-                hints = (*hints, plan_of(choices, *placed))
+                counts, dense_index = placed
+                counts = rebalance(choices, counts, dense_index, deadline - LOCAL_SEARCH_MARGIN_S)
+                counts = swap(choices, counts, dense_index, deadline - LOCAL_SEARCH_MARGIN_S)
+                hints = (*hints, plan_of(choices, counts, dense_index))
         if choices.num_options > FULL_MODEL_OPTIONS:
-            return self._large(problem, choices, hints, relaxed_bound, deadline, started)
+            return self._large(problem, choices, hints, relaxed_bound, deadline, started, options.seed)
         model = cp_model.CpModel()
         x = [[model.new_int_var(0, g.count, f"x_{gi}_{oi}") for oi in range(len(g.options))]
              for gi, g in enumerate(choices.groups)]
@@ -237,17 +249,44 @@ class RecsysCpSat:
         return SolveResult(self.name, "FEASIBLE", plan=plan, objective_s=b.step_time_s, wall_time_s=wall, breakdown=b,
                            notes=[note + f"; the best rule's plan ({source}) is returned"])
 
-    def _large(self, problem, choices: Choices, hints, bound, deadline: float, started: float) -> SolveResult:
-        """More options than the exact model builds in time: the best hint, improved by single-table
-        moves until the deadline (solvers/recsys/local_search.py), with the relaxation's bound."""
+    def _large(self, problem, choices: Choices, hints, bound, deadline: float, started: float,
+               seed: int = 0) -> SolveResult:
+        """More options than the exact model builds in time: the best hint, improved until the
+        deadline by moving single tables to other ranks and exchanging pairs of them
+        (solvers/recsys/balance.py) and by moving single tables to other sharding types
+        (solvers/recsys/local_search.py), until none of these helps; then, while time is left, an
+        iterated local search: a few tables of the best plan moved to random ranks (seeded), moved
+        and exchanged again, the better plan kept. With the relaxation's bound."""
         hint = self._hint(choices, hints)
         stats = {"options": choices.num_options, "groups": len(choices.groups), "dense_strategies": len(choices.dense),
                  "exact_model": "not built"}
         if hint is None:
             return SolveResult(self.name, "UNKNOWN", wall_time_s=time.perf_counter() - started, stats=stats,
                                notes=["no rule's plan fits, and the exact model is too large to build in time"])
-        dense_index = hint[1]
-        counts, _ = improve(choices, hint[0], dense_index, deadline - LOCAL_SEARCH_MARGIN_S)
+        counts, dense_index = hint
+        stop = deadline - LOCAL_SEARCH_MARGIN_S
+
+        def descend(counts, sharding_types: bool = True):
+            counts = swap(choices, rebalance(choices, counts, dense_index, stop), dense_index, stop)
+            while sharding_types and time.perf_counter() < stop:  # other sharding types, then places again
+                moved, _ = improve(choices, counts, dense_index, min(stop, time.perf_counter() + LOCAL_SEARCH_SLICE_S))
+                moved = swap(choices, rebalance(choices, moved, dense_index, stop), dense_index, stop)
+                if moved == counts:
+                    break
+                counts = moved
+            return counts
+
+        counts = descend(counts)
+        best_s = step_s(choices, counts, dense_index)
+        rng = random.Random(seed)
+        kicks = 0
+        while time.perf_counter() < stop:  # iterated local search: kick the best plan, rebalance again
+            trial = descend(kicked(choices, counts, rng), sharding_types=False)
+            kicks += 1
+            trial_s = step_s(choices, trial, dense_index)
+            if trial_s < best_s and fits(choices, trial, dense_index):
+                counts, best_s = trial, trial_s
+        stats["kicks"] = kicks
         plan = plan_of(choices, counts, dense_index)
         b = evaluate(problem, plan)
         bound = bound if bound is not None and 0 < bound <= b.step_time_s else None
@@ -257,8 +296,8 @@ class RecsysCpSat:
             "solver": self.name, "status": status, "objective_s": b.step_time_s, "best_bound_s": bound, "gap": gap,
             "problem_hash": problem.hash})})
         note = (f"{choices.num_options:,} options: more than the {FULL_MODEL_OPTIONS:,} the exact model is built for; "
-                "the relaxation's plan and the rules' plans, improved by single-table moves, with the relaxation's "
-                "bound (ranks interchangeable)")
+                "the best of the relaxation's and the rules' plans, improved by moving single tables (to other ranks, "
+                "and to other sharding types), with the relaxation's bound (ranks interchangeable)")
         return SolveResult(self.name, status, plan=plan, objective_s=b.step_time_s, best_bound_s=bound,
                            wall_time_s=time.perf_counter() - started, breakdown=b, stats=stats, notes=[note])
 

@@ -10,8 +10,8 @@ import time
 
 from planner.recsys.cost import step_from_loads
 from planner.recsys.loads import RankLoads
-from solvers.base import SolveOptions, SolveResult
 from planner.recsys.options import dense_strategies, table_options
+from solvers.base import SolveOptions, SolveResult
 from solvers.recsys.model import OutOfTime, build_choices, plan_of
 
 
