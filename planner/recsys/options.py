@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 from planner.recsys.loads import RankLoads, Topology, entry_loads
 from planner.recsys.model import EmbeddingTable
-from planner.recsys.plan import SHARDING_TYPES, DenseParallel, ShardingType, TableSharding
+from planner.recsys.plan import COLUMN_SHARD_WIDTH_MULTIPLE, SHARDING_TYPES, DenseParallel, ShardingType, TableSharding
 from planner.recsys.problem import RecsysProblem
 
-MIN_SHARD_WIDTH_MULTIPLE = 4
-"""Column shards must be a multiple of 4 wide (TorchRec's fused FBGEMM kernels need it)."""
+MIN_SHARD_WIDTH_MULTIPLE = COLUMN_SHARD_WIDTH_MULTIPLE
+"""Column shards must be a multiple of 4 wide (TorchRec's fused FBGEMM kernels need it; the plan check's rule)."""
 
 
 @dataclass(frozen=True)

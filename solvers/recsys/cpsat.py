@@ -52,6 +52,7 @@ import numpy as np
 from ortools.sat.python import cp_model
 
 from planner.core import kernels
+from planner.core.units import format_bytes
 from planner.recsys.cost import evaluate
 from planner.recsys.loads import RankLoads
 from solvers.base import SolveOptions, SolveResult
@@ -472,13 +473,12 @@ def diagnose(choices: Choices) -> str:
     dense = min(d.memory_bytes for d in choices.dense)
     usable = choices.capacity_bytes
     need = least_total / world + dense
-    gib = 2**30
     if need > usable:
-        return (f"the embeddings need at least {least_total / gib:,.1f} GiB over {world} ranks "
-                f"({least_total / world / gib:,.2f} GiB per rank at best) plus {dense / gib:,.2f} GiB dense and "
-                f"framework memory per rank, but a rank has {usable / gib:,.2f} GiB usable: over by "
-                f"{(need - usable) / gib:,.2f} GiB per rank; use more devices, smaller table dtypes (fp16), "
+        return (f"the embeddings need at least {format_bytes(least_total)} over {world} ranks "
+                f"({format_bytes(least_total / world)} per rank at best) plus {format_bytes(dense)} dense and "
+                f"framework memory per rank, but a rank has {format_bytes(usable)} usable: over by "
+                f"{format_bytes(need - usable)} per rank; use more devices, smaller table dtypes (fp16), "
                 "a row-wise optimizer (rowwise_adagrad) or fewer rows")
-    return (f"no assignment fits every rank's {usable / gib:,.2f} GiB: group {worst_group!r} needs at least "
-            f"{worst / gib:,.2f} GiB on one rank under any option, with {dense / gib:,.2f} GiB dense beside it; "
+    return (f"no assignment fits every rank's {format_bytes(usable)}: group {worst_group!r} needs at least "
+            f"{format_bytes(worst)} on one rank under any option, with {format_bytes(dense)} dense beside it; "
             "allow more sharding types, use more devices or smaller tables")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from planner.core.units import format_bytes
 from planner.recsys.cost import evaluate
 from planner.recsys.rules import greedy_plan, round_robin_plan, row_wise_plan
 from solvers.base import SolveOptions, SolveResult
@@ -24,8 +25,8 @@ class _Rule:
         wall = time.perf_counter() - started
         if not b.fits:
             return SolveResult(self.name, "INFEASIBLE", wall_time_s=wall, breakdown=b,
-                               infeasibility=f"{self.name}: its plan needs {b.peak_memory_bytes / 2**30:,.2f} GiB on rank "
-                               f"{b.peak_memory_rank}, {b.memory_capacity_bytes / 2**30:,.2f} GiB usable")
+                               infeasibility=f"{self.name}: its plan needs {format_bytes(b.peak_memory_bytes)} on rank "
+                               f"{b.peak_memory_rank}, {format_bytes(b.memory_capacity_bytes)} usable")
         return SolveResult(self.name, "HEURISTIC", plan=plan, objective_s=b.step_time_s, wall_time_s=wall, breakdown=b)
 
 
