@@ -12,6 +12,7 @@ target, so a failed write never truncates an existing file.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -152,9 +153,32 @@ class _Refused(Exception):
     """A YAML construct the strict loader does not accept (turned into InputError)."""
 
 
+_PARSED: dict[tuple[str, str, bool], Any] = {}
+"""Large YAML texts already parsed in this process (a task's model file is read once to learn its
+family and again by the family's loader: 10,000 tables take seconds with the strict loader)."""
+
+CACHED_TEXT_BYTES = 1 << 16
+"""Texts at least this long are kept parsed (at most CACHED_TEXTS of them); shorter ones parse in
+milliseconds."""
+
+CACHED_TEXTS = 4
+
+
 def parse_yaml(text: str, source: str, int_keys: bool = False) -> Any:
     """YAML text -> plain data, with the checks of the module doc (`int_keys`: integer mapping
-    keys are accepted, for data tables)."""
+    keys are accepted, for data tables). A large text parsed before returns a copy of its data."""
+    key = (text, source, int_keys)
+    if key in _PARSED:
+        return copy.deepcopy(_PARSED[key])
+    data = _parse_yaml(text, source, int_keys)
+    if len(text) >= CACHED_TEXT_BYTES:
+        if len(_PARSED) >= CACHED_TEXTS:
+            _PARSED.pop(next(iter(_PARSED)))
+        _PARSED[key] = copy.deepcopy(data)
+    return data
+
+
+def _parse_yaml(text: str, source: str, int_keys: bool) -> Any:
     try:
         data = yaml.load(text, Loader=_DataLoader if int_keys else _StrictLoader)  # noqa: S506 (a SafeLoader subclass)
     except _Refused as exc:
