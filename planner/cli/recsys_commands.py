@@ -137,4 +137,6 @@ def compare(args: argparse.Namespace, problem, default_solvers: str) -> int:
         print(problem_line(problem))
         print()
         print(table)
+        for note in next((r.notes for label, r in rows if label == "torchrec"), []):
+            print(f"torchrec: {note}")
     return 0 if any(r.breakdown is not None and r.breakdown.fits for _, r in rows) else 3

@@ -3,6 +3,7 @@
 Usage (with the interpreter of .venv-torchrec; see .ci/run):
     python torchrec_plan.py plan IN.json       one JSON object on stdout
     python torchrec_plan.py readback IN.json   one JSON object on stdout
+    python torchrec_plan.py estimate IN.json   one JSON object on stdout
 
 Standard library, torch and TorchRec only; this file does not import planner. Everything TorchRec
 logs goes to stderr, so stdout carries the one JSON object alone. Unless PYTHONHASHSEED is set, the
@@ -28,7 +29,8 @@ group (what collective_plan runs on rank 0). It prints
    "shard_sizes", "shard_offsets"}}, "estimate": {"per_rank_perf_ms", "per_rank_hbm_bytes",
    "per_rank_ddr_bytes", "max_rank_perf_ms", "tables": {TABLE: {"fwd_compute_ms", "fwd_comms_ms",
    "bwd_compute_ms", "bwd_comms_ms", "input_dist_comms_ms", "prefetch_compute_ms", "total_ms",
-   "hbm_bytes", "ddr_bytes"}}, "timed_out", ...}, "notes": [...]}
+   "hbm_bytes", "ddr_bytes"}}, "per_rank_parts_ms": {"fwd_compute_ms": [per rank], ...},
+   "fits", "timed_out", ...}, "notes": [...]}
 or {"error": ONE-LINE} with exit status 1 when TorchRec cannot plan.
 
 Units. TorchRec's Topology takes bandwidths in bytes per millisecond (planner/constants.py:
@@ -44,6 +46,30 @@ perf is the sum of Perf.total over its shards, which is what TorchRec's NoopPerf
 by (the max over ranks); Perf.total leaves out input_dist_comms, reported apart. A table's
 figures are sums over its shards. A shard's Storage counts the weights, the optimizer state and
 the shard's input and output buffers, so it is more than rows x dim x element size.
+
+`estimate` prices a GIVEN plan with TorchRec's own estimators. It reads what `plan` reads (the
+sharding types, kernels and timeout are not used) and a "plan" in the output format above
+({TABLE: {"sharding_type", "compute_kernel", "ranks", "shard_sizes", "shard_offsets"}}), or
+"plans": {LABEL: plan, ...} to price several in one run. For each plan it runs TorchRec's
+EmbeddingEnumerator with one ParameterConstraints per table that allows only the table's sharding
+type and kernel (min_partition = the column-shard width for column_wise), so the enumerator makes
+the one option TorchRec would make for that choice and EmbeddingPerfEstimator and
+EmbeddingStorageEstimator fill in its shards' Perf and Storage, exactly as when TorchRec plans. The
+shards are then put on the given ranks, in order (TorchRec's estimates do not depend on the rank:
+only its partitioner looks at placement). Shards that differ from the ones TorchRec makes (a
+column width it would round up to a multiple of 4, say) replace them and are estimated again by
+the same estimators (a note names the tables). It prints {"plan", "estimate", "notes"?,
+"estimate_s", "torchrec_version", ...} -- "estimate" as `plan` gives it; "fits" says whether every
+rank's shards fit the capacity left after the storage reservation, which TorchRec's partitioner
+requires -- or for "plans" {"estimates": {LABEL: {"plan", "estimate", ...} or {"error"}}}; exit
+status 1 with {"error"} for one plan TorchRec cannot price. Optional "estimator_overrides":
+{"block_usage_penalty": false, "min_dim_for_lookup": false} turns those two terms of TorchRec's
+table-wise / column-wise compute estimate off (diagnosis only: their effect on a plan's score).
+
+The score. max_rank_perf_ms is NoopPerfModel.rate of the placed options, the number
+EmbeddingShardingPlanner keeps the lowest of among its proposals, so TorchRec's plan and a given
+plan priced here compare like for like; TorchRec's plan priced here gives back the estimate `plan`
+returned for it.
 
 `readback` reads the same "tables", "world_size" and "local_world_size" and a "plan" in the output
 format above, and optionally "python": a Python file that defines `plan` (a ShardingPlan) or
@@ -227,14 +253,114 @@ class _TimeoutFlag(logging.Handler):
             self.seen = True
 
 
-def run_plan(spec: dict) -> tuple[dict, int]:
-    import torch  # noqa: F401
-    from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
-    from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
+def _topology_and_reservation(spec: dict, world: int, local: int):
+    """TorchRec's Topology (bandwidths in bytes per ms) and the storage reservation policy of the spec."""
+    from torchrec.distributed.planner import Topology
     from torchrec.distributed.planner.storage_reservations import (
         FixedPercentageStorageReservation,
         HeuristicalStorageReservation,
     )
+
+    bw = {}
+    for key, name in (
+        ("hbm_bandwidth_bytes_per_s", "hbm_mem_bw"),
+        ("ddr_bandwidth_bytes_per_s", "ddr_mem_bw"),
+        ("hbm_to_ddr_bandwidth_bytes_per_s", "hbm_to_ddr_mem_bw"),
+        ("intra_host_bandwidth_bytes_per_s", "intra_host_bw"),
+        ("inter_host_bandwidth_bytes_per_s", "inter_host_bw"),
+    ):
+        if spec.get(key) is not None:
+            bw[name] = float(spec[key]) / MS_PER_S  # TorchRec: bytes per millisecond
+    topology = Topology(
+        world_size=world,
+        local_world_size=local,
+        compute_device=spec.get("compute_device", "cuda"),
+        hbm_cap=int(spec["hbm_bytes_per_rank"]) if spec.get("hbm_bytes_per_rank") is not None else None,
+        ddr_cap=int(spec["ddr_bytes_per_rank"]) if spec.get("ddr_bytes_per_rank") is not None else None,
+        **bw,
+    )
+    fraction = float(spec.get("storage_reservation_fraction", 0.15))
+    policy = spec.get("storage_reservation", "heuristical")
+    if policy == "heuristical":
+        reservation = HeuristicalStorageReservation(percentage=fraction)
+    elif policy == "fixed_percentage":
+        reservation = FixedPercentageStorageReservation(percentage=fraction)
+    else:
+        raise InputError(f"storage_reservation {policy!r} is not 'heuristical' or 'fixed_percentage'")
+    return topology, reservation, policy
+
+
+def _estimate(options: list, topology, names: list, reserved) -> dict:
+    """TorchRec's estimate of placed sharding options (every shard with a rank, a Perf and a Storage).
+
+    max_rank_perf_ms is NoopPerfModel.rate, the score EmbeddingShardingPlanner keeps the lowest of;
+    "fits" says whether every rank's shards fit the capacity left after the storage reservation
+    (what GreedyPerfPartitioner checks with Storage.fits_in).
+    """
+    from torchrec.distributed.planner.perf_models import NoopPerfModel
+
+    world = topology.world_size
+    perf_ms = [0.0] * world
+    hbm = [0] * world
+    ddr = [0] * world
+    parts = ("fwd_compute", "fwd_comms", "bwd_compute", "bwd_comms", "input_dist_comms", "prefetch_compute")
+    per_rank = {f"{part}_ms": [0.0] * world for part in parts}
+    per_table = {}
+    for option in options:
+        row = {
+            "fwd_compute_ms": 0.0,
+            "fwd_comms_ms": 0.0,
+            "bwd_compute_ms": 0.0,
+            "bwd_comms_ms": 0.0,
+            "input_dist_comms_ms": 0.0,
+            "prefetch_compute_ms": 0.0,
+            "total_ms": 0.0,
+            "hbm_bytes": 0,
+            "ddr_bytes": 0,
+        }
+        for shard in option.shards:
+            p, s = shard.perf, shard.storage
+            if p is not None:
+                row["fwd_compute_ms"] += p.fwd_compute
+                row["fwd_comms_ms"] += p.fwd_comms
+                row["bwd_compute_ms"] += p.bwd_compute
+                row["bwd_comms_ms"] += p.bwd_comms
+                row["input_dist_comms_ms"] += p.input_dist_comms
+                row["prefetch_compute_ms"] += p.prefetch_compute
+                row["total_ms"] += p.total
+                perf_ms[shard.rank] += p.total
+                for part in parts:
+                    per_rank[f"{part}_ms"][shard.rank] += getattr(p, part)
+            if s is not None:
+                row["hbm_bytes"] += int(s.hbm)
+                row["ddr_bytes"] += int(s.ddr)
+                hbm[shard.rank] += int(s.hbm)
+                ddr[shard.rank] += int(s.ddr)
+        per_table[option.name] = row
+    per_table = {name: per_table[name] for name in names if name in per_table}
+    rated = options and all(s.perf is not None and s.rank is not None for o in options for s in o.shards)
+    cap_hbm = [int(d.storage.hbm) for d in reserved.devices] if reserved else None
+    cap_ddr = [int(d.storage.ddr) for d in reserved.devices] if reserved else None
+    return {
+        "per_rank_perf_ms": perf_ms,
+        "per_rank_hbm_bytes": hbm,
+        "per_rank_ddr_bytes": ddr,
+        "max_rank_perf_ms": float(NoopPerfModel(topology).rate(options)) if rated else max(perf_ms, default=0.0),
+        "per_rank_parts_ms": per_rank,
+        "tables": per_table,
+        "hbm_bytes_per_rank_after_reservation": cap_hbm[0] if cap_hbm else None,
+        "fits": (
+            all(h <= c for h, c in zip(hbm, cap_hbm)) and all(d <= c for d, c in zip(ddr, cap_ddr))
+            if cap_hbm
+            else None
+        ),
+    }
+
+
+def run_plan(spec: dict) -> tuple[dict, int]:
+    import torch  # noqa: F401
+    from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
+    from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints
 
     tables = _tables(spec)
     world = int(spec["world_size"])
@@ -278,32 +404,7 @@ def run_plan(spec: dict) -> tuple[dict, int]:
             "sharded"
         )
 
-    bw = {}
-    for key, name in (
-        ("hbm_bandwidth_bytes_per_s", "hbm_mem_bw"),
-        ("ddr_bandwidth_bytes_per_s", "ddr_mem_bw"),
-        ("hbm_to_ddr_bandwidth_bytes_per_s", "hbm_to_ddr_mem_bw"),
-        ("intra_host_bandwidth_bytes_per_s", "intra_host_bw"),
-        ("inter_host_bandwidth_bytes_per_s", "inter_host_bw"),
-    ):
-        if spec.get(key) is not None:
-            bw[name] = float(spec[key]) / MS_PER_S  # TorchRec: bytes per millisecond
-    topology = Topology(
-        world_size=world,
-        local_world_size=local,
-        compute_device=spec.get("compute_device", "cuda"),
-        hbm_cap=int(spec["hbm_bytes_per_rank"]) if spec.get("hbm_bytes_per_rank") is not None else None,
-        ddr_cap=int(spec["ddr_bytes_per_rank"]) if spec.get("ddr_bytes_per_rank") is not None else None,
-        **bw,
-    )
-    fraction = float(spec.get("storage_reservation_fraction", 0.15))
-    policy = spec.get("storage_reservation", "heuristical")
-    if policy == "heuristical":
-        reservation = HeuristicalStorageReservation(percentage=fraction)
-    elif policy == "fixed_percentage":
-        reservation = FixedPercentageStorageReservation(percentage=fraction)
-    else:
-        raise InputError(f"storage_reservation {policy!r} is not 'heuristical' or 'fixed_percentage'")
+    topology, reservation, policy = _topology_and_reservation(spec, world, local)
     timeout = spec.get("timeout_s")
     planner = EmbeddingShardingPlanner(
         topology=topology,
@@ -351,53 +452,15 @@ def run_plan(spec: dict) -> tuple[dict, int]:
     if missing:
         return {"error": f"TorchRec's plan leaves out tables {missing}", **_versions()}, 1
 
-    perf_ms = [0.0] * world
-    hbm = [0] * world
-    ddr = [0] * world
-    per_table = {}
-    for option in best:
-        row = {
-            "fwd_compute_ms": 0.0,
-            "fwd_comms_ms": 0.0,
-            "bwd_compute_ms": 0.0,
-            "bwd_comms_ms": 0.0,
-            "input_dist_comms_ms": 0.0,
-            "prefetch_compute_ms": 0.0,
-            "total_ms": 0.0,
-            "hbm_bytes": 0,
-            "ddr_bytes": 0,
+    estimate = _estimate(best, topology, list(by_name), reservation.last_reserved_topology)
+    estimate.update(
+        {
+            "storage_reservation": policy,
+            "num_proposals": planner._num_proposals,
+            "num_plans": planner._num_plans,
+            "timed_out": timed_out.seen,
         }
-        for shard in option.shards:
-            p, s = shard.perf, shard.storage
-            if p is not None:
-                row["fwd_compute_ms"] += p.fwd_compute
-                row["fwd_comms_ms"] += p.fwd_comms
-                row["bwd_compute_ms"] += p.bwd_compute
-                row["bwd_comms_ms"] += p.bwd_comms
-                row["input_dist_comms_ms"] += p.input_dist_comms
-                row["prefetch_compute_ms"] += p.prefetch_compute
-                row["total_ms"] += p.total
-                perf_ms[shard.rank] += p.total
-            if s is not None:
-                row["hbm_bytes"] += int(s.hbm)
-                row["ddr_bytes"] += int(s.ddr)
-                hbm[shard.rank] += int(s.hbm)
-                ddr[shard.rank] += int(s.ddr)
-        per_table[option.name] = row
-    per_table = {name: per_table[name] for name in by_name if name in per_table}
-    reserved = reservation.last_reserved_topology
-    estimate = {
-        "per_rank_perf_ms": perf_ms,
-        "per_rank_hbm_bytes": hbm,
-        "per_rank_ddr_bytes": ddr,
-        "max_rank_perf_ms": max(perf_ms) if perf_ms else 0.0,
-        "tables": per_table,
-        "hbm_bytes_per_rank_after_reservation": int(reserved.devices[0].storage.hbm) if reserved else None,
-        "storage_reservation": policy,
-        "num_proposals": planner._num_proposals,
-        "num_plans": planner._num_plans,
-        "timed_out": timed_out.seen,
-    }
+    )
     out = {**_versions(), "planning_s": planning_s, "plan": plan, "estimate": estimate}
     if notes:
         out["notes"] = notes
@@ -628,14 +691,160 @@ def run_readback(spec: dict) -> tuple[dict, int]:
     return out, 0
 
 
+# ----------------------------------------------------------------------------------------- estimate
+
+
+def _price_one(spec: dict, tables: list, module, topology, reservation, plan: dict) -> tuple[dict, list]:
+    """TorchRec's estimate of one given plan ({table: {sharding_type, compute_kernel, ranks,
+    shard_sizes, shard_offsets}}); returns ({"plan", "estimate", "notes"}, notes)."""
+    from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
+    from torchrec.distributed.planner import ParameterConstraints
+    from torchrec.distributed.planner.enumerators import EmbeddingEnumerator
+    from torchrec.distributed.planner.types import Shard
+
+    if not isinstance(plan, dict):
+        raise InputError("a plan must be an object keyed by table name")
+    by_name = {t["name"]: t for t in tables}
+    missing = [n for n in by_name if n not in plan]
+    extra = sorted(set(plan) - set(by_name))
+    if missing:
+        raise InputError(f"the plan has no entry for table(s) {_few(missing)}")
+    if extra:
+        raise InputError(f'the plan names table(s) that are not in "tables": {_few(extra)}')
+    world = topology.world_size
+    constraints = {}
+    for name, t in by_name.items():
+        entry = plan[name]
+        kind = entry.get("sharding_type")
+        if kind not in SHARDING_TYPES:
+            raise InputError(f"table {name}: sharding type {kind!r} is not one of {list(SHARDING_TYPES)}")
+        ranks = entry.get("ranks")
+        if not isinstance(ranks, list) or not ranks or not all(isinstance(r, int) and 0 <= r < world for r in ranks):
+            raise InputError(f"table {name}: ranks {ranks!r} must be a non-empty list of ranks in 0..{world - 1}")
+        kernel = entry.get("compute_kernel") or ("dense" if kind == "data_parallel" else "fused")
+        min_partition = t.get("min_partition")
+        sizes = entry.get("shard_sizes")
+        if kind == "column_wise" and sizes:
+            widths = {int(size[1]) for size in sizes}
+            if len(widths) == 1:
+                min_partition = widths.pop()  # TorchRec's column shards are min_partition wide (rounded to x4)
+        constraints[name] = ParameterConstraints(
+            sharding_types=[kind],
+            compute_kernels=[kernel],
+            pooling_factors=[float(t.get("pooling_factor", 1.0))],
+            is_weighted=bool(t.get("weighted", False)),
+            min_partition=min_partition,
+        )
+    sharders = [EmbeddingBagCollectionSharder()]
+    batch_size = int(spec.get("batch_size_per_rank", 512))
+    reserved = reservation.reserve(
+        topology=topology, batch_size=batch_size, module=module, sharders=sharders, constraints=constraints
+    )
+    enumerator = EmbeddingEnumerator(topology=topology, batch_size=batch_size, constraints=constraints)
+    overrides = spec.get("estimator_overrides") or {}
+    unknown = sorted(set(overrides) - {"block_usage_penalty", "min_dim_for_lookup"})
+    if unknown:
+        raise InputError(f"estimator_overrides: {unknown} (known: block_usage_penalty, min_dim_for_lookup)")
+    for estimator in enumerator._estimators:
+        config = getattr(estimator, "_config", None)
+        if config is not None:  # the perf estimator: its evaluators read these flags off the config
+            for key, value in overrides.items():
+                setattr(config, f"_use_{key}", bool(value))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a column width TorchRec rounds: handled below
+        options = enumerator.enumerate(module=module, sharders=sharders)
+    found = {}
+    for option in options:
+        if option.name in found:
+            raise InputError(f"table {option.name}: TorchRec enumerated more than one option for one kind and kernel")
+        found[option.name] = option
+    reshaped, notes = [], []
+    for name in by_name:
+        option, entry = found[name], plan[name]
+        ranks = [int(r) for r in entry["ranks"]]
+        sizes, offsets = entry.get("shard_sizes"), entry.get("shard_offsets")
+        if sizes is not None:
+            sizes = [[int(x) for x in size] for size in sizes]
+            offsets = [[int(x) for x in o] for o in offsets] if offsets is not None else None
+            if offsets is None or len(offsets) != len(sizes):
+                raise InputError(f"table {name}: shard_sizes and shard_offsets must be lists of the same length")
+            theirs = [list(s.size) for s in option.shards], [list(s.offset) for s in option.shards]
+            if (sizes, offsets) != theirs:
+                # Not TorchRec's own split (a column width it would round, say): the given shards,
+                # estimated by the same estimators.
+                option.shards = [Shard(size=size, offset=o) for size, o in zip(sizes, offsets)]
+                reshaped.append(option)
+        if len(option.shards) != len(ranks):
+            raise InputError(
+                f"table {name}: {len(ranks)} ranks for {len(option.shards)} shards of a {option.sharding_type} table"
+            )
+        for shard, rank in zip(option.shards, ranks):
+            shard.rank = rank
+    if reshaped:
+        enumerator.populate_estimates(reshaped)
+        names = [o.name for o in reshaped]
+        notes.append(
+            f"{len(names)} table(s) ({_few(names)}) have shards TorchRec's enumerator would not make; "
+            "they are estimated with the given shards"
+        )
+    ordered = [found[name] for name in by_name]
+    placed = {}
+    for option in ordered:
+        placed[option.name] = {
+            "sharding_type": option.sharding_type,
+            "compute_kernel": option.compute_kernel,
+            "ranks": [int(s.rank) for s in option.shards],
+            "shard_sizes": [[int(x) for x in s.size] for s in option.shards],
+            "shard_offsets": [[int(x) for x in s.offset] for s in option.shards],
+        }
+    estimate = _estimate(ordered, topology, list(by_name), reserved)
+    return {"plan": placed, "estimate": estimate, **({"notes": notes} if notes else {})}, notes
+
+
+def run_estimate(spec: dict) -> tuple[dict, int]:
+    tables = _tables(spec)
+    world = int(spec["world_size"])
+    local = int(spec.get("local_world_size", world))
+    if world < 1 or local < 1 or world % local:
+        raise InputError(f"world_size {world} must be a positive multiple of local_world_size {local}")
+    single = "plans" not in spec
+    plans = {"plan": spec.get("plan")} if single else spec.get("plans")
+    if not isinstance(plans, dict) or not plans:
+        raise InputError('"plan" must be an object keyed by table name, or "plans" one keyed by label')
+    optimizer = spec.get("optimizer", "rowwise_adagrad")
+    _optimizer(optimizer)
+    module, _paths = _module(tables)
+    _apply_optimizer(module.parameters(), optimizer)
+    topology, reservation, policy = _topology_and_reservation(spec, world, local)
+    out = {**_versions(), "estimates": {}}
+    started = time.perf_counter()
+    for label, plan in plans.items():
+        one = time.perf_counter()
+        try:
+            priced, _notes = _price_one(spec, tables, module, topology, reservation, plan)
+        except (InputError, RuntimeError, ValueError, KeyError, TypeError) as exc:
+            if single:
+                raise InputError(f"{type(exc).__name__}: {exc}") from exc
+            priced = {"error": _one_line(f"{type(exc).__name__}: {exc}")}
+        else:
+            priced["estimate"]["storage_reservation"] = policy
+        priced["estimate_s"] = time.perf_counter() - one
+        out["estimates"][label] = priced
+    out["estimate_s"] = time.perf_counter() - started
+    if single:
+        out.update(out.pop("estimates")["plan"])
+    return out, 0
+
+
 def main(argv: list[str]) -> int:
     if os.environ.get("PYTHONHASHSEED") is None:
         # TorchRec's proposers break ties between equally rated options in an order that follows
         # string hashes: fix the seed so the same input gives the same plan in every process.
         os.execve(sys.executable, [sys.executable, *argv], {**os.environ, "PYTHONHASHSEED": "0"})
-    if len(argv) != 3 or argv[1] not in ("plan", "readback"):
+    modes = {"plan": run_plan, "readback": run_readback, "estimate": run_estimate}
+    if len(argv) != 3 or argv[1] not in modes:
         print(__doc__.split("\n\n")[0], file=sys.stderr)
-        print("usage: torchrec_plan.py plan|readback IN.json", file=sys.stderr)
+        print("usage: torchrec_plan.py plan|readback|estimate IN.json", file=sys.stderr)
         return 2
     to_stderr = logging.StreamHandler(sys.stderr)
     to_stderr.setLevel(logging.WARNING)  # also for loggers set lower to catch one message
@@ -647,7 +856,7 @@ def main(argv: list[str]) -> int:
         if not isinstance(spec, dict):
             raise InputError("the input must be a JSON object")
         with contextlib.redirect_stdout(sys.stderr):
-            out, rc = (run_plan if argv[1] == "plan" else run_readback)(spec)
+            out, rc = modes[argv[1]](spec)
     except (InputError, KeyError, ValueError, TypeError, AttributeError, OSError) as exc:
         out, rc = {"error": _one_line(f"{type(exc).__name__}: {exc}")}, 1
     print(json.dumps(out))

@@ -3,7 +3,8 @@ solvers: the exact CP-SAT model, the exhaustive oracle, and rule-based plans.
 
 `solve_recsys(problem, names, options)` runs the rules first and gives their plans to CP-SAT as
 hints, so the exact search is never worse than a rule. `torchrec` runs TorchRec's own planner
-(in its environment) and prices its plan.
+(in its environment) and prices its plan; named beside other solvers, their plans are also priced by
+TorchRec's own estimator (a note on TorchRec's row; solvers.recsys.torchrec_baseline).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from solvers.base import SolveOptions, SolveResult
 from solvers.recsys.cpsat import RecsysCpSat
 from solvers.recsys.exhaustive import RecsysExhaustive
 from solvers.recsys.heuristics import GREEDY, ROUND_ROBIN, ROW_WISE
-from solvers.recsys.torchrec_baseline import TorchRecPlanner
+from solvers.recsys.torchrec_baseline import TorchRecPlanner, add_torchrec_estimates
 
 RECSYS_SOLVERS = {
     "cpsat": RecsysCpSat(),
@@ -27,7 +28,8 @@ HEURISTICS = (GREEDY.name, ROUND_ROBIN.name, ROW_WISE.name)
 
 
 def solve_recsys(problem, names: list[str], options: SolveOptions) -> list[SolveResult]:
-    """Runs the named solvers; every rule runs first (its plan hints CP-SAT)."""
+    """Runs the named solvers; every rule runs first (its plan hints CP-SAT). With torchrec and others
+    named, the others' plans are priced by TorchRec's estimator too (add_torchrec_estimates)."""
     results = {}
     for name in HEURISTICS:
         if name in names or "cpsat" in names:
@@ -36,6 +38,8 @@ def solve_recsys(problem, names: list[str], options: SolveOptions) -> list[Solve
     for name in names:
         if name not in results:
             results[name] = RECSYS_SOLVERS[name].solve(problem, options, hints=hints)
+    if "torchrec" in names and len(names) > 1:
+        add_torchrec_estimates(problem, {n: results[n] for n in names}, options.deadline)
     return [results[n] for n in names]
 
 

@@ -6,6 +6,13 @@ device's achievable fraction, the innermost tier's and the outermost tier's band
 their efficiencies, the local batch, the embedding optimizer (Adagrad, which its script does not
 offer, as rowwise Adagrad), its default 15% storage reservation, the fused kernel (and dense for
 data-parallel), a timeout of what is left of the time limit.
+
+`torchrec_estimates(problem, plans)` prices any of our plans with TorchRec's own estimators (the
+script's `estimate` mode: TorchRec's enumerator restricted to each table's sharding type and kernel,
+the shards placed on the plan's ranks, EmbeddingPerfEstimator and EmbeddingStorageEstimator), and
+`add_torchrec_estimates` puts those figures beside TorchRec's plan in `planner compare`: the score
+TorchRec's planner minimizes (NoopPerfModel.rate: the largest per-rank sum of its shards' Perf.total,
+embedding tables only) of every plan of the comparison.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import time
 from pathlib import Path
 
 from planner.export.base import ExportError
-from planner.export.torchrec import plan_from_torchrec, table_specs
+from planner.export.torchrec import _expanded, parameter_sharding, plan_from_torchrec, table_specs
 from planner.recsys.cost import evaluate
 from solvers.base import SolveOptions, SolveResult
 
@@ -48,6 +55,93 @@ def torchrec_input(problem, timeout_s: float) -> dict:
     }
 
 
+def run_script(mode: str, spec: dict, timeout_s: float) -> tuple[dict | None, str | None]:
+    """(the script's JSON output, None) or (None, why there is none); an {"error"} output is returned."""
+    python = torchrec_python()
+    if not python.exists():
+        return None, f"TorchRec environment not installed ({python}; .ci/run builds .venv-torchrec)"
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "in.json"
+        source.write_text(json.dumps(spec))
+        try:
+            done = subprocess.run([str(python), str(SCRIPT), mode, str(source)], capture_output=True, text=True,
+                                  timeout=max(timeout_s, 1.0), check=False)
+        except subprocess.TimeoutExpired:
+            return None, f"did not finish within {max(timeout_s, 1.0):g} s"
+    try:
+        return json.loads(done.stdout), None
+    except json.JSONDecodeError:
+        return None, f"failed: {done.stderr.strip()[-300:]}"
+
+
+def torchrec_entries(problem, plan) -> dict:
+    """Our plan table by table as TorchRec's ParameterSharding fields (those of the export); column
+    shards of a width TorchRec's kernels refuse (not a multiple of 4) are kept, to be priced as given."""
+    out = {}
+    for name, group, entry in _expanded(problem, plan):
+        try:
+            out[name] = parameter_sharding(problem, group, entry)
+        except ExportError:
+            k = len(entry.ranks)
+            width = group.dim // k
+            out[name] = {"sharding_type": "column_wise", "compute_kernel": "fused", "ranks": list(entry.ranks),
+                         "shard_sizes": [[group.num_rows, width] for _ in range(k)],
+                         "shard_offsets": [[0, i * width] for i in range(k)]}
+    return out
+
+
+def torchrec_estimates(problem, plans: dict, timeout_s: float = 120.0, estimator_overrides: dict | None = None) -> dict:
+    """TorchRec's own estimate of each of our plans ({label: ShardingPlan}), on the inputs TorchRec's
+    planner gets here (torchrec_input). Returns {label: {"plan", "estimate", ...}} as the script's
+    estimate mode gives them (estimate: per_rank_perf_ms, per_rank_hbm_bytes, max_rank_perf_ms -- the
+    score TorchRec's planner minimizes --, fits, per_rank_parts_ms, tables), or {label: {"error": ...}}.
+    estimator_overrides (diagnosis only): {"block_usage_penalty": False, "min_dim_for_lookup": False}
+    turn off those two terms of TorchRec's table-wise and column-wise compute estimate."""
+    if not plans:
+        return {}
+    spec = torchrec_input(problem, timeout_s)
+    spec.pop("timeout_s")
+    spec["plans"] = {label: torchrec_entries(problem, plan) for label, plan in plans.items()}
+    if estimator_overrides:
+        spec["estimator_overrides"] = dict(estimator_overrides)
+    out, why = run_script("estimate", spec, timeout_s)
+    if out is None or "error" in out:
+        why = why or out["error"]
+        return {label: {"error": f"TorchRec's estimator: {why}"} for label in plans}
+    return out["estimates"]
+
+
+def add_torchrec_estimates(problem, results: dict, deadline: float | None = None) -> None:
+    """Beside TorchRec's plan (results["torchrec"]), every other plan under TorchRec's own estimate:
+    each result with a plan gets stats["torchrec_estimate_ms"], and the torchrec result one note that
+    lists them all (TorchRec's plan first). Takes what is left until the deadline, at least 30 s."""
+    own = results.get("torchrec")
+    if own is None or own.plan is None or own.stats.get("torchrec_max_rank_perf_ms") is None:
+        return
+    own_ms = float(own.stats["torchrec_max_rank_perf_ms"])
+    own.stats["torchrec_estimate_ms"] = own_ms
+    others = {name: r.plan for name, r in results.items() if name != "torchrec" and r.plan is not None}
+    if not others:
+        return
+    left = (deadline - time.perf_counter()) if deadline is not None else 120.0
+    started = time.perf_counter()
+    priced = torchrec_estimates(problem, others, timeout_s=max(left, 30.0))
+    own.stats["torchrec_estimate_s"] = time.perf_counter() - started
+    parts = [f"torchrec {own_ms:.3f} ms"]
+    for name in others:
+        item = priced.get(name, {"error": "not priced"})
+        if "error" in item:
+            parts.append(f"{name} not priced ({item['error'][:120]})")
+            continue
+        ms = float(item["estimate"]["max_rank_perf_ms"])
+        results[name].stats["torchrec_estimate_ms"] = ms
+        over = "" if item["estimate"].get("fits", True) else ", over TorchRec's HBM after its reservation"
+        parts.append(f"{name} {ms:.3f} ms ({100 * (ms / own_ms - 1):+.1f}%{over})" if own_ms > 0 else
+                     f"{name} {ms:.3f} ms{over}")
+    own.notes.append("under TorchRec's own estimate (its planner's score: the busiest rank's embedding time): "
+                     + "; ".join(parts))
+
+
 class TorchRecPlanner:
     name = "torchrec"
     exact = False
@@ -57,24 +151,15 @@ class TorchRecPlanner:
         deadline = options.deadline or started + options.time_limit_s
         python = torchrec_python()
         if not python.exists():
-            return SolveResult(self.name, "UNKNOWN", notes=[f"TorchRec environment not installed ({python}; "
-                                                            ".ci/run builds .venv-torchrec)"])
+            return SolveResult(self.name, "UNKNOWN", notes=[(f"TorchRec environment not installed ({python}; "
+                                                             ".ci/run builds .venv-torchrec)")])
         left = deadline - time.perf_counter()
-        with tempfile.TemporaryDirectory() as tmp:
-            source = Path(tmp) / "in.json"
-            source.write_text(json.dumps(torchrec_input(problem, left * 0.8)))
-            try:
-                done = subprocess.run([str(python), str(SCRIPT), "plan", str(source)], capture_output=True, text=True,
-                                      timeout=max(left, 1.0))
-            except subprocess.TimeoutExpired:
-                return SolveResult(self.name, "UNKNOWN", wall_time_s=time.perf_counter() - started,
-                                   notes=[f"TorchRec's planner did not finish within {options.time_limit_s:g} s"])
+        out, why = run_script("plan", torchrec_input(problem, left * 0.8), left)
         wall = time.perf_counter() - started
-        try:
-            out = json.loads(done.stdout)
-        except json.JSONDecodeError:
-            return SolveResult(self.name, "UNKNOWN", wall_time_s=wall,
-                               notes=[f"TorchRec's planner failed: {done.stderr.strip()[-300:]}"])
+        if out is None:
+            if why.startswith("did not finish"):
+                why = f"did not finish within {options.time_limit_s:g} s"
+            return SolveResult(self.name, "UNKNOWN", wall_time_s=wall, notes=[f"TorchRec's planner {why}"])
         if "error" in out:
             return SolveResult(self.name, "INFEASIBLE", wall_time_s=wall, infeasibility=f"TorchRec: {out['error']}")
         try:
