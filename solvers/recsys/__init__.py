@@ -1,5 +1,6 @@
 """Embedding-sharding solvers (DLRM family) behind the same SolveOptions / SolveResult as the LLM
-solvers: the exact CP-SAT model, the exhaustive oracle, and rule-based plans.
+solvers: the exact CP-SAT model, the same decision as a MILP (SCIP; a cross-check and a
+comparison), the exhaustive oracle, and rule-based plans.
 
 `solve_recsys(problem, names, options)` runs the rules first and gives their plans to CP-SAT as
 hints, so the exact search is never worse than a rule. `torchrec` runs TorchRec's own planner
@@ -13,11 +14,13 @@ from solvers.base import SolveOptions, SolveResult
 from solvers.recsys.cpsat import RecsysCpSat
 from solvers.recsys.exhaustive import RecsysExhaustive
 from solvers.recsys.heuristics import GREEDY, ROUND_ROBIN, ROW_WISE
+from solvers.recsys.milp import RecsysMilp
 from solvers.recsys.torchrec_baseline import TorchRecPlanner, add_torchrec_estimates
 
 RECSYS_SOLVERS = {
     "cpsat": RecsysCpSat(),
     "exhaustive": RecsysExhaustive(),
+    "milp": RecsysMilp("SCIP"),
     GREEDY.name: GREEDY,
     ROUND_ROBIN.name: ROUND_ROBIN,
     ROW_WISE.name: ROW_WISE,
