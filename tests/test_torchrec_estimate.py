@@ -161,3 +161,18 @@ def test_without_torchrec_every_plan_says_why(monkeypatch, tmp_path):
     results = {"greedy": SolveResult("greedy", "HEURISTIC", plan=plan), "torchrec": SolveResult("torchrec", "UNKNOWN")}
     add_torchrec_estimates(p, results)
     assert results["greedy"].stats == {} and results["torchrec"].notes == []
+
+
+def test_with_the_time_limit_used_up_the_other_plans_are_not_sent_to_torchrec(monkeypatch):
+    from solvers.base import SolveResult
+    from solvers.recsys import torchrec_baseline
+
+    from planner.cli.common import load_task
+
+    problem = load_task("mlperf-dlrm-dcnv2-8xh100")
+    (ours,) = solve_recsys(problem, ["greedy"], SolveOptions(time_limit_s=10))
+    own = SolveResult("torchrec", "HEURISTIC", plan=ours.plan, stats={"torchrec_max_rank_perf_ms": 2.0})
+    monkeypatch.setattr(torchrec_baseline, "torchrec_estimates", lambda *a, **k: pytest.fail("must not run"))
+    torchrec_baseline.add_torchrec_estimates(problem, {"torchrec": own, "greedy": ours}, deadline=0.0)
+    assert "the time limit was used up" in own.notes[-1]
+    assert "torchrec_estimate_ms" not in ours.stats

@@ -114,7 +114,8 @@ def torchrec_estimates(problem, plans: dict, timeout_s: float = 120.0, estimator
 def add_torchrec_estimates(problem, results: dict, deadline: float | None = None) -> None:
     """Beside TorchRec's plan (results["torchrec"]), every other plan under TorchRec's own estimate:
     each result with a plan gets stats["torchrec_estimate_ms"], and the torchrec result one note that
-    lists them all (TorchRec's plan first). Takes what is left until the deadline, at least 30 s."""
+    lists them all (TorchRec's plan first). Takes what is left until the deadline (the command's
+    time limit holds: with under a second left the others are not priced, and the note says so)."""
     own = results.get("torchrec")
     if own is None or own.plan is None or own.stats.get("torchrec_max_rank_perf_ms") is None:
         return
@@ -124,8 +125,12 @@ def add_torchrec_estimates(problem, results: dict, deadline: float | None = None
     if not others:
         return
     left = (deadline - time.perf_counter()) if deadline is not None else 120.0
+    if left < MIN_ESTIMATE_S:
+        own.notes.append(f"under TorchRec's own estimate: torchrec {own_ms:.3f} ms; the other plans were not priced "
+                         "by TorchRec's estimator (the time limit was used up: give a longer --time-limit)")
+        return
     started = time.perf_counter()
-    priced = torchrec_estimates(problem, others, timeout_s=max(left, 30.0))
+    priced = torchrec_estimates(problem, others, timeout_s=left)
     own.stats["torchrec_estimate_s"] = time.perf_counter() - started
     parts = [f"torchrec {own_ms:.3f} ms"]
     for name in others:
@@ -140,6 +145,10 @@ def add_torchrec_estimates(problem, results: dict, deadline: float | None = None
                      f"{name} {ms:.3f} ms{over}")
     own.notes.append("under TorchRec's own estimate (its planner's score: the busiest rank's embedding time): "
                      + "; ".join(parts))
+
+
+MIN_ESTIMATE_S = 1.0
+"""Below this much time left, the other plans are not sent to TorchRec's estimator."""
 
 
 class TorchRecPlanner:
