@@ -21,19 +21,28 @@ def _family_of_task(path: Path) -> str | None:
     return task_model_family(path, read_task(path))
 
 
-def _is_dlrm_plan(path: Path) -> bool:
+def _plan_family(path: Path) -> str | None:
     import yaml
 
-    return (yaml.safe_load(path.read_text()) or {}).get("family") == "dlrm"
+    return (yaml.safe_load(path.read_text()) or {}).get("family")
+
+
+def _is_inference_task(path: Path) -> bool:
+    from planner.core.inputs import read_task
+
+    return "inference" in read_task(path)
 
 
 ALL_TASKS = sorted((PROBLEMS / "tasks").glob("*.yaml"))
-DLRM_TASKS = [p for p in ALL_TASKS if _family_of_task(p) == "dlrm"]
-LLM_TASKS = [p for p in ALL_TASKS if p not in DLRM_TASKS]
-"""Shipped task files by family (LLM: dense and MoE training; DLRM: embedding sharding)."""
+SERVING_TASKS = [p for p in ALL_TASKS if _is_inference_task(p)]
+DLRM_TASKS = [p for p in ALL_TASKS if p not in SERVING_TASKS and _family_of_task(p) == "dlrm"]
+LLM_TASKS = [p for p in ALL_TASKS if p not in DLRM_TASKS and p not in SERVING_TASKS]
+"""Shipped task files by family (LLM: dense and MoE training; DLRM: embedding sharding; serving:
+inference tasks)."""
 ALL_PLANS = sorted((PROBLEMS / "plans").glob("*.yaml"))
-DLRM_PLANS = [p for p in ALL_PLANS if _is_dlrm_plan(p)]
-LLM_PLANS = [p for p in ALL_PLANS if p not in DLRM_PLANS]
+DLRM_PLANS = [p for p in ALL_PLANS if _plan_family(p) == "dlrm"]
+SERVING_PLANS = [p for p in ALL_PLANS if _plan_family(p) == "serving"]
+LLM_PLANS = [p for p in ALL_PLANS if p not in DLRM_PLANS and p not in SERVING_PLANS]
 
 
 def small_model(**overrides) -> DenseTransformer:

@@ -106,13 +106,18 @@ def add_search_flags(p: argparse.ArgumentParser) -> None:
 
 
 def load_task(path):
-    """The problem of a task file, of whichever family its model is: a DLRM model
+    """The problem of a task file, of whichever family its model and workload are: an
+    `inference` block gives a planner.serving problem; with a `training` block a DLRM model
     (`family: dlrm`) gives a planner.recsys problem, any other an LLM training problem."""
     from planner.core.inputs import find_input, read_task, task_model_family
     from planner.llm.problem import load_problem
 
     found = find_input(path, "tasks")
     data = read_task(found)
+    if "inference" in data:
+        from planner.serving.problem import load_serving_problem
+
+        return load_serving_problem(found, data, [str(found)])
     if task_model_family(found, data) == "dlrm":
         from planner.recsys.problem import load_recsys_problem
 
@@ -124,6 +129,21 @@ def is_recsys(problem) -> bool:
     from planner.recsys.problem import RecsysProblem
 
     return isinstance(problem, RecsysProblem)
+
+
+def is_serving(problem) -> bool:
+    from planner.serving.problem import ServingProblem
+
+    return isinstance(problem, ServingProblem)
+
+
+def refuse_serving(problem, command: str) -> None:
+    """Commands the serving family does not have yet say so (bad input, exit 2)."""
+    from planner.core.errors import InputError
+
+    if is_serving(problem):
+        raise InputError(f"{problem.source}: inference: `planner {command}` does not handle inference tasks yet "
+                         "(`planner estimate TASK --plan SERVING_PLAN` prices a serving plan)")
 
 
 def refuse_recsys(problem, command: str) -> None:

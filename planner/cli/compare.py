@@ -16,6 +16,7 @@ from planner.cli.common import (
     dump_json,
     is_recsys,
     load_task,
+    refuse_serving,
     solve_options,
 )
 from planner.core.errors import PlannerError
@@ -30,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from solvers import SOLVERS, SolveResult, run_solvers
 
     problem = load_task(args.task)
+    refuse_serving(problem, "compare")
     if is_recsys(problem):
         from planner.cli import recsys_commands
 

@@ -13,6 +13,7 @@ from planner.cli.common import (
     integer,
     invalid_plan,
     is_recsys,
+    is_serving,
     load_task,
     plan_from_args,
 )
@@ -22,6 +23,8 @@ from planner.report.estimate import estimate_json, render_estimate
 
 def run(args: argparse.Namespace) -> int:
     problem = load_task(args.task)
+    if is_serving(problem):
+        return run_serving(args, problem)
     if is_recsys(problem):
         return run_recsys(args, problem)
     plan, source = plan_from_args(args, problem.cluster.num_devices)
@@ -63,6 +66,48 @@ def run_recsys(args: argparse.Namespace, problem) -> int:
     else:
         print(render_recsys_estimate(problem, plan, breakdown, loads))
     return 0 if breakdown.fits else 3
+
+
+def run_serving(args: argparse.Namespace, problem) -> int:
+    """An inference task: price the serving plan of --plan (TP, PP, DP flags override it)."""
+    from planner.core.errors import InputError
+    from planner.core.inputs import build
+    from planner.report.serving import render_serving_estimate, serving_estimate_json
+    from planner.serving.cost import evaluate as evaluate_serving
+    from planner.serving.plan import ServingPlan, check_plan
+    from planner.serving.plan_io import load_serving_plan
+
+    overrides = {key: getattr(args, key) for key in SERVING_FLAGS if getattr(args, key) is not None}
+    other = [flag for key, flag in PLAN_FLAGS.items() if key not in SERVING_FLAGS and getattr(args, key) not in (None, False)]
+    if other:
+        raise InputError(f"{' '.join(other)}: training plan flags do not apply to an inference task ({args.task}); "
+                         "a serving plan has --tp, --pp and --dp")
+    named = " ".join(PLAN_FLAGS[k] for k in overrides)
+    if args.plan:
+        plan = load_serving_plan(args.plan)
+        source = f"{args.plan} with {named}" if overrides else args.plan
+        if overrides:
+            plan = build(ServingPlan, plan.model_dump() | overrides, source)
+    else:
+        source = f"the plan flags ({named})" if named else "the default plan (no flags)"
+        if "dp" not in overrides:
+            per_replica = overrides.get("tp", 1) * overrides.get("pp", 1)
+            overrides["dp"] = max(problem.cluster.num_devices // per_replica, 1)
+        plan = build(ServingPlan, {"family": "serving", **overrides}, source)
+    check_plan_matches(plan, problem, args.plan, args.task)
+    errors = check_plan(plan, problem)
+    if errors:
+        raise invalid_plan(source, args.task, errors)
+    estimate = evaluate_serving(problem, plan)
+    if args.json:
+        print(dump_json(serving_estimate_json(problem, plan, estimate)))
+    else:
+        print(render_serving_estimate(problem, plan, estimate))
+    return 0 if estimate.fits else 3
+
+
+SERVING_FLAGS = ("tp", "pp", "dp")
+"""Plan flags a serving plan takes."""
 
 
 def add_parser(sub) -> None:

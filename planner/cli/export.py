@@ -17,6 +17,7 @@ from planner.cli.common import (
     invalid_plan,
     is_recsys,
     load_task,
+    refuse_serving,
 )
 from planner.core.errors import PlannerError
 from planner.core.files import shown
@@ -72,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from planner.core.files import write_atomic
 
     problem = load_task(args.task)
+    refuse_serving(problem, "export")
     if is_recsys(problem):
         return run_recsys(args, problem)
     check_export_flags(args)

@@ -16,6 +16,7 @@ from planner.cli.common import (
     dump_json,
     is_recsys,
     load_task,
+    refuse_serving,
     solve_options,
 )
 from planner.cli.export import EXPORT_TARGETS, check_export_flags, export_text
@@ -30,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from solvers import SOLVERS
 
     problem = load_task(args.task)
+    refuse_serving(problem, "solve")
     if is_recsys(problem):
         from planner.cli import recsys_commands
 

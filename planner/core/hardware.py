@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, model_serializer, model_validator
 
 from planner.core.schema import (
     BytesPerSecond,
@@ -22,7 +22,7 @@ from planner.core.schema import (
     Spec,
 )
 
-Dtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8"]
+Dtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "fp4"]
 
 
 class PeakFlops(Spec):
@@ -33,6 +33,18 @@ class PeakFlops(Spec):
     bf16: FlopsPerSecond | None = None
     fp16: FlopsPerSecond | None = None
     fp8: FlopsPerSecond | None = None
+    fp4: FlopsPerSecond | None = Field(
+        default=None, description="Dense FP4 (NVFP4, Blackwell) tensor-core peak; null = none (Hopper and older)."
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_fp4(self, handler):
+        """Leaves `fp4` out when it is null, so that devices without it (and the hashes of the
+        problems on them, which plans carry) read as they did before the field existed."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("fp4") is None:
+            data.pop("fp4", None)
+        return data
 
 
 class DeviceEfficiency(Spec):

@@ -188,26 +188,38 @@ def find_input(path: str | Path, kind: str) -> Path:
         return path
 
 
+WORKLOADS = ("training", "inference")
+"""The workload blocks a task may have (exactly one): `training` (the LLM and DLRM families) or
+`inference` (planner.serving)."""
+
+
 def read_task(path: Path) -> dict[str, Any]:
     """The mapping of a task file, its top-level keys checked (every family's task has `model`,
-    `cluster`, optional `num_devices` and `description`, and a `training` block)."""
+    `cluster`, optional `num_devices` and `description`, and one workload block: `training` or
+    `inference`)."""
     data = read_yaml(path)
     source = str(path)
-    allowed = {"model", "cluster", "num_devices", "training", "description"}
+    allowed = {"model", "cluster", "num_devices", "description", *WORKLOADS}
     extra = sorted(set(data) - allowed)
     if extra:
         raise InputError(f"{source}: {shown(extra[0])[1:-1]}: unknown field (misspelt?); expected {sorted(allowed)}")
-    for key in ("model", "cluster", "training"):
+    for key in ("model", "cluster"):
         if key not in data:
             raise InputError(f"{source}: {key}: field required")
+    workloads = [key for key in WORKLOADS if key in data]
+    if not workloads:
+        raise InputError(f"{source}: training: field required (or inference: a serving task)")
+    if len(workloads) > 1:
+        raise InputError(f"{source}: inference: a task has one workload block, training or inference, not both")
     num_devices = data.get("num_devices")
     if num_devices is not None and (
         isinstance(num_devices, bool) or not isinstance(num_devices, int) or not 0 < num_devices <= MAX_DEVICES
     ):
         raise InputError(f"{source}: num_devices: must be an integer from 1 to {MAX_DEVICES:,}, "
                          f"got {shown(num_devices, 40)}")
-    if not isinstance(data["training"], dict):
-        raise InputError(f"{source}: training: expected a mapping, got {_kind(data['training'])}")
+    workload = workloads[0]
+    if not isinstance(data[workload], dict):
+        raise InputError(f"{source}: {workload}: expected a mapping, got {_kind(data[workload])}")
     description = data.get("description")
     if description is not None and not isinstance(description, str):
         raise InputError(f"{source}: description: expected text, got {_kind(description)}")

@@ -28,6 +28,10 @@ def gemm_peak(device: Device, precision: str) -> tuple[float, float]:
     eff = device.efficiency
     if precision == "fp8":
         return device.peak("fp8"), eff.gemm_fraction_fp8 or eff.gemm_fraction
+    if precision == "fp4":
+        # No fp4 (NVFP4) best-shape measurement is in the efficiency data: the fp8 plateau, the
+        # closest measured low-precision one on the same tensor cores, stands in for it.
+        return device.peak("fp4"), eff.gemm_fraction_fp8 or eff.gemm_fraction
     if precision in ("tf32", "fp32"):  # fp32 GEMMs on TF32 tensor cores where the device has them
         dtype = "tf32" if precision == "tf32" and device.peak_flops.tf32 is not None else "fp32"
         return device.peak(dtype), eff.gemm_fraction

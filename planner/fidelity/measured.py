@@ -7,7 +7,9 @@ efficiency file, whose every part feeds the fit, it is an error naming the file 
 
 A run whose `model.family` is `dlrm` is a recommendation-model run (planner/fidelity/dlrm_rows.py):
 its model block gives tables, pooling, MLPs and interaction instead of layers and heads, its plan
-the embedding sharding, and it measures samples per second.
+the embedding sharding, and it measures samples per second. A run whose `workload` is `inference`
+is a serving benchmark (planner/fidelity/serving_rows.py): it measures the batch, prompt and
+output lengths it ran and its output tokens/s per GPU or its time to first token.
 """
 
 from __future__ import annotations
@@ -97,6 +99,39 @@ class MeasuredRun(Record):
     hardware: RunHardware
     plan: RunPlan
     measured: RunMeasured
+
+
+class InferenceRunMeasured(Record):
+    """What a serving benchmark measured: the batch and lengths it ran, and its output throughput
+    per GPU or its time to first token."""
+
+    infer_batch_size: PositiveInt
+    infer_input_len: PositiveInt
+    infer_output_len: PositiveInt
+    output_tokens_per_s_per_gpu: PositiveNumber | None = None
+    first_token_latency_ms: PositiveNumber | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> InferenceRunMeasured:
+        if self.output_tokens_per_s_per_gpu is None and self.first_token_latency_ms is None:
+            raise ValueError("measured.output_tokens_per_s_per_gpu: field required (or measured.first_token_latency_ms)")
+        return self
+
+
+class InferenceMeasuredRun(Record):
+    """One published serving run (`workload: inference`)."""
+
+    id: Annotated[str, Field(min_length=1, max_length=200)]
+    workload: Literal["inference"]
+    model: RunModel
+    hardware: RunHardware
+    plan: RunPlan
+    measured: InferenceRunMeasured
+
+
+def is_inference_row(row: Any) -> bool:
+    """Whether a (raw or checked) row is a serving run: `workload: inference`."""
+    return isinstance(row, dict) and row.get("workload") == "inference"
 
 
 Width = Annotated[int, Field(gt=0, le=2**24)]
@@ -214,7 +249,7 @@ def check_run(row: Any, index: int) -> tuple[str, dict | None, str | None]:
         label = row["id"][:200]
     if not isinstance(row, dict):
         return label, None, f"expected a mapping, got {type(row).__name__}"
-    schema = DlrmMeasuredRun if is_dlrm_row(row) else MeasuredRun
+    schema = DlrmMeasuredRun if is_dlrm_row(row) else InferenceMeasuredRun if is_inference_row(row) else MeasuredRun
     try:
         return label, schema.model_validate(row).model_dump(), None
     except ValidationError as exc:

@@ -4,12 +4,16 @@ Each row names its hardware and gives numbers (peak TFLOP/s, memory, GPUs per no
 per GPU; some null). A row is resolved to the closest device preset (by name, else by peak
 and memory), then the row's own numbers override the preset's; every fallback is recorded as
 an assumption of that prediction. Missing plan details are filled with stated defaults, also
-recorded. Rows that cannot be priced (inference, no batch size) are skipped with a reason.
+recorded. Rows that cannot be priced (no batch size, no device preset) are skipped with a reason.
 MoE rows take their architecture from the preset of the same name and the settings their
 rows lack (ETP, dispatcher, all-to-all overlap, pipeline layout) from the recipes that produced
 them (planner/fidelity/moe_rows.py, recipes.yaml). DLRM rows (`model.family: dlrm`) are priced
 by the recommendation-model cost (planner/recsys) with the sharding they publish or a greedy one
-(planner/fidelity/dlrm_rows.py); their metric is samples per second.
+(planner/fidelity/dlrm_rows.py); their metric is samples per second. Inference rows
+(`workload: inference`) are priced by the serving cost (planner/serving) with the engine
+behaviour their framework documents (planner/fidelity/serving_rows.py); their metric is output
+tokens/s per GPU or the time to first token, and their errors are summarised apart from the
+training rows' (throughput and TTFT separately).
 
 The compared metric is the first the row measured of: step time, tokens/s per GPU, TFLOP/s
 per GPU (converted to a step time with the row's own FLOP convention: hardware FLOPs count the
@@ -31,7 +35,7 @@ from planner.llm.cost import flops
 from planner.llm.cost.step import evaluate
 from planner.core.errors import InputError, PlannerError
 from planner.fidelity.dlrm_rows import predict_dlrm_row
-from planner.fidelity.measured import check_run, is_dlrm_row
+from planner.fidelity.measured import check_run, is_dlrm_row, is_inference_row
 from planner.fidelity.moe_rows import apply_recipe, resolve_moe_model
 from planner.core.hardware import Cluster, Device
 from planner.llm.model import DenseTransformer
@@ -69,6 +73,8 @@ class RowResult:
     preset: str | None = None
     plan: str | None = None
     family: str | None = None
+    workload: str = "training"
+    """training or inference (serving rows are summarised apart)."""
     assumptions: list[str] = field(default_factory=list)
     skipped: str | None = None
     breakdown: dict[str, float] | None = None
@@ -352,6 +358,8 @@ def validate_row(row: Any, index: int = 0) -> RowResult:
     row = checked
     if is_dlrm_row(row):
         return _validate_dlrm_row(row, result)
+    if is_inference_row(row):
+        return _validate_serving_row(row, result)
     try:
         problem, plan, notes, preset = resolve_row(row)
         metric, measured, convert = _measured_step_time(row, problem, plan)
@@ -401,6 +409,44 @@ def _validate_dlrm_row(row: dict, result: RowResult) -> RowResult:
     return result
 
 
+def _validate_serving_row(row: dict, result: RowResult) -> RowResult:
+    """An inference row: output tokens/s per GPU, or the time to first token (ms)."""
+    from planner.fidelity.serving_rows import predict_serving_row
+
+    result.workload = "inference"
+    try:
+        problem, plan, notes, preset, estimate, metric, predicted, measured = predict_serving_row(row)
+    except PlannerError as exc:
+        result.skipped = " ".join(str(exc).split())
+        return result
+    result.metric = metric
+    result.predicted = float(predicted)
+    result.measured = float(measured)
+    result.error_pct = 100.0 * (result.predicted - result.measured) / result.measured
+    result.preset = preset
+    result.plan = f"{plan.summary()}, batch {estimate.batch_per_replica}"
+    result.family = problem.model.family
+    result.assumptions = notes
+    result.breakdown = {"ttft_s": estimate.ttft_s, "tpot_s": estimate.tpot_s,
+                        **{f"decode_{k}_s": v for k, v in estimate.decode_parts.items()}}
+    return result
+
+
+INFERENCE_METRICS = {"throughput": "output_tokens_per_s_per_gpu", "ttft": "ttft_ms"}
+"""The two serving metrics, summarised separately."""
+
+
+def inference_summary(results: list[RowResult]) -> dict[str, Any]:
+    """MAPE and the largest |error| of the inference rows, per metric (throughput, TTFT)."""
+    used = [r for r in results if r.skipped is None and r.workload == "inference"]
+    summary: dict[str, Any] = {}
+    for name, metric in INFERENCE_METRICS.items():
+        errors = [r.error_pct for r in used if r.metric == metric]
+        summary[name] = {"metric": metric, "num_rows": len(errors), "mape_pct": mape(errors),
+                         "max_abs_error_pct": max(map(abs, errors), default=None)}
+    return summary
+
+
 def validate(path: str | Path = DEFAULT_RUNS) -> list[RowResult]:
     return [validate_row(row, index) for index, row in enumerate(load_runs(path))]
 
@@ -411,7 +457,9 @@ def mape(values: list[float]) -> float | None:
 
 
 def validation_json(results: list[RowResult]) -> dict[str, Any]:
-    used = [r for r in results if r.skipped is None]
+    """The rows, then the training rows' summaries (MAPE, memory, by family) and the inference
+    rows' (`inference`: throughput and TTFT apart)."""
+    used = [r for r in results if r.skipped is None and r.workload == "training"]
     return {
         "rows": [r.as_json() for r in results],
         "mape_pct": mape([r.error_pct for r in used]),
@@ -422,7 +470,8 @@ def validation_json(results: list[RowResult]) -> dict[str, Any]:
         "max_abs_error_pct_by_family": {f: max(abs(r.error_pct) for r in used if r.family == f)
                                         for f in sorted({r.family for r in used if r.family})},
         "num_predicted": len(used),
-        "num_skipped": len(results) - len(used),
+        "num_skipped": sum(1 for r in results if r.skipped is not None),
+        "inference": inference_summary(results),
     }
 
 
@@ -444,19 +493,26 @@ def render_validation(results: list[RowResult], verbose: bool = False) -> str:
     lines = [table(rows, ["row", "metric", "predicted", "measured", "error", "memory GiB pred/meas"])]
     summary = validation_json(results)
     lines.append("")
-    lines.append(
-        f"throughput/step-time MAPE {summary['mape_pct']:.1f}% over {summary['num_predicted']} rows "
-        f"(max |error| {summary['max_abs_error_pct']:.1f}%)"
-    )
-    groups: dict[str, list[float]] = {}
-    for r in used:
-        groups.setdefault(r.id.split("-")[0], []).append(r.error_pct)
-    lines.append("by source: " + ", ".join(f"{k} {mape(v):.1f}% (n={len(v)})" for k, v in groups.items()))
-    families: dict[str, list[float]] = {}
-    for r in used:
-        families.setdefault(r.family or "?", []).append(r.error_pct)
-    lines.append("by model family: " + ", ".join(f"{k} {mape(v):.1f}% (n={len(v)}, max {max(map(abs, v)):.1f}%)"
-                                                 for k, v in families.items()))
+    training = [r for r in used if r.workload == "training"]
+    if training:
+        lines.append(
+            f"throughput/step-time MAPE {summary['mape_pct']:.1f}% over {summary['num_predicted']} rows "
+            f"(max |error| {summary['max_abs_error_pct']:.1f}%)"
+        )
+        groups: dict[str, list[float]] = {}
+        for r in training:
+            groups.setdefault(r.id.split("-")[0], []).append(r.error_pct)
+        lines.append("by source: " + ", ".join(f"{k} {mape(v):.1f}% (n={len(v)})" for k, v in groups.items()))
+        families: dict[str, list[float]] = {}
+        for r in training:
+            families.setdefault(r.family or "?", []).append(r.error_pct)
+        lines.append("by model family: " + ", ".join(f"{k} {mape(v):.1f}% (n={len(v)}, max {max(map(abs, v)):.1f}%)"
+                                                     for k, v in families.items()))
+    for name, part in summary["inference"].items():
+        if part["num_rows"]:
+            label = "output tokens/s per GPU" if name == "throughput" else "time to first token"
+            lines.append(f"inference {label} MAPE {part['mape_pct']:.1f}% over {part['num_rows']} rows "
+                         f"(max |error| {part['max_abs_error_pct']:.1f}%)")
     if summary["memory_mape_pct"] is not None:
         lines.append(f"memory MAPE {summary['memory_mape_pct']:.1f}%")
     skipped = [r for r in results if r.skipped]
@@ -467,7 +523,12 @@ def render_validation(results: list[RowResult], verbose: bool = False) -> str:
         for r in used:
             lines.append(f"  {r.id} [{r.plan}; preset {r.preset}]")
             lines += [f"    - {a}" for a in r.assumptions]
-            if r.breakdown:
+            if r.breakdown and r.workload == "inference":
+                parts = ", ".join(f"{k.removeprefix('decode_').removesuffix('_s')} {v * 1e3:.3g}"
+                                  for k, v in r.breakdown.items() if v and k.startswith("decode_"))
+                lines.append(f"    TTFT {r.breakdown['ttft_s'] * 1e3:.4g} ms; TPOT {r.breakdown['tpot_s'] * 1e3:.4g} ms: "
+                             f"{parts} (ms)")
+            elif r.breakdown:
                 parts = ", ".join(f"{k.removesuffix('_s')} {v * 1e3:.3g}" for k, v in r.breakdown.items()
                                   if v and k != "step_time_s")
                 lines.append(f"    step {r.breakdown['step_time_s'] * 1e3:.3g} ms: {parts} (ms)")

@@ -92,6 +92,8 @@ def load_problem(path: str | Path) -> Problem:
     path = find_input(path, "tasks")
     data = read_task(path)
     source = str(path)
+    if "training" not in data:
+        raise InputError(f"{source}: training: field required (this is an inference task: planner.serving reads it)")
     seen = [source]
     num_devices = data.get("num_devices")
     model = load_model(data["model"], path.parent, source, "model", seen)

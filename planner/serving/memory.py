@@ -1,0 +1,179 @@
+"""Memory of one GPU of a serving replica, and the largest batch that fits.
+
+Per GPU of stage s (L_s layers, TP degree t, H_kv KV heads per rank = max(g / t, 1)):
+    weights    L_s (attention + MLP weights / t) w + 2 L_s h x 2 B (norms, bf16)
+               + the vocabulary-parallel embedding (first stage) and LM head (last stage),
+               V h / t x 2 B each (kept in bf16 by fp8 and fp4 checkpoints; a tied head is the
+               embedding when both are on one stage)
+    KV cache   B x (KV tokens per sequence) x L_s x 2 H_kv d x KV bytes
+               GQA: 2 x layers x kv_heads x head_dim x dtype bytes per token of the whole model
+               (Llama-3 70B in bf16: 2 x 80 x 8 x 128 x 2 B = 327,680 B = 320 KiB)
+    workspace  the activations of the largest pass: M tokens x 2 B x (3h + QKV/t + (3 or 2) f/t)
+               (input, residual and normed hidden state; Q, K, V; the MLP's intermediates)
+               plus the fp32 logits of the sequences sampled, S x V x 4 B
+    overhead   the engine's fixed overhead (CUDA context, NCCL and GEMM workspaces, graphs)
+Usable: HBM x gpu_memory_utilization. KV tokens per sequence: with static batching every
+sequence holds its whole context (prompt + output) at the end of the batch, rounded up to whole
+KV blocks; with continuous batching a slot holds, on average over its life, the time-weighted
+mean context of the request mix plus half a block of paging slack.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from planner.llm.cost import flops
+from planner.serving.forward import ACTIVATION_BYTES, kv_heads_per_gpu
+from planner.serving.plan import ServingPlan
+from planner.serving.problem import ServingProblem
+
+LOGIT_BYTES = 4.0
+"""fp32 logits per vocabulary entry of a sampled sequence."""
+
+
+def kv_cache_bytes_per_token(problem: ServingProblem) -> float:
+    """KV-cache bytes one token occupies over the whole model (all layers and KV heads):
+    2 (K and V) x layers x kv_heads x head_dim x dtype bytes."""
+    model = problem.model
+    return 2.0 * model.num_layers * model.kv_heads * model.dim_per_head * problem.task.kv_bytes
+
+
+def kv_cache_bytes_per_token_gpu(problem: ServingProblem, tp: int, layers: int) -> float:
+    """KV-cache bytes one token occupies on one GPU of a stage of `layers` layers."""
+    return 2.0 * layers * kv_heads_per_gpu(problem, tp) * problem.model.dim_per_head * problem.task.kv_bytes
+
+
+def stage_layers(num_layers: int, pp: int) -> list[int]:
+    """Layers per pipeline stage: as even as possible, the extra layers on the first stages."""
+    base, extra = divmod(num_layers, pp)
+    return [base + (1 if i < extra else 0) for i in range(pp)]
+
+
+def mean_context_tokens(problem: ServingProblem) -> float:
+    """Time-weighted mean context of a decoding slot under continuous batching: a request of
+    i prompt and o output tokens decodes at contexts i+1..i+o, so it adds o i + o (o+1) / 2 token-
+    steps over o steps; the mix weights requests by their share."""
+    mix = problem.task.requests.mix()
+    steps = sum(w * o for _, o, w in mix)
+    return sum(w * (o * i + o * (o + 1) / 2.0) for i, o, w in mix) / steps
+
+
+def kv_tokens_per_sequence(problem: ServingProblem) -> float:
+    """KV tokens one sequence of the batch holds for sizing (see the module doc)."""
+    task = problem.task
+    block = task.engine.kv_block_tokens
+    if task.engine.batching == "static":
+        return float(math.ceil(task.requests.max_context_tokens / block) * block)
+    return mean_context_tokens(problem) + (block - 1) / 2.0
+
+
+def weight_bytes_per_gpu(problem: ServingProblem, tp: int, layers: int, first: bool, last: bool) -> float:
+    """Weights held by one GPU of a stage (see the module doc)."""
+    model, task = problem.model, problem.task
+    h, hd = model.hidden_size, model.dim_per_head
+    kvh = kv_heads_per_gpu(problem, tp)
+    attention = h * model.attention_width / tp + 2 * h * kvh * hd + model.attention_output_width / tp * h
+    mlp = flops.mlp_params(model) / tp
+    if model.linear_bias:
+        attention += model.attention_width / tp + 2 * kvh * hd + h
+    total = layers * ((attention + mlp) * task.weight_bytes + 2 * flops.norm_params(model) * ACTIVATION_BYTES)
+    vocab = model.vocab_size * h / tp * ACTIVATION_BYTES
+    if first:
+        total += vocab
+        if model.position_embedding == "learned":
+            total += model.max_seq_len * h * ACTIVATION_BYTES
+    if last:
+        total += flops.norm_params(model) * ACTIVATION_BYTES
+        if not (model.tied_embeddings and first):
+            total += vocab
+    return total
+
+
+def workspace_bytes_per_token(problem: ServingProblem, tp: int) -> float:
+    """Activation bytes of one token of a pass on one GPU (see the module doc)."""
+    model = problem.model
+    h, hd = model.hidden_size, model.dim_per_head
+    qkv = model.attention_width / tp + 2 * kv_heads_per_gpu(problem, tp) * hd
+    ffn = (3 if model.gated_mlp else 2) * model.ffn_hidden_size / tp
+    return ACTIVATION_BYTES * (3 * h + qkv + ffn)
+
+
+@dataclass(frozen=True)
+class StageMemory:
+    """One GPU of one stage at a given batch (bytes)."""
+
+    stage: int
+    layers: int
+    weights_bytes: float
+    kv_cache_bytes: float
+    workspace_bytes: float
+    overhead_bytes: float
+    capacity_bytes: float
+
+    @property
+    def total_bytes(self) -> float:
+        return self.weights_bytes + self.kv_cache_bytes + self.workspace_bytes + self.overhead_bytes
+
+    @property
+    def fits(self) -> bool:
+        return self.total_bytes <= self.capacity_bytes
+
+
+def pass_tokens(problem: ServingProblem, plan: ServingPlan, micro_batch: int) -> float:
+    """Tokens of the largest pass of a micro-batch: the token budget with continuous batching;
+    the micro-batch's whole prompts with static batching."""
+    task = problem.task
+    if task.engine.batching == "static":
+        return micro_batch * max(i for i, _, _ in task.requests.mix())
+    return max(plan.max_num_batched_tokens, micro_batch)
+
+
+def stage_memory(problem: ServingProblem, plan: ServingPlan, batch: int) -> list[StageMemory]:
+    """Memory of one GPU of every stage with `batch` sequences on the replica (ceil(batch/pp)
+    per micro-batch)."""
+    task, device = problem.task, problem.cluster.device
+    micro = math.ceil(batch / plan.pp)
+    capacity = device.hbm_bytes * task.engine.gpu_memory_utilization
+    per_seq_tokens = kv_tokens_per_sequence(problem)
+    layers_per_stage = stage_layers(problem.model.num_layers, plan.pp)
+    result = []
+    for index, layers in enumerate(layers_per_stage):
+        first, last = index == 0, index == plan.pp - 1
+        workspace = pass_tokens(problem, plan, micro) * workspace_bytes_per_token(problem, plan.tp)
+        if last:
+            workspace += micro * problem.model.vocab_size * LOGIT_BYTES
+        result.append(StageMemory(
+            stage=index, layers=layers,
+            weights_bytes=weight_bytes_per_gpu(problem, plan.tp, layers, first, last),
+            kv_cache_bytes=batch * per_seq_tokens * kv_cache_bytes_per_token_gpu(problem, plan.tp, layers),
+            workspace_bytes=workspace, overhead_bytes=task.engine.framework_overhead_bytes,
+            capacity_bytes=capacity,
+        ))
+    return result
+
+
+def fits(problem: ServingProblem, plan: ServingPlan, batch: int) -> bool:
+    return all(s.fits for s in stage_memory(problem, plan, batch))
+
+
+MAX_BATCH = 2**24
+"""Largest batch per replica searched."""
+
+
+def max_batch(problem: ServingProblem, plan: ServingPlan) -> int:
+    """The largest batch (sequences per replica; 0 when not even one fits) whose every stage
+    fits; memory grows monotonically with the batch, so a bisection finds it."""
+    if not fits(problem, plan, 1):
+        return 0
+    low, high = 1, 2
+    while high <= MAX_BATCH and fits(problem, plan, high):
+        low, high = high, high * 2
+    high = min(high, MAX_BATCH + 1)
+    while high - low > 1:
+        mid = (low + high) // 2
+        if fits(problem, plan, mid):
+            low = mid
+        else:
+            high = mid
+    return low
