@@ -272,3 +272,19 @@ def test_fp4_weights_where_the_device_has_an_fp4_peak():
 
     with pytest.raises(InputError, match="inference.weight_precision: fp4 needs a fp4 peak"):
         serving(weight_precision="fp4")  # H100: no fp4
+
+
+@settings(max_examples=100, deadline=None)
+@given(layers=st.integers(1, 400), pp=st.integers(1, 400))
+def test_the_stage_kinds_are_every_distinct_stage(layers, pp):
+    """Pricing one stage of each kind prices them all: the kinds are exactly the distinct
+    (layers, first, last) of the pipeline's stages."""
+    from planner.serving.memory import stage_kinds, stage_layers
+
+    pp = min(pp, layers)
+    per_stage = stage_layers(layers, pp)
+    assert sum(per_stage) == layers and max(per_stage) - min(per_stage) <= 1
+    every = {(n, i == 0, i == pp - 1) for i, n in enumerate(per_stage)}
+    kinds = stage_kinds(layers, pp)
+    assert {(n, first, last) for _, n, first, last in kinds} == every
+    assert all(per_stage[i] == n for i, n, _, _ in kinds)

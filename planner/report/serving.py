@@ -39,9 +39,11 @@ def warnings_for(problem: ServingProblem, e: ServingEstimate) -> list[str]:
         if not stage.fits:
             notes.append(
                 f"stage {stage.stage} needs {format_bytes(stage.total_bytes)} of {format_bytes(stage.capacity_bytes)} "
-                f"usable (over by {format_bytes(stage.total_bytes - stage.capacity_bytes)}): at most "
-                f"{e.max_batch_fits:,} sequences per replica fit; try (1) a smaller max_num_seqs or concurrency, "
-                "(2) an fp8 KV cache or fp8 weights, (3) more TP or PP per replica"
+                f"usable (over by {format_bytes(stage.total_bytes - stage.capacity_bytes)}): "
+                + (f"at most {e.max_batch_fits:,} sequences per replica fit" if e.max_batch_fits
+                   else "not even one sequence fits")
+                + "; try (1) a smaller max_num_seqs or concurrency, (2) an fp8 KV cache or fp8 weights, (3) more "
+                "TP or PP per replica"
             )
     targets = problem.task.targets
     if targets.ttft_s is not None and e.ttft_max_s > targets.ttft_s:
@@ -90,7 +92,7 @@ def render_serving_estimate(problem: ServingProblem, plan: ServingPlan, e: Servi
         table([[tier.name, format_seconds(t)] for tier, t in zip(cluster.tiers, e.decode_tp_by_tier, strict=True)
                if t > 0] or [["-", format_seconds(0.0)]], ["tier", "time"]),
         "",
-        "memory per GPU by pipeline stage",
+        "memory per GPU by pipeline stage" + (" (one row per kind of stage: first, middle, last)" if plan.pp > 2 else ""),
         table([[str(s.stage), str(s.layers), format_bytes(s.weights_bytes), format_bytes(s.kv_cache_bytes),
                 format_bytes(s.workspace_bytes), format_bytes(s.overhead_bytes), format_bytes(s.total_bytes),
                 format_bytes(s.capacity_bytes), "yes" if s.fits else "NO"] for s in e.memory],

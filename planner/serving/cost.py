@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 from planner.core.collectives import p2p_time_s
 from planner.serving.forward import ACTIVATION_BYTES, PassCost, PassLoad, pass_cost
-from planner.serving.memory import StageMemory, max_batch, mean_context_tokens, stage_layers, stage_memory
+from planner.serving.memory import StageMemory, max_batch, mean_context_tokens, stage_kinds, stage_memory
 from planner.serving.plan import ServingPlan
 from planner.serving.problem import ServingProblem
 
@@ -68,6 +68,7 @@ class ServingEstimate:
     """Parts of the slowest request kind's TTFT; they sum to ttft_max_s."""
     decode_tp_by_tier: list[float]
     memory: list[StageMemory]
+    """One entry per kind of stage (planner.serving.memory.stage_kinds)."""
     concurrency: int
     """Requests in flight over all replicas."""
     notes: list[str] = field(default_factory=list)
@@ -89,9 +90,8 @@ class _Stages:
     plan: ServingPlan
 
     def slowest(self, load: PassLoad) -> PassCost:
-        layers = stage_layers(self.problem.model.num_layers, self.plan.pp)
-        costs = [pass_cost(self.problem, self.plan.tp, n, i == 0, i == self.plan.pp - 1, load)
-                 for i, n in enumerate(layers)]
+        kinds = stage_kinds(self.problem.model.num_layers, self.plan.pp)
+        costs = [pass_cost(self.problem, self.plan.tp, layers, first, last, load) for _, layers, first, last in kinds]
         return max(costs, key=lambda c: c.total_s)
 
     def hop_s(self, tokens: float) -> float:

@@ -50,6 +50,24 @@ def stage_layers(num_layers: int, pp: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(pp)]
 
 
+def stage_kinds(num_layers: int, pp: int) -> list[tuple[int, int, bool, bool]]:
+    """The distinct stages as (first stage index of the kind, layers, first?, last?): at most
+    four kinds however many stages there are (the first, the last, and the middle stages with
+    one more or one fewer layer), so that a deep pipeline is priced in constant time."""
+    kinds: dict[tuple[int, bool, bool], int] = {}
+    for index, layers in _sparse_stages(num_layers, pp):
+        kinds.setdefault((layers, index == 0, index == pp - 1), index)
+    return [(index, layers, first, last) for (layers, first, last), index in kinds.items()]
+
+
+def _sparse_stages(num_layers: int, pp: int) -> list[tuple[int, int]]:
+    """(index, layers) of the stages that can differ: the first two, the last two, and the
+    boundary between the stages with one extra layer and those without."""
+    base, extra = divmod(num_layers, pp)
+    indices = sorted({0, 1, extra - 1, extra, pp - 2, pp - 1} & set(range(pp)))
+    return [(i, base + (1 if i < extra else 0)) for i in indices]
+
+
 def mean_context_tokens(problem: ServingProblem) -> float:
     """Time-weighted mean context of a decoding slot under continuous batching: a request of
     i prompt and o output tokens decodes at contexts i+1..i+o, so it adds o i + o (o+1) / 2 token-
@@ -130,16 +148,14 @@ def pass_tokens(problem: ServingProblem, plan: ServingPlan, micro_batch: int) ->
 
 
 def stage_memory(problem: ServingProblem, plan: ServingPlan, batch: int) -> list[StageMemory]:
-    """Memory of one GPU of every stage with `batch` sequences on the replica (ceil(batch/pp)
-    per micro-batch)."""
+    """Memory of one GPU of each kind of stage (`stage_kinds`: every stage is like one of them)
+    with `batch` sequences on the replica (ceil(batch/pp) per micro-batch)."""
     task, device = problem.task, problem.cluster.device
     micro = math.ceil(batch / plan.pp)
     capacity = device.hbm_bytes * task.engine.gpu_memory_utilization
     per_seq_tokens = kv_tokens_per_sequence(problem)
-    layers_per_stage = stage_layers(problem.model.num_layers, plan.pp)
     result = []
-    for index, layers in enumerate(layers_per_stage):
-        first, last = index == 0, index == plan.pp - 1
+    for index, layers, first, last in stage_kinds(problem.model.num_layers, plan.pp):
         workspace = pass_tokens(problem, plan, micro) * workspace_bytes_per_token(problem, plan.tp)
         if last:
             workspace += micro * problem.model.vocab_size * LOGIT_BYTES
