@@ -2,6 +2,7 @@
 handle them yet saying so."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -59,7 +60,7 @@ def test_a_plan_that_does_not_fit_exits_3_and_says_why(capsys):
 
 def test_a_missed_target_is_reported(tmp_path, capsys):
     task = tmp_path / "task.yaml"
-    task.write_text(open(TASK).read().replace("tpot_s: 50ms", "tpot_s: 1ms"))
+    task.write_text(Path(TASK).read_text().replace("tpot_s: 50ms", "tpot_s: 1ms"))
     assert main(["estimate", str(task), "--plan", PLAN]) == 0
     out = capsys.readouterr().out
     assert "(target 1.00 ms: MISSED)" in out and "misses the 1.00 ms target" in out

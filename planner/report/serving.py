@@ -70,17 +70,17 @@ def render_serving_estimate(problem: ServingProblem, plan: ServingPlan, e: Servi
     micro = f", {plan.pp} micro-batches of {e.micro_batch}" if plan.pp > 1 else ""
     lines = [
         problem_line(problem),
-        f"plan     {plan.summary()}; {e.batch_per_replica:,} sequences per replica{micro} "
-        f"(at most {e.max_batch_fits:,} fit)",
+        (f"plan     {plan.summary()}; {e.batch_per_replica:,} sequences per replica{micro} "
+         f"(at most {e.max_batch_fits:,} fit)"),
         "",
-        f"output throughput  {e.output_tokens_per_s:,.0f} tokens/s  ({e.output_tokens_per_s_per_gpu:,.1f} per GPU, "
-        f"{e.concurrency:,} requests in flight)",
-        f"TTFT               {format_seconds(e.ttft_s)}"
-        + (f" mean, {format_seconds(e.ttft_max_s)} slowest kind" if e.ttft_max_s > e.ttft_s * (1 + 1e-9) else "")
-        + _target(e.ttft_max_s, targets.ttft_s),
+        (f"output throughput  {e.output_tokens_per_s:,.0f} tokens/s  ({e.output_tokens_per_s_per_gpu:,.1f} per GPU, "
+         f"{e.concurrency:,} requests in flight)"),
+        (f"TTFT               {format_seconds(e.ttft_s)}"
+         + (f" mean, {format_seconds(e.ttft_max_s)} slowest kind" if e.ttft_max_s > e.ttft_s * (1 + 1e-9) else "")
+         + _target(e.ttft_max_s, targets.ttft_s)),
         f"TPOT               {format_seconds(e.tpot_s)}" + _target(e.tpot_s, targets.tpot_s),
-        f"KV cache           {format_bytes(kv_cache_bytes_per_token(problem))} per token of the whole model "
-        f"({task.kv_cache_dtype})",
+        (f"KV cache           {format_bytes(kv_cache_bytes_per_token(problem))} per token of the whole model "
+         f"({task.kv_cache_dtype})"),
         "",
         f"decode step (one token for each of the replica's {e.batch_per_replica:,} sequences = TPOT)",
         _parts_table(e.decode_parts, DECODE_PARTS, e.tpot_s),
