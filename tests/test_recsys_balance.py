@@ -17,7 +17,7 @@ from benchmarks.recsys_workloads import heterogeneous_problem  # noqa: E402
 from planner.recsys.cost import evaluate  # noqa: E402
 from planner.recsys.rules import greedy_plan  # noqa: E402
 from solvers.recsys.balance import (  # noqa: E402
-    _max_excluding, _owner_classes, _State, kicked, rebalance, step_s, swap)
+    _max_excluding, _owner_classes, _State, kicked, rebalance, retype, step_s, swap)
 from solvers.recsys.model import build_choices, counts_of, plan_of  # noqa: E402
 
 
@@ -117,3 +117,15 @@ def test_every_exchange_is_priced_as_the_plan_it_makes(start):
             assert bool(fits[c]) == real.fits
             checked += 1
     assert checked > 20
+
+
+def test_moves_to_other_sharding_types_never_lengthen_the_step_nor_overflow_a_rank(start):
+    problem, choices, counts, d = start
+    before = evaluate(problem, plan_of(choices, counts, d))
+    moved = retype(choices, counts, d, deadline=float("inf"))
+    after = evaluate(problem, plan_of(choices, moved, d))
+    assert after.fits and after.step_time_s < before.step_time_s  # greedy's all-table-wise plan leaves room
+    assert [sum(r) for r in moved] == [g.count for g in choices.groups]
+    assert step_s(choices, moved, d) == pytest.approx(after.step_time_s, rel=1e-12)
+    kinds = {entry.sharding for entry in plan_of(choices, moved, d).tables}
+    assert kinds != {"table_wise"}  # some tables changed type

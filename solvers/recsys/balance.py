@@ -1,6 +1,7 @@
-"""Rebalancing an embedding-sharding plan: keep every table's sharding type and move one table- or
-column-wise table at a time to the ranks (or block) where the step is shortest, every candidate
-place priced at once (`rebalance`); then exchange two table-wise tables between ranks (`swap`).
+"""Improving an embedding-sharding plan by local moves, every candidate priced at once: move one
+table- or column-wise table to the ranks (or block) where the step is shortest, sharding types
+kept (`rebalance`); exchange two table-wise tables between ranks (`swap`); move one table on a
+busiest rank to the option of any sharding type that shortens the step most (`retype`).
 
 A table- or column-wise option loads only its owner ranks (solvers.recsys.model: the same values
 wherever it sits), so moving one table changes the busiest rank's lookup times, the largest bytes
@@ -56,6 +57,7 @@ class _State:
                                                        sharding="data_parallel")])
         self.dp_bytes = total.dp_table_grad_bytes
         self.dense = dense_cost(problem, self.stub, self.dp_bytes)
+        self._cache: dict = {}
         self.capacity = choices.capacity_bytes - choices.dense[dense_index].memory_bytes
         self.rings = np.array([topo.ring(t) for t in range(topo.num_tiers)], dtype=float)
         unit = np.eye(topo.world)
@@ -110,6 +112,44 @@ class _State:
             self.lf[b] - d["lf"], self.lb[b] - d["lb"], self.out_send[b] - d["out_payload"][:, None] * rings) ** 2
         spreading = after - before
         return np.asarray(steps), spreading, fits
+
+    def _full(self, gi: int, index: int):
+        """One table's full loads under option `index` of group gi, as the state keeps them
+        (lookup seconds, memory, the four traffic arrays, dense gradient bytes); cached."""
+        key = (gi, index)
+        if key not in self._cache:
+            loads = self.choices.groups[gi].loads(index)
+            device = self.choices.problem.cluster.device
+            self._cache[key] = (kernels.memory_bound_time_s(loads.lookup_fwd_bytes, device),
+                                kernels.memory_bound_time_s(loads.lookup_bwd_bytes, device),
+                                loads.memory_bytes, loads.traffic(self.topo), loads.dp_table_grad_bytes)
+        return self._cache[key]
+
+    def apply_full(self, gi: int, index: int, sign: float) -> None:
+        """Adds (+1) or removes (-1) one table of group gi on option `index`, an option that loads
+        many ranks (row-wise, table-row-wise, data-parallel)."""
+        lf, lb, memory, traffic, dp_bytes = self._full(gi, index)
+        self.lf += sign * lf
+        self.lb += sign * lb
+        self.memory += sign * memory
+        for mine, theirs in zip((self.out_send, self.out_recv, self.ids_send, self.ids_recv), traffic, strict=True):
+            mine += sign * theirs
+        if dp_bytes:
+            self.dp_bytes += sign * dp_bytes
+            self.dense = dense_cost(self.choices.problem, self.stub, self.dp_bytes)
+
+    def candidate_full(self, gi: int, index: int) -> tuple[float, bool]:
+        """(step, fits) of adding one table of group gi on option `index` (as apply_full)."""
+        problem = self.choices.problem
+        add_lf, add_lb, memory, traffic, dp_bytes = self._full(gi, index)
+        lf, lb = self.lf + add_lf, self.lb + add_lb
+        out_send, out_recv, ids_send, ids_recv = (mine + theirs for mine, theirs in zip(
+            (self.out_send, self.out_recv, self.ids_send, self.ids_recv), traffic, strict=True))
+        dense = self.dense if not dp_bytes else dense_cost(problem, self.stub, self.dp_bytes + dp_bytes)
+        step = step_from_phases(problem, dense, lf.max(), lb.max(),
+                                a2a_time_from_peaks_s(problem, np.maximum(out_send, out_recv).max(axis=0)),
+                                a2a_time_from_peaks_s(problem, np.maximum(ids_send, ids_recv).max(axis=0)))
+        return float(step["step_time_s"]), bool((self.memory + memory <= self.capacity).all())
 
     def step(self) -> float:
         problem = self.choices.problem
@@ -301,3 +341,87 @@ def fits(choices: Choices, counts: list[list[int]], dense_index: int) -> bool:
 def step_s(choices: Choices, counts: list[list[int]], dense_index: int) -> float:
     """The cost model's step time of `counts` (through the same phases as `evaluate`)."""
     return _State(choices, counts, dense_index).step()
+
+
+def retype(choices: Choices, counts: list[list[int]], dense_index: int, deadline: float) -> list[list[int]]:
+    """The plan with single tables moved to other sharding types (any option of their group) while
+    that shortens the step: the tables on the busiest ranks first (largest load there first), each
+    priced at every option at once through the state above, the best move taken; until no table
+    on the busiest ranks has a shortening move."""
+    counts = [list(row) for row in counts]
+    topo = choices.topo
+    if topo.world * topo.world * topo.num_tiers > MAX_CANDIDATE_ELEMENTS:
+        return counts
+    state = _State(choices, counts, dense_index)
+    owner = {}  # (group, option) -> (class members, owner ranks, values, position)
+    full = []  # per group: its options priced as full loads
+    classes_of = []
+    for gi, g in enumerate(choices.groups):
+        classes = _owner_classes(choices, gi)
+        classes_of.append(classes)
+        for members, owners, values in classes:
+            for position, index in enumerate(members):
+                owner[(gi, index)] = (members, owners, values, position)
+        full.append([i for i in range(len(g.options)) if (gi, i) not in owner])
+    placed = {(gi, index) for gi, row in enumerate(counts) for index, n in enumerate(row) if n}
+    current = state.step()
+    while time.perf_counter() < deadline:
+        busy = state.busy(state.lf, state.lb, state.out_send)
+        hot = {int(np.argmax(state.lf)), int(np.argmax(state.lb)), int(np.argmax(busy)),
+               *np.argmax(state.out_send * state.inverse_rate, axis=0).tolist()}
+        tables = []
+        for gi, index in sorted(placed):
+            if (gi, index) in owner:
+                _, owners, values, position = owner[(gi, index)]
+                if any(int(r) in hot for r in owners[position]):
+                    tables.append((float(values["lf"].max() + values["lb"].max()), gi, index))
+            else:  # a full load touches the busiest ranks too
+                lf, lb = state._full(gi, index)[:2]
+                tables.append((float((lf + lb)[list(hot)].max()), gi, index))
+        tables.sort(key=lambda item: -item[0])
+        moved = False
+        for _, gi, index in tables:
+            if time.perf_counter() >= deadline:
+                return counts
+            here = owner.get((gi, index))
+            if here is not None:
+                state.apply(here[1][here[3]], here[2], -1)
+            else:
+                state.apply_full(gi, index, -1)
+            best_step, best = current * (1 - 1e-12), None
+            for members, owners, values in classes_of[gi]:
+                steps, _, fits = state.candidates(owners, values)
+                steps = np.where(fits, steps, np.inf)
+                c = int(np.argmin(steps))
+                if steps[c] < best_step and members[c] != index:
+                    best_step, best = float(steps[c]), ("owner", members, owners, values, c)
+            for other in full[gi]:
+                if other == index:
+                    continue
+                step, fits = state.candidate_full(gi, other)
+                if fits and step < best_step:
+                    best_step, best = step, ("full", other)
+            if best is None:  # put it back
+                if here is not None:
+                    state.apply(here[1][here[3]], here[2], +1)
+                else:
+                    state.apply_full(gi, index, +1)
+                continue
+            if best[0] == "owner":
+                _, members, owners, values, c = best
+                state.apply(owners[c], values, +1)
+                target = members[c]
+            else:
+                target = best[1]
+                state.apply_full(gi, target, +1)
+            counts[gi][index] -= 1
+            counts[gi][target] += 1
+            if not counts[gi][index]:
+                placed.discard((gi, index))
+            placed.add((gi, target))
+            current = best_step
+            moved = True
+            break
+        if not moved:
+            break
+    return counts

@@ -56,9 +56,8 @@ from planner.core.units import format_bytes
 from planner.recsys.cost import evaluate
 from planner.recsys.loads import RankLoads
 from solvers.base import SolveOptions, SolveResult
-from solvers.recsys.balance import fits, kicked, rebalance, step_s, swap
+from solvers.recsys.balance import fits, kicked, rebalance, retype, step_s, swap
 from solvers.recsys.bound import place, relax
-from solvers.recsys.local_search import improve
 from solvers.recsys.model import Choices, OutOfTime, build_choices, counts_of, lookup_seconds, plan_of
 
 NS = 1e12
@@ -69,14 +68,16 @@ FULL_MODEL_OPTIONS = 8_000
 build and presolve than the time limits people give (856 heterogeneous tables on 64 ranks: 109,440
 options, 12 s to build, no solution in 60 s on 2 cores); the relaxation and local search run instead."""
 
-RELAX_SHARE, RELAX_CAP_S = 0.3, 20.0
-"""Time given to the relaxation: this share of what is left, at most the cap."""
+RELAX_SHARE, RELAX_MIN_S, RELAX_CAP_S = 0.15, 5.0, 20.0
+"""Time given to the relaxation: this share of what is left, at least the minimum (but at most half
+of what is left), at most the cap. 856 tables on 64 ranks: its bound settles in about 4 s (1.6 s
+of it building the model); more time only proves the relaxation's own optimum."""
 
 LOCAL_SEARCH_MARGIN_S = 0.5
 """Left at the deadline for pricing and writing the result."""
 
 LOCAL_SEARCH_SLICE_S = 2.0
-"""Longest run of single-table sharding-type moves before the tables are rebalanced again."""
+"""Longest run of sharding-type moves (balance.retype) before the tables are rebalanced again."""
 
 BIG = 10**15
 """Upper bound of a time variable (1000 s per step: slower plans are outside the space) and of
@@ -157,14 +158,17 @@ class RecsysCpSat:
             return self._best_hint(problem, hints, started, options, f"the time limit passed while {stopped}")
         # The relaxation with interchangeable ranks (solvers/recsys/bound.py): a bound, and a plan
         # from its sharding classes placed largest first, as one more hint.
-        relaxed_bound, relaxed = relax(choices, min(RELAX_SHARE * max(deadline - time.perf_counter(), 0.0), RELAX_CAP_S),
+        left = max(deadline - time.perf_counter(), 0.0)
+        relax_s = min(max(RELAX_SHARE * left, min(RELAX_MIN_S, 0.5 * left)), RELAX_CAP_S)
+        relaxed_bound, relaxed = relax(choices, relax_s,
                                        options.workers, options.seed, deadline=deadline - LOCAL_SEARCH_MARGIN_S)
         if relaxed is not None:
             placed = place(choices, relaxed, deadline=deadline - LOCAL_SEARCH_MARGIN_S)
             if placed is not None:
                 counts, dense_index = placed
-                counts = rebalance(choices, counts, dense_index, deadline - LOCAL_SEARCH_MARGIN_S)
-                counts = swap(choices, counts, dense_index, deadline - LOCAL_SEARCH_MARGIN_S)
+                if choices.num_options <= FULL_MODEL_OPTIONS:  # (the large path rebalances its best hint itself)
+                    counts = rebalance(choices, counts, dense_index, deadline - LOCAL_SEARCH_MARGIN_S)
+                    counts = swap(choices, counts, dense_index, deadline - LOCAL_SEARCH_MARGIN_S)
                 hints = (*hints, plan_of(choices, counts, dense_index))
         if choices.num_options > FULL_MODEL_OPTIONS:
             return self._large(problem, choices, hints, relaxed_bound, deadline, started, options.seed)
@@ -253,9 +257,8 @@ class RecsysCpSat:
     def _large(self, problem, choices: Choices, hints, bound, deadline: float, started: float,
                seed: int = 0) -> SolveResult:
         """More options than the exact model builds in time: the best hint, improved until the
-        deadline by moving single tables to other ranks and exchanging pairs of them
-        (solvers/recsys/balance.py) and by moving single tables to other sharding types
-        (solvers/recsys/local_search.py), until none of these helps; then, while time is left, an
+        deadline by moving single tables to other ranks, exchanging pairs of them and moving single
+        tables to other sharding types (solvers/recsys/balance.py), until none of these helps; then, while time is left, an
         iterated local search: a few tables of the best plan moved to random ranks (seeded), moved
         and exchanged again, the better plan kept. With the relaxation's bound."""
         hint = self._hint(choices, hints)
@@ -270,7 +273,7 @@ class RecsysCpSat:
         def descend(counts, sharding_types: bool = True):
             counts = swap(choices, rebalance(choices, counts, dense_index, stop), dense_index, stop)
             while sharding_types and time.perf_counter() < stop:  # other sharding types, then places again
-                moved, _ = improve(choices, counts, dense_index, min(stop, time.perf_counter() + LOCAL_SEARCH_SLICE_S))
+                moved = retype(choices, counts, dense_index, min(stop, time.perf_counter() + LOCAL_SEARCH_SLICE_S))
                 moved = swap(choices, rebalance(choices, moved, dense_index, stop), dense_index, stop)
                 if moved == counts:
                     break

@@ -60,6 +60,7 @@ class RecsysMilp:
         solver = pywraplp.Solver.CreateSolver(self.backend)
         if solver is None:
             return SolveResult(self.name, "UNKNOWN", notes=[f"OR-Tools has no {self.backend} backend here"])
+        solver.SuppressOutput()  # HiGHS prints a banner on stdout otherwise
         try:
             choices = build_choices(problem, deadline=deadline)
         except OutOfTime as stopped:
