@@ -270,18 +270,22 @@ def swap(choices: Choices, counts: list[list[int]], dense_index: int, deadline: 
                 by_rank = np.full(topo.world, -1)
                 by_rank[owners[:, 0]] = members
                 table_wise[gi] = (by_rank, {k: float(np.asarray(v)[0]) for k, v in values.items()})
+    groups = np.array(sorted(table_wise), dtype=int)
+    if not len(groups):
+        return counts
+    # tables of each table-wise group on each rank (kept up to date under exchanges)
+    on_rank = np.array([[counts[gi][i] if i >= 0 else 0 for i in table_wise[gi][0]] for gi in groups])
+    per_group = {k: np.array([table_wise[gi][1][k] for gi in groups])
+                 for k in ("lf", "lb", "memory_bytes", "out_payload", "ids_payload")}
     current = state.step()
     improved = True
     while improved and time.perf_counter() < deadline:
         improved = False
-        entries = [(gi, rank) for gi, (by_rank, _) in table_wise.items()
-                   for rank in range(topo.world) if by_rank[rank] >= 0 and counts[gi][by_rank[rank]]]
-        if len(entries) < 2:
+        row, rank = np.nonzero(on_rank)
+        if len(row) < 2:
             return counts
-        group = np.array([gi for gi, _ in entries])
-        rank = np.array([r for _, r in entries])
-        value = {k: np.array([table_wise[gi][1][k] for gi, _ in entries]) for k in
-                 ("lf", "lb", "memory_bytes", "out_payload", "ids_payload")}
+        group = groups[row]
+        value = {k: v[row] for k, v in per_group.items()}
         out_rate = state.out_send * state.inverse_rate
         hot = {int(np.argmax(state.lf)), int(np.argmax(state.lb)), *np.argmax(out_rate, axis=0).tolist(),
                int(np.argmax(state.busy(state.lf, state.lb, state.out_send)))}
@@ -301,13 +305,15 @@ def swap(choices: Choices, counts: list[list[int]], dense_index: int, deadline: 
                 continue
             jb, rb = int(j[best]), int(b[best])
             gi, gj = int(group[i]), int(group[jb])
-            for g_, r_from, r_to in ((gi, a, rb), (gj, rb, a)):
+            for g_, row_, r_from, r_to in ((gi, row[i], a, rb), (gj, row[jb], rb, a)):
                 by_rank, owned = table_wise[g_]
                 values = {k: np.array([v]) for k, v in owned.items()}
                 state.apply(np.array([r_from]), values, -1)
                 state.apply(np.array([r_to]), values, +1)
                 counts[g_][by_rank[r_from]] -= 1
                 counts[g_][by_rank[r_to]] += 1
+                on_rank[row_, r_from] -= 1
+                on_rank[row_, r_to] += 1
             current = min(current, float(steps[best]))
             improved = True
             break  # the hot ranks changed

@@ -271,8 +271,9 @@ class RecsysCpSat:
         stop = deadline - LOCAL_SEARCH_MARGIN_S
 
         def descend(counts, sharding_types: bool = True):
-            counts = swap(choices, rebalance(choices, counts, dense_index, stop), dense_index, stop)
-            while sharding_types and time.perf_counter() < stop:  # other sharding types, then places again
+            if not sharding_types:
+                return swap(choices, rebalance(choices, counts, dense_index, stop), dense_index, stop)
+            while time.perf_counter() < stop:  # other sharding types, then places again
                 moved = retype(choices, counts, dense_index, min(stop, time.perf_counter() + LOCAL_SEARCH_SLICE_S))
                 moved = swap(choices, rebalance(choices, moved, dense_index, stop), dense_index, stop)
                 if moved == counts:
