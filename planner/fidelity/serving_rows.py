@@ -5,8 +5,9 @@ Model      a dense decoder from the row's own fields (gated MLP when the activat
            biases, rotary positions and an untied LM head: what Llama-2 and Falcon-180B's new
            decoder architecture use, and the head is read every step either way).
 Cluster    as `validate.resolve_cluster` resolves every row (device presets, the row's numbers).
-Task       the measured batch, prompt and output lengths (concurrency = the batch); weights in fp8
-           when the row's precision says so; the KV cache in fp8 when the row says so, or for
+Task       the measured batch, prompt and output lengths (concurrency = the batch); weights in the
+           precision the row names (fp4, fp8, fp16 or bf16; bf16 when it names none; a row naming
+           another, e.g. int8, is skipped); the KV cache in fp8 when the row says so, or for
            TensorRT-LLM fp8 rows (its performance page builds every engine with --fp8_kv_cache).
 Engine     named by the row's framework. Static batching where the row says so
            ("gptSessionBenchmark", "static batching"); a batch-1 TTFT row is one request alone,
@@ -25,12 +26,13 @@ import re
 from typing import Any
 
 from planner.core.errors import PlannerError
+from planner.core.files import shown
 from planner.core.inputs import build
 from planner.llm.model import DenseTransformer
 from planner.serving.cost import ServingEstimate, evaluate
 from planner.serving.plan import ServingPlan, check_plan
 from planner.serving.problem import ServingProblem
-from planner.serving.task import InferenceTask
+from planner.serving.task import MAX_CONCURRENCY, MAX_REQUEST_TOKENS, InferenceTask
 
 XQA_VERSION = (0, 8)
 """First TensorRT-LLM release with the XQA (grouped) decode kernel for GQA/MQA."""
@@ -69,7 +71,7 @@ def resolve_serving_model(m: dict, seq_len: int, notes: list[str]) -> DenseTrans
 
 
 def _version(text: str) -> tuple[int, ...] | None:
-    match = re.search(r"\bv?(\d+)\.(\d+)(?:\.(\d+))?", text)
+    match = re.search(r"\bv?(\d{1,9})\.(\d{1,9})(?:\.(\d{1,9}))?\b", text)
     return tuple(int(g) for g in match.groups() if g is not None) if match else None
 
 
@@ -109,13 +111,25 @@ def resolve_serving_row(row: dict) -> tuple[ServingProblem, ServingPlan, list[st
     notes: list[str] = []
     m, hw, p, me = row["model"], row["hardware"], row["plan"], row["measured"]
     batch, prompt, output = me["infer_batch_size"], me["infer_input_len"], me["infer_output_len"]
+    # The task's limits, stated for the row's own fields (the task built below would name its own).
+    if batch > MAX_CONCURRENCY:
+        raise PlannerError(f"measured.infer_batch_size: {batch:,} is more than the {MAX_CONCURRENCY:,} requests "
+                           "in flight an inference task takes")
+    for name, tokens in (("infer_input_len", prompt), ("infer_output_len", output)):
+        if tokens > MAX_REQUEST_TOKENS:
+            raise PlannerError(f"measured.{name}: {tokens:,} tokens is more than the {MAX_REQUEST_TOKENS:,} a "
+                               "request may have")
     model = resolve_serving_model(m, prompt + output, notes)
     cluster, preset = resolve_cluster(hw, notes)
     precision = str(p.get("precision") or "").lower()
     if not precision:
         notes.append("precision not stated: bf16 weights and KV cache assumed")
     engine = _engine(p, batch, output, notes)
-    weights = "fp8" if "fp8" in precision else ("fp16" if "fp16" in precision else "bf16")
+    weights = next((name for name in ("fp4", "fp8", "fp16", "bf16") if name in precision), None)
+    if weights is None and precision:
+        raise PlannerError(f"plan.precision: {shown(str(p['precision']), 80)} names no weight precision the "
+                           "serving cost prices (bf16, fp16, fp8, fp4)")
+    weights = weights or "bf16"
     kv = "fp8" if "fp8" in precision and ("kv" in precision or engine["name"] == "tensorrt-llm") else "bf16"
     if kv == "fp8" and "kv" not in precision:
         notes.append("fp8 KV cache: the TensorRT-LLM performance page builds its fp8 engines with --fp8_kv_cache")
@@ -126,7 +140,7 @@ def resolve_serving_row(row: dict) -> tuple[ServingProblem, ServingPlan, list[st
         "kv_cache_dtype": kv,
         "engine": engine,
     }, "measured row", "plan.")
-    problem = ServingProblem(model=model, cluster=cluster, task=task, source=row["id"])
+    problem = ServingProblem(model=model, cluster=cluster, task=task, source="measured row")
     tp, pp = p.get("tp") or 1, p.get("pp") or 1
     dp = p.get("dp") or max(hw["num_gpus"] // (tp * pp), 1)
     per_replica = math.ceil(batch / dp)

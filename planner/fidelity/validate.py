@@ -173,7 +173,7 @@ def resolve_cluster(hw: dict, notes: list[str]) -> tuple[Cluster, str]:
 def _nvlink_rack(hw: dict) -> int | None:
     """The NVLink domain a row names as a rack ('GB200 NVL72'), else None."""
     text = " ".join(str(hw.get(k) or "") for k in ("cluster", "gpu", "intra_node_link"))
-    match = re.search(r"\bNVL(\d+)\b", text, flags=re.IGNORECASE)
+    match = re.search(r"\bNVL(\d{1,6})\b", text, flags=re.IGNORECASE)
     return int(match.group(1)) if match else None
 
 

@@ -3,8 +3,9 @@ the largest batch that fits.
 
 Batch. A replica runs B sequences: ceil(concurrency / dp) when the task gives a concurrency,
 capped by the plan's max_num_seqs; without a concurrency, max_num_seqs, or else the largest
-batch that fits (planner.serving.memory). With PP, B is split into pp micro-batches of
-b = ceil(B / pp) that are in flight at once (one per stage).
+batch that fits (planner.serving.memory). With continuous batching B is also capped by
+max_num_batched_tokens (a decode step carries one token per sequence), with a note. With PP,
+B is split into pp micro-batches of b = ceil(B / pp) that are in flight at once (one per stage).
 
 Rounds. A round gives every sequence of the replica one token: each stage runs each of the pp
 micro-batches once, so a round takes pp x the slowest stage's pass plus pp hops of the
@@ -123,6 +124,15 @@ def _batch(problem: ServingProblem, plan: ServingPlan, fitting: int) -> tuple[in
         batch = plan.max_num_seqs
     else:
         batch = max(fitting, plan.pp)
+    budget = plan.max_num_batched_tokens
+    if problem.task.engine.batching == "continuous" and batch > budget:
+        # A decode step carries one token per sequence: the engine runs at most the token
+        # budget's sequences at once (vLLM requires max_num_batched_tokens >= max_num_seqs).
+        why = (f"concurrency {concurrency:,} over {plan.dp} replicas is {batch:,} per replica"
+               if concurrency is not None else f"{batch:,} sequences per replica fit in memory")
+        notes.append(f"{why}; max_num_batched_tokens caps it at {budget:,} (a decode step carries one token per "
+                     "sequence" + ("; the rest wait)" if concurrency is not None else ")"))
+        batch = budget
     return max(batch, plan.pp), notes
 
 

@@ -80,7 +80,10 @@ def check_plan(plan: ServingPlan, problem: ServingProblem) -> list[str]:
     if plan.max_num_seqs is not None and plan.max_num_seqs < plan.pp:
         errors.append(f"max_num_seqs ({plan.max_num_seqs}) is smaller than pp ({plan.pp}): every pipeline stage "
                       "needs a micro-batch of at least one sequence")
-    if task.engine.batching == "continuous" and plan.max_num_batched_tokens < (plan.max_num_seqs or 1):
+    if task.engine.batching == "continuous" and plan.max_num_batched_tokens < plan.pp:
+        errors.append(f"max_num_batched_tokens ({plan.max_num_batched_tokens}) is smaller than pp ({plan.pp}): "
+                      "every pipeline stage needs a micro-batch of at least one sequence, one token each")
+    elif task.engine.batching == "continuous" and plan.max_num_batched_tokens < (plan.max_num_seqs or 1):
         errors.append(f"max_num_batched_tokens ({plan.max_num_batched_tokens}) is smaller than max_num_seqs "
                       f"({plan.max_num_seqs}): a decode step carries one token per sequence")
     return errors

@@ -23,6 +23,8 @@ from planner.core.schema import Bytes, Seconds, Spec
 
 MAX_REQUEST_TOKENS = 2**24
 """Longest prompt or output accepted (16.7 M tokens)."""
+MAX_CONCURRENCY = 2**24
+"""Most requests in flight accepted."""
 
 WeightPrecision = Literal["bf16", "fp16", "fp8", "fp4"]
 KvCacheDtype = Literal["bf16", "fp16", "fp8"]
@@ -128,9 +130,10 @@ class Engine(Spec):
     def _engine_defaults(cls, data: Any) -> Any:
         if isinstance(data, dict):
             name = data.get("name", "vllm")
-            defaults = ENGINE_DEFAULTS.get(name) if isinstance(name, str) else None
-            if defaults:
-                data = {**defaults, **data}
+            # An unknown name is reported on its own: the fields it would have set are filled
+            # with vLLM's so that they do not add "Field required" errors beside it.
+            defaults = (ENGINE_DEFAULTS.get(name) if isinstance(name, str) else None) or ENGINE_DEFAULTS["vllm"]
+            data = {**defaults, **data}
         return data
 
 
@@ -147,7 +150,7 @@ class InferenceTask(Spec):
     kind: Literal["inference"] = "inference"
     requests: Requests
     concurrency: int | None = Field(
-        default=None, gt=0, le=2**24,
+        default=None, gt=0, le=MAX_CONCURRENCY,
         description="Requests in flight over all replicas; null = as many as the plan admits and memory holds.",
     )
     weight_precision: WeightPrecision = Field(
