@@ -1,5 +1,6 @@
 """The hostile-input corpus of the serving family: inference tasks, serving plans, the plan flags,
-the commands that do not handle inference tasks yet, and inference rows of a measured-runs file;
+the command that does not handle inference tasks yet (export), the flags solve and compare refuse
+on them, and inference rows of a measured-runs file;
 a clear error naming the file (or flag, or row field) and the field, never a traceback (exit 70),
 never a silent default, and every case done in a few seconds.
 
@@ -361,17 +362,23 @@ def command_cases() -> list[Case]:
     c.append(Case("export-inference-task-o-directory", ["export", "{d}/plan.yaml", "--task", "{d}/task.yaml", "--to",
                                                         "megatron", "-o", "{d}/out"], {**both, "out/": ""}, 2,
                   ("task.yaml: inference:", inference)))
-    for id_, argv in (("solve", ["solve"]), ("solve-json", ["solve", "--json"]),
-                      ("solve-greedy", ["solve", "--solver", "greedy"]),
-                      ("solve-exhaustive", ["solve", "--solver", "exhaustive"]),
-                      ("solve-export", ["solve", "--export", "megatron"]),
-                      ("solve-o-directory", ["solve", "-o", "{d}/out"]),
-                      ("solve-o-the-task", ["solve", "-o", "{d}/task.yaml"]),
-                      ("compare", ["compare"]), ("compare-json", ["compare", "--json"])):
+    # solve and compare search inference tasks (tests/test_serving_solve.py); what they refuse:
+    for id_, argv, says in (
+            ("solve-greedy", ["solve", "--solver", "greedy"], "--solver: 'greedy' is not a serving solver"),
+            ("solve-exhaustive", ["solve", "--solver", "exhaustive"], "--solver: 'exhaustive' is not a serving"),
+            ("solve-export", ["solve", "--export", "megatron"], "--export megatron: serving plans have no export"),
+            ("solve-check-with", ["solve", "--check-with", "{d}"], "--check-with and --target-version apply to"),
+            ("solve-o-directory", ["solve", "-o", "{d}/out"], "-o/--output"),
+            ("solve-o-the-task", ["solve", "-o", "{d}/task.yaml"], "is an input of this command"),
+            ("compare-greedy", ["compare", "--solvers", "cpsat,greedy"], "--solvers: 'greedy' is not a serving"),
+            ("compare-training-plan", ["compare", "--plan", "{P}/plans/llama3-70b-nemo.yaml"],
+             "llama3-70b-nemo.yaml: family:")):
         c.append(Case(f"{id_}-inference-task", [argv[0], "{d}/task.yaml", *argv[1:]], {**both, "out/": ""}, 2,
-                      ("task.yaml: inference:", f"`planner {argv[0]}` {inference}",
-                       "planner estimate TASK --plan SERVING_PLAN")))
-    c.append(Case("solve-inference-preset", ["solve", "llama3-70b-8xh100-serving"], {}, 2,
+                      (says,)))
+    c.append(Case("solve-pareto-training-task", ["solve", TRAINING_TASK, "--pareto"], {}, 2,
+                  ("--pareto:", "is a training task")))
+    c.append(Case("solve-inference-preset", ["export", "{P}/plans/llama3-70b-vllm-tp4.yaml", "--task",
+                                             "llama3-70b-8xh100-serving", "--to", "megatron"], {}, 2,
                   ("llama3-70b-8xh100-serving.yaml: inference:", inference)))
     c.append(Case("solve-bad-inference-task", ["solve", "{d}/task.yaml"],
                   {"task.yaml": task_with("concurrency: 32", "concurrency: -1")}, 2,

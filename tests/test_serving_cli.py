@@ -67,8 +67,6 @@ def test_a_missed_target_is_reported(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv", [
-    ["solve", TASK],
-    ["compare", TASK],
     ["export", PLAN, "--task", TASK, "--to", "megatron"],
 ])
 def test_commands_without_a_serving_path_say_so(argv, capsys):

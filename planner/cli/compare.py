@@ -15,8 +15,8 @@ from planner.cli.common import (
     check_searchable,
     dump_json,
     is_recsys,
+    is_serving,
     load_task,
-    refuse_serving,
     solve_options,
 )
 from planner.core.errors import PlannerError
@@ -31,7 +31,10 @@ def run(args: argparse.Namespace) -> int:
     from solvers import SOLVERS, SolveResult, run_solvers
 
     problem = load_task(args.task)
-    refuse_serving(problem, "compare")
+    if is_serving(problem):
+        from planner.cli import serving_commands
+
+        return serving_commands.compare(args, problem, DEFAULT_SOLVERS)
     if is_recsys(problem):
         from planner.cli import recsys_commands
 

@@ -15,8 +15,8 @@ from planner.cli.common import (
     check_searchable,
     dump_json,
     is_recsys,
+    is_serving,
     load_task,
-    refuse_serving,
     solve_options,
 )
 from planner.cli.export import EXPORT_TARGETS, check_export_flags, export_text
@@ -31,7 +31,13 @@ def run(args: argparse.Namespace) -> int:
     from solvers import SOLVERS
 
     problem = load_task(args.task)
-    refuse_serving(problem, "solve")
+    if is_serving(problem):
+        from planner.cli import serving_commands
+
+        return serving_commands.solve(args, problem)
+    if args.pareto:
+        raise PlannerError(f"--pareto: the Pareto front of throughput per GPU against TPOT is for inference tasks; "
+                           f"{args.task} is a training task")
     if is_recsys(problem):
         from planner.cli import recsys_commands
 
@@ -106,10 +112,12 @@ def add_parser(sub) -> None:
     )
     sol.add_argument("task", help="task YAML, or the name of a shipped task (problems/tasks/)")
     sol.add_argument("--solver", default="cpsat", help="cpsat | exhaustive | megatron-rules | fsdp-only | greedy "
-                     "(DLRM tasks: cpsat | exhaustive | greedy | madmax-mp | row-wise)")
+                     "(DLRM tasks: cpsat | exhaustive | greedy | madmax-mp | row-wise; inference tasks: the exact serving search)")
     sol.add_argument("-o", "--output", help="write the plan here (.json for JSON, else YAML); written atomically")
     sol.add_argument("--export", choices=EXPORT_TARGETS, help="also print the plan as this framework's configuration")
     sol.add_argument("--target-version", help="framework version for --export")
     sol.add_argument("--check-with", help="Megatron-LM checkout whose own parser checks the --export megatron")
+    sol.add_argument("--pareto", action="store_true",
+                     help="inference tasks: also print the Pareto front of output tokens/s per GPU against TPOT")
     add_search_flags(sol)
     sol.set_defaults(func=run)

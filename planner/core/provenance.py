@@ -17,6 +17,10 @@ class Provenance(Spec):
     status: Name = "given"
     objective_s: float | None = Field(default=None, ge=0)
     best_bound_s: float | None = Field(default=None, ge=0)
+    objective_tokens_per_s_per_gpu: float | None = Field(
+        default=None, ge=0, description="A serving plan's objective (output tokens/s per GPU, maximised).")
+    best_bound_tokens_per_s_per_gpu: float | None = Field(
+        default=None, ge=0, description="The serving search's proven upper bound on that objective.")
     gap: float | None = Field(default=None, ge=0, le=1)
     wall_time_s: float | None = Field(default=None, ge=0)
     problem_hash: str | None = Field(default=None, pattern=r"^[0-9a-f]{1,64}$",
