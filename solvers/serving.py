@@ -1,7 +1,8 @@
-"""The serving search: every configuration of the declared space priced by the cost model
-(planner.serving.cost.evaluate), the best kept; exact because the space is enumerated.
+"""The serving search: the configurations of the declared space priced by the cost model
+(planner.serving.cost.evaluate), the best kept; exact because every configuration is either
+priced or covered by a proven upper bound below the best one found.
 
-The declared space of an inference task on N GPUs (dense models):
+The declared space of an inference task on N GPUs:
 - tp: divides the GPUs of one node (the cluster's first tier) and N, and passes the plan checks
   (divides the query heads and the FFN width; divides the KV heads or is a multiple of them);
 - pp: divides N / tp, at most the model's layers;
@@ -11,20 +12,41 @@ The declared space of an inference task on N GPUs (dense models):
   largest batch that fits in memory (planner.serving.memory.max_batch), capped by
   ceil(concurrency / dp) when the task gives a concurrency (a larger value prices the same
   batch) and, with continuous batching, by max_num_batched_tokens (the cost model caps it so);
-- max_num_batched_tokens stays at the plan default (8192, the prefill chunk).
+- max_num_batched_tokens stays at the plan default (8192, the prefill chunk);
+- mixture-of-experts models also: ep = 1, or a multiple of tp that divides tp x dp and the
+  routed experts (planner.serving.plan: the experts dealt over whole TP groups of ep / tp
+  replicas); dp_attention false, and also true for an MLA model (a dense model has ep = 1,
+  dp_attention false only, so its space is as before).
 
 Feasible: the replica fits in memory, the slowest request kind's TTFT meets targets.ttft_s
 and TPOT meets targets.tpot_s. Objective: output tokens/s per GPU, maximised; ties go to the
 lower TPOT, then the lower TTFT, then the smaller TP, PP and batch.
 
-The batch is enumerated, not bisected: throughput per GPU is not monotone in the batch on the
-cost model (with a concurrency, ceil(concurrency / dp) and the PP micro-batches make steps), and
-nothing here relies on it. Memory is monotone in the batch (max_batch's bisection relies on
-that), which is why the batch range stops at the largest batch that fits.
+The batch is searched by branch and bound, not bisected: throughput per GPU is not monotone in
+the batch on the cost model (with a concurrency, ceil(concurrency / dp) and the PP micro-batches
+make steps). What is monotone (planner.serving.cost, "Monotone in the batch"; tested on random
+instances): with B the batch of a replica, the cost model's throughput per GPU is
+    r(B) = n(B) / (N D(B)),  n(B) = min(B dp, concurrency) (B dp without a concurrency),
+where D(B) (TPOT with continuous batching; a static batch's time per output token) is
+nondecreasing in B, and so are TPOT and TTFT. Hence for every B in lo..hi
+    r(B) <= r(lo) n(hi) / n(lo)                                          (the range bound)
+and if TPOT(lo) or TTFT(lo) misses its target, so does every B >= lo. The search prices each
+layout's smallest and largest batch, then repeatedly takes the range with the highest bound,
+prices its middle and splits it; it stops when the highest bound left is below the best
+feasible throughput found (times 1 - 1e-9, against rounding): every configuration not priced is
+then proven no better, so the status is OPTIMAL with bound = objective, gap 0. Stopped by the
+time limit, the bound reported is the highest range bound left (a proven upper bound). With
+--pareto a range is also skipped when a priced point that fits and meets the TTFT target has a
+lower TPOT than the range's smallest batch and at least its bound's throughput: every point of
+the range is dominated, so the front is the one full enumeration gives. Memory is monotone in
+the batch (max_batch's bisection relies on that), which is why the batch range stops at the
+largest batch that fits.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 import time
 from dataclasses import dataclass, field
@@ -45,6 +67,8 @@ class Layout:
     tp: int
     pp: int
     dp: int
+    ep: int
+    dp_attention: bool
     max_batch_fits: int
     """The largest batch per replica that fits (0: not one sequence per micro-batch fits)."""
     batch_cap: int
@@ -83,7 +107,7 @@ class ServingSolveResult:
     space_size: int = 0
     """Configurations in the declared space."""
     evaluated: int = 0
-    """Configurations priced."""
+    """Configurations priced (the rest are covered by the range bound)."""
     layouts: int = 0
     infeasibility: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -117,21 +141,34 @@ def node_size(problem: ServingProblem) -> int:
     return min(problem.cluster.tier_size(0), problem.cluster.num_devices)
 
 
+def expert_choices(problem: ServingProblem, tp: int, dp: int) -> list[tuple[int, bool]]:
+    """(ep, dp_attention) pairs of the space for a replica of tp GPUs and dp replicas (module
+    doc); (1, False) alone for a dense model."""
+    model = problem.model
+    if model.family != "moe":
+        return [(1, False)]
+    eps = [1] + [ep for ep in _divisors(tp * dp) if ep > 1 and ep % tp == 0 and model.moe.num_experts % ep == 0]
+    attention = [False, True] if model.latent_attention else [False]
+    return [(ep, dpa) for ep in eps for dpa in attention]
+
+
 def valid_tps(problem: ServingProblem) -> list[int]:
-    """TP degrees of the space: divide one node and the task's GPUs, and pass the plan checks."""
+    """TP degrees of the space: divide one node and the task's GPUs, and pass the plan checks
+    (for an MoE model, with some ep and dp_attention of the space)."""
     devices = problem.cluster.num_devices
     out = []
     for tp in _divisors(node_size(problem)):
         if devices % tp:
             continue
-        plan = ServingPlan(family="serving", tp=tp, pp=1, dp=devices // tp)
-        if not check_plan(plan, problem):
+        dp = devices // tp
+        if any(not check_plan(ServingPlan(family="serving", tp=tp, pp=1, dp=dp, ep=ep, dp_attention=dpa), problem)
+               for ep, dpa in expert_choices(problem, tp, dp)):
             out.append(tp)
     return out
 
 
 def layouts(problem: ServingProblem) -> list[Layout]:
-    """Every (tp, pp, dp) of the declared space with its batch range."""
+    """Every (tp, pp, dp, ep, dp_attention) of the declared space with its batch range."""
     devices = problem.cluster.num_devices
     task = problem.task
     out = []
@@ -140,21 +177,25 @@ def layouts(problem: ServingProblem) -> list[Layout]:
             if pp > problem.model.num_layers:
                 continue
             dp = devices // (tp * pp)
-            base = ServingPlan(family="serving", tp=tp, pp=pp, dp=dp)
-            fitting = max_batch(problem, base)
-            cap = fitting
-            if task.concurrency is not None:
-                cap = min(cap, math.ceil(task.concurrency / dp))
-            if task.engine.batching == "continuous":
-                cap = min(cap, base.max_num_batched_tokens)
-            if fitting < pp:
-                cap = pp - 1
-            out.append(Layout(tp, pp, dp, fitting, max(cap, pp - 1)))
+            for ep, dpa in expert_choices(problem, tp, dp):
+                base = ServingPlan(family="serving", tp=tp, pp=pp, dp=dp, ep=ep, dp_attention=dpa)
+                if check_plan(base, problem):
+                    continue
+                fitting = max_batch(problem, base)
+                cap = fitting
+                if task.concurrency is not None:
+                    cap = min(cap, math.ceil(task.concurrency / dp))
+                if task.engine.batching == "continuous":
+                    cap = min(cap, base.max_num_batched_tokens)
+                if fitting < pp:
+                    cap = pp - 1
+                out.append(Layout(tp, pp, dp, ep, dpa, fitting, max(cap, pp - 1)))
     return out
 
 
 def plan_of(layout: Layout, batch: int) -> ServingPlan:
-    return ServingPlan(family="serving", tp=layout.tp, pp=layout.pp, dp=layout.dp, max_num_seqs=batch)
+    return ServingPlan(family="serving", tp=layout.tp, pp=layout.pp, dp=layout.dp, ep=layout.ep,
+                       dp_attention=layout.dp_attention, max_num_seqs=batch)
 
 
 def violations(problem: ServingProblem, e: ServingEstimate) -> list[str]:
@@ -172,7 +213,8 @@ def violations(problem: ServingProblem, e: ServingEstimate) -> list[str]:
 
 def _key(p: Priced) -> tuple:
     e, plan = p.estimate, p.plan
-    return (-e.output_tokens_per_s_per_gpu, e.tpot_s, e.ttft_max_s, plan.tp, plan.pp, plan.max_num_seqs or 0)
+    return (-e.output_tokens_per_s_per_gpu, e.tpot_s, e.ttft_max_s, plan.tp, plan.pp, plan.ep, plan.dp_attention,
+            plan.max_num_seqs or 0)
 
 
 def pareto_front(points: list[Priced]) -> list[Priced]:
@@ -196,11 +238,13 @@ def _infeasibility(problem: ServingProblem, space: list[Layout], fitting: list[P
     targets = problem.task.targets
     if not fitting:
         # Not one sequence per micro-batch fits on any layout: the closest one, at its smallest batch.
-        priced = [(lay, evaluate(problem, plan_of(lay, lay.pp))) for lay in space]
+        priced = [(lay, evaluate(problem, plan_of(lay, lay.pp), lay.max_batch_fits)) for lay in space]
         lay, closest = min(priced, key=lambda x: x[1].peak_memory.total_bytes - x[1].peak_memory.capacity_bytes)
         worst = closest.peak_memory
+        where = f"TP{lay.tp} PP{lay.pp}" + (f" EP{lay.ep}" if lay.ep > 1 else "") + (" DPattn" if lay.dp_attention
+                                                                                      else "")
         return (f"memory: not one sequence per pipeline stage fits on any of the {len(space)} layouts (weights, "
-                f"the KV cache of one sequence, workspace and overhead); the closest, TP{lay.tp} PP{lay.pp}, needs "
+                f"the KV cache of one sequence, workspace and overhead); the closest, {where}, needs "
                 f"{format_bytes(worst.total_bytes)} per GPU of {format_bytes(worst.capacity_bytes)} usable (over by "
                 f"{format_bytes(worst.total_bytes - worst.capacity_bytes)}); use fp8 weights or KV cache, or more GPUs")
     reasons = []
@@ -227,39 +271,132 @@ def _infeasibility(problem: ServingProblem, space: list[Layout], fitting: list[P
             f"{format_seconds(targets.tpot_s)} TPOT target by {format_seconds(fastest.estimate.tpot_s - targets.tpot_s)}")
 
 
+BOUND_SLACK = 1e-9
+"""Relative margin by which a range bound must fall below the incumbent to cut the range
+(floating-point rounding of the bound's product)."""
+
+
+@dataclass(order=True)
+class _Range:
+    """Batches lo+1 .. hi-1 of a layout, unpriced, between two priced ends (heap order: the
+    highest bound first)."""
+
+    priority: float
+    order: int
+    layout: Layout = field(compare=False)
+    lo: int = field(compare=False)
+    hi: int = field(compare=False)
+    low: Priced = field(compare=False)
+    bound: float = field(compare=False)
+
+
+def _served(problem: ServingProblem, lay: Layout, batch: int) -> float:
+    """n(B) of the module doc: requests in flight over all replicas at batch B per replica."""
+    total = batch * lay.dp
+    return min(total, problem.task.concurrency) if problem.task.concurrency is not None else total
+
+
+def _range_bound(problem: ServingProblem, lay: Layout, low: Priced, hi: int, tpot_target: bool = True) -> float:
+    """Upper bound on throughput per GPU over batches low..hi of the layout (module doc); -inf
+    when the smallest batch already misses a latency target (so does every larger one; the TPOT
+    target is not applied when `tpot_target` is false: the Pareto front ignores it)."""
+    targets = problem.task.targets
+    e = low.estimate
+    if (tpot_target and targets.tpot_s is not None and e.tpot_s > targets.tpot_s) or (
+            targets.ttft_s is not None and e.ttft_max_s > targets.ttft_s):
+        return -math.inf
+    return e.output_tokens_per_s_per_gpu * _served(problem, lay, hi) / _served(problem, lay, low.plan.max_num_seqs)
+
+
+def _dominated(front: list[Priced], tpots: list[float], tpot: float, bound: float) -> bool:
+    """True when a front point has a lower TPOT than `tpot` and at least `bound` throughput
+    (front sorted by TPOT with increasing throughput: the last one below `tpot` is the best)."""
+    import bisect
+
+    index = bisect.bisect_left(tpots, tpot) - 1
+    return index >= 0 and front[index].throughput_per_gpu >= bound * (1 + BOUND_SLACK)
+
+
 def solve_serving(problem: ServingProblem, deadline: float | None = None, pareto: bool = False) -> ServingSolveResult:
-    """Prices every configuration of the declared space (module docstring) until `deadline`
-    (time.perf_counter() seconds; None: no limit); the best feasible one is the optimum."""
+    """Searches the declared space (module docstring) until `deadline` (time.perf_counter()
+    seconds; None: no limit): the best feasible configuration is the optimum."""
     started = time.perf_counter()
     space = layouts(problem)
     size = sum(lay.size for lay in space)
+    ttft_target = problem.task.targets.ttft_s
     best: Priced | None = None
     fitting: list[Priced] = []  # fit in memory (infeasibility reasons and the Pareto front)
+    eligible: list[Priced] = []  # fit and meet the TTFT target (the Pareto front's points)
+    front: list[Priced] = []
+    front_tpots: list[float] = []
+    front_size = 0
     evaluated = 0
     stopped = interrupted = False
+    heap: list[_Range] = []
+    counter = itertools.count()
+    initialised = False
+
+    def price(lay: Layout, batch: int) -> Priced:
+        nonlocal best, evaluated
+        plan = plan_of(lay, batch)
+        priced = Priced(plan, evaluate(problem, plan, lay.max_batch_fits))
+        evaluated += 1
+        broken = violations(problem, priced.estimate)
+        if "memory" not in broken:
+            fitting.append(priced)
+            if ttft_target is None or priced.estimate.ttft_max_s <= ttft_target:
+                eligible.append(priced)
+        if not broken and (best is None or _key(priced) < _key(best)):
+            best = priced
+        return priced
+
+    def push(lay: Layout, low: Priced, hi: int) -> None:
+        if hi - low.plan.max_num_seqs <= 1:
+            return  # no batch between the two priced ends
+        bound = _range_bound(problem, lay, low, hi - 1, tpot_target=not pareto)
+        if bound > -math.inf:
+            heapq.heappush(heap, _Range(-bound, next(counter), lay, low.plan.max_num_seqs, hi, low, bound))
+
+    def out_of_time() -> bool:
+        return deadline is not None and time.perf_counter() > deadline
+
     try:
         for lay in space:
-            for batch in range(lay.pp, lay.batch_cap + 1):
-                if deadline is not None and time.perf_counter() > deadline:
-                    stopped = True
-                    break
-                plan = plan_of(lay, batch)
-                priced = Priced(plan, evaluate(problem, plan))
-                evaluated += 1
-                broken = violations(problem, priced.estimate)
-                if "memory" not in broken:
-                    fitting.append(priced)
-                if not broken and (best is None or _key(priced) < _key(best)):
-                    best = priced
-            if stopped:
+            if lay.size == 0:
+                continue
+            if out_of_time():
+                stopped = True
                 break
+            low = price(lay, lay.pp)
+            if lay.batch_cap > lay.pp:
+                price(lay, lay.batch_cap)
+            push(lay, low, lay.batch_cap)
+        initialised = not stopped
+        while heap and not stopped:
+            top = heap[0]
+            if not pareto and best is not None and top.bound * (1 + BOUND_SLACK) < best.throughput_per_gpu:
+                break  # every range left is bounded below the incumbent
+            if out_of_time():
+                stopped = True
+                break
+            heapq.heappop(heap)
+            if pareto:
+                if len(eligible) > front_size * 1.25 + 16:
+                    front = pareto_front(eligible)
+                    front_tpots = [p.estimate.tpot_s for p in front]
+                    front_size = len(eligible)
+                if _dominated(front, front_tpots, top.low.estimate.tpot_s, top.bound):
+                    continue
+            mid = (top.lo + top.hi) // 2
+            middle = price(top.layout, mid)
+            push(top.layout, top.low, mid)
+            push(top.layout, middle, top.hi)
     except KeyboardInterrupt:
         interrupted = stopped = True
     result = ServingSolveResult(solver=SOLVER_NAME, status="", best=best, space_size=size, evaluated=evaluated,
                                 layouts=len(space), interrupted=interrupted)
     if pareto:
-        ttft = problem.task.targets.ttft_s
-        result.pareto = pareto_front([p for p in fitting if ttft is None or p.estimate.ttft_max_s <= ttft])
+        result.pareto = pareto_front(eligible)
     if not stopped:
         if best is not None:
             result.status = "OPTIMAL"
@@ -276,8 +413,14 @@ def solve_serving(problem: ServingProblem, deadline: float | None = None, pareto
         result.status = "FEASIBLE" if best is not None else "UNKNOWN"
         share = 100.0 * evaluated / size if size else 100.0
         why = "interrupted" if interrupted else "the time limit was reached"
-        result.notes.append(f"{why} after pricing {evaluated:,} of the {size:,} configurations ({share:.1f}%); the "
-                            "rest are not bounded, so the plan is the best found, not proven optimal")
+        if initialised and best is not None:
+            bound = max([best.throughput_per_gpu] + [r.bound for r in heap])
+            result.best_bound_tokens_per_s_per_gpu = bound
+            result.notes.append(f"{why} after pricing {evaluated:,} of the {size:,} configurations ({share:.1f}%); "
+                                f"the ranges left are bounded by {bound:,.1f} output tokens/s per GPU")
+        else:
+            result.notes.append(f"{why} after pricing {evaluated:,} of the {size:,} configurations ({share:.1f}%); "
+                                "the rest are not bounded, so the plan is the best found, not proven optimal")
     result.wall_time_s = time.perf_counter() - started
     return result
 
@@ -296,12 +439,25 @@ def baseline_plans(problem: ServingProblem) -> list[tuple[str, ServingPlan | Non
         why = "no TP degree of the space"
         return [("tp-per-node", None, why), ("smallest-tp", None, why)]
     tp = tps[-1]
-    out.append(("tp-per-node", ServingPlan(family="serving", tp=tp, pp=1, dp=devices // tp), ""))
+    out.append(("tp-per-node", _baseline(problem, tp), ""))
     for tp in tps:
-        plan = ServingPlan(family="serving", tp=tp, pp=1, dp=devices // tp)
+        plan = _baseline(problem, tp)
         if max_batch(problem, plan) >= 1:
             out.append(("smallest-tp", plan, ""))
             break
     else:
         out.append(("smallest-tp", None, "not one sequence fits at pp 1 with any TP of the space"))
     return out
+
+
+def _baseline(problem: ServingProblem, tp: int) -> ServingPlan:
+    """A baseline replica of tp GPUs, pp 1: for an MoE model the experts over the TP group (ep =
+    tp: SGLang's --ep-size equal to --tp-size) when the experts divide so, else split over TP
+    (ep 1); TP attention."""
+    devices = problem.cluster.num_devices
+    plan = ServingPlan(family="serving", tp=tp, pp=1, dp=devices // tp)
+    if problem.model.family == "moe" and tp > 1:
+        with_ep = plan.model_copy(update={"ep": tp})
+        if not check_plan(with_ep, problem):
+            return with_ep
+    return plan

@@ -15,7 +15,8 @@ PLAN = str(PROBLEMS / "plans" / "llama3-70b-vllm-tp4.yaml")
 
 
 def test_the_serving_presets_ship():
-    assert [p.stem for p in SERVING_TASKS] == ["llama3-70b-8xh100-serving"]
+    assert [p.stem for p in SERVING_TASKS] == ["deepseek-v3-96xh100-serving", "llama3-70b-8xh100-serving",
+                                               "qwen3-235b-nvl72-serving"]
     assert [p.stem for p in SERVING_PLANS] == ["llama3-70b-vllm-tp4"]
 
 

@@ -91,10 +91,8 @@ TASK_CASES = [
     ("training-and-inference", TASK + "training: {global_batch_size: 8, seq_len: 128}\n",
      "inference: a task has one workload block"),
     ("no-workload", "model: llama3-70b\ncluster: dgx-h100\n", "training: field required (or inference"),
-    ("moe-model", task_with("model: llama3-70b", "model: mixtral-8x7b"),
-     "model:", "moe model; serving is priced for dense decoders only"),
     ("dlrm-model", task_with("model: llama3-70b", "model: criteo-kaggle-dlrm"),
-     "model:", "dlrm", "dense decoders only"),
+     "model:", "dlrm", "dense and mixture-of-experts decoders only"),
     ("model-missing-field", task_with("model: llama3-70b", "model: {preset: llama3-70b, num_layers: 0}"),
      "model.num_layers"),
 ]

@@ -36,9 +36,18 @@ def _proof_line(result) -> str:
     return ", ".join(parts)
 
 
-def _space_line(result) -> str:
-    return (f"search: {result.layouts} layouts (tp x pp x dp), {result.space_size:,} configurations with "
-            f"max_num_seqs, {result.evaluated:,} priced by the cost model")
+def _space_line(result, problem, pareto: bool = False) -> str:
+    axes = "tp x pp x dp"
+    if problem.model.family == "moe":
+        axes += " x ep" + (" x dp_attention" if problem.model.latent_attention else "")
+    rest = result.space_size - result.evaluated
+    tail = ""
+    if rest > 0 and result.status in ("OPTIMAL", "INFEASIBLE"):
+        tail = ", the rest bounded below the optimum" if result.status == "OPTIMAL" else ", the rest miss a target"
+        if pareto:
+            tail += " or dominated on the front"
+    return (f"search: {result.layouts} layouts ({axes}), {result.space_size:,} configurations with "
+            f"max_num_seqs, {result.evaluated:,} priced by the cost model{tail}")
 
 
 def _stamped(problem, result):
@@ -101,7 +110,7 @@ def solve(args: argparse.Namespace, problem) -> int:
         print(dump_json(out))
     else:
         print(_proof_line(result))
-        print(_space_line(result))
+        print(_space_line(result, problem, args.pareto))
         for note in result.notes:
             print(f"note: {note}")
         if result.infeasibility:

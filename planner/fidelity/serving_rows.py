@@ -40,7 +40,9 @@ XQA_VERSION = (0, 8)
 
 def resolve_serving_model(m: dict, seq_len: int, notes: list[str]) -> DenseTransformer:
     if m.get("moe_num_experts"):
-        raise PlannerError("a mixture-of-experts model: serving is priced for dense decoders only so far")
+        raise PlannerError("a mixture-of-experts model: an inference row carries no expert-parallel layout "
+                           "(ep, dp_attention) and no expert shapes (moe_top_k, expert width), so it is not "
+                           "priced; planner estimate prices MoE serving plans from a task")
     if not m.get("ffn_hidden_size"):
         raise PlannerError("model.ffn_hidden_size not stated")
     if not m.get("vocab_size"):

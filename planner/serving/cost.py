@@ -27,8 +27,15 @@ decode rounds at contexts i+1 .. i+o-1 (exact at the mean context i + o/2: a dec
 affine in the context); throughput = B o / (TTFT + (o - 1) TPOT). A request mix runs one batch
 per kind, weighted by its share.
 
-Every part of TTFT and of TPOT is a sum of pass parts (planner.serving.forward), so the parts
-sum to the totals.
+Every part of TTFT and of TPOT is a sum of pass parts (planner.serving.forward; a mixture-of-
+experts stage: planner.serving.moe_forward, whose expert-parallel all-to-alls are `ep_comm`),
+so the parts sum to the totals.
+
+Monotone in the batch. Every part of a pass is nondecreasing in the tokens it carries (GEMM
+rooflines, KV reads, experts touched, collectives of more bytes), the loads of a round grow with
+the micro-batch ceil(B / pp), and a larger micro-batch leaves smaller prefill chunks (more rounds
+to a first token): TPOT, TTFT and, with static batching, a batch's whole time are nondecreasing
+in B. The serving search's bound relies on it (solvers.serving; tested).
 """
 
 from __future__ import annotations
@@ -38,13 +45,14 @@ from dataclasses import dataclass, field
 
 from planner.core.collectives import p2p_time_s
 from planner.serving.forward import ACTIVATION_BYTES, PassCost, PassLoad, pass_cost
-from planner.serving.memory import StageMemory, max_batch, mean_context_tokens, stage_kinds, stage_memory
+from planner.serving.memory import StageMemory, max_batch, mean_context_tokens, stage_memory, stage_shapes
+from planner.serving.moe_forward import moe_pass_cost
 from planner.serving.plan import ServingPlan
 from planner.serving.problem import ServingProblem
 
-DECODE_PARTS = ("gemm", "attention", "elementwise", "lm_head", "tp_comm", "pp_p2p", "prefill")
+DECODE_PARTS = ("gemm", "attention", "elementwise", "lm_head", "tp_comm", "ep_comm", "pp_p2p", "prefill")
 """Parts of a decode round (TPOT); `prefill` is the extra time of the prompt tokens mixed in."""
-PREFILL_PARTS = ("gemm", "attention", "elementwise", "lm_head", "tp_comm", "pp_p2p")
+PREFILL_PARTS = ("gemm", "attention", "elementwise", "lm_head", "tp_comm", "ep_comm", "pp_p2p")
 """Parts of the time to first token."""
 
 
@@ -91,8 +99,13 @@ class _Stages:
     plan: ServingPlan
 
     def slowest(self, load: PassLoad) -> PassCost:
-        kinds = stage_kinds(self.problem.model.num_layers, self.plan.pp)
-        costs = [pass_cost(self.problem, self.plan.tp, layers, first, last, load) for _, layers, first, last in kinds]
+        problem, plan = self.problem, self.plan
+        kinds = stage_shapes(problem, plan.pp)
+        if problem.model.family == "moe":
+            costs = [moe_pass_cost(problem, plan.tp, plan.pp, plan.ep, plan.dp_attention, layers, moe_layers, first,
+                                   last, load) for _, layers, moe_layers, first, last in kinds]
+        else:
+            costs = [pass_cost(problem, plan.tp, layers, first, last, load) for _, layers, _, first, last in kinds]
         return max(costs, key=lambda c: c.total_s)
 
     def hop_s(self, tokens: float) -> float:
@@ -136,10 +149,13 @@ def _batch(problem: ServingProblem, plan: ServingPlan, fitting: int) -> tuple[in
     return max(batch, plan.pp), notes
 
 
-def evaluate(problem: ServingProblem, plan: ServingPlan) -> ServingEstimate:
-    """Prices `plan` (checked with planner.serving.plan.check_plan) for `problem`."""
+def evaluate(problem: ServingProblem, plan: ServingPlan, fitting: int | None = None) -> ServingEstimate:
+    """Prices `plan` (checked with planner.serving.plan.check_plan) for `problem`. `fitting`:
+    the largest batch that fits (planner.serving.memory.max_batch of the plan's layout; it does
+    not depend on max_num_seqs), when the caller already has it."""
     task = problem.task
-    fitting = max_batch(problem, plan)
+    if fitting is None:
+        fitting = max_batch(problem, plan)
     batch, notes = _batch(problem, plan, fitting)
     micro = math.ceil(batch / plan.pp)
     stages = _Stages(problem, plan)

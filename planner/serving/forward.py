@@ -44,8 +44,9 @@ from planner.serving.problem import ServingProblem
 ACTIVATION_BYTES = 2.0
 """Activations, all-reduces and logits travel in bf16."""
 
-PARTS = ("gemm", "attention", "elementwise", "lm_head", "tp_comm")
-"""The parts of a pass's time, in report order; they sum to the pass time."""
+PARTS = ("gemm", "attention", "elementwise", "lm_head", "tp_comm", "ep_comm")
+"""The parts of a pass's time, in report order; they sum to the pass time (`ep_comm`, the
+expert-parallel dispatch and combine of an MoE model, is 0 for a dense one)."""
 
 
 @dataclass(frozen=True)
@@ -77,11 +78,12 @@ class PassCost:
     elementwise: float = 0.0
     lm_head: float = 0.0
     tp_comm: float = 0.0
+    ep_comm: float = 0.0
     tp_by_tier: list[float] = field(default_factory=list)
 
     @property
     def total_s(self) -> float:
-        return self.gemm + self.attention + self.elementwise + self.lm_head + self.tp_comm
+        return self.gemm + self.attention + self.elementwise + self.lm_head + self.tp_comm + self.ep_comm
 
     def parts(self) -> dict[str, float]:
         return {name: getattr(self, name) for name in PARTS}

@@ -16,6 +16,13 @@ Usable: HBM x gpu_memory_utilization. KV tokens per sequence: with static batchi
 sequence holds its whole context (prompt + output) at the end of the batch, rounded up to whole
 KV blocks; with continuous batching a slot holds, on average over its life, the time-weighted
 mean context of the request mix plus half a block of paging slack.
+
+Mixture-of-experts models (planner.serving.moe): the weights of a stage by layer kind (routed
+experts E / ep whole per GPU with ep > 1, 1/tp of each with ep = 1; attention split over the
+attention group: tp, or 1 with dp_attention), the KV cache per token and layer of one rank
+(MLA: kv_lora_rank + qk_rope_head_dim elements, the same on every TP rank -- TP attention holds
+every sequence of the replica on each of its tp ranks, dp_attention ceil(B / tp) per rank), and
+the workspace of planner.serving.moe.workspace_elements_per_token.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import math
 from dataclasses import dataclass
 
 from planner.llm.cost import flops
+from planner.serving import moe
 from planner.serving.forward import ACTIVATION_BYTES, kv_heads_per_gpu
 from planner.serving.plan import ServingPlan
 from planner.serving.problem import ServingProblem
@@ -36,11 +44,17 @@ def kv_cache_bytes_per_token(problem: ServingProblem) -> float:
     """KV-cache bytes one token occupies over the whole model (all layers and KV heads):
     2 (K and V) x layers x kv_heads x head_dim x dtype bytes."""
     model = problem.model
+    if model.family == "moe":
+        return moe.kv_cache_bytes_per_token(model, problem.task.kv_bytes)
     return 2.0 * model.num_layers * model.kv_heads * model.dim_per_head * problem.task.kv_bytes
 
 
-def kv_cache_bytes_per_token_gpu(problem: ServingProblem, tp: int, layers: int) -> float:
-    """KV-cache bytes one token occupies on one GPU of a stage of `layers` layers."""
+def kv_cache_bytes_per_token_gpu(problem: ServingProblem, tp: int, layers: int, dp_attention: bool = False) -> float:
+    """KV-cache bytes one token occupies on one GPU of a stage of `layers` layers (MLA: the
+    whole latent on every rank of the attention group)."""
+    if problem.model.family == "moe":
+        ta = moe.attention_tp(tp, dp_attention)
+        return layers * moe.kv_elements_per_token_layer(problem.model, ta) * problem.task.kv_bytes
     return 2.0 * layers * kv_heads_per_gpu(problem, tp) * problem.model.dim_per_head * problem.task.kv_bytes
 
 
@@ -58,6 +72,21 @@ def stage_kinds(num_layers: int, pp: int) -> list[tuple[int, int, bool, bool]]:
     for index, layers in _sparse_stages(num_layers, pp):
         kinds.setdefault((layers, index == 0, index == pp - 1), index)
     return [(index, layers, first, last) for (layers, first, last), index in kinds.items()]
+
+
+def stage_shapes(problem: ServingProblem, pp: int) -> list[tuple[int, int, int, bool, bool]]:
+    """The distinct stages as (first index of the kind, layers, MoE layers, first?, last?): the
+    dense model's `stage_kinds` with no MoE layer; for a mixture-of-experts model every stage's
+    MoE layers counted (which layers are MoE depends on their position) and the stages grouped
+    by all four."""
+    model = problem.model
+    if model.family != "moe":
+        return [(index, layers, 0, first, last) for index, layers, first, last in stage_kinds(model.num_layers, pp)]
+    kinds: dict[tuple[int, int, bool, bool], int] = {}
+    for index, (layers, moe_layers) in enumerate(zip(stage_layers(model.num_layers, pp),
+                                                     moe.stage_moe_layers(model, pp), strict=True)):
+        kinds.setdefault((layers, moe_layers, index == 0, index == pp - 1), index)
+    return [(index, layers, moe_layers, first, last) for (layers, moe_layers, first, last), index in kinds.items()]
 
 
 def _sparse_stages(num_layers: int, pp: int) -> list[tuple[int, int]]:
@@ -90,12 +119,29 @@ def weight_bytes_per_gpu(problem: ServingProblem, tp: int, layers: int, first: b
     """Weights held by one GPU of a stage (see the module doc)."""
     model, task = problem.model, problem.task
     h, hd = model.hidden_size, model.dim_per_head
+    if model.family == "moe":
+        raise ValueError("weight_bytes_per_gpu prices dense stages; an MoE stage is moe_weight_bytes_per_gpu")
     kvh = kv_heads_per_gpu(problem, tp)
     attention = h * model.attention_width / tp + 2 * h * kvh * hd + model.attention_output_width / tp * h
     mlp = flops.mlp_params(model) / tp
     if model.linear_bias:
         attention += model.attention_width / tp + 2 * kvh * hd + h
     total = layers * ((attention + mlp) * task.weight_bytes + 2 * flops.norm_params(model) * ACTIVATION_BYTES)
+    return _vocab_bytes(problem, tp, first, last, total)
+
+
+def moe_weight_bytes_per_gpu(problem: ServingProblem, plan: ServingPlan, layers: int, moe_layers: int, first: bool,
+                             last: bool) -> float:
+    """Weights held by one GPU of a stage of a mixture-of-experts model (module doc)."""
+    total = moe.layer_weight_bytes(problem.model, plan.tp, plan.ep, plan.dp_attention, moe_layers,
+                                  layers - moe_layers, problem.task.weight_bytes, ACTIVATION_BYTES)
+    return _vocab_bytes(problem, plan.tp, first, last, total)
+
+
+def _vocab_bytes(problem: ServingProblem, tp: int, first: bool, last: bool, total: float) -> float:
+    """`total` plus the vocabulary-parallel embedding (first stage), LM head and final norm (last)."""
+    model = problem.model
+    h = model.hidden_size
     vocab = model.vocab_size * h / tp * ACTIVATION_BYTES
     if first:
         total += vocab
@@ -108,10 +154,12 @@ def weight_bytes_per_gpu(problem: ServingProblem, tp: int, layers: int, first: b
     return total
 
 
-def workspace_bytes_per_token(problem: ServingProblem, tp: int) -> float:
+def workspace_bytes_per_token(problem: ServingProblem, tp: int, dp_attention: bool = False) -> float:
     """Activation bytes of one token of a pass on one GPU (see the module doc)."""
     model = problem.model
     h, hd = model.hidden_size, model.dim_per_head
+    if model.family == "moe":
+        return ACTIVATION_BYTES * moe.workspace_elements_per_token(model, tp, dp_attention)
     qkv = model.attention_width / tp + 2 * kv_heads_per_gpu(problem, tp) * hd
     ffn = (3 if model.gated_mlp else 2) * model.ffn_hidden_size / tp
     return ACTIVATION_BYTES * (3 * h + qkv + ffn)
@@ -154,15 +202,21 @@ def stage_memory(problem: ServingProblem, plan: ServingPlan, batch: int) -> list
     micro = math.ceil(batch / plan.pp)
     capacity = device.hbm_bytes * task.engine.gpu_memory_utilization
     per_seq_tokens = kv_tokens_per_sequence(problem)
+    is_moe = problem.model.family == "moe"
+    # Sequences whose KV cache one GPU holds: the replica's, or with dp_attention the largest
+    # rank's share.
+    held = math.ceil(batch / plan.tp) if plan.dp_attention else batch
     result = []
-    for index, layers, first, last in stage_kinds(problem.model.num_layers, plan.pp):
-        workspace = pass_tokens(problem, plan, micro) * workspace_bytes_per_token(problem, plan.tp)
+    for index, layers, moe_layers, first, last in stage_shapes(problem, plan.pp):
+        workspace = pass_tokens(problem, plan, micro) * workspace_bytes_per_token(problem, plan.tp, plan.dp_attention)
         if last:
             workspace += micro * problem.model.vocab_size * LOGIT_BYTES
+        weights = (moe_weight_bytes_per_gpu(problem, plan, layers, moe_layers, first, last) if is_moe
+                   else weight_bytes_per_gpu(problem, plan.tp, layers, first, last))
         result.append(StageMemory(
-            stage=index, layers=layers,
-            weights_bytes=weight_bytes_per_gpu(problem, plan.tp, layers, first, last),
-            kv_cache_bytes=batch * per_seq_tokens * kv_cache_bytes_per_token_gpu(problem, plan.tp, layers),
+            stage=index, layers=layers, weights_bytes=weights,
+            kv_cache_bytes=held * per_seq_tokens * kv_cache_bytes_per_token_gpu(problem, plan.tp, layers,
+                                                                                plan.dp_attention),
             workspace_bytes=workspace, overhead_bytes=task.engine.framework_overhead_bytes,
             capacity_bytes=capacity,
         ))

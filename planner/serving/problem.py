@@ -14,6 +14,7 @@ from planner.core.files import shown
 from planner.core.hardware import Cluster
 from planner.core.inputs import build, load_cluster, task_model_family
 from planner.llm.model import DenseTransformer
+from planner.llm.moe_model import MoETransformer
 from planner.llm.problem import load_model
 from planner.serving.task import InferenceTask
 
@@ -22,7 +23,7 @@ from planner.serving.task import InferenceTask
 class ServingProblem:
     """Everything a serving plan is priced against."""
 
-    model: DenseTransformer
+    model: DenseTransformer | MoETransformer
     cluster: Cluster
     task: InferenceTask
     source: str = "<memory>"
@@ -64,17 +65,13 @@ class ServingProblem:
 
 def load_serving_problem(path: Path, data: dict, seen: list[str]) -> ServingProblem:
     """The problem of a task mapping (`data`, read from `path`, its keys checked) whose workload
-    block is `inference`. A mixture-of-experts model is refused (not priced for serving yet)."""
+    block is `inference`: a dense or mixture-of-experts decoder."""
     source = str(path)
     family = task_model_family(path, data)
     if family is not None and family not in ("dense", "moe"):
-        raise InputError(f"{source}: model: a {shown(family)} model; serving is priced for dense decoders only")
+        raise InputError(f"{source}: model: a {shown(family)} model; serving is priced for dense and "
+                         "mixture-of-experts decoders only")
     model = load_model(data["model"], path.parent, source, "model", seen)
-    if model.family != "dense":
-        raise InputError(
-            f"{source}: model: {shown(model.name)} is a {model.family} model; serving is priced for dense "
-            "decoders only so far (expert parallelism for inference is not modelled yet)"
-        )
     cluster = load_cluster(data["cluster"], path.parent, source, "cluster", data.get("num_devices"), seen)
     task = build(InferenceTask, data["inference"], source, prefix="inference.")
     return ServingProblem(model=model, cluster=cluster, task=task, source=source, files=tuple(dict.fromkeys(seen)))
