@@ -41,7 +41,9 @@ from planner.core.hardware import Cluster, Device
 from planner.llm.model import DenseTransformer
 from planner.llm.plan import Plan
 from planner.llm.problem import Problem, build, load_cluster, load_device
+from planner.llm.frameworks import DEFAULT_PROFILE
 from planner.llm.task import TrainingTask
+from planner.core.files import shown
 
 DEFAULT_RUNS = Path(__file__).resolve().parent.parent / "data" / "measured_runs.yaml"
 
@@ -58,6 +60,110 @@ DEVICE_PRESETS = {
 }
 
 
+GPU_FACTS = {
+    # torchtitan's H100 benchmark (benchmarks/llama3_h100_202412_torchtitan.md, "Hardware"): "Each
+    # H100 GPU is equipped with 96GB HBM2e with 2.4 TB/sec peak memory bandwidth" (the preset's
+    # H100 SXM5 has 3.35 TB/s HBM3). Its 500 W power limit is not priced (no clock figure given).
+    "h100-sxm-96gb": {"hbm_bandwidth_bytes_per_s": 2.4e12},
+}
+"""Hardware facts of a row's GPU that no preset has, from the row's source, by GPU name."""
+
+
+@dataclass(frozen=True)
+class FrameworkReading:
+    """What a row's free-text `plan.framework` means for pricing.
+
+    profile: the framework profile (planner/llm/frameworks.py); options: its options the text names;
+    era: "old" = Megatron-LM 2021-22 and DeepSpeed behaviour (unfused s x s attention, dropout, no
+    DP overlap), "new" = flash attention and DP overlap; low_precision_grads: DeepSpeed's
+    BF16_Optimizer .grad tensors; tp_overlap: TP communication overlap on in the framework's
+    published configs (NeMo performance configs); torchtitan: the framework's own batch and
+    pipeline defaults apply (pipeline micro-batches = PP degree, 2 stages per rank interleaved).
+    """
+
+    profile: str
+    options: tuple[tuple[str, bool | str], ...] = ()
+    era: str = "new"
+    low_precision_grads: bool = False
+    tp_overlap: bool = False
+    torchtitan: bool = False
+
+
+_MEGATRON_2021 = FrameworkReading("megatron-lm@2021", era="old")
+_MCORE = FrameworkReading("megatron-core@0.16")
+_NEMO = FrameworkReading("megatron-core@0.16", tp_overlap=True)
+_DEEPSPEED = FrameworkReading("megatron-deepspeed@2022", era="old", low_precision_grads=True)
+_TITAN = FrameworkReading("torchtitan@2024-12", torchtitan=True)
+_TITAN_COMPILE = FrameworkReading("torchtitan@2024-12", (("compile", True),), torchtitan=True)
+_TITAN_ASYNC_TP = FrameworkReading("torchtitan@2024-12", (("async_tp", True), ("compile", True)), torchtitan=True)
+
+FRAMEWORKS: dict[str, FrameworkReading] = {
+    "megatron-lm (2021)": _MEGATRON_2021,
+    "megatron-lm (jan 2021)": _MEGATRON_2021,
+    "megatron-lm (2022)": FrameworkReading("megatron-lm@2022", era="old"),
+    # Megatron-Core 0.6-0.16 (NeMo 24.03-26.04, Megatron-Bridge) share Transformer Engine's fused
+    # kernels: the megatron-core@0.16 facts. NeMo containers' performance configs turn TP
+    # communication overlap on.
+    "megatron-core r0.8.0": _MCORE,
+    "megatron-bridge / megatron-core (nemo container 25.09)": _NEMO,
+    "megatron-bridge / megatron-core (nemo container 25.11)": _NEMO,
+    "megatron-bridge / megatron-core (nemo container 26.04.01)": _NEMO,
+    "nemo 24.07 / megatron-core": _NEMO,
+    "nemo 24.07": _NEMO,
+    "nemo 24.03.01 / megatron-core": _NEMO,
+    "megatron-deepspeed (bigscience fork)": _DEEPSPEED,
+    "megatron-deepspeed (bigscience fork, feb 2022)": _DEEPSPEED,
+    "torchtitan (fsdp2)": _TITAN,
+    "torchtitan (fsdp2) + torch.compile": _TITAN_COMPILE,
+    "torchtitan + torch.compile": _TITAN_COMPILE,
+    "torchtitan + torch.compile + asynctp": _TITAN_ASYNC_TP,
+}
+"""Every `plan.framework` text of a training row (compared case-insensitively, whole string). A row
+whose text is not here is skipped with the reason; a row that states none is priced with the
+default profile and says so."""
+
+PRECISIONS: dict[str, tuple[str, str | None]] = {
+    "bf16": ("bf16", None),
+    "bf16 (inferred)": ("bf16", None),
+    "bf16 (inferred: mfu = tflops / 989)": ("bf16", None),
+    "bf16 (deepspeed bf16 optimizer, zero-1 equivalent)": ("bf16", None),
+    "fp16": ("fp16", None),
+    "fp16 mixed precision": ("fp16", None),
+    "fp8": ("fp8", None),
+    "fp8 (transformer engine)": ("fp8", None),
+    # Transformer Engine's current (per-tensor, just-in-time) scaling; priced with the same fused
+    # cast as delayed scaling (the megatron-core profile's 3 B per element).
+    "fp8 current scaling": ("fp8", None),
+    "fp8 (table has no precision column; see notes)": ("fp8", None),
+    # torchtitan 2024-12 Float8 linears: dynamic per-tensor scaling, its only recipe then
+    # (torchtitan/float8.py: scaling_type_input/weight/grad_output default "dynamic").
+    "bf16 + float8 linears": ("fp8", "tensorwise"),
+}
+"""Every `plan.precision` text (case-insensitive, whole string): (GEMM precision, float8 recipe the
+text names or None)."""
+
+RECOMPUTE: dict[str, str] = {
+    "none": "none",
+    "full": "full",
+    "full (--checkpoint-activations)": "full",
+    "full activation checkpointing": "full",
+    "selective (attention core only) + sequence parallel": "selective",
+    # torchtitan's "selective" (llama3_8b.toml: selective_ac_option 'op'): the profile's op policy.
+    "selective activation checkpointing": "selective",
+}
+"""Every `plan.recompute` text (case-insensitive, whole string) -> the plan's recompute mode."""
+
+OTHER: dict[str, dict[str, Any]] = {
+    "table gives only model-parallel size (tp*pp); split shown is tp=min(mp,8), pp=mp/8": {},
+    "--overlap-grad-reduce, --overlap-param-gather (distributed optimizer), --tp-comm-overlap; pp comm overlap "
+    "default": {"tp_overlap": True},
+    "moe: token distribution force-balanced, token-dropless": {},
+    "sft, packed sequence length 4096": {},
+    "local batch size 32 per dp rank; pp microbatch count not stated": {"local_batch_size": 32},
+}
+"""Every `plan.other` text (case-insensitive, whole string) -> the settings it carries."""
+
+
 @dataclass
 class RowResult:
     """One row's prediction (or the reason it was skipped)."""
@@ -72,6 +178,8 @@ class RowResult:
     memory_error_pct: float | None = None
     preset: str | None = None
     plan: str | None = None
+    profile: str | None = None
+    """The framework profile that priced the row, with its options (training LLM rows)."""
     family: str | None = None
     workload: str = "training"
     """training or inference (serving rows are summarised apart)."""
@@ -136,6 +244,9 @@ def _resolve_device(hw: dict, notes: list[str]) -> tuple[Device, str]:
     mem = hw.get("gpu_memory_gb")
     if mem and abs(mem * 1e9 - device.hbm_bytes) / device.hbm_bytes > 0.01:
         updates["hbm_bytes"] = mem * 1e9
+    for key, value in GPU_FACTS.get(key, {}).items():
+        updates[key] = value
+        notes.append(f"{key} {value:.3g} for {gpu} (the row's source; validate.GPU_FACTS)")
     return device.model_copy(update=updates), chosen
 
 
@@ -177,10 +288,26 @@ def _nvlink_rack(hw: dict) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _era(plan: dict) -> str:
-    framework = str(plan.get("framework") or "")
-    old = any(tag in framework for tag in ("2021", "2022", "DeepSpeed"))
-    return "old" if old else "new"
+def _lookup(table: dict, plan: dict, field: str, what: str) -> Any:
+    """The table entry of a row's free-text field (None when the row states nothing); PlannerError
+    naming the field and the text when the table has no entry for it."""
+    text = plan.get(field)
+    if text is None:
+        return None
+    key = " ".join(str(text).split()).casefold()
+    if key not in table:
+        raise PlannerError(f"plan.{field}: {shown(text, 100)} is not in validate's {what} table "
+                           f"(planner/fidelity/validate.py {what.upper()}): add what it means there")
+    return table[key]
+
+
+def read_framework(plan: dict, notes: list[str]) -> FrameworkReading:
+    """The row's framework text mapped through FRAMEWORKS (the default profile, noted, when unstated)."""
+    reading = _lookup(FRAMEWORKS, plan, "framework", "frameworks")
+    if reading is None:
+        notes.append(f"framework not stated: {DEFAULT_PROFILE} assumed")
+        return _MCORE
+    return reading
 
 
 def resolve_model(m: dict, era: str, notes: list[str]) -> DenseTransformer:
@@ -219,17 +346,12 @@ def resolve_model(m: dict, era: str, notes: list[str]) -> DenseTransformer:
     return build(DenseTransformer, data, "measured row", prefix="model.")
 
 
-def _recompute(text: Any, era: str, notes: list[str]) -> str:
-    text = str(text or "").lower()
-    if "full" in text or "checkpoint" in text:
-        return "full"
-    if "selective" in text:
-        return "selective"
-    if not text or text == "none":
-        if text == "":
-            notes.append("recompute not stated: none assumed" + (" (flash attention)" if era == "new" else ""))
+def _recompute(plan: dict, era: str, notes: list[str]) -> str:
+    mode = _lookup(RECOMPUTE, plan, "recompute", "recompute")
+    if mode is None:
+        notes.append("recompute not stated: none assumed" + (" (flash attention)" if era == "new" else ""))
         return "none"
-    return "none"
+    return mode
 
 
 def resolve_row(row: dict) -> tuple[Problem, Plan, list[str], str]:
@@ -241,7 +363,8 @@ def resolve_row(row: dict) -> tuple[Problem, Plan, list[str], str]:
     moe = bool(m.get("moe_num_experts"))
     if not moe and not m.get("ffn_hidden_size"):
         raise PlannerError("ffn_hidden_size not stated")
-    era = _era(p)
+    reading = read_framework(p, notes)
+    era = reading.era
     model = resolve_moe_model(m, notes) if moe else resolve_model(m, era, notes)
     cluster, preset = resolve_cluster(hw, notes)
     seq = m["seq_len"]
@@ -250,18 +373,29 @@ def resolve_row(row: dict) -> tuple[Problem, Plan, list[str], str]:
         gbs = p["global_batch_tokens"] // seq
     if gbs is None:
         raise PlannerError("global batch size not stated")
-    precision_text = str(p.get("precision") or "").lower()
-    precision = "fp8" if "fp8" in precision_text else ("fp16" if "fp16" in precision_text else "bf16")
-    if not precision_text:
+    precision, recipe = _lookup(PRECISIONS, p, "precision", "precisions") or ("bf16", None)
+    if p.get("precision") is None:
         notes.append("precision not stated: bf16 assumed")
-    other = str(p.get("other") or "")
-    framework = {
+    other = _lookup(OTHER, p, "other", "other") or {}
+    framework: dict[str, Any] = {
         "attention": "unfused" if era == "old" else "flash",
         "overlap_grad_reduce": era == "new",
         "overlap_param_gather": era == "new",
         "overlap_p2p_comm": era == "new",
-        "low_precision_grads": "DeepSpeed" in str(p.get("framework")),
+        "low_precision_grads": reading.low_precision_grads,
     }
+    options = dict(reading.options)
+    if reading.profile != DEFAULT_PROFILE or options:
+        framework["profile"] = reading.profile
+    if reading.torchtitan:
+        options["float8"] = recipe or "none"
+        notes.append(f"framework {p.get('framework')!r}, precision {p.get('precision')!r}: profile {reading.profile} "
+                     f"with {', '.join(f'{k}={v}' for k, v in sorted(options.items()))}")
+    elif recipe is not None:
+        raise PlannerError(f"plan.precision: {p.get('precision')!r} names a float8 recipe, which only the "
+                           f"torchtitan profile has (the row's framework is {p.get('framework')!r})")
+    if options:
+        framework["options"] = options
     experts: dict[str, Any] = {}
     if moe:
         experts = {"ep": p.get("ep") or 1, "etp": 1}
@@ -270,8 +404,18 @@ def resolve_row(row: dict) -> tuple[Problem, Plan, list[str], str]:
         "framework era: "
         + ("2021-22 (unfused attention, dropout, no DP overlap)" if era == "old" else "2023+ (flash attention, DP overlap)")
     )
-    vpp = experts.pop("virtual_stages", None) or p.get("vpp") or 1
+    vpp = experts.pop("virtual_stages", None) or p.get("vpp")
+    schedule = str(p.get("pipeline_schedule") or "").casefold()
+    if vpp is None and reading.torchtitan and (p.get("pp") or 1) > 1 and schedule.startswith("interleaved"):
+        vpp = 2  # torchtitan pipelining_utils.generate_split_points: 2 stages per rank for multi-stage schedules
+        notes.append("interleaved schedule without stages per rank: torchtitan's default split, 2 per rank")
+    vpp = vpp or 1
     mbs = experts.pop("micro_batch_size", None) or p.get("micro_batch_size")
+    if mbs is None and "local_batch_size" in other and reading.torchtitan and (p.get("pp") or 1) > 1:
+        # torchtitan pipeline_llama.py: microbatches = pipeline_parallel_microbatches or the PP degree
+        mbs = other["local_batch_size"] // p["pp"]
+        notes.append(f"micro-batch: local batch {other['local_batch_size']} over torchtitan's default "
+                     f"{p['pp']} pipeline micro-batches (the PP degree) = {mbs}")
     stage_layers = experts.pop("stage_layers", None)
     task = build(TrainingTask, {"global_batch_size": gbs, "seq_len": seq, "precision": precision,
                                 "framework": framework, "memory_headroom": 0.0}, "measured row", "plan.")
@@ -288,8 +432,9 @@ def resolve_row(row: dict) -> tuple[Problem, Plan, list[str], str]:
     if zero is None:
         zero = 1 if era == "new" else 0
         notes.append(f"ZeRO stage not stated: {zero} assumed (distributed optimizer in Megatron-Core)")
-    tp_overlap = tp > 1 and era == "new" and ("tp-comm-overlap" in other or "NeMo" in str(p.get("framework")))
-    if tp_overlap and "tp-comm-overlap" not in other:
+    async_tp = dict(reading.options).get("async_tp", False)
+    tp_overlap = tp > 1 and era == "new" and (other.get("tp_overlap", False) or reading.tp_overlap or async_tp)
+    if tp_overlap and reading.tp_overlap and not other.get("tp_overlap"):
         notes.append("TP communication overlap assumed on (NeMo performance configs)")
     layers = model.num_layers
     if pp > layers:
@@ -314,7 +459,7 @@ def resolve_row(row: dict) -> tuple[Problem, Plan, list[str], str]:
             "dp": dp,
             "zero_stage": zero,
             "micro_batch_size": mbs,
-            "recompute": _recompute(p.get("recompute"), era, notes),
+            "recompute": _recompute(p, era, notes),
             **experts,
         },
         "measured row",
@@ -373,6 +518,7 @@ def validate_row(row: Any, index: int = 0) -> RowResult:
     result.error_pct = 100.0 * (result.predicted - result.measured) / result.measured
     result.preset = preset
     result.plan = plan.summary()
+    result.profile = problem.task.framework.profile_label
     result.family = problem.model.family
     result.assumptions = notes
     mem = row["measured"].get("memory_gib_per_gpu")
@@ -469,6 +615,9 @@ def validation_json(results: list[RowResult]) -> dict[str, Any]:
                                for f in sorted({r.family for r in used if r.family})},
         "max_abs_error_pct_by_family": {f: max(abs(r.error_pct) for r in used if r.family == f)
                                         for f in sorted({r.family for r in used if r.family})},
+        "mape_pct_by_profile": {p: {"mape_pct": mape([r.error_pct for r in used if r.profile == p]),
+                                    "num_rows": sum(1 for r in used if r.profile == p)}
+                                for p in sorted({r.profile for r in used if r.profile})},
         "num_predicted": len(used),
         "num_skipped": sum(1 for r in results if r.skipped is not None),
         "inference": inference_summary(results),
@@ -489,8 +638,9 @@ def render_validation(results: list[RowResult], verbose: bool = False) -> str:
             if r.memory_measured_gib
             else ""
         )
-        rows.append([r.id, r.metric, f"{r.predicted:.4g}", f"{r.measured:.4g}", f"{r.error_pct:+.1f}%", mem])
-    lines = [table(rows, ["row", "metric", "predicted", "measured", "error", "memory GiB pred/meas"])]
+        rows.append([r.id, r.metric, f"{r.predicted:.4g}", f"{r.measured:.4g}", f"{r.error_pct:+.1f}%", mem,
+                     r.profile or ""])
+    lines = [table(rows, ["row", "metric", "predicted", "measured", "error", "memory GiB pred/meas", "profile"])]
     summary = validation_json(results)
     lines.append("")
     training = [r for r in used if r.workload == "training"]
@@ -508,6 +658,10 @@ def render_validation(results: list[RowResult], verbose: bool = False) -> str:
             families.setdefault(r.family or "?", []).append(r.error_pct)
         lines.append("by model family: " + ", ".join(f"{k} {mape(v):.1f}% (n={len(v)}, max {max(map(abs, v)):.1f}%)"
                                                      for k, v in families.items()))
+        profiled = summary["mape_pct_by_profile"]
+        if profiled:
+            lines.append("by framework profile: " + ", ".join(f"{k} {v['mape_pct']:.1f}% (n={v['num_rows']})"
+                                                             for k, v in profiled.items()))
     for name, part in summary["inference"].items():
         if part["num_rows"]:
             label = "output tokens/s per GPU" if name == "throughput" else "time to first token"
@@ -521,7 +675,7 @@ def render_validation(results: list[RowResult], verbose: bool = False) -> str:
     if verbose:
         lines += ["", "assumptions per row:"]
         for r in used:
-            lines.append(f"  {r.id} [{r.plan}; preset {r.preset}]")
+            lines.append(f"  {r.id} [{r.plan}; preset {r.preset}" + (f"; profile {r.profile}" if r.profile else "") + "]")
             lines += [f"    - {a}" for a in r.assumptions]
             if r.breakdown and r.workload == "inference":
                 parts = ", ".join(f"{k.removeprefix('decode_').removesuffix('_s')} {v * 1e3:.3g}"

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from typing import Any
+
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from planner.core.schema import Bytes, NotBool, Spec
+from planner.llm import frameworks
 
 MAX_TOKENS_PER_STEP = 2**40
 """Largest global batch accepted, in tokens (about 1.1e12)."""
@@ -66,7 +69,24 @@ class Optimizer(Spec):
 
 
 class Framework(Spec):
-    """How the training framework behaves (Megatron-Core defaults)."""
+    """How the training framework behaves (Megatron-Core defaults).
+
+    `profile` names the framework's implementation facts (planner/llm/frameworks.py: fused or
+    eager elementwise kernels, attention kernel, fp8 cast passes, separate or fused projection
+    GEMMs, what selective recompute re-runs) and `options` that framework's switches; the other
+    fields are behaviour the task sets directly (overlap, attention style, buffers).
+    """
+
+    profile: str = Field(
+        default=frameworks.DEFAULT_PROFILE,
+        description="Framework profile 'name[@version]' (planner/data/framework_profiles.yaml): "
+        "megatron-core@0.16 (default), megatron-lm@2021/2022, megatron-deepspeed@2022, torchtitan@2024-12.",
+    )
+    options: dict[str, bool | str] = Field(
+        default_factory=dict,
+        description="The profile's options (torchtitan: compile, float8: none|tensorwise|rowwise, async_tp); "
+        "unset ones take the profile's defaults.",
+    )
 
     attention: Literal["flash", "unfused"] = Field(
         default="flash",
@@ -98,6 +118,43 @@ class Framework(Spec):
         default=0.10, ge=0, le=1, description="Extra fraction of activation memory lost to fragmentation."
     )
 
+    @field_validator("profile")
+    @classmethod
+    def _profile(cls, value: str) -> str:
+        frameworks.parse_name(value)
+        return value
+
+    @model_validator(mode="after")
+    def _options(self) -> Framework:
+        name, _ = frameworks.parse_name(self.profile)
+        frameworks.check_options(name, self.options)
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        """The default profile without options is left out of dumps, so that a task that names
+        none serialises (and hashes) as it did before profiles existed."""
+        data = handler(self)
+        if self.profile == frameworks.DEFAULT_PROFILE and not self.options:
+            data.pop("profile", None)
+            data.pop("options", None)
+        return data
+
+    @property
+    def facts(self) -> frameworks.ProfileFacts:
+        """The profile's implementation facts with the options applied."""
+        return frameworks.resolve_facts(self.profile, self.options)
+
+    @property
+    def profile_label(self) -> str:
+        """'name@version' plus the options that differ from their defaults, e.g.
+        'torchtitan@2024-12 (compile, float8=tensorwise)'."""
+        name, version = frameworks.parse_name(self.profile)
+        full = frameworks.check_options(name, self.options)
+        spec = frameworks.profiles()[name].options
+        changed = [k if v is True else f"{k}={v}" for k, v in full.items() if v != spec[k].default]
+        return f"{name}@{version}" + (f" ({', '.join(changed)})" if changed else "")
+
 
 class TrainingTask(Spec):
     """A training (pre-training or fine-tuning) job: what is trained and how."""
@@ -120,6 +177,23 @@ class TrainingTask(Spec):
         default=0.05, ge=0, lt=1, description="Fraction of device memory kept free."
     )
     constraints: Constraints = Constraints()
+
+    @field_validator("framework", mode="before")
+    @classmethod
+    def _framework_name(cls, value: Any) -> Any:
+        """`framework: torchtitan` is short for `framework: {profile: torchtitan}`."""
+        return {"profile": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_fp8_option(self) -> TrainingTask:
+        """A profile with a float8 option: fp8 precision needs a recipe, and a recipe fp8."""
+        name, _ = frameworks.parse_name(self.framework.profile)
+        if "float8" in frameworks.profiles()[name].options:
+            recipe = frameworks.check_options(name, self.framework.options)["float8"]
+            if (self.precision == "fp8") != (recipe != "none"):
+                raise ValueError(f"framework.options.float8: {recipe!r} with precision {self.precision!r} (fp8 "
+                                 "precision needs a float8 recipe, tensorwise or rowwise; other precisions none)")
+        return self
 
     @model_validator(mode="after")
     def _check_batch(self) -> TrainingTask:

@@ -33,6 +33,7 @@ import numpy as np
 
 from planner.core import kernels
 from planner.core.collectives import collective_time_by_tier
+from planner.llm import frameworks
 from planner.llm.cost.flops import attention_matmul_flops_per_token, dense_ffn_matmul_flops_per_token
 from planner.llm.cost.moe_params import latent_width
 from planner.llm.cost.layout import PlanVars, group_members
@@ -128,10 +129,12 @@ def context(problem: Problem, v: PlanVars) -> Context:
 
 def residual_half(problem: Problem, x: Context):
     """(memory-bound bytes, stored bytes) of a half's norm, residual add and dropout on the
-    hidden state: norm 4 B, add 6 B, dropout 5 B per element forward; the norm input, the
-    GEMM input after it and the dropout mask are kept."""
+    hidden state: the framework profile's bytes per element forward (Megatron-Core: norm 4 B,
+    add 6 B, dropout 5 B); the norm input, the GEMM input after it and the dropout mask are
+    kept."""
+    facts = problem.task.framework.facts
     hidden = x.tokens * problem.model.hidden_size / x.hidden_div
-    traffic = hidden * (4.0 + 6.0 + 5.0 * x.dropout)
+    traffic = hidden * (facts.norm_bytes + facts.residual_add_bytes + facts.dropout_bytes * x.dropout)
     stored = (2.0 + x.gemm_input_bytes + x.dropout) * hidden
     return traffic, stored
 
@@ -143,12 +146,14 @@ def dense_ffn_half(problem: Problem, v: PlanVars, x: Context) -> Half:
     gated = model.gated_mlp
     flops = x.tokens * dense_ffn_matmul_flops_per_token(model) / x.t
     traffic, stored = residual_half(problem, x)
-    traffic = traffic + x.tokens * f / x.t * (6.0 if gated else 4.0)  # activation function
+    facts = task.framework.facts
+    traffic = traffic + x.tokens * f / x.t * (facts.gated_act_bytes if gated else facts.act_bytes)  # activation
     if task.precision == "fp8":
-        traffic = traffic + 3.0 * x.tokens * (h + f / x.t)  # casts of fc1 and fc2 inputs
+        traffic = traffic + facts.fp8_cast_bytes * x.tokens * (h + f / x.t)  # casts of fc1 and fc2 inputs
     mlp_bytes = (4.0 if gated else 2.0) + x.gemm_input_bytes
+    calls = 2 if facts.fused_gate_up or not gated else 3  # torchtitan: w1 and w3 apart
     return Half(
-        gemm_fwd_s=kernels.gemm_time_s(flops, 2, device, task.precision),
+        gemm_fwd_s=kernels.gemm_time_s(flops, calls, device, task.precision),
         memory_bound_fwd_s=kernels.memory_bound_time_s(traffic, device),
         tp_pairs=1.0,
         gemm_calls=2.0,
@@ -172,12 +177,15 @@ def block_cost(problem: Problem, v: PlanVars, x: Context, ffn: Half, ep: tuple |
     s = task.seq_len
     tokens, t, sp = x.tokens, x.t, x.sp
     flash = task.framework.attention == "flash"
+    facts = task.framework.facts
     dropout = x.dropout
     latent = latent_width(model) if model.family == "moe" else 0
 
     # Attention projections (QKV and output; MLA: query and key/value latents, up-projections).
     attn_gemm_flops = tokens * attention_matmul_flops_per_token(model) / t
     attn_calls = 2 if not latent else (5 if model.mla.q_lora_rank else 4)
+    if not latent and not facts.fused_qkv:
+        attn_calls = 4  # wq, wk, wv apart, and the output projection
     gemm_fwd = kernels.gemm_time_s(attn_gemm_flops, attn_calls, device, task.precision) + ffn.gemm_fwd_s
 
     # Attention core.
@@ -185,6 +193,9 @@ def block_cost(problem: Problem, v: PlanVars, x: Context, ffn: Half, ep: tuple |
     if flash:
         attn_flops = 2.0 * tokens * (s / 2.0) * core_width / t  # causal half skipped
         attn_fwd, attn_bwd = kernels.flash_attention_time_s(attn_flops, device)
+        slowdown = frameworks.attention_slowdown(facts, device)
+        if slowdown != 1.0:  # the profile's attention kernel (FlashAttention-2 on Hopper)
+            attn_fwd, attn_bwd = attn_fwd * slowdown, attn_bwd * slowdown
         score_bytes = 0.0
     else:
         attn_flops = 2.0 * tokens * s * core_width / t  # full s x s scores, masked after the GEMM
@@ -199,11 +210,15 @@ def block_cost(problem: Problem, v: PlanVars, x: Context, ffn: Half, ep: tuple |
     # Memory-bound ops of the attention half (forward bytes; backward moves twice as much).
     traffic, attn_stored = residual_half(problem, x)
     if model.position_embedding == "rope":
-        traffic = traffic + 4.0 * tokens * (qw + kvw) / t
+        traffic = traffic + facts.rope_bytes * tokens * (qw + kvw) / t
     traffic = traffic + 4.0 * tokens * latent  # MLA's latent norms
     if task.precision == "fp8":
-        traffic = traffic + 3.0 * tokens * (h + ow / t)  # casts of the QKV and projection inputs
-    memory_fwd = kernels.memory_bound_time_s(traffic, device) + ffn.memory_bound_fwd_s
+        traffic = traffic + facts.fp8_cast_bytes * tokens * (h + ow / t)  # casts of the QKV and projection inputs
+    if facts.repeat_kv and not latent and kvw < qw:
+        # K and V copied to every query head: read 2 B per K/V element, write 2 B per query one.
+        traffic = traffic + 2.0 * 2.0 * tokens * (kvw + qw) / t
+    attn_memory_fwd = kernels.memory_bound_time_s(traffic, device)
+    memory_fwd = attn_memory_fwd + ffn.memory_bound_fwd_s
 
     # Tensor-parallel collectives: one pair per direction for attention, the FFN's own.
     tp_members = group_members(cluster, v, ("tp",))
@@ -246,6 +261,14 @@ def block_cost(problem: Problem, v: PlanVars, x: Context, ffn: Half, ep: tuple |
     # Selective recompute re-runs the attention core forward (a no-op for flash attention,
     # which already recomputes its scores inside the backward kernel).
     selective = 0.0 if flash else attn_fwd
+    if facts.selective_recompute == "op-every-second-mm":
+        # torchtitan's op-level policy: the even-numbered GEMMs of the forward order and every
+        # memory-bound op are re-run; attention outputs are saved.
+        attn_share, mlp_share = frameworks.op_sac_recomputed_share(model) if not latent else (0.0, 0.0)
+        if model.family == "moe":
+            mlp_share = 0.0  # expert GEMMs: not counted (torchtitan's MoE policy is not modelled)
+        attn_gemm = kernels.gemm_time_s(attn_gemm_flops, attn_calls, device, task.precision)
+        selective = attn_share * attn_gemm + mlp_share * ffn.gemm_fwd_s + memory_fwd
 
     # Activation memory: Q, K, V (bf16), the projection input, MLA's latents, softmax state.
     attn_part = (2.0 * tokens * (qw + kvw + vw) + x.gemm_input_bytes * tokens * ow) / t
@@ -259,6 +282,13 @@ def block_cost(problem: Problem, v: PlanVars, x: Context, ffn: Half, ep: tuple |
     kept = attn_stored + attn_part + ffn.activation_bytes
     act_none = kept + scores
     act_selective = kept + kept_scores
+    if facts.selective_recompute == "op-every-second-mm" and not latent and model.family != "moe":
+        # torchtitan's op policy keeps the block input, the outputs of the odd-numbered GEMMs
+        # (wq, wv, w1, w2 when gated) and SDPA's output and log-sum-exp; the rest is recomputed.
+        widths = {"wq": qw, "wk": kvw, "wv": vw, "wo": h, "w1": model.ffn_hidden_size or 0,
+                  "w3": model.ffn_hidden_size or 0, "w2": h}
+        kept_gemm = sum(widths[n] for i, (n, _) in enumerate(frameworks.block_gemms(model), start=1) if i % 2)
+        act_selective = BF16_BYTES * tokens * (h / x.hidden_div + (kept_gemm + ow) / t) + kept_scores
     act_full = BF16_BYTES * tokens * h / x.hidden_div
 
     ep_parts: dict = {}

@@ -1,0 +1,289 @@
+"""Framework profiles: the implementation facts of a training framework that change a plan's price.
+
+The same plan runs at different speeds in different frameworks: an eager PyTorch RMSNorm is
+seven kernels (nine passes over the activation) where Transformer Engine runs one; an fp8
+recipe's casts cost a few passes per linear input; PyTorch's default attention kernel on H100 is
+FlashAttention-2, slower than cuDNN's. A profile is a named, documented set of such facts, read
+from planner/data/framework_profiles.yaml (each value cited there), optionally changed by the
+profile's options (torchtitan: compile, float8, async_tp). A task selects one with
+`framework: {profile: "torchtitan@2024-12", options: {compile: true}}`; the default,
+`megatron-core@0.16`, has the facts the cost model always had, so default prices are unchanged.
+
+Facts (`ProfileFacts`; bytes are HBM bytes per element of the op's tensor, forward):
+    norm_bytes          each norm, per hidden element
+    residual_add_bytes  each residual add, per hidden element
+    dropout_bytes       each dropout, per hidden element (models with dropout)
+    rope_bytes          rotary embedding, per query and key element
+    act_bytes           non-gated activation (GeLU), per FFN-width element
+    gated_act_bytes     gated activation (SwiGLU), per FFN-width element
+    repeat_kv           K and V copied to every query head before attention (GQA models): each
+                        copy reads 2 B per K/V element and writes 2 B per query-width element
+    fp8_cast_bytes      per GEMM-input element, fp8 training only
+    attention_kernel    device (the device preset's fused-attention rate) or fa2
+                        (FlashAttention-2: FA2_HOPPER_FRACTION of the bf16 peak on Hopper)
+    fused_qkv           Q, K, V in one GEMM (else three calls)
+    fused_gate_up       a gated MLP's gate and up projections in one GEMM (else two calls)
+    selective_recompute what `recompute: selective` re-runs: core-attention (Megatron: the
+                        attention core; nothing for flash attention) or op-every-second-mm
+                        (torchtitan's op-level policy: the even-numbered GEMMs of the block's
+                        forward order and every memory-bound op)
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from planner.core import files
+from planner.core.errors import InputError
+from planner.core.files import shown
+
+PROFILES_FILE = Path(__file__).resolve().parent.parent / "data" / "framework_profiles.yaml"
+DEFAULT_PROFILE = "megatron-core@0.16"
+"""The profile of a task that names none: the cost model's behaviour before profiles existed."""
+
+FA2_HOPPER_FRACTION = 0.35
+"""FlashAttention-2's share of the H100 bf16 peak (Shah et al. 2024, FlashAttention-3, abstract:
+'FlashAttention-2 ... achieving only 35% utilization on the H100 GPU')."""
+
+HOPPER_NAMES = ("H100", "H200", "H800", "H20")
+"""Device names of the Hopper generation (FA2_HOPPER_FRACTION applies to them; on other devices
+FA2 is priced at the device preset's attention rate)."""
+
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
+OPTION_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+VERSION_PATTERN = re.compile(r"^[0-9][0-9A-Za-z.-]{0,31}$")
+
+Bytes = Annotated[float, Field(ge=0, le=1000)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+class ProfileFacts(_Strict):
+    """A profile's implementation facts (see the module doc for each field's meaning)."""
+
+    norm_bytes: Bytes
+    residual_add_bytes: Bytes
+    dropout_bytes: Bytes
+    rope_bytes: Bytes
+    act_bytes: Bytes
+    gated_act_bytes: Bytes
+    repeat_kv: bool
+    fp8_cast_bytes: Bytes
+    attention_kernel: Literal["device", "fa2"]
+    fused_qkv: bool
+    fused_gate_up: bool
+    selective_recompute: Literal["core-attention", "op-every-second-mm"]
+
+
+class FactsOverride(_Strict):
+    """Facts an option setting changes (any subset)."""
+
+    norm_bytes: Bytes | None = None
+    residual_add_bytes: Bytes | None = None
+    dropout_bytes: Bytes | None = None
+    rope_bytes: Bytes | None = None
+    act_bytes: Bytes | None = None
+    gated_act_bytes: Bytes | None = None
+    repeat_kv: bool | None = None
+    fp8_cast_bytes: Bytes | None = None
+    attention_kernel: Literal["device", "fa2"] | None = None
+    fused_qkv: bool | None = None
+    fused_gate_up: bool | None = None
+    selective_recompute: Literal["core-attention", "op-every-second-mm"] | None = None
+
+
+OptionValue = bool | Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class OptionSpec(_Strict):
+    """One option of a profile: a flag (boolean default) or a choice among strings."""
+
+    default: OptionValue
+    choices: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = None
+    requires: dict[str, OptionValue] = Field(default_factory=dict)
+    doc: Annotated[str, Field(min_length=1, max_length=2000)]
+
+    @model_validator(mode="after")
+    def _check(self) -> OptionSpec:
+        if isinstance(self.default, bool) and self.choices is not None:
+            raise ValueError("choices: a flag (boolean default) has no choices")
+        if isinstance(self.default, str) and (self.choices is None or self.default not in self.choices):
+            raise ValueError(f"default: {self.default!r} is not one of choices")
+        return self
+
+    def admits(self, value: Any) -> bool:
+        if isinstance(self.default, bool):
+            return isinstance(value, bool)
+        return isinstance(value, str) and value in (self.choices or [])
+
+
+class Override(_Strict):
+    when: dict[str, OptionValue] = Field(min_length=1)
+    facts: FactsOverride
+
+
+class Profile(_Strict):
+    """A framework: its versions, options, base facts and the facts its option settings change."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN.pattern)]
+    versions: list[Annotated[str, Field(pattern=VERSION_PATTERN.pattern)]] = Field(min_length=1)
+    description: Annotated[str, Field(min_length=1, max_length=4000)]
+    source: Annotated[str, Field(min_length=1, max_length=4000)]
+    options: dict[Annotated[str, Field(pattern=OPTION_PATTERN.pattern)], OptionSpec] = Field(
+        default_factory=dict)
+    facts: ProfileFacts
+    overrides: list[Override] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> Profile:
+        for i, override in enumerate(self.overrides):
+            for key, value in override.when.items():
+                if key not in self.options:
+                    raise ValueError(f"overrides.{i}.when.{key}: not an option of {self.name}")
+                if not self.options[key].admits(value):
+                    raise ValueError(f"overrides.{i}.when.{key}: {value!r} is not a value of that option")
+        for key, spec in self.options.items():
+            for other, value in spec.requires.items():
+                if other not in self.options or not self.options[other].admits(value):
+                    raise ValueError(f"options.{key}.requires.{other}: not an option value of {self.name}")
+        return self
+
+
+class ProfilesFile(_Strict):
+    profiles: list[Profile] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> ProfilesFile:
+        names = [p.name for p in self.profiles]
+        if len(set(names)) != len(names):
+            raise ValueError(f"profiles: names repeat ({', '.join(sorted({n for n in names if names.count(n) > 1}))})")
+        return self
+
+
+def load_profiles(path: str | Path = PROFILES_FILE) -> dict[str, Profile]:
+    """The profiles of a file by name; InputError naming the file and field when it is malformed."""
+    data = files.read_yaml(path)
+    try:
+        parsed = ProfilesFile.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+        message = "unknown field (misspelt?)" if err["type"] == "extra_forbidden" else \
+            err["msg"].removeprefix("Value error, ")
+        raise InputError(f"{path}: {loc or '(top level)'}: {message}") from None
+    return {p.name: p for p in parsed.profiles}
+
+
+@cache
+def profiles() -> dict[str, Profile]:
+    """The shipped profiles (planner/data/framework_profiles.yaml)."""
+    return load_profiles(PROFILES_FILE)
+
+
+def parse_name(text: str) -> tuple[str, str]:
+    """(profile name, version) of 'name@version' or 'name' (its first listed version); ValueError
+    with the reason when the name or version is malformed or unknown."""
+    if not isinstance(text, str):
+        raise ValueError(f"expected 'name' or 'name@version', got {type(text).__name__}")  # noqa: TRY004
+    name, _, version = text.partition("@")
+    if not NAME_PATTERN.match(name):
+        raise ValueError(f"malformed profile name {shown(name, 60)} (lower-case letters, digits and '-')")
+    known = profiles()
+    if name not in known:
+        raise ValueError(f"unknown framework {name!r}; known: {', '.join(sorted(known))}")
+    profile = known[name]
+    if "@" in text:
+        if not VERSION_PATTERN.match(version):
+            raise ValueError(f"malformed version {shown(version, 40)} in {shown(text, 80)} (e.g. "
+                             f"{name}@{profile.versions[0]})")
+        if version not in profile.versions:
+            raise ValueError(f"{name} has no profile for version {version!r}; known: {', '.join(profile.versions)}")
+    else:
+        version = profile.versions[0]
+    return name, version
+
+
+def check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options completed with their defaults; ValueError naming the first bad option."""
+    profile = profiles()[name]
+    for key, value in options.items():
+        if key not in profile.options:
+            known = ", ".join(sorted(profile.options)) or "none"
+            raise ValueError(f"options.{_key(key)}: unknown option of {name} (its options: {known})")
+        spec = profile.options[key]
+        if not spec.admits(value):
+            allowed = "true or false" if isinstance(spec.default, bool) else ", ".join(spec.choices or [])
+            raise ValueError(f"options.{key}: {shown(value, 60)} is not {allowed}")
+    full = {key: options.get(key, spec.default) for key, spec in profile.options.items()}
+    for key, spec in profile.options.items():
+        if full[key] != spec.default:
+            for other, value in spec.requires.items():
+                if full[other] != value:
+                    raise ValueError(f"options.{key}: needs {other}: {str(value).lower()} ({spec.doc.split('(')[0].strip()})")
+    return full
+
+
+def _key(key: Any) -> str:
+    text = str(key)
+    return text if len(text) <= 60 and text.isprintable() else shown(text, 60)
+
+
+@cache
+def _facts(name: str, options: tuple[tuple[str, Any], ...]) -> ProfileFacts:
+    profile = profiles()[name]
+    chosen = dict(options)
+    facts = profile.facts
+    for override in profile.overrides:
+        if all(chosen.get(k) == v for k, v in override.when.items()):
+            facts = facts.model_copy(update=override.facts.model_dump(exclude_none=True))
+    return facts
+
+
+def resolve_facts(profile: str, options: dict[str, Any]) -> ProfileFacts:
+    """The facts of a profile reference ('name[@version]') with its options (defaults filled)."""
+    name, _ = parse_name(profile)
+    full = check_options(name, options)
+    return _facts(name, tuple(sorted(full.items())))
+
+
+def attention_slowdown(facts: ProfileFacts, device) -> float:
+    """Factor on the device preset's fused-attention time for the profile's attention kernel
+    (1.0 for `device`; for fa2 on Hopper, the preset's rate over FA2's)."""
+    if facts.attention_kernel == "device":
+        return 1.0
+    if not any(tag in device.name.upper() for tag in HOPPER_NAMES):
+        return 1.0
+    return max(device.efficiency.attention_fraction / FA2_HOPPER_FRACTION, 1.0)
+
+
+def block_gemms(model) -> list[tuple[str, float]]:
+    """(name, forward FLOPs per token before TP) of a dense block's weight GEMMs in torchtitan's
+    forward order: wq, wk, wv, wo, then w1, w3, w2 (gated) or w1, w2."""
+    h, f = model.hidden_size, model.ffn_hidden_size or 0
+    qw, kvw, ow = model.attention_width, model.kv_width, model.attention_output_width
+    gemms = [("wq", 2.0 * h * qw), ("wk", 2.0 * h * kvw), ("wv", 2.0 * h * kvw), ("wo", 2.0 * ow * h)]
+    if f:
+        gemms += [("w1", 2.0 * h * f)] + ([("w3", 2.0 * h * f)] if model.gated_mlp else []) + [("w2", 2.0 * f * h)]
+    return gemms
+
+
+def op_sac_recomputed_share(model) -> tuple[float, float]:
+    """(recomputed share of the attention GEMMs' FLOPs, of the MLP GEMMs') under torchtitan's op
+    policy: the mm calls of the block's forward are counted from 1 and the even-numbered ones are
+    recomputed (parallelize_llama.py: saved unless `mm_count % 2 == 0`)."""
+    gemms = block_gemms(model)
+    attn, mlp = gemms[:4], gemms[4:]
+    redo = {name for i, (name, _) in enumerate(gemms, start=1) if i % 2 == 0}
+
+    def share(part):
+        total = sum(fl for _, fl in part)
+        return sum(fl for n, fl in part if n in redo) / total if total else 0.0
+
+    return share(attn), share(mlp)
