@@ -31,6 +31,9 @@ def run(args: argparse.Namespace) -> int:
     from solvers import SOLVERS, SolveResult, run_solvers
 
     problem = load_task(args.task)
+    if args.disaggregated and not is_serving(problem):
+        raise PlannerError(f"--disaggregated: prefill/decode disaggregation is for inference tasks; {args.task} is a "
+                           f"{'DLRM' if is_recsys(problem) else 'training'} task")
     if is_serving(problem):
         from planner.cli import serving_commands
 
@@ -86,5 +89,7 @@ def add_parser(sub) -> None:
                       help="comma-separated (add exhaustive for small problems); DLRM tasks default to "
                       "cpsat,greedy,madmax-mp,row-wise")
     cmp_.add_argument("--plan", action="append", help="also price this plan file (repeatable)")
+    cmp_.add_argument("--disaggregated", action="store_true",
+                      help="inference tasks: add the best prefill/decode disaggregated deployment as a row")
     add_search_flags(cmp_)
     cmp_.set_defaults(func=run)

@@ -75,7 +75,6 @@ def run_serving(args: argparse.Namespace, problem) -> int:
     from planner.report.serving import render_serving_estimate, serving_estimate_json
     from planner.serving.cost import evaluate as evaluate_serving
     from planner.serving.plan import ServingPlan, check_plan
-    from planner.serving.plan_io import load_serving_plan
 
     overrides = {key: getattr(args, key) for key in SERVING_FLAGS if getattr(args, key) is not None}
     other = [flag for key, flag in PLAN_FLAGS.items() if key not in SERVING_FLAGS and getattr(args, key) not in (None, False)]
@@ -84,7 +83,15 @@ def run_serving(args: argparse.Namespace, problem) -> int:
                          "a serving plan has --tp, --pp and --dp")
     named = " ".join(PLAN_FLAGS[k] for k in overrides)
     if args.plan:
-        plan = load_serving_plan(args.plan)
+        from planner.cli import serving_disagg
+
+        plan = serving_disagg.load_plan(args.plan)
+        if not isinstance(plan, ServingPlan):
+            if overrides:
+                raise InputError(f"{named}: a disaggregated plan ({args.plan}) sets tp, pp and dp per pool; edit its "
+                                 "prefill and decode blocks instead of passing plan flags")
+            check_plan_matches(plan, problem, args.plan, args.task)
+            return serving_disagg.estimate(args, problem, plan)
         source = f"{args.plan} with {named}" if overrides else args.plan
         if overrides:
             plan = build(ServingPlan, plan.model_dump() | overrides, source)

@@ -158,6 +158,10 @@ def compare(args: argparse.Namespace, problem, default_solvers: str) -> int:
     rows: list[tuple[str, str, object, object, str]] = [
         (result.solver, result.status, result.plan, result.best.estimate if result.best else None,
          result.infeasibility or "; ".join(result.notes))]
+    if getattr(args, "disaggregated", False):
+        from planner.cli.serving_disagg import compare_row
+
+        rows.append(compare_row(problem, _deadline(args)))
     for label, plan, why in baseline_plans(problem):
         rows.append((label, "BASELINE", plan, evaluate(problem, plan) if plan is not None else None, why))
     for label, plan in given:

@@ -34,7 +34,17 @@ def run(args: argparse.Namespace) -> int:
     if is_serving(problem):
         from planner.cli import serving_commands
 
+        if args.disaggregated:
+            from planner.cli import serving_disagg
+
+            if args.solver not in ("cpsat", "serving-disaggregated"):
+                raise PlannerError(f"--solver {args.solver[:40]!r}: --disaggregated runs the serving-disaggregated "
+                                   "search; drop --solver")
+            return serving_disagg.solve(args, problem)
         return serving_commands.solve(args, problem)
+    if args.disaggregated:
+        raise PlannerError(f"--disaggregated: prefill/decode disaggregation is for inference tasks; {args.task} is a "
+                           f"{'DLRM' if is_recsys(problem) else 'training'} task")
     if args.pareto:
         raise PlannerError(f"--pareto: the Pareto front of throughput per GPU against TPOT is for inference tasks; "
                            f"{args.task} is a training task")
@@ -119,5 +129,8 @@ def add_parser(sub) -> None:
     sol.add_argument("--check-with", help="Megatron-LM checkout whose own parser checks the --export megatron")
     sol.add_argument("--pareto", action="store_true",
                      help="inference tasks: also print the Pareto front of output tokens/s per GPU against TPOT")
+    sol.add_argument("--disaggregated", action="store_true",
+                     help="inference tasks: search prefill/decode disaggregated deployments (a prefill pool and a "
+                     "decode pool), shown beside the best colocated one")
     add_search_flags(sol)
     sol.set_defaults(func=run)

@@ -1,0 +1,328 @@
+"""The disaggregated serving search: every configuration of a declared space priced by the cost
+model (planner.serving.disagg), the best kept; exact over that space because the objective
+separates by pool.
+
+The declared space on N GPUs:
+- pool sizes: the prefill pool takes P GPUs and the decode pool N - P (both >= 1). When N is
+  more than one node (the cluster's first tier), each pool takes whole nodes (P a multiple of
+  the node size), as disaggregated deployments place prefill and decode instances on separate
+  nodes; inside one node every split is searched;
+- each pool's replica shape: the colocated search's layouts over the pool's GPUs
+  (solvers.serving.layouts: tp dividing one node and the pool, pp dividing the rest, dp filling
+  the pool; ep and dp_attention where the model has experts or latent attention);
+- the prefill chunk (max_num_batched_tokens) in PREFILL_CHUNKS;
+- the decode batch per replica (max_num_seqs) as a micro-batch m of ceil(B / pp) sequences:
+  m = 1, 2, 4, ... (powers of two) and the largest m whose batch fits in memory and meets the
+  TPOT target (found by bisection: a decode round never gets shorter as its micro-batch grows),
+  each with the largest batch of that micro-batch (m x pp, or the memory limit); with a task
+  concurrency the batch is also capped at ceil(concurrency / dp) and that cap is searched.
+
+Why this is exact over the space: the deployment serves min(prefill pool rate, decode pool
+rate) requests per second; TTFT and the prefill memory depend on the prefill pool only, TPOT and
+the decode memory on the decode pool only. So for each pool size the best prefill configuration
+(the highest pool rate meeting the TTFT target and fitting) and the best decode configuration
+(likewise with TPOT) are found separately, and the best split is the best of their minimum.
+Ties go to the lower TPOT, then the lower TTFT.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from planner.serving.disagg import (
+    DecodePrice,
+    DisaggregatedPlan,
+    PrefillPrice,
+    ServingPool,
+    combine,
+    decode_max_batch,
+    price_decode,
+    price_prefill,
+    pool_problem,
+)
+from planner.serving.problem import ServingProblem
+from planner.serving.plan import check_plan
+from solvers.serving import Priced, ServingSolveResult, _divisors, expert_choices, node_size, valid_tps
+
+SOLVER_NAME = "serving-disaggregated"
+PREFILL_CHUNKS = (2048, 4096, 8192, 16384)
+"""Prefill chunk sizes searched (SGLang's chunked_prefill_size and vLLM's
+max_num_batched_tokens are powers of two in this range in their docs and recipes)."""
+
+
+def pool_sizes(problem: ServingProblem) -> list[int]:
+    """Prefill pool sizes of the declared space (module doc)."""
+    devices = problem.cluster.num_devices
+    node = node_size(problem)
+    step = node if devices > node else 1
+    return list(range(step, devices, step))
+
+
+def _shapes(problem: ServingProblem, devices: int) -> list[ServingPool]:
+    """Replica shapes of a pool of `devices` GPUs, max_num_seqs unset: the colocated search's
+    (solvers.serving.layouts) tp, pp, dp, ep and dp_attention over the pool's GPUs."""
+    sub = pool_problem(problem, devices)
+    out = []
+    for tp in valid_tps(sub):
+        for pp in _divisors(devices // tp):
+            if pp > problem.model.num_layers:
+                continue
+            dp = devices // (tp * pp)
+            for ep, dpa in expert_choices(sub, tp, dp):
+                pool = ServingPool(tp=tp, pp=pp, dp=dp, ep=ep, dp_attention=dpa)
+                if not check_plan(pool, sub):
+                    out.append(pool)
+    return out
+
+
+def _shape_key(pool: ServingPool) -> tuple:
+    """What a replica's price depends on: everything but dp (a replica is priced alone; an
+    expert-parallel group spans ep / tp replicas whatever their number)."""
+    return (pool.tp, pool.pp, pool.ep, pool.dp_attention, pool.max_num_batched_tokens)
+
+
+@dataclass(frozen=True)
+class PoolChoice:
+    """The best configuration of one pool for one pool size."""
+
+    pool: ServingPool
+    rate: float
+    """Requests per second of the whole pool (decode: at most the concurrency allows)."""
+    price: PrefillPrice | DecodePrice
+    fitting: int = 0
+
+
+def best_prefill(problem: ServingProblem, devices: int,
+                 cache: dict | None = None) -> tuple[PoolChoice | None, int, dict]:
+    """(the best prefill pool on `devices` GPUs or None, configurations priced, why none: the
+    closest misses per constraint). `cache`: replica prices by shape (_shape_key), shared
+    between pool sizes."""
+    target = problem.task.targets.ttft_s
+    cache = {} if cache is None else cache
+    best, priced, misses = None, 0, {}
+    for shape in _shapes(problem, devices):
+        for chunk in PREFILL_CHUNKS:
+            pool = shape.model_copy(update={"max_num_batched_tokens": chunk})
+            key = _shape_key(pool)
+            if key not in cache:
+                cache[key] = price_prefill(problem, pool)
+            price = cache[key]
+            priced += 1
+            if not all(s.fits for s in price.memory):
+                over = max(s.total_bytes - s.capacity_bytes for s in price.memory)
+                misses["memory"] = min(misses.get("memory", math.inf), over)
+                continue
+            if target is not None and price.ttft_max_s > target:
+                misses["ttft"] = min(misses.get("ttft", math.inf), price.ttft_max_s - target)
+                continue
+            rate = pool.dp * price.requests_per_s
+            if best is None or (rate, -price.ttft_max_s) > (best.rate, -best.price.ttft_max_s):
+                best = PoolChoice(pool, rate, price)
+    return best, priced, misses
+
+
+def _decode_price(problem: ServingProblem, pool: ServingPool, batch: int, cache: dict | None) -> DecodePrice:
+    """price_decode of a decode replica whose token budget is its batch, cached by shape and batch."""
+    tied = pool.model_copy(update={"max_num_seqs": batch, "max_num_batched_tokens": max(batch, pool.pp)})
+    if cache is None:
+        return price_decode(problem, tied, batch)
+    key = ("decode", _shape_key(pool.model_copy(update={"max_num_batched_tokens": 0})), batch)
+    if key not in cache:
+        cache[key] = price_decode(problem, tied, batch)
+    return cache[key]
+
+
+def _decode_batches(problem: ServingProblem, pool: ServingPool, fitting: int, cache: dict | None = None) -> list[int]:
+    """Decode batches of the declared space for one replica shape (module doc)."""
+    cap = fitting
+    if problem.task.concurrency is not None:
+        cap = min(cap, math.ceil(problem.task.concurrency / pool.dp))
+    if cap < pool.pp:
+        return []
+    top = math.ceil(cap / pool.pp)
+    micros = {1 << k for k in range(top.bit_length()) if 1 << k <= top}
+    target = problem.task.targets.tpot_s
+    if target is not None:  # the largest micro-batch meeting the TPOT target (rounds grow with it)
+        low, high = 0, top + 1
+        for m in sorted(micros | {top}):  # bracket it between the grid's points (priced anyway)
+            if _decode_price(problem, pool, min(m * pool.pp, cap), cache).tpot_s <= target:
+                low = m
+            else:
+                high = m
+                break
+        while high - low > 1:
+            mid = (low + high) // 2
+            if _decode_price(problem, pool, min(mid * pool.pp, cap), cache).tpot_s <= target:
+                low = mid
+            else:
+                high = mid
+        if low:
+            micros.add(low)
+    micros.add(top)
+    return sorted({min(m * pool.pp, cap) for m in micros})
+
+
+def best_decode(problem: ServingProblem, devices: int,
+                cache: dict | None = None) -> tuple[PoolChoice | None, int, dict, list[PoolChoice]]:
+    """(the best decode pool on `devices` GPUs or None, configurations priced, the closest misses,
+    every fitting choice: the Pareto front's points). `cache`: replica prices and batch limits
+    by shape, shared between pool sizes."""
+    target = problem.task.targets.tpot_s
+    concurrency = problem.task.concurrency
+    cache = {} if cache is None else cache
+    best, priced, misses, fitting_choices = None, 0, {}, []
+    for shape in _shapes(problem, devices):
+        key = _shape_key(shape)
+        if ("fits", key) not in cache:
+            cache[("fits", key)] = decode_max_batch(problem, shape, tied=True)
+        fitting = cache[("fits", key)]
+        if fitting < shape.pp:
+            misses["memory"] = True
+            continue
+        for batch in _decode_batches(problem, shape, fitting, cache):
+            pool = shape.model_copy(update={"max_num_seqs": batch, "max_num_batched_tokens": max(batch, shape.pp)})
+            price = _decode_price(problem, pool, batch, cache)
+            priced += 1
+            rate = pool.dp * price.requests_per_s
+            if concurrency is not None and concurrency < batch * pool.dp:
+                rate *= concurrency / (batch * pool.dp)
+            choice = PoolChoice(pool, rate, price, fitting)
+            fitting_choices.append(choice)
+            if target is not None and price.tpot_s > target:
+                misses["tpot"] = min(misses.get("tpot", math.inf), price.tpot_s - target)
+                continue
+            if best is None or (rate, -price.tpot_s) > (best.rate, -best.price.tpot_s):
+                best = choice
+    return best, priced, misses, fitting_choices
+
+
+def _priced(problem: ServingProblem, prefill: PoolChoice, decode: PoolChoice) -> Priced:
+    plan = DisaggregatedPlan(family="serving", prefill=prefill.pool, decode=decode.pool)
+    estimate = combine(problem, plan, prefill.price, decode.price, decode.fitting)
+    return Priced(plan, estimate)  # type: ignore[arg-type]
+
+
+def _key(p: Priced) -> tuple:
+    e = p.estimate
+    return (-e.output_tokens_per_s_per_gpu, e.tpot_s, e.ttft_max_s)
+
+
+def pareto_front(points: list[Priced]) -> list[Priced]:
+    """The configurations no other beats on both output tokens/s per GPU (higher) and TPOT
+    (lower), by increasing TPOT (as solvers.serving.pareto_front, for disaggregated plans)."""
+    front: list[Priced] = []
+    for p in sorted(points, key=lambda p: (p.estimate.tpot_s, _key(p))):
+        if not front or p.throughput_per_gpu > front[-1].throughput_per_gpu:
+            if front and p.estimate.tpot_s == front[-1].estimate.tpot_s:
+                front.pop()
+            front.append(p)
+    return front
+
+
+def solve_disaggregated(problem: ServingProblem, deadline: float | None = None,
+                        pareto: bool = False) -> ServingSolveResult:
+    """The best disaggregated deployment of the declared space (module doc) until `deadline`
+    (time.perf_counter() seconds; None: no limit)."""
+    started = time.perf_counter()
+    result = ServingSolveResult(solver=SOLVER_NAME, status="")
+    if problem.task.engine.batching != "continuous":
+        result.status = "INFEASIBLE"
+        result.infeasibility = "disaggregated serving runs continuous batching; the task's engine.batching is static"
+        return result
+    sizes = pool_sizes(problem)
+    best: Priced | None = None
+    front_points: list[Priced] = []
+    misses: dict[str, float] = {}
+    feasible_pools = {"prefill": False, "decode": False}
+    prefill_cache: dict = {}
+    decode_cache: dict = {}
+    stopped = False
+    evaluated = 0
+    for size in sizes:
+        if deadline is not None and time.perf_counter() > deadline:
+            stopped = True
+            break
+        prefill, n_p, miss_p = best_prefill(problem, size, prefill_cache)
+        decode, n_d, miss_d, choices = best_decode(problem, problem.cluster.num_devices - size, decode_cache)
+        evaluated += n_p + n_d
+        feasible_pools["prefill"] |= prefill is not None
+        feasible_pools["decode"] |= decode is not None
+        for pool, found in (("prefill", miss_p), ("decode", miss_d)):
+            for name, value in found.items():
+                key = (pool, name)
+                misses[key] = min(misses.get(key, math.inf), value if isinstance(value, float) else math.inf)
+        if prefill is None:
+            continue
+        if pareto:
+            ttft = problem.task.targets.ttft_s
+            front_points += [_priced(problem, prefill, c) for c in choices
+                             if ttft is None or prefill.price.ttft_max_s <= ttft]
+        if decode is None:
+            continue
+        candidate = _priced(problem, prefill, decode)
+        if best is None or _key(candidate) < _key(best):
+            best = candidate
+    result.best = best
+    result.evaluated = evaluated
+    result.space_size = evaluated
+    result.layouts = len(sizes)
+    if pareto:
+        result.pareto = pareto_front(front_points)
+    if stopped:
+        result.status = "FEASIBLE" if best is not None else "UNKNOWN"
+        result.notes.append(f"the time limit was reached after {evaluated:,} configurations; the pool sizes left "
+                            "are not bounded, so the plan is the best found, not proven optimal")
+    elif best is not None:
+        result.status = "OPTIMAL"
+        result.best_bound_tokens_per_s_per_gpu = best.throughput_per_gpu
+    else:
+        result.status = "INFEASIBLE"
+        result.infeasibility = _why(problem, sizes, misses, feasible_pools)
+    result.notes.append(f"disaggregated: {len(sizes)} prefill/decode splits ({_splits(sizes, problem)}), "
+                        f"{evaluated:,} pool configurations priced (prefill chunks {', '.join(map(str, PREFILL_CHUNKS))}; "
+                        "decode micro-batches on powers of two and the largest meeting memory and TPOT)")
+    result.wall_time_s = time.perf_counter() - started
+    return result
+
+
+def _splits(sizes: list[int], problem: ServingProblem) -> str:
+    n = problem.cluster.num_devices
+    if len(sizes) <= 4:
+        return ", ".join(f"{p}:{n - p}" for p in sizes)
+    return f"{sizes[0]}:{n - sizes[0]} .. {sizes[-1]}:{n - sizes[-1]}"
+
+
+def _why(problem: ServingProblem, sizes: list[int], misses: dict[tuple[str, str], float],
+         feasible_pools: dict[str, bool]) -> str:
+    """Why no split is feasible: the pool none of whose configurations is, with the closest miss
+    per constraint; or that each pool is feasible at some split but never both at one."""
+    from planner.core.units import format_bytes, format_seconds
+
+    if not sizes:
+        return (f"no split: {problem.cluster.num_devices} GPU(s) cannot hold a prefill pool and a decode pool "
+                "(disaggregation needs at least two GPUs, whole nodes each beyond one node)")
+    targets = problem.task.targets
+    reasons = []
+    for pool in ("prefill", "decode"):
+        if feasible_pools[pool]:
+            continue
+        found = {n: v for (p, n), v in misses.items() if p == pool}
+        if len(found) > 1:
+            found.pop("memory", None)  # some configurations fit and missed a target: that target binds
+        for name, value in sorted(found.items()):
+            if name == "ttft":
+                reasons.append(f"ttft: no prefill pool meets the {format_seconds(targets.ttft_s)} TTFT target (the "
+                               f"closest misses it by {format_seconds(value)})")
+            elif name == "tpot":
+                reasons.append(f"tpot: no decode pool meets the {format_seconds(targets.tpot_s)} TPOT target (the "
+                               f"closest misses it by {format_seconds(value)})")
+            else:
+                reasons.append(f"memory: a {pool} replica does not fit on any split"
+                               + (f" (the closest is over by {format_bytes(value)})" if math.isfinite(value) else
+                                  " (not one sequence per pipeline stage)"))
+    if reasons:
+        return "; ".join(reasons)
+    return ("no split has both a feasible prefill pool and a feasible decode pool (each is feasible at some split: "
+            "try more GPUs or looser targets)")
