@@ -17,7 +17,12 @@ torchtitan's own "selective" mode is something else (every Nth block fully, or o
 keep matmul outputs, recompute the rest) and is not used.
 
 fp8: Float8 linear layers with the tensorwise (per-tensor dynamic scaling) recipe, written
-explicitly (0.2: [quantize.linear.float8] recipe_name). torchtitan 0.3 sets converters in a
+explicitly (0.2: [quantize.linear.float8] recipe_name).
+
+A task whose framework profile is torchtitan (planner/llm/frameworks.py) exports the settings it
+was priced with: compile (model and loss), its float8 recipe (tensorwise or rowwise), async TP
+where TP > 1, and selective recompute as torchtitan's op-level policy (selective_ac_option "op"),
+which is what that profile prices. torchtitan 0.3 sets converters in a
 config_registry function, not by flag, and offers rowwise recipes only, so an fp8 plan is an
 error there. TP communication
 overlap is async TP, which needs torch.compile of the model (compile is switched on).
@@ -158,9 +163,19 @@ def _moe_shard(problem: Problem, plan: Plan) -> int:
     return plan.dp
 
 
+def profile_options(problem: Problem) -> dict | None:
+    """The torchtitan profile's options (defaults filled) of the task, or None for another profile."""
+    from planner.llm import frameworks
+
+    framework = problem.task.framework
+    name, _ = frameworks.parse_name(framework.profile)
+    return frameworks.check_options(name, framework.options) if name == "torchtitan" else None
+
+
 def torchtitan_settings(problem: Problem, plan: Plan, version: str) -> tuple[dict[str, dict], list[str]]:
     task = problem.task
     notes = []
+    profile = profile_options(problem)
     moe = problem.model.family == "moe"
     if plan.zero_stage == 0 and moe and plan.ep > 1:
         shard = _moe_shard(problem, plan)
@@ -187,13 +202,21 @@ def torchtitan_settings(problem: Problem, plan: Plan, version: str) -> tuple[dic
         degrees, moe_notes = _expert_grid(problem, plan, version, shard)
         parallelism.update(degrees)
         notes += moe_notes
-    if plan.tp_comm_overlap:
+    async_tp = plan.tp_comm_overlap or bool(profile and profile["async_tp"] and plan.tp > 1)
+    if async_tp:
         if version == "0.2":
             parallelism["enable_async_tensor_parallel"] = True
         settings["compile"] = {"enable": True, "components": ["model", "loss"]}
         if version == "0.3":
             settings["compile"]["enable_async_tensor_parallel"] = True
-        notes.append("TP overlap is torchtitan's async TP, which needs torch.compile: compile is enabled")
+        if profile is None or not profile["compile"]:
+            notes.append("TP overlap is torchtitan's async TP, which needs torch.compile: compile is enabled")
+        if not plan.tp_comm_overlap:
+            notes.append("APPROXIMATION: the profile's async_tp is exported; the plan was priced without TP overlap")
+    elif profile and profile["compile"]:
+        settings["compile"] = {"enable": True, "components": ["model", "loss"]}
+    if profile and profile["async_tp"] and plan.tp == 1:
+        notes.append("the profile's async_tp has no effect at TP 1: not exported")
     if plan.tp > 1 and not plan.sp:
         notes.append("APPROXIMATION: torchtitan's TP always shards the sequence (SP); the plan had SP off")
     num_micro_batches = plan.num_micro_batches(task.num_sequences)
@@ -210,7 +233,9 @@ def torchtitan_settings(problem: Problem, plan: Plan, version: str) -> tuple[dic
         # that synchronizes with the CPU (its all-to-all one; trainer.py _validate_cuda_graphs)
         training["disable_cuda_graphs"] = True
     settings = {"training": training, "parallelism": parallelism, **settings}
-    if plan.recompute == "selective":
+    if plan.recompute == "selective" and profile is not None:
+        mode = "selective"  # priced as torchtitan's op-level policy (the profile's selective_recompute)
+    elif plan.recompute == "selective":
         mode = "none"
         notes.append('selective recompute (Megatron: core attention only) -> activation_checkpoint "none": '
                      "torchtitan's SDPA attention stores no s x s scores, which is all it saves; torchtitan's own "
@@ -226,17 +251,24 @@ def torchtitan_settings(problem: Problem, plan: Plan, version: str) -> tuple[dic
         if mode == "full" and counts != plan.layers_per_stage(problem.model.num_layers):
             notes.append(f"APPROXIMATION: per-stage recompute counts {counts} exported as full recompute of every layer")
     settings["activation_checkpoint"] = {"mode": mode}
+    if mode == "selective":
+        if version == "0.2":
+            settings["activation_checkpoint"]["selective_ac_option"] = "op"
+        else:
+            notes.append("APPROXIMATION: torchtitan 0.3's selective activation checkpointing keeps its default "
+                         "option; the plan was priced with the op-level policy (selective_ac_option \"op\")")
     if moe and version == "0.2":
         module, flavor, _ = moe_flavor(problem, version)
         settings["model"] = {"name": module, "flavor": flavor}
     if task.precision == "fp8":
+        recipe = profile["float8"] if profile else FP8_RECIPE
         if version == "0.3":
             raise ExportError("fp8: torchtitan 0.3 sets model converters in a config_registry function "
                               "(model_registry(..., converters=[Float8LinearConverter.Config(...)])), not by flag, "
-                              f"and its Float8 recipes are rowwise only (the plan's is {FP8_RECIPE}); "
+                              f"and its Float8 recipes are rowwise only (the plan's is {recipe}); "
                               "export --target-version 0.2")
         settings.setdefault("model", {})["converters"] = [FP8_CONVERTER]
-        settings["quantize.linear.float8"] = {"recipe_name": FP8_RECIPE}
+        settings["quantize.linear.float8"] = {"recipe_name": recipe}
     elif task.precision == "fp16":
         notes.append("APPROXIMATION: fp16 exported as bf16: torchtitan's mixed precision is bf16 or fp32 (same "
                      "GEMM rate and bytes as fp16)")

@@ -118,6 +118,16 @@ class Framework(Spec):
         default=0.10, ge=0, le=1, description="Extra fraction of activation memory lost to fragmentation."
     )
 
+    @field_validator("options", mode="before")
+    @classmethod
+    def _option_values(cls, value: Any) -> Any:
+        """One message per bad option value (not one per member of the bool | str union)."""
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(item, (bool, str)):
+                    raise ValueError(f"{key}: expected true, false or a name, got {type(item).__name__}")
+        return value
+
     @field_validator("profile")
     @classmethod
     def _profile(cls, value: str) -> str:
