@@ -431,7 +431,10 @@ def baseline_plans(problem: ServingProblem) -> list[tuple[str, ServingPlan | Non
     - "TP = GPUs per node, one replica per node": tp = the largest TP of the space (one node's
       GPUs when the model's heads allow), pp = 1, dp = GPUs / tp;
     - "smallest TP that fits, most replicas": the smallest TP of the space with which one
-      sequence fits in memory at pp = 1, dp = GPUs / tp."""
+      sequence fits in memory at pp = 1, dp = GPUs / tp.
+    For an MoE model the first has ep = tp (SGLang's --ep-size equal to --tp-size) and the second
+    the widest expert parallelism of the space (vLLM's --enable-expert-parallel: EP = TP x DP
+    where the experts divide so, else the largest ep that does); TP attention in both."""
     devices = problem.cluster.num_devices
     tps = valid_tps(problem)
     out: list[tuple[str, ServingPlan | None, str]] = []
@@ -441,7 +444,7 @@ def baseline_plans(problem: ServingProblem) -> list[tuple[str, ServingPlan | Non
     tp = tps[-1]
     out.append(("tp-per-node", _baseline(problem, tp), ""))
     for tp in tps:
-        plan = _baseline(problem, tp)
+        plan = _baseline(problem, tp, widest=True)
         if max_batch(problem, plan) >= 1:
             out.append(("smallest-tp", plan, ""))
             break
@@ -450,14 +453,16 @@ def baseline_plans(problem: ServingProblem) -> list[tuple[str, ServingPlan | Non
     return out
 
 
-def _baseline(problem: ServingProblem, tp: int) -> ServingPlan:
-    """A baseline replica of tp GPUs, pp 1: for an MoE model the experts over the TP group (ep =
-    tp: SGLang's --ep-size equal to --tp-size) when the experts divide so, else split over TP
-    (ep 1); TP attention."""
+def _baseline(problem: ServingProblem, tp: int, widest: bool = False) -> ServingPlan:
+    """A baseline replica of tp GPUs, pp 1, TP attention: for an MoE model the experts over the
+    TP group (ep = tp) or, `widest`, the largest ep of the space; ep 1 when none is valid."""
     devices = problem.cluster.num_devices
     plan = ServingPlan(family="serving", tp=tp, pp=1, dp=devices // tp)
-    if problem.model.family == "moe" and tp > 1:
-        with_ep = plan.model_copy(update={"ep": tp})
-        if not check_plan(with_ep, problem):
-            return with_ep
+    if problem.model.family != "moe":
+        return plan
+    eps = sorted({ep for ep, _ in expert_choices(problem, tp, devices // tp)}, reverse=True)
+    for ep in (eps if widest else [tp]):
+        candidate = plan.model_copy(update={"ep": ep})
+        if not check_plan(candidate, problem):
+            return candidate
     return plan

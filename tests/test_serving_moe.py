@@ -31,7 +31,7 @@ from planner.serving.moe_forward import moe_pass_cost
 from planner.serving.plan import ServingPlan, check_plan
 from planner.serving.problem import ServingProblem
 from planner.serving.task import InferenceTask
-from solvers.serving import _served, layouts, pareto_front, plan_of, solve_serving
+from solvers.serving import Priced, _range_bound, _served, layouts, plan_of, solve_serving
 
 from .conftest import PROBLEMS
 
@@ -420,6 +420,26 @@ def test_tpot_ttft_and_time_per_request_are_nondecreasing_in_the_batch(tmp_path)
                         assert b >= a * (1 - 1e-12), (path.read_text(), lay, batch)
                 previous = now
     assert checked > 500
+
+
+def test_the_range_bound_holds_and_is_tight_at_decode(tmp_path):
+    """r(B) <= r(lo) n(hi) / n(lo) for every B in lo..hi (the bound that lets the search skip
+    configurations), and it is tight: at memory-bound decode sizes a step barely grows with one
+    more sequence, so for some adjacent pair the bound is within 2% of the next batch's price
+    (a bound scaled down by a few percent would cut optimal configurations: this fails)."""
+    problem = load_task(write_task(tmp_path, model="./mini-gqa.yaml", devices=8, hbm="80GB", input_tokens=256,
+                                   output_tokens=256, concurrency=400, precision="bf16", engine="{name: vllm}",
+                                   ttft=None, tpot=None))
+    ratios = []
+    for lay in layouts(problem)[:6]:
+        low = Priced(plan_of(lay, lay.pp), evaluate(problem, plan_of(lay, lay.pp), lay.max_batch_fits))
+        for hi in range(lay.pp + 1, min(lay.batch_cap, lay.pp + 12) + 1):
+            rate = evaluate(problem, plan_of(lay, hi), lay.max_batch_fits).output_tokens_per_s_per_gpu
+            bound = _range_bound(problem, lay, low, hi)
+            assert rate <= bound * (1 + 1e-12)
+            if hi == lay.pp + 1:
+                ratios.append(bound / rate)
+    assert min(ratios) < 1.02
 
 
 def test_the_issue_targets_are_proven_optimal():
