@@ -73,4 +73,4 @@ def test_a_missed_target_is_reported(tmp_path, capsys):
 def test_commands_without_a_serving_path_say_so(argv, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "llama3-70b-8xh100-serving.yaml: inference:" in err and "does not handle inference tasks yet" in err
+    assert "llama3-70b-8xh100-serving.yaml: inference: --to megatron exports training plans" in err
