@@ -206,7 +206,7 @@ def run_serving(args: argparse.Namespace, problem, solve: bool = False) -> int:
     from planner.core.files import write_atomic
     from planner.export.serving import export_serving
     from planner.export.serving_check import table
-    from planner.serving.plan import check_plan
+    from planner.serving.plan import ServingPlan, check_plan
     from planner.serving.plan_io import load_serving_plan
 
     task_source = problem.source
@@ -233,6 +233,9 @@ def run_serving(args: argparse.Namespace, problem, solve: bool = False) -> int:
             return code
     else:
         plan = load_serving_plan(args.plan)
+        if not isinstance(plan, ServingPlan):  # e.g. a disaggregated plan: a prefill and a decode pool
+            raise ExportError(f"{args.plan}: {type(plan).__name__}: the serving exports write one colocated server "
+                              "configuration (tp, pp, dp); this plan's kind is not exported")
         source = args.plan
         inputs = [args.plan, *problem.files]
         check_output(args.output, inputs)
