@@ -15,8 +15,9 @@ The declared space of an inference task on N GPUs:
 - max_num_batched_tokens stays at the plan default (8192, the prefill chunk);
 - mixture-of-experts models also: ep = 1, or a multiple of tp that divides tp x dp and the
   routed experts (planner.serving.plan: the experts dealt over whole TP groups of ep / tp
-  replicas); dp_attention false, and also true for an MLA model (a dense model has ep = 1,
-  dp_attention false only, so its space is as before).
+  replicas); dp_attention false, and also true for an MLA model with tp > 1 (with tp 1 it prices
+  as TP attention: an exact duplicate). A dense model has ep = 1, dp_attention false only, so
+  its space is as before.
 
 Feasible: the replica fits in memory, the slowest request kind's TTFT meets targets.ttft_s
 and TPOT meets targets.tpot_s. Objective: output tokens/s per GPU, maximised; ties go to the
@@ -148,7 +149,8 @@ def expert_choices(problem: ServingProblem, tp: int, dp: int) -> list[tuple[int,
     if model.family != "moe":
         return [(1, False)]
     eps = [1] + [ep for ep in _divisors(tp * dp) if ep > 1 and ep % tp == 0 and model.moe.num_experts % ep == 0]
-    attention = [False, True] if model.latent_attention else [False]
+    # dp_attention with tp 1 is TP 1 attention: the same price, so left out (an exact duplicate)
+    attention = [False, True] if model.latent_attention and tp > 1 else [False]
     return [(ep, dpa) for ep in eps for dpa in attention]
 
 

@@ -442,6 +442,24 @@ def test_the_range_bound_holds_and_is_tight_at_decode(tmp_path):
     assert min(ratios) < 1.02
 
 
+def test_a_time_limit_after_every_layout_is_bounded_reports_a_proven_bound(monkeypatch):
+    """Stopped by the time limit once every layout has its range, the search is FEASIBLE with
+    the highest range bound left as its bound: at least the plan found and at least the true
+    optimum (the whole search's objective)."""
+    from solvers import serving as search
+
+    problem = load_task(QWEN_TASK)
+    optimum = solve_serving(problem).objective_tokens_per_s_per_gpu
+    clock = iter(range(10**6))
+    monkeypatch.setattr(search.time, "perf_counter", lambda: float(next(clock)))
+    result = solve_serving(problem, deadline=len(layouts(problem)) + 20.0)
+    assert result.status == "FEASIBLE"
+    bound = result.best_bound_tokens_per_s_per_gpu
+    assert bound is not None and bound >= optimum >= result.objective_tokens_per_s_per_gpu
+    assert result.gap is not None and result.gap >= 0
+    assert "bounded by" in result.notes[0]
+
+
 def test_the_issue_targets_are_proven_optimal():
     """Qwen3-235B on a GB200 NVL72 and DeepSeek-V3 on 12 x 8 H100: OPTIMAL, bound = objective,
     with only a small share of the space priced (the rest bounded below the optimum)."""
