@@ -273,7 +273,9 @@ def solve_disaggregated(problem: ServingProblem, deadline: float | None = None,
     if stopped:
         result.status = "FEASIBLE" if best is not None else "UNKNOWN"
         result.notes.append(f"the time limit was reached after {evaluated:,} configurations; the pool sizes left "
-                            "are not bounded, so the plan is the best found, not proven optimal")
+                            "are not bounded, so " + ("the plan is the best found, not proven optimal"
+                                                      if best is not None else "no plan was found: give a longer "
+                                                      "--time-limit"))
     elif best is not None:
         result.status = "OPTIMAL"
         result.best_bound_tokens_per_s_per_gpu = best.throughput_per_gpu

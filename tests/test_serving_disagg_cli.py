@@ -115,3 +115,9 @@ def test_an_infeasible_disaggregated_search_names_the_constraint(capsys, tmp_pat
     assert main(["solve", str(task), "--disaggregated"]) == 3
     out = capsys.readouterr().out
     assert "INFEASIBLE" in out and "tpot: no decode pool meets the 1.00 ms TPOT target" in out and "ttft:" not in out.split("colocated")[0]
+
+
+def test_a_time_limit_too_short_says_no_plan_was_found(capsys):
+    assert main(["solve", TASK, "--disaggregated", "--time-limit", "0.001"]) == 3
+    out = capsys.readouterr().out
+    assert "serving-disaggregated: UNKNOWN" in out and "no plan was found" in out
