@@ -23,6 +23,11 @@ the decode memory on the decode pool only. So for each pool size the best prefil
 (the highest pool rate meeting the TTFT target and fitting) and the best decode configuration
 (likewise with TPOT) are found separately, and the best split is the best of their minimum.
 Ties go to the lower TPOT, then the lower TTFT.
+
+Speed: a replica's price depends on its shape, not on dp or the pool size, so prices are cached
+across pool sizes; without --pareto, a decode shape (and a batch of it) whose rate bound
+dp x batch / ((E[o] - 1) x the shape's shortest round) is below the best decode rate found is
+skipped (a round never shortens as the batch grows, which the serving cost's tests check).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from planner.serving.disagg import (
     ServingPool,
     combine,
     decode_max_batch,
+    decode_steps,
     price_decode,
     price_prefill,
     pool_problem,
@@ -146,12 +152,11 @@ def _decode_batches(problem: ServingProblem, pool: ServingPool, fitting: int, ca
     target = problem.task.targets.tpot_s
     if target is not None:  # the largest micro-batch meeting the TPOT target (rounds grow with it)
         low, high = 0, top + 1
-        for m in sorted(micros | {top}):  # bracket it between the grid's points (priced anyway)
+        for m in sorted(micros | {top}, reverse=True):  # bracket it between the grid's points, largest first
             if _decode_price(problem, pool, min(m * pool.pp, cap), cache).tpot_s <= target:
                 low = m
-            else:
-                high = m
                 break
+            high = m
         while high - low > 1:
             mid = (low + high) // 2
             if _decode_price(problem, pool, min(mid * pool.pp, cap), cache).tpot_s <= target:
@@ -164,15 +169,22 @@ def _decode_batches(problem: ServingProblem, pool: ServingPool, fitting: int, ca
     return sorted({min(m * pool.pp, cap) for m in micros})
 
 
-def best_decode(problem: ServingProblem, devices: int,
-                cache: dict | None = None) -> tuple[PoolChoice | None, int, dict, list[PoolChoice]]:
+def best_decode(problem: ServingProblem, devices: int, cache: dict | None = None,
+                prune: bool = True) -> tuple[PoolChoice | None, int, dict, list[PoolChoice]]:
     """(the best decode pool on `devices` GPUs or None, configurations priced, the closest misses,
     every fitting choice: the Pareto front's points). `cache`: replica prices and batch limits
-    by shape, shared between pool sizes."""
+    by shape, shared between pool sizes. `prune`: skip a replica shape whose rate bound
+
+        dp x (its largest batch) / ((E[o] - 1) x TPOT at its smallest batch)
+
+    (a round never shortens as the batch grows) is below the best rate found; shapes are tried
+    in decreasing order of that bound. Off when every fitting choice is wanted (the front)."""
     target = problem.task.targets.tpot_s
     concurrency = problem.task.concurrency
     cache = {} if cache is None else cache
     best, priced, misses, fitting_choices = None, 0, {}, []
+    steps = decode_steps(problem)
+    ranked = []
     for shape in _shapes(problem, devices):
         key = _shape_key(shape)
         if ("fits", key) not in cache:
@@ -181,7 +193,18 @@ def best_decode(problem: ServingProblem, devices: int,
         if fitting < shape.pp:
             misses["memory"] = True
             continue
-        for batch in _decode_batches(problem, shape, fitting, cache):
+        cap = fitting if concurrency is None else min(fitting, math.ceil(concurrency / shape.dp))
+        fastest = _decode_price(problem, shape, shape.pp, cache).tpot_s
+        bound = shape.dp * max(cap, shape.pp) / (steps * fastest) if steps > 0 else math.inf
+        ranked.append((bound, shape, fitting))
+    ranked.sort(key=lambda item: -item[0])
+    for bound, shape, fitting in ranked:
+        if prune and best is not None and bound < best.rate:
+            continue
+        fastest = _decode_price(problem, shape, shape.pp, cache).tpot_s
+        for batch in reversed(_decode_batches(problem, shape, fitting, cache)):
+            if prune and best is not None and steps > 0 and shape.dp * batch / (steps * fastest) < best.rate:
+                continue  # its rate bound, as the shape's above, at this batch
             pool = shape.model_copy(update={"max_num_seqs": batch, "max_num_batched_tokens": max(batch, shape.pp)})
             price = _decode_price(problem, pool, batch, cache)
             priced += 1
@@ -245,7 +268,8 @@ def solve_disaggregated(problem: ServingProblem, deadline: float | None = None,
             stopped = True
             break
         prefill, n_p, miss_p = best_prefill(problem, size, prefill_cache)
-        decode, n_d, miss_d, choices = best_decode(problem, problem.cluster.num_devices - size, decode_cache)
+        decode, n_d, miss_d, choices = best_decode(problem, problem.cluster.num_devices - size, decode_cache,
+                                                   prune=not pareto)
         evaluated += n_p + n_d
         feasible_pools["prefill"] |= prefill is not None
         feasible_pools["decode"] |= decode is not None
