@@ -134,6 +134,11 @@ def cases() -> list[Case]:
                   ("is an input of this command",)))
     c.append(Case("o-task-alone-is-the-task", ["export", "{d}/task.yaml", "--to", "vllm", "-o", "{d}/task.yaml"],
                   BOTH, 2, ("is an input of this command",)))
+    c.append(Case("task-given-as-plan", ["export", "{d}/task.yaml", "--task", "{d}/task.yaml", "--to", "vllm"], BOTH, 2,
+                  ("task.yaml: inference: this is an inference task, not a serving plan", "drop --task")))
+    for id_, model in (("newline", "org/a\nb"), ("space", "org/a b"), ("empty", ""), ("huge", "m" * 5000)):
+        c.append(Case(f"model-{id_}", [*WITH_PLAN, "--to", "vllm", "--model", model], BOTH, 2,
+                      ("--model: expected a Hugging Face id or a path without spaces",)))
     # No feasible plan; plans an engine cannot express.
     c.append(Case("task-alone-infeasible", ["export", "{d}/task.yaml", "--to", "vllm"],
                   {"task.yaml": TASK.replace("tpot_s: 50ms", "tpot_s: 1us")}, 3,

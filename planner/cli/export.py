@@ -232,6 +232,10 @@ def run_serving(args: argparse.Namespace, problem, solve: bool = False) -> int:
         if plan is None:
             return code
     else:
+        if _is_inference_task(args.plan):
+            raise InputError(f"{args.plan}: inference: this is an inference task, not a serving plan; give the plan "
+                             f"(planner export PLAN --task {args.task} --to {args.to}), or drop --task to solve the "
+                             "task and export its optimum")
         plan = load_serving_plan(args.plan)
         if not isinstance(plan, ServingPlan):  # e.g. a disaggregated plan: a prefill and a decode pool
             raise ExportError(f"{args.plan}: {type(plan).__name__}: the serving exports write one colocated server "
@@ -254,6 +258,26 @@ def run_serving(args: argparse.Namespace, problem, solve: bool = False) -> int:
     else:
         print(result.text, end="")
     return 0
+
+
+def _is_inference_task(path: str) -> bool:
+    """Whether `path` (or the preset task of that name) is a task file with an `inference` block."""
+    from planner.core.files import read_yaml
+    from planner.core.inputs import find_input
+
+    try:
+        found = find_input(path, "tasks")
+        data = read_yaml(found) if found.is_file() else None
+    except (PlannerError, OSError, ValueError):  # unreadable here: the plan loader reports it, naming the file
+        return False
+    return isinstance(data, dict) and "inference" in data
+
+
+def checkpoint(text: str) -> str:
+    """An argparse type: a checkpoint name or path written into a script (one printable word)."""
+    if not text or len(text) > 1000 or not text.isprintable() or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(f"expected a Hugging Face id or a path without spaces, got {text[:40]!r}")
+    return text
 
 
 def solved_plan(args: argparse.Namespace, problem):
@@ -300,7 +324,7 @@ def add_parser(sub) -> None:
     exp.add_argument("--format", choices=["command", "config"],
                      help="serving targets: a bash script launching the server (command, the default) or the YAML "
                      "the server reads with --config (vLLM, SGLang) / --extra_llm_api_options (TensorRT-LLM)")
-    exp.add_argument("--model", help="serving targets: the checkpoint to serve (Hugging Face id or path); default: "
+    exp.add_argument("--model", type=checkpoint, help="serving targets: the checkpoint to serve (Hugging Face id or path); default: "
                      "the script reads $MODEL")
     exp.add_argument("--time-limit", type=seconds(7 * 24 * 3600.0),
                      help="serving targets, an inference task without a plan: seconds for its search (default 10)")
