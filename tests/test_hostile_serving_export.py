@@ -139,6 +139,11 @@ def cases() -> list[Case]:
     for id_, model in (("newline", "org/a\nb"), ("space", "org/a b"), ("empty", ""), ("huge", "m" * 5000)):
         c.append(Case(f"model-{id_}", [*WITH_PLAN, "--to", "vllm", "--model", model], BOTH, 2,
                       ("--model: expected a Hugging Face id or a path without spaces",)))
+    disaggregated = ("family: serving\nprefill: {tp: 4, pp: 1, dp: 1, max_num_batched_tokens: 4096}\n"
+                     "decode: {tp: 4, pp: 1, dp: 1, max_num_seqs: 64}\n")
+    for to in ("vllm", "sglang", "trtllm"):
+        c.append(Case(f"disaggregated-plan-{to}", [*WITH_PLAN, "--to", to], {"task.yaml": TASK, "plan.yaml": disaggregated},
+                      4, ("plan.yaml: prefill/decode: a disaggregated plan", "colocated servers only")))
     # No feasible plan; plans an engine cannot express.
     c.append(Case("task-alone-infeasible", ["export", "{d}/task.yaml", "--to", "vllm"],
                   {"task.yaml": TASK.replace("tpot_s: 50ms", "tpot_s: 1us")}, 3,
