@@ -437,7 +437,6 @@ def baseline_plans(problem: ServingProblem) -> list[tuple[str, ServingPlan | Non
     For an MoE model the first has ep = tp (SGLang's --ep-size equal to --tp-size) and the second
     the widest expert parallelism of the space (vLLM's --enable-expert-parallel: EP = TP x DP
     where the experts divide so, else the largest ep that does); TP attention in both."""
-    devices = problem.cluster.num_devices
     tps = valid_tps(problem)
     out: list[tuple[str, ServingPlan | None, str]] = []
     if not tps:

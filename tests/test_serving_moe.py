@@ -25,7 +25,12 @@ from planner.llm.cost import moe_params
 from planner.llm.problem import load_model
 from planner.serving.cost import DECODE_PARTS, PREFILL_PARTS, evaluate
 from planner.serving.forward import PassLoad
-from planner.serving.memory import kv_cache_bytes_per_token, kv_cache_bytes_per_token_gpu, max_batch, stage_memory
+from planner.serving.memory import (
+    kv_cache_bytes_per_token,
+    kv_cache_bytes_per_token_gpu,
+    max_batch,
+    stage_memory,
+)
 from planner.serving.moe import expected_distinct_experts
 from planner.serving.moe_forward import moe_pass_cost
 from planner.serving.plan import ServingPlan, check_plan
