@@ -310,3 +310,24 @@ def test_the_engines_own_parser_reads_the_plan(problem, target, tmp_path):
                   "max_num_batched_tokens") if target == "vllm" else
                  ("tp_size", "pp_size", "dp_size", "max_running_requests", "chunked_prefill_size"))
         assert [got[n] for n in names] == [4, 1, 2, 64, 8192], json.dumps(got)[:500]
+
+
+@pytest.mark.skipif(serving_python() is None, reason="PLANNER_SERVING_PYTHON not set (see above)")
+@pytest.mark.parametrize("task, layout, target, want", [
+    ("qwen3-235b-nvl72-serving", dict(tp=1, pp=1, dp=72, ep=8, max_num_seqs=32), "vllm",
+     {"tensor_parallel_size": 1, "data_parallel_size": 8, "enable_expert_parallel": True, "max_num_seqs": 32}),
+    ("qwen3-235b-nvl72-serving", dict(tp=8, pp=1, dp=9, ep=8, max_num_seqs=64), "sglang",
+     {"tp_size": 8, "dp_size": 9, "ep_size": 8, "max_running_requests": 64}),
+    ("deepseek-v3-96xh100-serving", dict(tp=8, pp=1, dp=12, ep=8, dp_attention=True, max_num_seqs=64), "sglang",
+     {"tp_size": 8, "dp_size": 1, "ep_size": 8, "attn_dp_size": 8, "max_running_requests": 64}),
+])
+def test_the_engines_own_parser_reads_moe_layouts(task, layout, target, want):
+    from planner.export import sglang, vllm
+
+    p = load_task(str(PROBLEMS / "tasks" / f"{task}.yaml"))
+    plan = serving_plan(**layout)
+    assert check_plan(plan, p) == []
+    program = vllm.PROGRAM if target == "vllm" else sglang.PROGRAM
+    result = check_with_engine(target, command_argv(export_serving(p, plan, target, model="org/ckpt").text, program))
+    assert "error" not in result, result
+    assert {k: result["args"][k] for k in want} == want
