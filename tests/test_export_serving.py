@@ -132,6 +132,23 @@ def test_the_header_names_the_engine_versions(problem):
     assert "serve.py@00209af14, llm_args.py@000439672" in export_serving(problem, plan, "trtllm").text
 
 
+GOLDEN = PROBLEMS.parent / "tests" / "golden" / "export"
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("target", SERVING_TARGETS)
+def test_golden(problem, target, fmt):
+    """The shipped plan's exports, byte for byte (rewritten only with PLANNER_REGENERATE_GOLDEN=1)."""
+    import os
+
+    text = export_serving(problem, load_serving_plan(PLAN), target, fmt).text
+    path = GOLDEN / f"llama3-70b-vllm-tp4.{target}-{fmt}.txt"
+    if os.environ.get("PLANNER_REGENERATE_GOLDEN") == "1":
+        path.write_text(text)
+    assert path.exists(), f"missing golden file {path}; run with PLANNER_REGENERATE_GOLDEN=1"
+    assert text == path.read_text()
+
+
 # -- precisions: what each engine is told, and what it cannot express --------------------------
 
 def precision_problem(tmp_path, weights: str, kv: str):

@@ -137,7 +137,8 @@ def header(problem, plan, target: str, version: str, s: ServingSettings, notes: 
         f"planner {__version__} export for {target} {version}",
         f"problem {problem.hash}: {problem_line(problem).removeprefix('problem  ')}",
         f"plan: {plan.summary()} ({plan.num_devices} GPUs: tp x pp per replica, {plan.dp} replica(s))"
-        + (f", found by {plan.provenance.solver} ({plan.provenance.status})" if plan.provenance.solver else ""),
+        + (f", found by {plan.provenance.solver} ({plan.provenance.status})"
+           if plan.provenance.solver not in (None, "user") else ""),
         f"predicted: {e.output_tokens_per_s_per_gpu:,.1f} output tokens/s per GPU, TPOT {format_seconds(e.tpot_s)}, "
         f"TTFT {format_seconds(e.ttft_max_s)} (slowest request kind), {e.batch_per_replica:,} sequences per replica",
     ]
