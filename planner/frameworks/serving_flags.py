@@ -1,9 +1,11 @@
 """Record a serving engine's own command-line parser as a flag table, or run it on an export.
 
 Usage (in an environment where the engine's Python package imports; not run in CI):
-    python serving_flags.py table vllm   > planner/export/vllm_v0.33.0_arguments.json
-    python serving_flags.py table sglang > planner/export/sglang_v0.5.23_arguments.json
+    python serving_flags.py table vllm   > vllm_table.json
+    python serving_flags.py table sglang > sglang_table.json
     python serving_flags.py parse vllm|sglang -- ARG [ARG ...]
+The shipped tables (planner/export/vllm_v0.33.0_arguments.json, sglang_v0.5.23_arguments.json) are
+this output with the wheel's name and SHA-256, `what`/`how`/`used_by` added, one option per line.
 
 `table` builds the parser the engine's server command builds (vLLM: `vllm serve`, i.e.
 vllm.entrypoints.common.cli_args.make_arg_parser on a FlexibleArgumentParser; SGLang:
