@@ -209,17 +209,29 @@ def test_decode_all_to_all_is_latency_bound():
 
 
 def test_an_expert_group_across_nodes_pays_the_scale_out_tier():
-    """EP 16 with tp 8 spans two DGX nodes: the all-to-all takes its slowest tier, InfiniBand,
+    """EP 16 with tp 1 spans two DGX nodes: the all-to-all takes its slowest tier, InfiniBand,
     whose bandwidth term is far larger than NVLink's at prefill sizes."""
     problem = serving("qwen3-235b-a22b", num_devices=16, weight_precision="fp8")
     load = PassLoad(prefill_tokens=8192, prefill_pairs=8192 ** 2 / 2, logit_seqs=1)
-    inside = moe_pass_cost(problem, 8, 1, 8, False, 94, 94, True, True, load)
-    across = moe_pass_cost(problem, 8, 1, 16, False, 94, 94, True, True, load)
-    assert across.ep_comm > 3 * inside.ep_comm
+    inside = moe_pass_cost(problem, 1, 1, 8, False, 94, 94, True, True, load)
+    across = moe_pass_cost(problem, 1, 1, 16, False, 94, 94, True, True, load)
+    assert across.ep_comm > 3 * inside.ep_comm > 0
+
+
+def test_experts_over_the_tp_group_need_no_all_to_all():
+    """ep = tp: the TP group holds every token before the MLP, so each GPU runs its own whole
+    experts and the outputs join the MLP's all-reduce: no all-to-all, the same TP communication
+    as ep 1, and the same expert bytes per GPU (E / tp whole experts or 1/tp of each)."""
+    problem = serving("qwen3-235b-a22b", num_devices=8, weight_precision="fp8")
+    load = PassLoad(decode_seqs=64, decode_context_tokens=1024, logit_seqs=64)
+    split = moe_pass_cost(problem, 8, 1, 1, False, 94, 94, True, True, load)
+    whole = moe_pass_cost(problem, 8, 1, 8, False, 94, 94, True, True, load)
+    assert whole.ep_comm == 0 and whole.tp_comm == pytest.approx(split.tp_comm)
+    assert whole.gemm > 0 and split.gemm > 0
 
 
 def test_moe_parts_sum_to_the_totals():
-    for task_plan in ((QWEN_TASK, plan(tp=4, pp=2, dp=9, ep=4, max_num_seqs=64)),
+    for task_plan in ((QWEN_TASK, plan(tp=2, pp=2, dp=18, ep=4, max_num_seqs=64)),
                       (DEEPSEEK_TASK, plan(tp=8, pp=1, dp=12, ep=32, dp_attention=True, max_num_seqs=200))):
         problem = load_task(task_plan[0])
         assert not check_plan(task_plan[1], problem)

@@ -21,11 +21,15 @@ dp_attention each rank runs M / tp tokens with all heads. Per layer on one GPU:
 - communication, per layer: TP attention: two all-reduces of M x h (bf16) over the TP group, as
   the dense model (the combined expert outputs of a rank's tokens are added to the shared
   experts' partial sums before the second one); dp_attention: an all-gather of the tokens over
-  the TP group before the MLP and a reduce-scatter after (M x h bytes each). Per MoE layer with
-  ep > 1: the dispatch all-to-all (each GPU sends its M / tp tokens' k copies, M k h / tp x
-  dispatch bytes, S / ep to each member of the group) and the combine all-to-all (the same in
-  bf16), over the tiers the group spans (planner.core.collectives.all_to_all_time_by_tier: the
-  slowest tier; at decode sizes the per-collective latency dominates);
+  the TP group before the MLP and a reduce-scatter after (M x h bytes each). With ep = tp the
+  expert group is the TP group, which already holds every token of the replica before the MLP
+  (replicated by TP attention, gathered with dp_attention): each GPU runs its own experts on the
+  tokens routed to them and the outputs join the MLP's all-reduce (reduce-scatter), with no
+  all-to-all (vLLM's expert parallelism without DP). Per MoE layer with ep > tp: the dispatch
+  all-to-all (each GPU sends its M / tp tokens' k copies, M k h / tp x dispatch bytes, S / ep to
+  each member of the group) and the combine all-to-all (the same in bf16), over the tiers the
+  group spans (planner.core.collectives.all_to_all_time_by_tier: the slowest tier; at decode
+  sizes the per-collective latency dominates);
 - memory-bound ops per token as the dense model (norms, residual adds, rope on the rope part,
   MLA's two latent norms, the activation on the intermediates, fp8/fp4 casts of GEMM inputs).
 The LM head is vocabulary-parallel over tp with the all-gather of the logits, as dense.
@@ -148,7 +152,7 @@ def moe_pass_cost(problem: ServingProblem, tp: int, pp: int, ep: int, dp_attenti
         fe = model.moe.ffn_hidden_size / etp
         per_pair = (6.0 if model.gated_mlp else 4.0) * fe + (3.0 * (h + fe) if low_precision else 0.0)
         moe_elementwise += float(kernels.memory_bound_time_s(pairs * per_pair, device))
-        if ep > 1:
+        if ep > tp:  # the group spans replicas: tokens travel by all-to-all
             members = ep_members(problem, tp, pp, ep)
             sent = tokens / tp * k * h
             dispatch = all_to_all_time_by_tier(sent * moe.DISPATCH_BYTES[model.moe.dispatch_dtype], members, cluster)

@@ -23,9 +23,10 @@ routed experts of the MoE layers follow `ep`:
   and of ep / tp - 1 more replicas (so ep is a multiple of tp, divides tp x dp and divides E).
   ep = tp is SGLang's `--ep-size` equal to `--tp-size`; ep = tp x dp is vLLM's
   `--enable-expert-parallel` with `--data-parallel-size dp` (EP = TP x DP over the MoE layers,
-  attention replicated per DP rank). Tokens reach the experts by a dispatch all-to-all and come
-  back by a combine all-to-all over that group, every MoE layer (DeepEP / pplx style); each
-  TP rank dispatches 1/tp of its replica's tokens.
+  attention replicated per DP rank). With ep > tp tokens reach the experts by a dispatch
+  all-to-all and come back by a combine all-to-all over that group, every MoE layer (DeepEP /
+  pplx style; each TP rank dispatches 1/tp of its replica's tokens); with ep = tp the TP group
+  already holds every token before the MLP and the expert outputs join its all-reduce.
 - dp_attention (MLA models only, SGLang's `--enable-dp-attention` with the DP size equal to
   tp): attention runs data-parallel inside the TP group: each of the tp GPUs holds all of the
   attention weights and runs 1/tp of the replica's sequences with their latent KV cache only.
