@@ -245,14 +245,15 @@ def _training_llm_rows(path: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize("field, table", [("framework", v.FRAMEWORKS), ("precision", v.PRECISIONS),
-                                          ("recompute", v.RECOMPUTE), ("other", v.OTHER)])
+                                          ("recompute", v.RECOMPUTE), ("other", v.OTHER),
+                                          ("pipeline_schedule", v.SCHEDULES)])
 def test_tables_cover_every_string_of_the_shared_file(field, table):
     """A new free-text value in the shared file fails here until validate's table says what it means."""
     rows = _training_llm_rows(SHARED_RUNS if SHARED_RUNS.exists() else v.DEFAULT_RUNS)
     texts = {r["plan"].get(field) for r in rows} - {None}
     missing = sorted(t for t in texts if " ".join(str(t).split()).casefold() not in table)
     assert not missing
-    assert len(texts) >= 4
+    assert len(texts) >= 4 or (field == "pipeline_schedule" and len(texts) >= 3)
 
 
 def test_every_table_profile_resolves():
@@ -269,12 +270,19 @@ RUN = {"id": "r", "workload": "training",
 
 
 @pytest.mark.parametrize("field, text", [("framework", "JAX + MaxText"), ("precision", "bf16 + mxfp8 linears"),
-                                         ("recompute", "offload to host"), ("other", "FP8 attention")])
+                                         ("recompute", "offload to host"), ("other", "FP8 attention"),
+                                         ("pipeline_schedule", "ZB-V")])
 def test_an_unmapped_string_skips_the_row_naming_the_field(field, text):
     row = json.loads(json.dumps(RUN))
     row["plan"][field] = text
     result = v.validate_row(row)
     assert result.skipped and f"plan.{field}" in result.skipped and text in result.skipped
+
+
+def test_interleaved_without_stages_per_rank_is_refused_outside_torchtitan():
+    row = json.loads(json.dumps(RUN))
+    row["plan"].update(pp=2, dp=4, pipeline_schedule="interleaved 1F1B")
+    assert "plan.vpp" in v.validate_row(row).skipped
 
 
 def test_a_row_without_framework_says_the_default_is_assumed():

@@ -153,6 +153,16 @@ RECOMPUTE: dict[str, str] = {
 }
 """Every `plan.recompute` text (case-insensitive, whole string) -> the plan's recompute mode."""
 
+SCHEDULES: dict[str, str] = {
+    "1f1b": "1f1b",
+    "1f1b (non-interleaved)": "1f1b",
+    "1f1b (interleaving per-row not stated in table)": "1f1b",
+    "1f1b (deepspeed pp)": "1f1b",
+    "interleaved 1f1b": "interleaved",
+}
+"""Every `plan.pipeline_schedule` text (case-insensitive, whole string) -> the schedule; an
+interleaved one takes its stages per rank from plan.vpp (or the framework's default)."""
+
 OTHER: dict[str, dict[str, Any]] = {
     "table gives only model-parallel size (tp*pp); split shown is tp=min(mp,8), pp=mp/8": {},
     "--overlap-grad-reduce, --overlap-param-gather (distributed optimizer), --tp-comm-overlap; pp comm overlap "
@@ -405,8 +415,10 @@ def resolve_row(row: dict) -> tuple[Problem, Plan, list[str], str]:
         + ("2021-22 (unfused attention, dropout, no DP overlap)" if era == "old" else "2023+ (flash attention, DP overlap)")
     )
     vpp = experts.pop("virtual_stages", None) or p.get("vpp")
-    schedule = str(p.get("pipeline_schedule") or "").casefold()
-    if vpp is None and reading.torchtitan and (p.get("pp") or 1) > 1 and schedule.startswith("interleaved"):
+    schedule = _lookup(SCHEDULES, p, "pipeline_schedule", "schedules")
+    if vpp is None and schedule == "interleaved" and (p.get("pp") or 1) > 1:
+        if not reading.torchtitan:
+            raise PlannerError("plan.pipeline_schedule is interleaved but plan.vpp (stages per rank) is not stated")
         vpp = 2  # torchtitan pipelining_utils.generate_split_points: 2 stages per rank for multi-stage schedules
         notes.append("interleaved schedule without stages per rank: torchtitan's default split, 2 per rank")
     vpp = vpp or 1
