@@ -139,10 +139,12 @@ def _joint_brute_force(problem) -> float | None:
     return best
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(20))
 def test_search_equals_a_joint_brute_force(tmp_path, seed):
     rng = random.Random(seed)
-    path = write_task(tmp_path, model=rng.choice(["llama3-8b", "llama2-7b"]), devices=rng.choice([2, 4]),
+    model = rng.choice(["llama3-8b", "llama2-7b", "mixtral-8x7b", "qwen3-30b-a3b"])
+    path = write_task(tmp_path, model=model, devices=rng.choice([2, 4] if model.startswith(("mix", "qwen")) else [2, 4, 8]),
+                      precision=rng.choice(["bf16", "fp8"]),
                       input_tokens=rng.choice([256, 1024, 3000]), output_tokens=rng.choice([2, 64, 300]),
                       concurrency=rng.choice([None, 8, 64]), ttft=rng.choice([None, "300ms", "2s"]),
                       tpot=rng.choice([None, "12ms", "30ms"]))
