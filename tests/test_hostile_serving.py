@@ -366,7 +366,7 @@ def command_cases() -> list[Case]:
     for id_, argv, says in (
             ("solve-greedy", ["solve", "--solver", "greedy"], "--solver: 'greedy' is not a serving solver"),
             ("solve-exhaustive", ["solve", "--solver", "exhaustive"], "--solver: 'exhaustive' is not a serving"),
-            ("solve-export", ["solve", "--export", "megatron"], "--export megatron: serving plans have no export"),
+            ("solve-export", ["solve", "--export", "megatron"], "--export megatron: solve --export writes training and DLRM"),
             ("solve-check-with", ["solve", "--check-with", "{d}"], "--check-with and --target-version apply to"),
             ("solve-o-directory", ["solve", "-o", "{d}/out"], "-o/--output"),
             ("solve-o-the-task", ["solve", "-o", "{d}/task.yaml"], "is an input of this command"),

@@ -141,9 +141,14 @@ def cases() -> list[Case]:
                       ("--model: expected a Hugging Face id or a path without spaces",)))
     disaggregated = ("family: serving\nprefill: {tp: 4, pp: 1, dp: 1, max_num_batched_tokens: 4096}\n"
                      "decode: {tp: 4, pp: 1, dp: 1, max_num_seqs: 64}\n")
-    for to in ("vllm", "sglang", "trtllm"):
-        c.append(Case(f"disaggregated-plan-{to}", [*WITH_PLAN, "--to", to], {"task.yaml": TASK, "plan.yaml": disaggregated},
-                      4, ("plan.yaml: prefill/decode: a disaggregated plan", "colocated servers only")))
+    files = {"task.yaml": TASK, "plan.yaml": disaggregated}
+    c.append(Case("disaggregated-plan-trtllm", [*WITH_PLAN, "--to", "trtllm"], files, 4,
+                  ("a disaggregated plan exports to sglang or vllm",)))
+    c.append(Case("disaggregated-plan-config", [*WITH_PLAN, "--to", "vllm", "--format", "config"], files, 4,
+                  ("--format config: a disaggregated plan is two servers",)))
+    c.append(Case("disaggregated-plan-gpus", [*WITH_PLAN, "--to", "sglang"],
+                  {"task.yaml": TASK, "plan.yaml": disaggregated.replace("dp: 1, max_num_seqs", "dp: 3, max_num_seqs")},
+                  2, ("plan.yaml: this plan is invalid", "4 + 12 = 16 GPUs, but the task has 8"), lines=None))
     # No feasible plan; plans an engine cannot express.
     c.append(Case("task-alone-infeasible", ["export", "{d}/task.yaml", "--to", "vllm"],
                   {"task.yaml": TASK.replace("tpot_s: 50ms", "tpot_s: 1us")}, 3,

@@ -245,7 +245,7 @@ def test_compare_cli_shows_the_baselines(capsys):
 @pytest.mark.parametrize(("argv", "says"), [
     (["solve", "llama3-8b-8xh100", "--pareto"], "--pareto: the Pareto front"),
     (["solve", TASK, "--solver", "greedy"], "--solver: 'greedy' is not a serving solver"),
-    (["solve", TASK, "--export", "megatron"], "serving plans have no export yet"),
+    (["solve", TASK, "--export", "megatron"], "a serving plan exports with planner export"),
     (["compare", TASK, "--solvers", "greedy"], "--solvers: 'greedy' is not a serving solver"),
 ])
 def test_bad_flags_exit_2(argv, says, capsys):

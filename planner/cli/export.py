@@ -236,19 +236,32 @@ def run_serving(args: argparse.Namespace, problem, solve: bool = False) -> int:
             raise InputError(f"{args.plan}: inference: this is an inference task, not a serving plan; give the plan "
                              f"(planner export PLAN --task {args.task} --to {args.to}), or drop --task to solve the "
                              "task and export its optimum")
-        _refuse_disaggregated(args.plan)
-        plan = load_serving_plan(args.plan)
-        if not isinstance(plan, ServingPlan):  # e.g. a disaggregated plan: a prefill and a decode pool
-            raise ExportError(f"{args.plan}: {type(plan).__name__}: the serving exports write one colocated server "
-                              "configuration (tp, pp, dp); this plan's kind is not exported")
+        from planner.cli.serving_disagg import load_plan
+
+        plan = load_plan(args.plan)
         source = args.plan
         inputs = [args.plan, *problem.files]
         check_output(args.output, inputs)
         check_plan_matches(plan, problem, args.plan, args.task)
+        if not isinstance(plan, ServingPlan):  # a disaggregated plan: a prefill and a decode pool
+            from planner.export.serving_disagg import export_disaggregated
+            from planner.serving.disagg import check_disaggregated
+
+            errors = check_disaggregated(plan, problem)
+            if errors:
+                raise invalid_plan(args.plan, args.task, errors)
+            result = export_disaggregated(problem, plan, args.to, fmt, args.model)
+            return _write_serving(args, result, inputs, solve, source)
         errors = check_plan(plan, problem)
         if errors:
             raise invalid_plan(args.plan, args.task, errors)
     result = export_serving(problem, plan, args.to, fmt, args.model)
+    return _write_serving(args, result, inputs, solve, source)
+
+
+def _write_serving(args: argparse.Namespace, result, inputs, solve: bool, source: str) -> int:
+    from planner.core.files import write_atomic
+
     for note in result.approximations:
         print(note, file=sys.stderr)
     if solve:
@@ -272,20 +285,6 @@ def _is_inference_task(path: str) -> bool:
     except (PlannerError, OSError, ValueError):  # unreadable here: the plan loader reports it, naming the file
         return False
     return isinstance(data, dict) and "inference" in data
-
-
-def _refuse_disaggregated(path: str) -> None:
-    """A disaggregated plan (a prefill and a decode pool) is not exported yet: exit 4, saying why."""
-    from planner.core.plan_files import read_plan_data
-
-    try:
-        data, found = read_plan_data(path)
-    except (PlannerError, OSError, ValueError):  # the plan loader reports it, naming the file
-        return
-    if "prefill" in data or "decode" in data:
-        raise ExportError(f"{found}: prefill/decode: a disaggregated plan; the serving exports write colocated "
-                          "servers only (SGLang 0.5.23's --disaggregation-mode prefill|decode per pool, vLLM's KV "
-                          "connectors and TensorRT-LLM's disaggregated serving are not exported yet)")
 
 
 def checkpoint(text: str) -> str:

@@ -86,10 +86,13 @@ def solve(args: argparse.Namespace, problem) -> int:
 
     _check_solver(args.solver, "--solver")
     if args.export:
-        raise InputError(f"--export {args.export}: serving plans have no export yet (vLLM, SGLang and TensorRT-LLM "
-                         f"exports are not built); drop --export ({problem.source})")
+        raise InputError(f"--export {args.export}: solve --export writes training and DLRM configurations; a serving "
+                         f"plan exports with planner export (e.g. planner export {problem.source} --to vllm, which "
+                         "solves and exports; or -o PLAN here, then planner export PLAN --task TASK --to "
+                         "vllm|sglang|trtllm)")
     if args.check_with or args.target_version:
-        raise InputError("--check-with and --target-version apply to --export, which serving plans do not have yet")
+        raise InputError("--check-with and --target-version apply to solve --export, which writes training and DLRM "
+                         "configurations; serving plans export with planner export")
     check_output(args.output, problem.files)
     result = solve_serving(problem, _deadline(args), pareto=args.pareto)
     plan = _stamped(problem, result) if result.plan is not None else None

@@ -91,8 +91,9 @@ def solve(args: argparse.Namespace, problem) -> int:
     from solvers.serving_disagg import solve_disaggregated
 
     if args.export:
-        raise InputError(f"--export {args.export}: a disaggregated plan has no export yet; drop --export "
-                         f"({problem.source})")
+        raise InputError(f"--export {args.export}: solve --export writes training and DLRM configurations; save the "
+                         f"disaggregated plan with -o PLAN, then planner export PLAN --task {problem.source} --to "
+                         "sglang|vllm")
     check_output(args.output, problem.files)
     deadline = COMMAND_START[0] + args.time_limit
     result = solve_disaggregated(problem, deadline, pareto=args.pareto)
