@@ -54,6 +54,8 @@ class ServingSettings:
     decode_attention: str
     engine_name: str
     estimate: object
+    two_batch_overlap: bool = False
+    """The task's engine.two_batch_overlap (priced only for MoE plans with ep > tp)."""
     domain_gpus: int = 8
     """GPUs of the cluster's innermost network tier (an NVLink domain)."""
     notes: list[str] = field(default_factory=list)
@@ -93,6 +95,7 @@ def settings(problem, plan) -> ServingSettings:
         kv_pool_fraction_of_total=floor3(of_total), kv_pool_fraction_of_free=floor3(of_free),
         batching=task.engine.batching, decode_attention=task.engine.decode_attention,
         engine_name=task.engine.name, estimate=estimate, domain_gpus=problem.cluster.tier_size(0), notes=notes,
+        two_batch_overlap=task.engine.two_batch_overlap and getattr(plan, "ep", 1) > plan.tp,
     )
 
 

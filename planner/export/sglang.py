@@ -18,6 +18,8 @@ What maps to what (flags from SGLang 0.5.23's own parser, planner/export/sglang_
                               (0.5.23 has no float16 choice): otherwise an ExportError
   requests (longest)          --context-length
   engine.kv_block_tokens      --page-size
+  engine.two_batch_overlap    --enable-two-batch-overlap would express it, but it is priced with
+                              ep > tp only, which --ep-size cannot express: such plans are refused
   engine.gpu_memory_utilization  --mem-fraction-static = (weights + the plan's KV pool) / HBM of the
                               tightest stage: SGLang's fraction excludes activations, which the planner's
                               utilization includes, so the value is computed to give the same KV pool

@@ -17,6 +17,7 @@ What maps to what (flags from vLLM 0.33.0's own parser, planner/export/vllm_v0.3
   requests (longest)          --max-model-len (prompt + output)
   engine.kv_block_tokens      --block-size
   engine.gpu_memory_utilization  --gpu-memory-utilization (the same fraction of the GPU)
+  engine.two_batch_overlap    --enable-dbo (dual batch overlap), with ep > tp
 A value vLLM 0.33.0 does not accept (checked against the table) is an ExportError.
 """
 
@@ -74,6 +75,8 @@ def vllm_settings(s: ServingSettings) -> tuple[list[tuple[str, object]], list[st
             notes.append(f"NOTE: ep {s.ep}: vLLM deals the experts over one server's TP x DP GPUs, so the {s.dp} "
                          f"replicas run as {servers} servers of --data-parallel-size {dp} (CUDA_VISIBLE_DEVICES and "
                          "--port apart) behind a load balancer; this script launches the first")
+    if s.two_batch_overlap:
+        flags.append(("--enable-dbo", True))  # dual batch overlap: the priced two-batch overlap
     flags += [("--max-num-seqs", s.max_num_seqs), ("--max-num-batched-tokens", s.max_num_batched_tokens),
               ("--enable-chunked-prefill", True)]
     flags.append(("--dtype", _accepted("--dtype", DTYPE[s.weight_precision], "inference.weight_precision")))

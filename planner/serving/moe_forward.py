@@ -69,7 +69,43 @@ def _expert_gemm_s(problem: ServingProblem, pairs: float, touched: float, etp: i
 def moe_pass_cost(problem: ServingProblem, tp: int, pp: int, ep: int, dp_attention: bool, layers: int,
                   moe_layers: int, first: bool, last: bool, load: PassLoad) -> PassCost:
     """One pass of `load` (the replica's micro-batch) through a stage of `layers` layers, of
-    which `moe_layers` are MoE, on one GPU (module doc)."""
+    which `moe_layers` are MoE, on one GPU (module doc); with the engine's two_batch_overlap and
+    an all-to-all to hide, the pass as two halves whose expert all-to-alls overlap each other's
+    compute (overlapped_pass_cost)."""
+    if problem.task.engine.two_batch_overlap and ep > tp and moe_layers and load.tokens >= 2:
+        return overlapped_pass_cost(problem, tp, pp, ep, dp_attention, layers, moe_layers, first, last, load)
+    return _moe_pass_cost(problem, tp, pp, ep, dp_attention, layers, moe_layers, first, last, load)
+
+
+def half_load(load: PassLoad) -> PassLoad:
+    """One of the two micro-batches a pass splits into: half of every kind of token."""
+    return PassLoad(decode_seqs=load.decode_seqs / 2.0, decode_context_tokens=load.decode_context_tokens,
+                    prefill_tokens=load.prefill_tokens / 2.0, prefill_pairs=load.prefill_pairs / 2.0,
+                    logit_seqs=load.logit_seqs / 2.0)
+
+
+def overlapped_pass_cost(problem: ServingProblem, tp: int, pp: int, ep: int, dp_attention: bool, layers: int,
+                         moe_layers: int, first: bool, last: bool, load: PassLoad) -> PassCost:
+    """Two-batch overlap (SGLang's --enable-two-batch-overlap, vLLM's --enable-dbo, the dual
+    micro-batch overlap of DeepSeek's inference system): the pass runs as two micro-batches of half
+    the tokens, and while one waits for its dispatch or combine all-to-all the other computes.
+    Each half is priced as a pass of its own (so the weights are read twice: at decode sizes the
+    split costs HBM time), the compute and TP collectives of both halves add up, and of the two
+    halves' all-to-all time only what the MoE layers' compute cannot cover is exposed -- per MoE
+    layer two alternating micro-batches take max(compute, all-to-all) of both halves, so over the
+    stage
+        ep_comm = max(0, all-to-all of both halves - compute of both halves x moe_layers / layers)
+    (the compute taken as spread evenly over the stage's layers)."""
+    both = _moe_pass_cost(problem, tp, pp, ep, dp_attention, layers, moe_layers, first, last,
+                          half_load(load)).scaled(2.0)
+    compute = both.gemm + both.attention + both.elementwise + both.lm_head
+    both.ep_comm = max(0.0, both.ep_comm - compute * moe_layers / layers)
+    both.tp_comm = sum(both.tp_by_tier)
+    return both
+
+
+def _moe_pass_cost(problem: ServingProblem, tp: int, pp: int, ep: int, dp_attention: bool, layers: int,
+                   moe_layers: int, first: bool, last: bool, load: PassLoad) -> PassCost:
     model, task, cluster = problem.model, problem.task, problem.cluster
     device = cluster.device
     h = model.hidden_size

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, model_serializer, model_validator
 
 from planner.core.schema import Bytes, Seconds, Spec
 
@@ -115,6 +115,12 @@ class Engine(Spec):
     kv_block_tokens: int = Field(
         gt=0, le=2**16, description="Tokens per KV-cache block (paging granularity; vLLM 16, SGLang 1, TRT-LLM 32)."
     )
+    two_batch_overlap: bool = Field(
+        default=False,
+        description="Mixture-of-experts models whose expert groups span replicas (ep > tp): each pass runs as two "
+        "micro-batches whose expert all-to-alls overlap the other's compute (SGLang --enable-two-batch-overlap, "
+        "vLLM --enable-dbo; off by default in both).",
+    )
     gpu_memory_utilization: float = Field(
         default=0.9, ge=0.05, le=1.0,
         description="Fraction of GPU memory the engine may use for weights, activations and the KV cache "
@@ -124,6 +130,15 @@ class Engine(Spec):
         default=2.5 * 2**30,
         description="CUDA context, NCCL and GEMM workspaces, CUDA graphs (the training family's 2.5 GiB default).",
     )
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        """two_batch_overlap off (the default) is left out of dumps, so that a task without it
+        serialises (and hashes) as it did before the field existed."""
+        data = handler(self)
+        if not self.two_batch_overlap:
+            data.pop("two_batch_overlap", None)
+        return data
 
     @model_validator(mode="before")
     @classmethod
