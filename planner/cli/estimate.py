@@ -25,6 +25,12 @@ def run(args: argparse.Namespace) -> int:
     problem = load_task(args.task)
     if is_serving(problem):
         return run_serving(args, problem)
+    serving_only = [flag for key, flag in SERVING_ONLY_FLAGS.items() if getattr(args, key) not in (None, False)]
+    if serving_only:
+        from planner.core.errors import InputError
+
+        raise InputError(f"{' '.join(serving_only)}: serving plan flags apply to inference tasks; {args.task} is a "
+                         f"{'DLRM' if is_recsys(problem) else 'training'} task")
     if is_recsys(problem):
         return run_recsys(args, problem)
     plan, source = plan_from_args(args, problem.cluster.num_devices)
@@ -77,11 +83,12 @@ def run_serving(args: argparse.Namespace, problem) -> int:
     from planner.serving.plan import ServingPlan, check_plan
 
     overrides = {key: getattr(args, key) for key in SERVING_FLAGS if getattr(args, key) is not None}
+    overrides |= {key: getattr(args, key) for key in SERVING_ONLY_FLAGS if getattr(args, key) not in (None, False)}
     other = [flag for key, flag in PLAN_FLAGS.items() if key not in SERVING_FLAGS and getattr(args, key) not in (None, False)]
     if other:
         raise InputError(f"{' '.join(other)}: training plan flags do not apply to an inference task ({args.task}); "
-                         "a serving plan has --tp, --pp and --dp")
-    named = " ".join(PLAN_FLAGS[k] for k in overrides)
+                         "a serving plan has --tp, --pp, --dp, --ep and --dp-attention")
+    named = " ".join({**PLAN_FLAGS, **SERVING_ONLY_FLAGS}[k] for k in overrides)
     if args.plan:
         from planner.cli import serving_disagg
 
@@ -115,6 +122,8 @@ def run_serving(args: argparse.Namespace, problem) -> int:
 
 SERVING_FLAGS = ("tp", "pp", "dp")
 """Plan flags a serving plan takes."""
+SERVING_ONLY_FLAGS = {"ep": "--ep", "dp_attention": "--dp-attention"}
+"""Flags only a serving plan takes (mixture-of-experts models): refused on training and DLRM tasks."""
 
 
 def add_parser(sub) -> None:
@@ -137,5 +146,8 @@ def add_parser(sub) -> None:
     est.add_argument("--schedule", choices=["1f1b", "interleaved"])
     est.add_argument("--sp", action="store_true", help="sequence parallelism")
     est.add_argument("--tp-comm-overlap", action="store_true")
+    est.add_argument("--ep", type=DEGREE, help="inference tasks (MoE models): expert-parallel degree")
+    est.add_argument("--dp-attention", action="store_true",
+                     help="inference tasks (MLA models): attention data-parallel inside the TP group")
     est.add_argument("--json", action="store_true", help="machine-readable output")
     est.set_defaults(func=run)
