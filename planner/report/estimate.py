@@ -49,12 +49,20 @@ def warnings_for(breakdown: Breakdown, problem: Problem) -> list[str]:
     return notes
 
 
+def _profile_text(task) -> str:
+    """The framework profile the estimate follows, with its options (planner/llm/frameworks.py)."""
+    framework = task.framework
+    options = ", ".join(f"{k} {v}" for k, v in sorted(framework.options.items())) if framework.options else ""
+    return f"framework profile {framework.profile}" + (f" ({options})" if options else "")
+
+
 def render_estimate(problem: Problem, plan: Plan, b: Breakdown) -> str:
     cluster, task = problem.cluster, problem.task
     lines = [
         f"problem  {problem.model.name} on {cluster.num_devices} x {cluster.device.name} "
         f"({cluster.name}); {task.num_sequences} x {task.seq_len} tokens/step, {task.precision}",
         f"plan     {plan.summary()}  ({b.num_micro_batches} micro-batches, axis order {'-'.join(plan.axis_order)})",
+        f"priced as {_profile_text(task)}",
         "",
         f"step time      {format_seconds(b.step_time_s)}",
         f"throughput     {b.tokens_per_s:,.0f} tokens/s  ({b.tokens_per_s_per_gpu:,.1f} per GPU)",
