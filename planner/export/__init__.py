@@ -50,7 +50,31 @@ def export(problem, plan, target: str, version: str | None = None) -> Exported:
     warning = memory_warning(problem, plan)
     if warning:
         result.approximations.append(warning)
+    mismatch = profile_mismatch(problem, target)
+    if mismatch:
+        result.approximations.append(mismatch)
     return result
+
+
+PROFILE_TARGETS = {
+    "megatron-core": ("megatron", "megatron-bridge"),
+    "megatron-lm": ("megatron", "megatron-bridge"),
+    "megatron-deepspeed": ("deepspeed",),
+    "torchtitan": ("torchtitan",),
+}
+"""The export targets that run a framework profile's implementation (planner/llm/frameworks.py)."""
+
+
+def profile_mismatch(problem, target: str) -> str | None:
+    """A note when the plan was priced with another framework's profile than the target runs:
+    the prediction in the header assumed that framework's kernels, fusions and overlaps."""
+    profile = problem.task.framework.profile
+    family = profile.split("@")[0]
+    if target in PROFILE_TARGETS.get(family, (target,)):
+        return None
+    return (f"NOTE: the plan was priced with the {profile} framework profile (the task's framework); {target} runs "
+            f"its own kernels and overlaps, so the predicted step may differ: set the task's framework to the "
+            f"target's profile and re-solve to price it as {target} runs it")
 
 
 __all__ = ["TARGETS", "VERSIONS", "Exported", "ExportError", "check_version", "export", "header"]

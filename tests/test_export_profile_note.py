@@ -1,0 +1,46 @@
+"""An export to a framework other than the one whose profile priced the plan says so (the
+predicted step in the header assumed the task's framework)."""
+
+import dataclasses
+
+import pytest
+
+from planner.cli.common import load_task
+from planner.export import export, profile_mismatch
+from planner.llm.task import Framework
+from solvers import SOLVERS
+from solvers.base import SolveOptions
+
+from .conftest import PROBLEMS
+
+
+@pytest.fixture(scope="module")
+def solved():
+    problem = load_task(str(PROBLEMS / "tasks" / "llama3-8b-8xh100.yaml"))
+    plan = SOLVERS["megatron-rules"].solve(problem, SolveOptions(time_limit_s=10)).plan
+    return problem, plan
+
+
+def with_profile(problem, profile: str):
+    task = problem.task.model_copy(update={"framework": Framework(profile=profile)})
+    return dataclasses.replace(problem, task=task)
+
+
+@pytest.mark.parametrize(("profile", "target", "noted"), [
+    ("megatron-core@0.16", "megatron", False),
+    ("megatron-core@0.16", "megatron-bridge", False),
+    ("megatron-core@0.16", "torchtitan", True),
+    ("torchtitan", "torchtitan", False),
+    ("torchtitan", "megatron", True),
+    ("megatron-deepspeed@2022", "deepspeed", False),
+    ("megatron-lm@2022", "deepspeed", True),
+])
+def test_a_mismatched_profile_is_noted(solved, profile, target, noted):
+    problem, plan = solved
+    problem = with_profile(problem, profile)
+    note = profile_mismatch(problem, target)
+    assert (note is not None) == noted
+    if noted:
+        assert profile.split("@")[0] in note and target in note
+        result = export(problem, plan, target)
+        assert note in result.approximations
