@@ -44,12 +44,13 @@ from planner.serving.disagg import (
     combine,
     decode_max_batch,
     decode_steps,
+    pool_problem,
     price_decode,
     price_prefill,
-    pool_problem,
 )
-from planner.serving.problem import ServingProblem
+from planner.serving.memory import stage_memory
 from planner.serving.plan import check_plan
+from planner.serving.problem import ServingProblem
 from solvers.serving import Priced, ServingSolveResult, _divisors, expert_choices, node_size, valid_tps
 
 SOLVER_NAME = "serving-disaggregated"
@@ -191,7 +192,7 @@ def best_decode(problem: ServingProblem, devices: int, cache: dict | None = None
             cache[("fits", key)] = decode_max_batch(problem, shape, tied=True)
         fitting = cache[("fits", key)]
         if fitting < shape.pp:
-            misses["memory"] = True
+            misses["memory"] = min(misses.get("memory", math.inf), _decode_over(problem, shape))
             continue
         cap = fitting if concurrency is None else min(fitting, math.ceil(concurrency / shape.dp))
         fastest = _decode_price(problem, shape, shape.pp, cache).tpot_s
@@ -219,6 +220,14 @@ def best_decode(problem: ServingProblem, devices: int, cache: dict | None = None
             if best is None or (rate, -price.tpot_s) > (best.rate, -best.price.tpot_s):
                 best = choice
     return best, priced, misses, fitting_choices
+
+
+def _decode_over(problem: ServingProblem, shape: ServingPool) -> float:
+    """Bytes by which the fullest GPU of a decode replica of `shape` is over its usable memory
+    at its smallest batch (pp sequences, one per stage, the token budget tied to it)."""
+    plan = shape.model_copy(update={"max_num_seqs": shape.pp, "max_num_batched_tokens": shape.pp})
+    stages = stage_memory(pool_problem(problem, shape.num_devices), plan, shape.pp)
+    return max(st.total_bytes - st.capacity_bytes for st in stages)
 
 
 def _priced(problem: ServingProblem, prefill: PoolChoice, decode: PoolChoice) -> Priced:
@@ -259,6 +268,8 @@ def solve_disaggregated(problem: ServingProblem, deadline: float | None = None,
     front_points: list[Priced] = []
     misses: dict[str, float] = {}
     feasible_pools = {"prefill": False, "decode": False}
+    by_size: dict[int, tuple[dict | None, dict | None]] = {}
+    """Per prefill pool size: (the prefill pool's misses, the decode pool's), None where feasible."""
     prefill_cache: dict = {}
     decode_cache: dict = {}
     stopped = False
@@ -273,6 +284,7 @@ def solve_disaggregated(problem: ServingProblem, deadline: float | None = None,
         evaluated += n_p + n_d
         feasible_pools["prefill"] |= prefill is not None
         feasible_pools["decode"] |= decode is not None
+        by_size[size] = (None if prefill is not None else miss_p, None if decode is not None else miss_d)
         for pool, found in (("prefill", miss_p), ("decode", miss_d)):
             for name, value in found.items():
                 key = (pool, name)
@@ -305,7 +317,7 @@ def solve_disaggregated(problem: ServingProblem, deadline: float | None = None,
         result.best_bound_tokens_per_s_per_gpu = best.throughput_per_gpu
     else:
         result.status = "INFEASIBLE"
-        result.infeasibility = _why(problem, sizes, misses, feasible_pools)
+        result.infeasibility = _why(problem, sizes, misses, feasible_pools, by_size)
     result.notes.append(f"disaggregated: {len(sizes)} prefill/decode splits ({_splits(sizes, problem)}), "
                         f"{evaluated:,} pool configurations priced (prefill chunks {', '.join(map(str, PREFILL_CHUNKS))}; "
                         "decode micro-batches on powers of two and the largest meeting memory and TPOT)")
@@ -315,13 +327,15 @@ def solve_disaggregated(problem: ServingProblem, deadline: float | None = None,
 
 def _splits(sizes: list[int], problem: ServingProblem) -> str:
     n = problem.cluster.num_devices
+    if not sizes:
+        return "none"
     if len(sizes) <= 4:
         return ", ".join(f"{p}:{n - p}" for p in sizes)
     return f"{sizes[0]}:{n - sizes[0]} .. {sizes[-1]}:{n - sizes[-1]}"
 
 
 def _why(problem: ServingProblem, sizes: list[int], misses: dict[tuple[str, str], float],
-         feasible_pools: dict[str, bool]) -> str:
+         feasible_pools: dict[str, bool], by_size: dict[int, tuple[dict | None, dict | None]] | None = None) -> str:
     """Why no split is feasible: the pool none of whose configurations is, with the closest miss
     per constraint; or that each pool is feasible at some split but never both at one."""
     from planner.core.units import format_bytes, format_seconds
@@ -350,5 +364,32 @@ def _why(problem: ServingProblem, sizes: list[int], misses: dict[tuple[str, str]
                                   " (not one sequence per pipeline stage)"))
     if reasons:
         return "; ".join(reasons)
-    return ("no split has both a feasible prefill pool and a feasible decode pool (each is feasible at some split: "
-            "try more GPUs or looser targets)")
+    text = "no split has both a feasible prefill pool and a feasible decode pool"
+    if not by_size:
+        return text + " (each is feasible at some split: try more GPUs or looser targets)"
+    n = problem.cluster.num_devices
+
+    def missed(found: dict) -> str:
+        found = dict(found)
+        if len(found) > 1:
+            found.pop("memory", None)
+        out = []
+        for name, value in sorted(found.items()):
+            if name == "memory":
+                out.append("memory" + (f" (over by {format_bytes(value)})" if math.isfinite(value) else ""))
+            else:
+                target = targets.ttft_s if name == "ttft" else targets.tpot_s
+                out.append(f"the {format_seconds(target)} {name.upper()} target (by {format_seconds(value)})")
+        return " and ".join(out) or "no configuration"
+
+    min_p = min(p for p in sizes if by_size.get(p, (0, 0))[0] is None)
+    min_d = min(n - p for p in sizes if by_size.get(p, (0, 0))[1] is None)
+    need = (f"the prefill pool needs at least {min_p} GPU(s) and the decode pool at least {min_d}, {min_p} + {min_d} "
+            f"> the task's {n}" if min_p + min_d > n else "at every split one of the pools misses")
+    details = []
+    if by_size[min_p][1] is not None:
+        details.append(f"with {min_p} prefill GPU(s) the {n - min_p}-GPU decode pool misses {missed(by_size[min_p][1])}")
+    if by_size[n - min_d][0] is not None:
+        details.append(f"with {min_d} decode GPU(s) the {n - min_d}-GPU prefill pool misses "
+                       f"{missed(by_size[n - min_d][0])}")
+    return f"{text}: {need}" + (f"; {'; '.join(details)}" if details else "") + "; try more GPUs or looser targets"

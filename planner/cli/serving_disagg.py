@@ -24,9 +24,18 @@ def load_plan(path: str | Path):
     data, resolved = read_plan_data(path)
     if not is_disaggregated_data(data):
         return load_serving_plan(path)
+    if "family" not in data:
+        raise InputError(f"{resolved}: family: field required (a disaggregated serving plan has family: serving at "
+                         "the top level)")
     if data.get("family") != "serving":
         raise InputError(f"{resolved}: family: a disaggregated serving plan has family: serving, got "
                          f"{shown(data.get('family'), 40)}")
+    for pool in ("prefill", "decode"):
+        # A pool's provenance would be dropped unread (a problem hash there is never checked):
+        # the plan's provenance is the top-level one.
+        if isinstance(data.get(pool), dict) and "provenance" in data[pool]:
+            raise InputError(f"{resolved}: {pool}.provenance: unknown field: a pool carries no provenance; put it "
+                             "at the top level of the plan (provenance: {...} beside prefill and decode)")
     return build(DisaggregatedPlan, data, str(resolved))
 
 
@@ -93,6 +102,10 @@ def solve(args: argparse.Namespace, problem) -> int:
     if args.export:
         raise InputError(f"--export {args.export}: solve --export writes training and DLRM configurations; save the "
                          f"disaggregated plan with -o PLAN, then planner export PLAN --task {problem.source} --to "
+                         "sglang|vllm")
+    if args.check_with or args.target_version:
+        raise InputError("--check-with and --target-version apply to solve --export, which writes training and DLRM "
+                         "configurations; a disaggregated plan exports with planner export PLAN --task TASK --to "
                          "sglang|vllm")
     check_output(args.output, problem.files)
     deadline = COMMAND_START[0] + args.time_limit
@@ -162,5 +175,6 @@ def compare_row(problem, deadline: float):
     from solvers.serving_disagg import solve_disaggregated
 
     result = solve_disaggregated(problem, deadline)
-    note = result.infeasibility or ""
+    # Why there is no plan (infeasible), or that the time limit cut the search short.
+    note = result.infeasibility or "; ".join(n for n in result.notes if n.startswith("the time limit"))
     return (result.solver, result.status, result.plan, result.best.estimate if result.best else None, note)

@@ -25,7 +25,7 @@ import json
 import shlex
 
 from planner import __version__
-from planner.core.units import format_seconds
+from planner.core.units import format_bytes, format_seconds
 from planner.export.base import Exported, ExportError
 from planner.export.serving_base import MODEL_VARIABLE, command_argv, comment
 from planner.export.serving_check import check_flags, version_text
@@ -129,14 +129,23 @@ def export_disaggregated(problem, plan, target: str, fmt: str = "command", model
     else:
         entry = ("requests enter through a proxy that sends each request to a prefill instance, then to a decode "
                  "instance (vLLM's disaggregated serving examples; not checked here)")
+    warnings = []
+    if not e.fits:  # said as the colocated export says it (planner.export.serving_base.header)
+        role, worst = max(((r, st) for r, stages in (("prefill", e.prefill_memory), ("decode", e.decode_memory))
+                           for st in stages), key=lambda item: item[1].total_bytes - item[1].capacity_bytes)
+        warnings.append(f"WARNING: predicted not to fit: the {role} pool's stage {worst.stage} needs "
+                        f"{format_bytes(worst.total_bytes)} of {format_bytes(worst.capacity_bytes)} usable per GPU "
+                        f"(over by {format_bytes(worst.total_bytes - worst.capacity_bytes)}; planner estimate "
+                        "prices the plan)")
     head = [
         f"planner {__version__} export for {engine} {version_text(target)}: disaggregated prefill and decode",
         f"problem {problem.hash}",
         f"plan: {plan.summary()}"
         + (f", found by {plan.provenance.solver} ({plan.provenance.status})"
            if plan.provenance.solver not in (None, "user") else ""),
-        f"predicted: {e.output_tokens_per_s_per_gpu:,.1f} output tokens/s per GPU, TPOT {format_seconds(e.tpot_s)}, "
-        f"TTFT {format_seconds(e.ttft_max_s)}, the {e.bottleneck} pool sets the pace",
+        (f"predicted: {e.output_tokens_per_s_per_gpu:,.1f} output tokens/s per GPU, TPOT {format_seconds(e.tpot_s)}, "
+         f"TTFT {format_seconds(e.ttft_max_s)}, the {e.bottleneck} pool sets the pace"),
+        *warnings,
         *[f"{role} pool: {pool.num_devices} GPUs as {servers} server(s) of this command (run: $0 {role})"
           for role, pool, servers, _ in blocks],
         f"NOTE: {entry}",
@@ -152,7 +161,7 @@ def export_disaggregated(problem, plan, target: str, fmt: str = "command", model
         lines += ["  " + line for line in command]
         lines.append("  ;;")
     lines += ['*) echo "usage: $0 prefill|decode" >&2; exit 2 ;;', "esac"]
-    approximations = [f"NOTE: {entry}", *[f"NOTE: {n}" for n in notes]]
+    approximations = [*warnings, f"NOTE: {entry}", *[f"NOTE: {n}" for n in notes]]
     return Exported(target=target, version=version_text(target), text="\n".join(lines) + "\n",
                     approximations=approximations)
 

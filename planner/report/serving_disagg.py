@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from planner.core.units import format_bytes, format_seconds
 from planner.report.estimate import table
 from planner.report.serving import problem_line
-
 from planner.serving.disagg import PREFILL_PARTS, DisaggregatedEstimate, DisaggregatedPlan, transfer_tier
 from planner.serving.memory import kv_cache_bytes_per_token
 from planner.serving.problem import ServingProblem
@@ -46,7 +46,9 @@ def warnings_for(problem: ServingProblem, e: DisaggregatedEstimate) -> list[str]
                              + ("try a smaller max_num_batched_tokens, fp8 weights or KV cache, or more TP or PP"
                                 if pool == "prefill" else
                                 f"at most {e.max_batch_fits:,} sequences per decode replica fit; try a smaller "
-                                "max_num_seqs, an fp8 KV cache, or more TP or PP"))
+                                "max_num_seqs, an fp8 KV cache, or more TP or PP" if e.max_batch_fits else
+                                "not even one sequence per pipeline stage fits (the weights and workspace alone "
+                                "are too large); try fp8 weights, or more TP or PP"))
     targets = problem.task.targets
     if targets.ttft_s is not None and e.ttft_max_s > targets.ttft_s:
         notes.append(f"TTFT {format_seconds(e.ttft_max_s)} misses the {format_seconds(targets.ttft_s)} target")
@@ -60,7 +62,10 @@ def render_disaggregated_estimate(problem: ServingProblem, plan: DisaggregatedPl
     targets = task.targets
     tier = cluster.tiers[transfer_tier(problem)]
     pace = (f"the {e.bottleneck} pool sets the pace: prefill {plan.prefill.dp} x {e.prefill_requests_per_s:,.2f}, "
-            f"decode {plan.decode.dp} x {e.decode_requests_per_s:,.2f} requests/s")
+            f"decode {plan.decode.dp} x {e.decode_requests_per_s:,.2f} requests/s"
+            if math.isfinite(e.decode_requests_per_s) else
+            f"the prefill pool sets the pace: prefill {plan.prefill.dp} x {e.prefill_requests_per_s:,.2f} requests/s; "
+            "no request decodes past its first token")
     lines = [
         problem_line(problem),
         f"plan     disaggregated: {plan.summary()}",
@@ -79,7 +84,7 @@ def render_disaggregated_estimate(problem: ServingProblem, plan: DisaggregatedPl
         f"decode round (one token for each of a decode replica's {e.batch_per_replica:,} sequences = TPOT)",
         _parts(e.decode_parts, DECODE_ORDER, e.tpot_s),
         "",
-        (f"prefill (time to first token" + (" of the slowest request kind" if len(task.requests.mix()) > 1 else "")
+        ("prefill (time to first token" + (" of the slowest request kind" if len(task.requests.mix()) > 1 else "")
          + f"; passes of {plan.prefill.max_num_batched_tokens:,} tokens, {format_seconds(e.prefill_pass_s)} each)"),
         _parts(e.prefill_parts, PREFILL_PARTS, e.ttft_max_s),
         "",

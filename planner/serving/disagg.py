@@ -127,8 +127,6 @@ def check_disaggregated(plan: DisaggregatedPlan, problem: ServingProblem) -> lis
     if plan.decode.max_num_seqs is None and problem.task.concurrency is None:
         errors.append("decode.max_num_seqs: give the decode pool's sequences per replica (or the task's concurrency)")
     for name, pool in (("prefill", plan.prefill), ("decode", plan.decode)):
-        if pool.num_devices > devices:
-            continue
         sub = pool_problem(problem, pool.num_devices)
         errors += [f"{name}: {e}" for e in check_plan(pool, sub) if "GPUs, but the task has" not in e]
     return errors
@@ -336,7 +334,8 @@ def decode_max_batch(problem: ServingProblem, pool: ServingPlan, tied: bool = Fa
 
 def decode_batch(problem: ServingProblem, pool: ServingPlan, fitting: int) -> tuple[int, list[str]]:
     """Sequences per decode replica: the task's concurrency over the decode replicas (capped by
-    max_num_seqs), else max_num_seqs, else what fits; at least pp."""
+    max_num_seqs), else max_num_seqs, else what fits; capped by max_num_batched_tokens (one token
+    per sequence in a decode step); at least pp."""
     notes = []
     concurrency = problem.task.concurrency
     if concurrency is not None:
@@ -349,6 +348,15 @@ def decode_batch(problem: ServingProblem, pool: ServingPlan, fitting: int) -> tu
         batch = pool.max_num_seqs
     else:
         batch = fitting
+    budget = pool.max_num_batched_tokens
+    if batch > budget:
+        # A decode step carries one token per sequence: the engine runs at most the token
+        # budget's sequences at once (as planner.serving.cost._batch for a colocated replica).
+        why = (f"concurrency {concurrency:,} over {pool.dp} decode replicas is {batch:,} per replica"
+               if concurrency is not None else f"{batch:,} sequences per decode replica fit in memory")
+        notes.append(f"{why}; decode.max_num_batched_tokens caps it at {budget:,} (a decode step carries one token "
+                     "per sequence" + ("; the rest wait)" if concurrency is not None else ")"))
+        batch = budget
     return max(batch, pool.pp), notes
 
 
