@@ -44,3 +44,21 @@ def test_a_mismatched_profile_is_noted(solved, profile, target, noted):
         assert profile.split("@")[0] in note and target in note
         result = export(problem, plan, target)
         assert note in result.approximations
+
+
+def test_estimate_reports_the_profile(capsys, tmp_path):
+    import json
+
+    import yaml
+
+    from planner.cli import main
+
+    data = yaml.safe_load((PROBLEMS / "tasks" / "llama3-8b-8xh100.yaml").read_text())
+    data["training"]["framework"] = {"profile": "torchtitan", "options": {"compile": True}}
+    task = tmp_path / "task.yaml"
+    task.write_text(yaml.safe_dump(data))
+    assert main(["estimate", str(task)]) in (0, 3)
+    assert "priced as framework profile torchtitan (compile True)" in capsys.readouterr().out
+    assert main(["estimate", str(task), "--json"]) in (0, 3)
+    assert json.loads(capsys.readouterr().out)["framework_profile"] == {"profile": "torchtitan",
+                                                                       "options": {"compile": True}}

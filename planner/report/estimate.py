@@ -118,6 +118,8 @@ def estimate_json(problem: Problem, plan: Plan, b: Breakdown) -> dict[str, Any]:
     return {
         "problem_hash": problem.hash,
         "plan": plan.model_dump(mode="json"),
+        "framework_profile": {"profile": problem.task.framework.profile,
+                              "options": dict(problem.task.framework.options or {})},
         "step_time_s": b.step_time_s,
         "parts_s": b.parts,
         "exposed_by_axis_tier_s": b.exposed_by_axis_tier,
