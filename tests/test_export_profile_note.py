@@ -54,11 +54,11 @@ def test_estimate_reports_the_profile(capsys, tmp_path):
     from planner.cli import main
 
     data = yaml.safe_load((PROBLEMS / "tasks" / "llama3-8b-8xh100.yaml").read_text())
-    data["training"]["framework"] = {"profile": "torchtitan", "options": {"compile": True}}
+    data["training"]["framework"] = {"profile": "torchtitan", "options": {"compile": True, "float8": "tensorwise"}}
     task = tmp_path / "task.yaml"
     task.write_text(yaml.safe_dump(data))
     assert main(["estimate", str(task)]) in (0, 3)
-    assert "priced as framework profile torchtitan (compile True)" in capsys.readouterr().out
+    assert "priced as framework profile torchtitan (compile True, float8 tensorwise)" in capsys.readouterr().out
     assert main(["estimate", str(task), "--json"]) in (0, 3)
-    assert json.loads(capsys.readouterr().out)["framework_profile"] == {"profile": "torchtitan",
-                                                                       "options": {"compile": True}}
+    assert json.loads(capsys.readouterr().out)["framework_profile"] == {
+        "profile": "torchtitan", "options": {"compile": True, "float8": "tensorwise"}}
