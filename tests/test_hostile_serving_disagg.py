@@ -16,6 +16,8 @@ Findings of this pass that were fixed, pinned here (`never` holds the old text w
   with the note;
 - a decode pool that holds not one sequence said "at most 0 sequences fit; try a smaller
   max_num_seqs": now that not one fits and what to try;
+- an export refusal (exit 4: an expert layout the engine cannot express) did not say which
+  pool: now `the decode pool: ep 16: ...`;
 - a disaggregated export of a plan predicted not to fit was written with no warning (a colocated
   export carries one): now a WARNING naming the pool, stage and bytes over, in the header and on
   standard error;
@@ -240,6 +242,12 @@ def estimate_cases() -> list[Case]:
     e("a-list", "- " + PREFILL, "expected a mapping of plan fields")
     e("binary-nul", b"\x00\xff\xfe\x89PNG", "binary data")
     e("binary-high-bytes", bytes(range(128, 256)), "plan.yaml")
+    e("utf-16", PLAN.encode("utf-16"), "UTF-16 text")
+    e("yaml-aliases", "family: serving\nprefill: &p {tp: 4}\ndecode: *p\n", "YAML aliases")
+    e("pool-key-only", "prefill:\n", "family: field required")
+    e("mla-dp-attention-decode", "family: serving\nprefill: {tp: 8, pp: 2}\ndecode: {tp: 8, dp: 2, ep: 16, "
+      "dp_attention: true, max_num_seqs: 64}\n", "EP16 DPattn", code=0,
+      task=task_with("num_devices: 16", "num_devices: 32", MLA))
     c.append(Case("estimate-plan-a-directory", ESTIMATE, {"task.yaml": TASK, "plan.yaml/": ""}, 2,
                   ("plan.yaml", "is a directory")))
     c.append(Case("estimate-plan-missing", ESTIMATE, {"task.yaml": TASK}, 2, ("plan.yaml", "cannot read file")))
@@ -395,12 +403,18 @@ def export_cases() -> list[Case]:
     x("moe-ep-4-sglang", "sglang", "--disaggregation-mode",
       files={"task.yaml": MOE, "plan.yaml": "family: serving\nprefill: {tp: 4}\ndecode: {tp: 4, ep: 4, "
                                             "max_num_seqs: 64}\n"})
-    x("moe-ep-across-replicas-sglang", "sglang", "ep 4:", "one server's TP group", code=4,
+    # Fixed: the refusal did not say which pool.
+    x("moe-ep-across-replicas-sglang", "sglang", "the decode pool: ep 4:", "one server's TP group", code=4,
       files={"task.yaml": MOE, "plan.yaml": "family: serving\nprefill: {tp: 4}\ndecode: {tp: 1, dp: 4, ep: 4, "
                                             "max_num_seqs: 64}\n"})
     x("moe-ep-across-replicas-vllm", "vllm", "--kv-transfer-config",
       files={"task.yaml": MOE, "plan.yaml": "family: serving\nprefill: {tp: 4}\ndecode: {tp: 1, dp: 4, ep: 4, "
                                             "max_num_seqs: 64}\n"})
+    mla = task_with("num_devices: 16", "num_devices: 32", MLA)
+    dpa = ("family: serving\nprefill: {tp: 8, pp: 2}\ndecode: {tp: 8, dp: 2, ep: 16, dp_attention: true, "
+           "max_num_seqs: 64}\n")
+    x("mla-dp-attention-vllm", "vllm", "the decode pool: dp_attention", code=4, files={"task.yaml": mla, "plan.yaml": dpa})
+    x("mla-ep-16-sglang", "sglang", "the decode pool: ep 16:", code=4, files={"task.yaml": mla, "plan.yaml": dpa})
     c.append(Case("export-plan-alone", ["export", "{d}/plan.yaml", "--to", "sglang"], both, 2,
                   ("plan.yaml: --task is required",)))
     c.append(Case("export-training-task", ["export", "{d}/plan.yaml", "--task", "{P}/tasks/llama3-8b-8xh100.yaml",

@@ -99,7 +99,10 @@ def export_disaggregated(problem, plan, target: str, fmt: str = "command", model
     for role, pool in (("prefill", plan.prefill), ("decode", plan.decode)):
         sub = pool_problem(problem, pool.num_devices)
         colocated = ServingPlan(family="serving", **pool.model_dump(exclude={"family", "provenance"}))
-        text, pool_notes = _renderer(target)(sub, colocated, "command", model)
+        try:
+            text, pool_notes = _renderer(target)(sub, colocated, "command", model)
+        except ExportError as exc:  # which pool the engine cannot express
+            raise ExportError(f"the {role} pool: {exc}") from exc
         command = _with_flags(_command_lines(text, program), disaggregation_flags(target, role))
         # Check the whole command again: the pool's degrees and limits, and the added flags.
         script = "\n".join(line for line in text.splitlines() if line.startswith("# servers:")) + "\n" + "\n".join(
