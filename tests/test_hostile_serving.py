@@ -332,7 +332,7 @@ def flag_cases() -> list[Case]:
     for flag in (["--cp", "2"], ["--mbs", "2"], ["--vpp", "2"], ["--zero", "1"], ["--recompute", "full"],
                  ["--schedule", "1f1b"], ["--sp"], ["--tp-comm-overlap"]):
         f(flag[0].lstrip("-"), flag, f"{flag[0]}: training plan flags do not apply to an inference task",
-          "--tp, --pp and --dp")
+          "--tp, --pp, --dp, --ep and --dp-attention")
     return c
 
 
