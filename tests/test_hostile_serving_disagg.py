@@ -349,9 +349,10 @@ def compare_cases() -> list[Case]:
     k("time-limit-tiny", TASK, "serving-disaggregated: the time limit was reached", flags=("--time-limit", "0.001"))
     c.append(Case("compare-training-task", ["compare", "{P}/tasks/llama3-8b-8xh100.yaml", "--disaggregated"], {}, 2,
                   ("for inference tasks",)))
-    # Not fixed here (planner/cli/serving_commands.py): compare --plan reads a colocated plan only.
-    c.append(Case("compare-plan-disaggregated", [*COMPARE, "--plan", "{d}/plan.yaml"],
-                  {"task.yaml": TASK, "plan.yaml": PLAN}, 2, ("plan.yaml: prefill: unknown field",), one_error=False))
+    # compare --plan prices a disaggregated plan as a GIVEN row; an inconsistent one is refused.
+    c.append(Case("compare-plan-disaggregated-mismatch", [*COMPARE, "--plan", "{d}/plan.yaml"],
+                  {"task.yaml": TASK.replace("num_devices: 8", "num_devices: 16"), "plan.yaml": PLAN}, 2,
+                  ("plan.yaml: this plan is invalid",), one_error=False))
     return c
 
 

@@ -121,3 +121,17 @@ def test_a_time_limit_too_short_says_no_plan_was_found(capsys):
     assert main(["solve", TASK, "--disaggregated", "--time-limit", "0.001"]) == 3
     out = capsys.readouterr().out
     assert "serving-disaggregated: UNKNOWN" in out and "no plan was found" in out
+
+
+def test_compare_prices_a_given_disaggregated_plan(capsys, tmp_path):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("family: serving\nprefill: {tp: 1, pp: 2, dp: 2, max_num_batched_tokens: 4096}\n"
+                    "decode: {tp: 4, dp: 1, max_num_seqs: 128, max_num_batched_tokens: 128}\n")
+    assert main(["compare", TASK, "--plan", str(plan), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    given = next(r for r in rows if r["status"] == "GIVEN")
+    assert given["output_tokens_per_s_per_gpu"] == pytest.approx(487.4, abs=0.1) and given["feasible"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(plan.read_text().replace("dp: 1, max", "dp: 2, max"))
+    assert main(["compare", TASK, "--plan", str(bad)]) == 2
+    assert "4 + 8 = 12 GPUs" in capsys.readouterr().err

@@ -141,7 +141,7 @@ def compare(args: argparse.Namespace, problem, default_solvers: str) -> int:
     from planner.report.estimate import table
     from planner.report.serving import problem_line
     from planner.serving.cost import evaluate
-    from planner.serving.plan import check_plan
+    from planner.serving.plan import ServingPlan, check_plan
     from planner.serving.plan_io import load_serving_plan
     from solvers.serving import baseline_plans, solve_serving, violations
 
@@ -149,10 +149,13 @@ def compare(args: argparse.Namespace, problem, default_solvers: str) -> int:
         for name in (n.strip() for n in args.solvers.split(",") if n.strip()):
             _check_solver(name, "--solvers")
     given = []
+    from planner.cli.serving_disagg import load_plan
+    from planner.serving.disagg import check_disaggregated, evaluate_disaggregated
+
     for path in args.plan or []:
-        plan = load_serving_plan(path)
+        plan = load_plan(path)  # a colocated serving plan, or one with prefill and decode pools
         check_plan_matches(plan, problem, path, args.task)
-        errors = check_plan(plan, problem)
+        errors = check_plan(plan, problem) if isinstance(plan, ServingPlan) else check_disaggregated(plan, problem)
         if errors:
             raise invalid_plan(path, args.task, errors)
         given.append((f"plan {path}", plan))
@@ -168,7 +171,8 @@ def compare(args: argparse.Namespace, problem, default_solvers: str) -> int:
     for label, plan, why in baseline_plans(problem):
         rows.append((label, "BASELINE", plan, evaluate(problem, plan) if plan is not None else None, why))
     for label, plan in given:
-        rows.append((label, "GIVEN", plan, evaluate(problem, plan), ""))
+        priced = evaluate(problem, plan) if isinstance(plan, ServingPlan) else evaluate_disaggregated(problem, plan)
+        rows.append((label, "GIVEN", plan, priced, ""))
     feasible = [e for _, _, _, e, _ in rows if e is not None and not violations(problem, e)]
     best = max((e.output_tokens_per_s_per_gpu for e in feasible), default=None)
     text_rows, records = [], []
