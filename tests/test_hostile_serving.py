@@ -342,13 +342,13 @@ def command_cases() -> list[Case]:
     c = []
     both = {"task.yaml": TASK, "plan.yaml": PLAN}
     c.append(Case("serving-plan-training-task", ["estimate", TRAINING_TASK, "--plan", "{d}/plan.yaml"], both, 2,
-                  ("plan.yaml: family: unknown field",)))
+                  ("plan.yaml: family: this is a serving plan; give it with an inference task",)))
     c.append(Case("serving-plan-training-task-json", ["estimate", TRAINING_TASK, "--plan", "{d}/plan.yaml", "--json"],
-                  both, 2, ("plan.yaml: family: unknown field",)))
+                  both, 2, ("plan.yaml: family: this is a serving plan; give it with an inference task",)))
     c.append(Case("serving-plan-dlrm-task", ["estimate", "mlperf-dlrm-dcnv2-8xh100", "--plan", "{d}/plan.yaml"],
                   both, 2, ("plan.yaml",)))
     c.append(Case("serving-plan-export-training-task", ["export", "{d}/plan.yaml", "--task", TRAINING_TASK, "--to",
-                                                        "megatron"], both, 2, ("plan.yaml: family: unknown field",)))
+                                                        "megatron"], both, 2, ("plan.yaml: family: this is a serving plan; give it with an inference task",)))
     c.append(Case("dlrm-plan-inference-task", ["estimate", "{d}/task.yaml", "--plan",
                                                "{P}/plans/madmax-dlrm-a-mp128.yaml"], both, 2,
                   ("madmax-dlrm-a-mp128.yaml: family:", "family 'dlrm'")))

@@ -186,4 +186,4 @@ def test_a_serving_plan_on_a_training_task_names_the_field(capsys):
                  "--plan", str(PROBLEMS / "plans" / "llama3-70b-vllm-tp4.yaml")])
     err = capsys.readouterr().err
     assert code == 2
-    assert "llama3-70b-vllm-tp4.yaml: family: unknown field" in err
+    assert "llama3-70b-vllm-tp4.yaml: family: this is a serving plan; give it with an inference task" in err

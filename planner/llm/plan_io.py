@@ -17,4 +17,8 @@ def load_plan(path: str | Path) -> Plan:
     data, path = read_plan_data(path)
     if data.get("family") == "dlrm":
         raise InputError(f"{path}: family: this is an embedding-sharding (DLRM) plan; give it with a DLRM task")
+    if data.get("family") == "serving":
+        kind = "a disaggregated serving plan" if "prefill" in data or "decode" in data else "a serving plan"
+        raise InputError(f"{path}: family: this is {kind}; give it with an inference task (a training task takes "
+                         "a training plan: tp, pp, dp, ...)")
     return build(Plan, data, str(path))
