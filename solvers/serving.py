@@ -219,11 +219,13 @@ def _key(p: Priced) -> tuple:
             plan.max_num_seqs or 0)
 
 
-def pareto_front(points: list[Priced]) -> list[Priced]:
+def pareto_front(points: list[Priced], key=None) -> list[Priced]:
     """The configurations no other beats on both output tokens/s per GPU (higher) and TPOT
-    (lower), one per point of the front, by increasing TPOT."""
+    (lower), one per point of the front, by increasing TPOT; `key` breaks ties (this search's
+    order by default)."""
+    key = key or _key
     front: list[Priced] = []
-    for p in sorted(points, key=lambda p: (p.estimate.tpot_s, _key(p))):
+    for p in sorted(points, key=lambda p: (p.estimate.tpot_s, key(p))):
         if not front or p.throughput_per_gpu > front[-1].throughput_per_gpu:
             if front and p.estimate.tpot_s == front[-1].estimate.tpot_s:
                 front.pop()

@@ -51,7 +51,15 @@ from planner.serving.disagg import (
 from planner.serving.memory import stage_memory
 from planner.serving.plan import check_plan
 from planner.serving.problem import ServingProblem
-from solvers.serving import Priced, ServingSolveResult, _divisors, expert_choices, node_size, valid_tps
+from solvers.serving import (
+    Priced,
+    ServingSolveResult,
+    _divisors,
+    expert_choices,
+    node_size,
+    pareto_front,
+    valid_tps,
+)
 
 SOLVER_NAME = "serving-disaggregated"
 PREFILL_CHUNKS = (2048, 4096, 8192, 16384)
@@ -241,18 +249,6 @@ def _key(p: Priced) -> tuple:
     return (-e.output_tokens_per_s_per_gpu, e.tpot_s, e.ttft_max_s)
 
 
-def pareto_front(points: list[Priced]) -> list[Priced]:
-    """The configurations no other beats on both output tokens/s per GPU (higher) and TPOT
-    (lower), by increasing TPOT (as solvers.serving.pareto_front, for disaggregated plans)."""
-    front: list[Priced] = []
-    for p in sorted(points, key=lambda p: (p.estimate.tpot_s, _key(p))):
-        if not front or p.throughput_per_gpu > front[-1].throughput_per_gpu:
-            if front and p.estimate.tpot_s == front[-1].estimate.tpot_s:
-                front.pop()
-            front.append(p)
-    return front
-
-
 def solve_disaggregated(problem: ServingProblem, deadline: float | None = None,
                         pareto: bool = False) -> ServingSolveResult:
     """The best disaggregated deployment of the declared space (module doc) until `deadline`
@@ -305,7 +301,7 @@ def solve_disaggregated(problem: ServingProblem, deadline: float | None = None,
     result.space_size = evaluated
     result.layouts = len(sizes)
     if pareto:
-        result.pareto = pareto_front(front_points)
+        result.pareto = pareto_front(front_points, key=_key)
     if stopped:
         result.status = "FEASIBLE" if best is not None else "UNKNOWN"
         result.notes.append(f"the time limit was reached after {evaluated:,} configurations; the pool sizes left "

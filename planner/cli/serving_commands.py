@@ -24,7 +24,8 @@ def _deadline(args: argparse.Namespace) -> float:
     return COMMAND_START[0] + args.time_limit
 
 
-def _proof_line(result) -> str:
+def proof_line(result) -> str:
+    """The serving searches' proof: status, objective, bound, gap, wall time."""
     parts = [f"solver {result.solver}: {result.status}"]
     if result.objective_tokens_per_s_per_gpu is not None:
         parts.append(f"objective {result.objective_tokens_per_s_per_gpu:,.1f} output tokens/s per GPU")
@@ -112,7 +113,7 @@ def solve(args: argparse.Namespace, problem) -> int:
             out["pareto"] = front_records
         print(dump_json(out))
     else:
-        print(_proof_line(result))
+        print(proof_line(result))
         print(_space_line(result, problem, args.pareto))
         for note in result.notes:
             print(f"note: {note}")

@@ -8,6 +8,7 @@ import argparse
 from pathlib import Path
 
 from planner.cli.common import COMMAND_START, check_output, dump_json, invalid_plan
+from planner.cli.serving_commands import proof_line
 from planner.core.errors import InputError
 from planner.core.units import format_seconds
 
@@ -60,18 +61,6 @@ def estimate(args: argparse.Namespace, problem, plan) -> int:
     else:
         print(render_disaggregated_estimate(problem, plan, e))
     return 0 if e.fits else 3
-
-
-def _proof_line(result) -> str:
-    parts = [f"solver {result.solver}: {result.status}"]
-    if result.objective_tokens_per_s_per_gpu is not None:
-        parts.append(f"objective {result.objective_tokens_per_s_per_gpu:,.1f} output tokens/s per GPU")
-    if result.best_bound_tokens_per_s_per_gpu is not None:
-        parts.append(f"best bound {result.best_bound_tokens_per_s_per_gpu:,.1f}")
-    if result.gap is not None:
-        parts.append(f"gap {100 * result.gap:.2f}%")
-    parts.append(f"wall {result.wall_time_s:.2f} s")
-    return ", ".join(parts)
 
 
 def _front(problem, front) -> tuple[str, list[dict]]:
@@ -141,7 +130,7 @@ def solve(args: argparse.Namespace, problem) -> int:
             out["pareto"] = front_records
         print(dump_json(out))
     else:
-        print(_proof_line(result))
+        print(proof_line(result))
         for note in result.notes:
             print(f"note: {note}")
         if result.infeasibility:

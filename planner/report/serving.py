@@ -27,7 +27,7 @@ def problem_line(problem: ServingProblem) -> str:
             f"{task.kv_cache_dtype} KV cache, {task.engine.name} ({task.engine.batching} batching)")
 
 
-def _target(value: float, target: float | None) -> str:
+def target_text(value: float, target: float | None) -> str:
     if target is None:
         return ""
     return f"   (target {format_seconds(target)}: {'met' if value <= target else 'MISSED'})"
@@ -77,8 +77,8 @@ def render_serving_estimate(problem: ServingProblem, plan: ServingPlan, e: Servi
          f"{e.concurrency:,} requests in flight)"),
         (f"TTFT               {format_seconds(e.ttft_s)}"
          + (f" mean, {format_seconds(e.ttft_max_s)} slowest kind" if e.ttft_max_s > e.ttft_s * (1 + 1e-9) else "")
-         + _target(e.ttft_max_s, targets.ttft_s)),
-        f"TPOT               {format_seconds(e.tpot_s)}" + _target(e.tpot_s, targets.tpot_s),
+         + target_text(e.ttft_max_s, targets.ttft_s)),
+        f"TPOT               {format_seconds(e.tpot_s)}" + target_text(e.tpot_s, targets.tpot_s),
         (f"KV cache           {format_bytes(kv_cache_bytes_per_token(problem))} per token of the whole model "
          f"({task.kv_cache_dtype})"),
         "",
@@ -104,12 +104,29 @@ def render_serving_estimate(problem: ServingProblem, plan: ServingPlan, e: Servi
     return "\n".join(lines)
 
 
-def serving_estimate_json(problem: ServingProblem, plan: ServingPlan, e: ServingEstimate) -> dict[str, Any]:
+def problem_json(problem: ServingProblem) -> dict[str, Any]:
+    return {"model": problem.model.name, "cluster": problem.cluster.name,
+            "num_devices": problem.cluster.num_devices, "device": problem.cluster.device.name,
+            "hash": problem.hash, "task": problem.task.model_dump(mode="json")}
+
+
+def targets_json(problem: ServingProblem, ttft_max_s: float, tpot_s: float) -> dict[str, Any]:
     targets = problem.task.targets
+    return {"ttft_s": targets.ttft_s, "tpot_s": targets.tpot_s,
+            "ttft_met": None if targets.ttft_s is None else ttft_max_s <= targets.ttft_s,
+            "tpot_met": None if targets.tpot_s is None else tpot_s <= targets.tpot_s}
+
+
+def stage_memory_json(s) -> dict[str, Any]:
+    return {"stage": s.stage, "layers": s.layers, "weights_bytes": s.weights_bytes,
+            "kv_cache_bytes": s.kv_cache_bytes, "workspace_bytes": s.workspace_bytes,
+            "overhead_bytes": s.overhead_bytes, "total_bytes": s.total_bytes,
+            "capacity_bytes": s.capacity_bytes, "fits": s.fits}
+
+
+def serving_estimate_json(problem: ServingProblem, plan: ServingPlan, e: ServingEstimate) -> dict[str, Any]:
     return {
-        "problem": {"model": problem.model.name, "cluster": problem.cluster.name,
-                    "num_devices": problem.cluster.num_devices, "device": problem.cluster.device.name,
-                    "hash": problem.hash, "task": problem.task.model_dump(mode="json")},
+        "problem": problem_json(problem),
         "plan": plan.model_dump(mode="json"),
         "fits": e.fits,
         "batch_per_replica": e.batch_per_replica,
@@ -121,17 +138,12 @@ def serving_estimate_json(problem: ServingProblem, plan: ServingPlan, e: Serving
         "ttft_s": e.ttft_s,
         "ttft_max_s": e.ttft_max_s,
         "tpot_s": e.tpot_s,
-        "targets": {"ttft_s": targets.ttft_s, "tpot_s": targets.tpot_s,
-                    "ttft_met": None if targets.ttft_s is None else e.ttft_max_s <= targets.ttft_s,
-                    "tpot_met": None if targets.tpot_s is None else e.tpot_s <= targets.tpot_s},
+        "targets": targets_json(problem, e.ttft_max_s, e.tpot_s),
         "decode_parts_s": e.decode_parts,
         "prefill_parts_s": e.prefill_parts,
         "decode_tp_by_tier_s": {tier.name: t for tier, t in zip(problem.cluster.tiers, e.decode_tp_by_tier,
                                                                 strict=True)},
         "kv_cache_bytes_per_token": kv_cache_bytes_per_token(problem),
-        "memory": [{"stage": s.stage, "layers": s.layers, "weights_bytes": s.weights_bytes,
-                    "kv_cache_bytes": s.kv_cache_bytes, "workspace_bytes": s.workspace_bytes,
-                    "overhead_bytes": s.overhead_bytes, "total_bytes": s.total_bytes,
-                    "capacity_bytes": s.capacity_bytes, "fits": s.fits} for s in e.memory],
+        "memory": [stage_memory_json(s) for s in e.memory],
         "warnings": warnings_for(problem, e),
     }

@@ -7,19 +7,13 @@ from typing import Any
 
 from planner.core.units import format_bytes, format_seconds
 from planner.report.estimate import table
-from planner.report.serving import problem_line
+from planner.report.serving import problem_json, problem_line, stage_memory_json, target_text, targets_json
 from planner.serving.disagg import PREFILL_PARTS, DisaggregatedEstimate, DisaggregatedPlan, transfer_tier
 from planner.serving.memory import kv_cache_bytes_per_token
 from planner.serving.problem import ServingProblem
 
 DECODE_ORDER = ("gemm", "attention", "elementwise", "lm_head", "tp_comm", "ep_comm", "pp_p2p")
 """Parts of a decode pool's round, in report order."""
-
-
-def _target(value: float, target: float | None) -> str:
-    if target is None:
-        return ""
-    return f"   (target {format_seconds(target)}: {'met' if value <= target else 'MISSED'})"
 
 
 def _parts(parts: dict[str, float], order: tuple[str, ...], total: float) -> str:
@@ -76,8 +70,8 @@ def render_disaggregated_estimate(problem: ServingProblem, plan: DisaggregatedPl
          f"{e.requests_per_s:,.2f} requests/s; {pace})"),
         (f"TTFT               {format_seconds(e.ttft_s)}"
          + (f" mean, {format_seconds(e.ttft_max_s)} slowest kind" if e.ttft_max_s > e.ttft_s * (1 + 1e-9) else "")
-         + _target(e.ttft_max_s, targets.ttft_s)),
-        f"TPOT               {format_seconds(e.tpot_s)}" + _target(e.tpot_s, targets.tpot_s),
+         + target_text(e.ttft_max_s, targets.ttft_s)),
+        f"TPOT               {format_seconds(e.tpot_s)}" + target_text(e.tpot_s, targets.tpot_s),
         (f"KV transfer        {format_seconds(e.kv_transfer_max_s)} for the longest prompt over {tier.name} "
          f"({format_bytes(kv_cache_bytes_per_token(problem))} per token, {task.kv_cache_dtype})"),
         "",
@@ -100,18 +94,8 @@ def render_disaggregated_estimate(problem: ServingProblem, plan: DisaggregatedPl
 
 def disaggregated_estimate_json(problem: ServingProblem, plan: DisaggregatedPlan,
                                 e: DisaggregatedEstimate) -> dict[str, Any]:
-    targets = problem.task.targets
-
-    def memory(stages):
-        return [{"stage": s.stage, "layers": s.layers, "weights_bytes": s.weights_bytes,
-                 "kv_cache_bytes": s.kv_cache_bytes, "workspace_bytes": s.workspace_bytes,
-                 "overhead_bytes": s.overhead_bytes, "total_bytes": s.total_bytes, "capacity_bytes": s.capacity_bytes,
-                 "fits": s.fits} for s in stages]
-
     return {
-        "problem": {"model": problem.model.name, "cluster": problem.cluster.name,
-                    "num_devices": problem.cluster.num_devices, "device": problem.cluster.device.name,
-                    "hash": problem.hash, "task": problem.task.model_dump(mode="json")},
+        "problem": problem_json(problem),
         "plan": plan.model_dump(mode="json"),
         "disaggregated": True,
         "fits": e.fits,
@@ -130,11 +114,10 @@ def disaggregated_estimate_json(problem: ServingProblem, plan: DisaggregatedPlan
         "ttft_max_s": e.ttft_max_s,
         "tpot_s": e.tpot_s,
         "kv_transfer_max_s": e.kv_transfer_max_s,
-        "targets": {"ttft_s": targets.ttft_s, "tpot_s": targets.tpot_s,
-                    "ttft_met": None if targets.ttft_s is None else e.ttft_max_s <= targets.ttft_s,
-                    "tpot_met": None if targets.tpot_s is None else e.tpot_s <= targets.tpot_s},
+        "targets": targets_json(problem, e.ttft_max_s, e.tpot_s),
         "decode_parts_s": e.decode_parts,
         "prefill_parts_s": e.prefill_parts,
-        "memory": {"prefill": memory(e.prefill_memory), "decode": memory(e.decode_memory)},
+        "memory": {"prefill": [stage_memory_json(st) for st in e.prefill_memory],
+                   "decode": [stage_memory_json(st) for st in e.decode_memory]},
         "warnings": warnings_for(problem, e),
     }
