@@ -27,7 +27,7 @@ EXIT_INTERNAL, EXIT_OUTPUT_FAILED, EXIT_INTERRUPTED, EXIT_CLOSED_OUTPUT = 70, 74
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from planner.cli import compare, estimate, export, fidelity, solve, sweep
+    from planner.cli import compare, estimate, export, fidelity, report, solve, sweep
 
     parser = argparse.ArgumentParser(
         prog="planner", description="Parallelism planner for large-model training (cost model and solvers).",
@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_parser(sub)
     export.add_parser(sub)
     fidelity.add_parsers(sub)
+    report.add_parser(sub)
     sweep.add_parser(sub)
     return parser
 
