@@ -259,6 +259,26 @@ def test_sweep_tables_escape_names(tmp_path):
     assert "<script>alert(1)" not in html and "&lt;/script&gt;&lt;script&gt;alert(1)" in html
 
 
+# ---------------------------------------------------------------- an inference task
+
+
+def test_serving_report_draws_the_front_and_the_chosen_deployment(tmp_path):
+    """Llama-3 70B on 8 H100 at TPOT <= 50 ms: the front of `planner solve --pareto`, the chosen
+    deployment (the search's optimum) on it, and the TPOT target as a line."""
+    from planner.cli.common import load_task
+    from solvers.serving import solve_serving
+
+    out = tmp_path / "serving.html"
+    assert main(["report", "llama3-70b-8xh100-serving", "-o", str(out)]) == 0
+    fig = figures(out.read_text())["serving-pareto"]
+    front, chosen = fig["data"]
+    result = solve_serving(load_task("llama3-70b-8xh100-serving"), None, pareto=True)
+    assert front["x"] == pytest.approx([p.estimate.tpot_s * 1e3 for p in result.pareto])
+    assert chosen["y"] == pytest.approx([result.objective_tokens_per_s_per_gpu])
+    assert chosen["y"][0] in front["y"] and chosen["x"][0] <= 50.0
+    assert fig["layout"]["shapes"][0]["x0"] == pytest.approx(50.0)
+
+
 # ---------------------------------------------------------------- in a real browser
 
 BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -75,11 +75,20 @@ def test_unreadable_json_names_the_file(text, expected, tmp_path, capsys):
     assert code == 2 and str(path) in err and expected in err, err
 
 
-def test_inference_and_dlrm_tasks_are_refused(tmp_path, capsys):
-    for task, kind in (("llama3-70b-8xh100-serving", "an inference task"), ("mlperf-dlrm-dcnv2-8xh100", "a DLRM task")):
-        code, err = run([task, "-o", str(tmp_path / "r.html")], capsys)
-        assert code == 2 and f"{task}: {kind}: `planner report` covers training tasks and sweep results" in err
+def test_dlrm_tasks_are_refused(tmp_path, capsys):
+    code, err = run(["mlperf-dlrm-dcnv2-8xh100", "-o", str(tmp_path / "r.html")], capsys)
+    assert code == 2 and "mlperf-dlrm-dcnv2-8xh100: a DLRM task: `planner report` covers training and inference " \
+        "tasks and sweep results" in err
     assert not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--plan", "llama3-70b-nemo"], "--plan: llama3-70b-8xh100-serving is an inference task"),
+    (["--solvers", "greedy"], "--solvers: llama3-70b-8xh100-serving is an inference task"),
+])
+def test_inference_report_refuses_training_flags(args, expected, tmp_path, capsys):
+    code, err = run(["llama3-70b-8xh100-serving", *args, "-o", str(tmp_path / "r.html")], capsys)
+    assert code == 2 and expected in err, err
 
 
 @pytest.mark.parametrize("output,expected", [

@@ -2,9 +2,10 @@
 
 A training task: the methods `planner compare` runs (same solvers, flags and given plans), their
 step-time breakdowns as stacked bars, the chosen plan's pipeline schedule as a Gantt chart and its
-memory per stage against the device. A sweep result (`planner sweep --json` output): its
-scenarios and the Pareto front of time, cost and energy. Inference and DLRM tasks are refused
-(exit 2). The output path is checked before any work; the file is written atomically.
+memory per stage against the device. An inference task: the serving search's Pareto front of
+output tokens/s per GPU against TPOT (`planner solve --pareto`). A sweep result (`planner sweep
+--json` output): its scenarios and the Pareto front of time, cost and energy. DLRM tasks are
+refused (exit 2). The output path is checked before any work; the file is written atomically.
 
 Exit codes: 0 written; 2 bad input (or an output path that cannot be written); 130 interrupted.
 """
@@ -72,10 +73,11 @@ def _training(args: argparse.Namespace):
     from solvers import SOLVERS, SolveResult, run_solvers
 
     problem = load_task(args.input)
-    if is_serving(problem) or is_recsys(problem):
-        kind = "an inference" if is_serving(problem) else "a DLRM"
-        raise InputError(f"{args.input}: {kind} task: `planner report` covers training tasks and sweep results "
-                         f"(`planner compare {args.input}` prints this task's comparison)")
+    if is_recsys(problem):
+        raise InputError(f"{args.input}: a DLRM task: `planner report` covers training and inference tasks and sweep "
+                         f"results (`planner compare {args.input}` prints this task's comparison)")
+    if is_serving(problem):
+        return _serving(args, problem)
     check_searchable(problem)
     names = [n.strip() for n in args.solvers.split(",") if n.strip()]
     if not names and not args.plan:
@@ -108,13 +110,36 @@ def _training(args: argparse.Namespace):
         training_sections(problem, rows, {label for label, _ in given})
 
 
+def _serving(args: argparse.Namespace, problem):
+    """An inference task: the serving search with its Pareto front (`planner solve --pareto`)."""
+    from planner.cli.common import COMMAND_START
+    from planner.core.errors import InputError
+    from planner.report.html.serving import serving_sections
+    from solvers.serving import solve_serving
+
+    if args.plan:
+        raise InputError(f"--plan: {args.input} is an inference task; its report draws the serving search's front "
+                         "(price a serving plan with planner estimate TASK --plan PLAN)")
+    if args.solvers != DEFAULT_SOLVERS:
+        raise InputError(f"--solvers: {args.input} is an inference task; its report runs the serving search")
+    result = solve_serving(problem, COMMAND_START[0] + args.time_limit, pareto=True)
+    if result.interrupted:
+        raise KeyboardInterrupt
+    from planner.report.serving import problem_line
+
+    cluster = problem.cluster
+    subtitle = [problem_line(problem), f"task     {args.input}"]
+    return f"planner report: {problem.model.name} serving on {cluster.num_devices} x {cluster.device.name}", \
+        subtitle, serving_sections(problem, result)
+
+
 def add_parser(sub) -> None:
     rep = sub.add_parser(
         "report",
         help="one self-contained HTML file: a training task's comparison, breakdown, pipeline schedule and "
-        "memory, or a sweep result's Pareto front",
+        "memory; an inference task's throughput/TPOT front; or a sweep result's Pareto front",
         description="Write an HTML report (opens from disk, no server or network). INPUT is a training task "
-        "(what `planner compare` computes, drawn) or a sweep result (`planner sweep --json` output). Exit codes: "
+        "(what `planner compare` computes, drawn), an inference task (the serving front) or a sweep result (`planner sweep --json` output). Exit codes: "
         "0 written, 2 bad input, 130 interrupted.",
     )
     rep.add_argument("input", metavar="TASK_OR_SWEEP_RESULT",
