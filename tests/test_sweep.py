@@ -282,3 +282,50 @@ def test_progress_on_a_terminal_counts_down_and_names_the_fastest():
     assert "sweep: 0/3 scenarios done, 3 left" in text
     assert "2/3 scenarios done, 1 left, fastest so far b: 1.000 s" in text
     assert text.endswith("\r")
+
+
+def test_the_shipped_sweep_runs_and_prints_its_front(tmp_path, capsys):
+    """The shipped file at 64 GPUs only (6 of its 30 scenarios, a few seconds): every scenario gets
+    a plan, the table and the front are printed. The whole file: README and benchmarks/README.md."""
+    text = (PROBLEMS / "sweeps" / "llama3-70b-h100-h200-b200.yaml").read_text()
+    assert "  num_devices: [64, 128, 256, 512, 1024]\n" in text
+    path = write(tmp_path, text.replace("[64, 128, 256, 512, 1024]", "[64]").replace(
+        "task: llama3-70b-64xh100", f"task: {PROBLEMS / 'tasks' / 'llama3-70b-64xh100.yaml'}"))
+    assert main(["sweep", path, "--jobs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "6 scenarios, 6 with a plan" in out and "Pareto front (by step time):" in out
+    assert "dgx-b200 64gpu ib2x:" in out.split("Pareto front (by step time):")[1]
+
+
+def test_ctrl_c_keeps_the_scenarios_done_and_marks_the_rest(tmp_path):
+    from planner.cli.common import solve_options
+    from planner.cli.sweep import add_parser
+    from planner.sweep.run import run_sweep
+
+    parser = __import__("argparse").ArgumentParser()
+    add_parser(parser.add_subparsers())
+    args = parser.parse_args(["sweep", "x"])
+    seen = []
+
+    def progress(done, total, row):
+        if row is not None:
+            seen.append(row)
+            raise KeyboardInterrupt
+
+    rows, interrupted = run_sweep(load_sweep(write(tmp_path, SMALL)), solve_options(args), load_costs(), 1, progress)
+    assert interrupted and len(seen) == 1
+    assert rows[0].status == "OPTIMAL" and all(r.status == "NOT_RUN" for r in rows[1:])
+    assert all(r.pareto is (r is rows[0]) for r in rows)
+
+
+def test_shipped_sweeps_are_package_data():
+    import fnmatch
+
+    import tomllib
+
+    from .conftest import ROOT
+
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    shipped = [p.relative_to(PROBLEMS).as_posix() for p in (PROBLEMS / "sweeps").glob("*.yaml")]
+    assert shipped and all(any(fnmatch.fnmatch(s, g) for g in patterns["planner.presets"]) for s in shipped)
+    assert "planner.sweep" in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
