@@ -11,9 +11,11 @@ forward_s, backward_s; the recompute part of the backward from the stage terms),
 for one chunk; a backward is drawn as its recompute (the re-run forward) followed by the rest.
 
 The cost model prices this pipeline as T = m * max_i t_i + (sum_i t_i - max_i t_i) / v
-(planner.llm.cost.pipeline). The timeline ends exactly at T when the stages take equal time or
-when the slowest stage is the last (which holds for most plans: the head and the loss sit there);
-otherwise the two differ (usually by a few percent) and the report prints both.
+(planner.llm.cost.pipeline). The timeline ends exactly at T when the stages take equal time, and
+in 1F1B when the slowest stage is the last (the head and the loss usually make it so). Otherwise
+the two may differ: with the slowest stage earlier the stages behind it catch up in its shadow and
+the timeline ends before T (the formula charges their whole fill and drain); with interleaving and
+uneven stages a chunk may wait on a slower neighbour and end after it. The report prints both.
 """
 
 from __future__ import annotations

@@ -202,7 +202,7 @@ def plan_sections(problem: Problem, label: str, plan: Plan, b: Breakdown) -> lis
         notes.append(f"The cost model prices this pipeline at {format_seconds(tl.priced_s)} (T = m max t_i + "
                      f"(sum t_i - max t_i) / v, dashed line); this timeline, with the same stage times, ends at "
                      f"{format_seconds(tl.makespan_s)} ({100 * (tl.makespan_s / tl.priced_s - 1):+.2f}%): the "
-                     "formula is exact for equal stages or when the slowest stage is the last.")
+                     "formula is exact for equal stages, and in 1F1B when the slowest stage is the last.")
     if b.step_time_s > tl.priced_s * (1 + 1e-9):
         notes.append(f"Green band: what follows the pipeline in the step (data-parallel gradient sync and "
                      f"parameter gather left exposed, tied-embedding sync, optimizer), "
