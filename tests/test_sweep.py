@@ -63,6 +63,22 @@ def test_the_shipped_sweep_is_llama3_70b_on_h100_h200_b200_with_and_without_2x_i
                for s in sweep.scenarios)
 
 
+@pytest.mark.parametrize("path", sorted((PROBLEMS / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_sweep_loads_with_every_scenario_a_valid_task(path):
+    sweep = load_sweep(path.stem)
+    assert sweep.scenarios and all(s.invalid is None for s in sweep.scenarios)
+    assert sweep.spec.description
+
+
+def test_the_what_if_sweep_grows_the_nvlink_domain_doubles_nvlink_and_gives_h200_memory():
+    sweep = load_sweep("llama3-70b-h100-what-if")
+    assert len(sweep.scenarios) == 8
+    last = sweep.scenarios[-1].problem.cluster
+    assert last.tiers[0].size == 72 and last.devices_per_node == 64
+    assert last.tiers[0].bandwidth_bytes_per_s == pytest.approx(900e9)
+    assert last.device.hbm_bytes == pytest.approx(141e9) and last.device.name == "H100-SXM5-80GB"
+
+
 def test_the_grid_is_the_cartesian_product_in_a_fixed_order(tmp_path):
     sweep = load_sweep(write(tmp_path, SMALL))
     combos = [(s.axes["num_devices"], s.axes["hbm_scale"], s.axes["ib_bandwidth_scale"]) for s in sweep.scenarios]
