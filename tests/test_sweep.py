@@ -345,3 +345,18 @@ def test_shipped_sweeps_are_package_data():
     shipped = [p.relative_to(PROBLEMS).as_posix() for p in (PROBLEMS / "sweeps").glob("*.yaml")]
     assert shipped and all(any(fnmatch.fnmatch(s, g) for g in patterns["planner.presets"]) for s in shipped)
     assert "planner.sweep" in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+
+
+def test_the_task_and_presets_may_be_paths_beside_the_sweep_file_or_a_mapping(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "task.yaml").write_text(BASE.read_text())
+    (tmp_path / "sub" / "mine.yaml").write_text((PROBLEMS / "clusters" / "dgx-h200.yaml").read_text()
+                                                .replace("name: DGX-H200", "name: mine"))
+    by_path = load_sweep(write(tmp_path / "sub", "task: task.yaml\nprovider: aws\naxes:\n  cluster: [mine.yaml]\n"))
+    (s,) = by_path.scenarios
+    assert s.problem.cluster.name == "mine" and s.name == "mine" and s.axes == {"cluster": "mine.yaml"}
+    inline = load_sweep(write(tmp_path, "task: {model: llama3-8b, cluster: dgx-h100, num_devices: 8, training: "
+                                        "{global_batch_size: 16, seq_len: 1024}}\nprovider: aws\n"
+                                        "axes:\n  global_batch_size: [32]\n"))
+    assert inline.scenarios[0].problem.task.global_batch_size == 32
+    assert inline.scenarios[0].problem.model.name == load_problem(PROBLEMS / "tasks" / "llama3-8b-8xh100.yaml").model.name
