@@ -268,6 +268,38 @@ def test_sweep_tables_escape_names(tmp_path):
     assert main(["report", str(tmp_path / "s.json"), "-o", str(tmp_path / "s.html")]) == 0
     html = (tmp_path / "s.html").read_text()
     assert "<script>alert(1)" not in html and "&lt;/script&gt;&lt;script&gt;alert(1)" in html
+    names = [n for trace in figures(html)["pareto"]["data"] for n in trace["text"]]
+    assert "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in names  # Plotly shows the entities as text
+
+
+# ---------------------------------------------------------------- a DLRM task
+
+
+def test_dlrm_report_draws_the_methods_and_every_rank(tmp_path):
+    """MLPerf DLRM-DCNv2 on 8 H100: the breakdown bars sum to each method's step; the chosen
+    plan's per-rank lookup bytes and embedding memory are the cost model's RankLoads."""
+    from planner.cli.common import load_task
+    from planner.recsys.loads import plan_loads
+    from solvers import SolveOptions
+    from solvers.recsys import solve_recsys
+
+    out = tmp_path / "dlrm.html"
+    assert main(["report", "mlperf-dlrm-dcnv2-8xh100", "--solvers", "greedy,row-wise", "-o", str(out)]) == 0
+    figs = figures(out.read_text())
+    assert list(figs) == ["breakdown", "lookups:row-wise", "memory:row-wise"]  # row-wise is the faster here
+    problem = load_task("mlperf-dlrm-dcnv2-8xh100")
+    results = solve_recsys(problem, ["greedy", "row-wise"], SolveOptions(time_limit_s=10))
+    bars = figs["breakdown"]["data"]
+    for k, r in enumerate(results):
+        assert sum(t["y"][k] for t in bars) == pytest.approx(r.breakdown.step_time_s * 1e3, rel=1e-6)
+    loads = plan_loads(problem, results[1].plan)
+    fwd, bwd = figs["lookups:row-wise"]["data"]
+    assert fwd["y"] == pytest.approx(list(loads.lookup_fwd_bytes / GIB), rel=1e-6)
+    assert bwd["y"] == pytest.approx(list(loads.lookup_bwd_bytes / GIB), rel=1e-6)
+    shards, rest, usable = figs["memory:row-wise"]["data"]
+    assert max(a + b for a, b in zip(shards["y"], rest["y"])) == pytest.approx(
+        results[1].breakdown.peak_memory_bytes / GIB, rel=1e-6)
+    assert usable["y"][0] == pytest.approx(results[1].breakdown.memory_capacity_bytes / GIB, rel=1e-6)
 
 
 # ---------------------------------------------------------------- an inference task

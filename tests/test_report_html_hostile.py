@@ -75,10 +75,14 @@ def test_unreadable_json_names_the_file(text, expected, tmp_path, capsys):
     assert code == 2 and str(path) in err and expected in err, err
 
 
-def test_dlrm_tasks_are_refused(tmp_path, capsys):
-    code, err = run(["mlperf-dlrm-dcnv2-8xh100", "-o", str(tmp_path / "r.html")], capsys)
-    assert code == 2 and "mlperf-dlrm-dcnv2-8xh100: a DLRM task: `planner report` covers training and inference " \
-        "tasks and sweep results" in err
+@pytest.mark.parametrize("args,expected", [
+    (["--max-vpp", "8"], "--max-vpp: an LLM search flag; it does not apply to a DLRM task"),
+    (["--solvers", "megatron-rules"], "--solvers: 'megatron-rules' is not a DLRM solver"),
+    (["--plan", "gpt3-175b-megatron"], "gpt3-175b-megatron"),
+])
+def test_dlrm_report_refuses_llm_flags_and_plans(args, expected, tmp_path, capsys):
+    code, err = run(["mlperf-dlrm-dcnv2-8xh100", *args, "-o", str(tmp_path / "r.html")], capsys)
+    assert code == 2 and expected in err, err
     assert not (tmp_path / "r.html").exists()
 
 

@@ -1,11 +1,12 @@
-"""`planner report`: one self-contained HTML file for a training task or a sweep result.
+"""`planner report`: one self-contained HTML file for a task (training, DLRM, inference) or a sweep result.
 
 A training task: the methods `planner compare` runs (same solvers, flags and given plans), their
 step-time breakdowns as stacked bars, the chosen plan's pipeline schedule as a Gantt chart and its
 memory per stage against the device. An inference task: the serving search's Pareto front of
 output tokens/s per GPU against TPOT (`planner solve --pareto`). A sweep result (`planner sweep
---json` output): its scenarios and the Pareto front of time, cost and energy. DLRM tasks are
-refused (exit 2). The output path is checked before any work; the file is written atomically.
+--json` output): its scenarios and the Pareto front of time, cost and energy. A DLRM task: the
+embedding-sharding methods `planner compare` runs, their breakdowns, and the chosen plan's lookups
+and memory on every rank. The output path is checked before any work; the file is written atomically.
 
 Exit codes: 0 written; 2 bad input (or an output path that cannot be written); 130 interrupted.
 """
@@ -74,8 +75,7 @@ def _training(args: argparse.Namespace):
 
     problem = load_task(args.input)
     if is_recsys(problem):
-        raise InputError(f"{args.input}: a DLRM task: `planner report` covers training and inference tasks and sweep "
-                         f"results (`planner compare {args.input}` prints this task's comparison)")
+        return _recsys(args, problem)
     if is_serving(problem):
         return _serving(args, problem)
     check_searchable(problem)
@@ -110,6 +110,51 @@ def _training(args: argparse.Namespace):
         training_sections(problem, rows, {label for label, _ in given})
 
 
+def _recsys(args: argparse.Namespace, problem):
+    """A DLRM task: the embedding-sharding methods `planner compare` runs, and per-rank loads."""
+    from planner.cli.common import check_plan_matches, invalid_plan
+    from planner.cli.recsys_commands import DEFAULT_COMPARE, _options, _refuse_llm_flags
+    from planner.core.errors import InputError
+    from planner.recsys.cost import evaluate
+    from planner.recsys.plan import check_plan
+    from planner.recsys.plan_io import load_sharding_plan
+    from planner.report.html.recsys import recsys_sections
+    from planner.report.recsys import problem_line
+    from solvers import SolveResult
+    from solvers.recsys import RECSYS_SOLVERS, solve_recsys
+
+    args.task = args.input
+    _refuse_llm_flags(args)
+    text = DEFAULT_COMPARE if args.solvers == DEFAULT_SOLVERS else args.solvers
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names and not args.plan:
+        raise InputError("--solvers: no solver named; give at least one (e.g. cpsat,greedy) or a --plan")
+    unknown = [n for n in names if n not in RECSYS_SOLVERS]
+    if unknown:
+        raise InputError(f"--solvers: {unknown[0][:40]!r} is not a DLRM solver; choose from {', '.join(RECSYS_SOLVERS)}")
+    if len(set(names)) != len(names):
+        raise InputError("--solvers: a solver is named twice")
+    given = []
+    for path in args.plan or []:
+        plan = load_sharding_plan(path)
+        check_plan_matches(plan, problem, path, args.input)
+        errors = check_plan(plan, problem)
+        if errors:
+            raise invalid_plan(path, args.input, errors)
+        given.append((path, plan))
+    results = solve_recsys(problem, names, _options(args)) if names else []
+    if any(r.interrupted for r in results):
+        raise KeyboardInterrupt
+    rows = list(zip(names, results, strict=True))
+    for path, plan in given:
+        b = evaluate(problem, plan)
+        rows.append((f"plan {path}", SolveResult(solver="user", status="GIVEN", plan=plan, objective_s=b.step_time_s,
+                                                 breakdown=b)))
+    cluster = problem.cluster
+    return f"planner report: {problem.model.name} on {cluster.num_devices} x {cluster.device.name}", \
+        [problem_line(problem), f"task     {args.input}"], recsys_sections(problem, rows)
+
+
 def _serving(args: argparse.Namespace, problem):
     """An inference task: the serving search with its Pareto front (`planner solve --pareto`)."""
     from planner.cli.common import COMMAND_START
@@ -137,9 +182,11 @@ def add_parser(sub) -> None:
     rep = sub.add_parser(
         "report",
         help="one self-contained HTML file: a training task's comparison, breakdown, pipeline schedule and "
-        "memory; an inference task's throughput/TPOT front; or a sweep result's Pareto front",
+        "memory; a DLRM task's methods and per-rank loads; an inference task's throughput/TPOT front; or a sweep "
+        "result's Pareto front",
         description="Write an HTML report (opens from disk, no server or network). INPUT is a training task "
-        "(what `planner compare` computes, drawn), an inference task (the serving front) or a sweep result (`planner sweep --json` output). Exit codes: "
+        "or a DLRM task (what `planner compare` computes, drawn), an inference task (the serving front) or a sweep "
+        "result (`planner sweep --json` output). Exit codes: "
         "0 written, 2 bad input, 130 interrupted.",
     )
     rep.add_argument("input", metavar="TASK_OR_SWEEP_RESULT",

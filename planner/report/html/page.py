@@ -33,6 +33,12 @@ class Section:
     table_rows: list[list[str]] = field(default_factory=list)
 
 
+def chart_text(text: str) -> str:
+    """A string from an input file as chart text: Plotly reads a few HTML tags in labels (<b>,
+    <a href>, <br>), so <, > and & are written as entities, which it shows as themselves."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def plotly_js() -> str:
     """plotly.js (minified) as shipped in the plotly Python package."""
     from plotly.offline import get_plotlyjs
@@ -90,7 +96,7 @@ SCRIPT = """
 
 def _cell(text: str) -> str:
     value = html.escape(str(text))
-    numeric = value[:1].isdigit() or (value[:1] in "+-" and value[1:2].isdigit())
+    numeric = len(value) <= 16 and (value[:1].isdigit() or (value[:1] in "+-" and value[1:2].isdigit()))
     return f'<td class="num">{value}</td>' if numeric else f"<td>{value}</td>"
 
 

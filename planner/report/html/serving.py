@@ -12,14 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 from planner.core.units import format_seconds
-from planner.report.html.page import Section
+from planner.report.html.page import Section, chart_text
 
 FRONT_COLOR, CHOSEN_COLOR = "#4C78A8", "#E45756"
 
 
 def _point(priced) -> list:
     e = priced.estimate
-    return [priced.plan.summary(), e.batch_per_replica, e.ttft_max_s * 1e3]
+    return [chart_text(priced.plan.summary()), e.batch_per_replica, e.ttft_max_s * 1e3]
 
 
 def pareto_figure(front: list, chosen, tpot_target_s: float | None) -> dict[str, Any]:

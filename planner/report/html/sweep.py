@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from planner.core.errors import InputError
 from planner.core.schema import Name
-from planner.report.html.page import Section
+from planner.report.html.page import Section, chart_text
 
 Number = Annotated[float, Field(ge=0, le=1e30)]
 
@@ -86,8 +86,9 @@ def _scatter(points: list[ScenarioResult], x: str, y: str, color: str, name: str
     return {
         "type": "scatter", "mode": "markers", "name": name,
         "x": [getattr(s, x) for s in points], "y": [getattr(s, y) for s in points],
-        "text": [s.name for s in points],
-        "customdata": [[s.step_time_s, s.usd_per_mtok, s.kwh_per_mtok, _axes_text(s.axes), s.plan or ""]
+        "text": [chart_text(s.name) for s in points],
+        "customdata": [[s.step_time_s, s.usd_per_mtok, s.kwh_per_mtok, chart_text(_axes_text(s.axes)),
+                        chart_text(s.plan or "")]
                        for s in points],
         "marker": {"color": color, "size": 10 if color == FRONT_COLOR else 7, "line": {"width": 0}},
         "hovertemplate": "%{text}<br>step %{customdata[0]:.4g} s, $%{customdata[1]:.4g} and %{customdata[2]:.4g} "

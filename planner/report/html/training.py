@@ -15,7 +15,7 @@ from planner.core.units import format_bytes, format_seconds
 from planner.llm.cost.breakdown import Breakdown
 from planner.llm.plan import Plan
 from planner.llm.problem import Problem
-from planner.report.html.page import Section
+from planner.report.html.page import Section, chart_text
 from planner.report.html.schedule import Timeline, timeline
 
 GIB = 2.0**30
@@ -56,6 +56,7 @@ def unique_labels(labels: list[str]) -> list[str]:
 def breakdown_figure(labels: list[str], breakdowns: list[Breakdown | None], statuses: list[str]) -> dict[str, Any]:
     """Stacked bars: one per method, one colour per part of the step (seconds)."""
     parts = [p for p in Breakdown.PARTS if any(b is not None and b.parts[p] > 0 for b in breakdowns)]
+    labels = [chart_text(label) for label in labels]
     data = []
     for part in parts:
         name = part.removesuffix("_s")
