@@ -9,6 +9,7 @@ is absent, unless PLANNER_REQUIRE_CHROMIUM=1 as .ci/run sets it when its install
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -37,7 +38,7 @@ def formula(forward, backward, m, v):
 
 def figures(html: str) -> dict[str, dict]:
     """The page's figures by chart name (the data-chart attribute of each chart's div)."""
-    block = re.search(r'<script type="application/json" id="figures">(.*?)</script>', html, re.S).group(1)
+    block = re.search(r'<script type="application/json" id="figures">(.*?)</script>', html, re.DOTALL).group(1)
     names = dict(re.findall(r'<div class="chart" id="(chart-\d+)" data-chart="([^"]*)">', html))
     return {names[f["id"]]: f["figure"] for f in json.loads(block)}
 
@@ -93,7 +94,7 @@ def test_every_operation_once_in_order_without_overlap(p, v, m):
     ops = simulate(forward, backward, recompute, m, v)
     for i in range(p):
         mine = sorted((o for o in ops if o.stage == i), key=lambda o: o.start_s)
-        for a, b in zip(mine, mine[1:]):
+        for a, b in itertools.pairwise(mine):
             assert b.start_s >= a.end_s - 1e-12  # one operation at a time per rank
         for kind, per in (("forward", 1), ("backward", 1), ("recompute", 1)):
             units = {(o.micro_batch, o.chunk) for o in mine if o.kind == kind}
@@ -192,7 +193,7 @@ def test_breakdown_bars_sum_to_each_step(training_report, priced):
 def test_gantt_ends_at_the_priced_pipeline_time(training_report, priced):
     """The published plan's slowest stage is its last: the drawn schedule's last operation ends
     at the pipeline time the cost model priced (the step less what follows the pipeline)."""
-    problem, plan, b = priced
+    b = priced[2]
     fig = figures(training_report)["gantt:plan gpt3-175b-megatron"]
     ops = [t for t in fig["data"] if t["name"] in ("forward", "recompute", "backward")]
     end = max(base + x for t in ops for base, x in zip(t["base"], t["x"]))
@@ -344,7 +345,7 @@ def load_in_browser(page: Path, screenshot: Path | None = None) -> tuple[str, li
         command = [chromium(), *BROWSER_FLAGS, f"--user-data-dir={profile}", "--dump-dom"]
         if screenshot is not None:
             command += [f"--screenshot={screenshot}", "--window-size=1280,2000"]
-        done = subprocess.run([*command, page.as_uri()], capture_output=True, text=True, timeout=60)
+        done = subprocess.run([*command, page.as_uri()], check=False, capture_output=True, text=True, timeout=60)
     console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
     return done.stdout, console
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 from planner.cli.common import add_search_flags, check_output, dump_json, is_recsys, is_serving
@@ -66,7 +65,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _training(args: argparse.Namespace):
-    from planner.cli.common import check_plan_matches, check_plan_valid, check_searchable, load_task, solve_options
+    from planner.cli.common import (
+        check_plan_matches,
+        check_plan_valid,
+        check_searchable,
+        load_task,
+        solve_options,
+    )
     from planner.core.errors import InputError
     from planner.llm.cost.step import evaluate
     from planner.llm.problem import load_plan
@@ -102,8 +107,8 @@ def _training(args: argparse.Namespace):
                                         breakdown=b)))
     task, cluster = problem.task, problem.cluster
     subtitle = [
-        f"problem  {problem.model.name} on {cluster.num_devices} x {cluster.device.name} ({cluster.name}); "
-        f"{task.num_sequences} x {task.seq_len} tokens/step, {task.precision}",
+        (f"problem  {problem.model.name} on {cluster.num_devices} x {cluster.device.name} ({cluster.name}); "
+         f"{task.num_sequences} x {task.seq_len} tokens/step, {task.precision}"),
         f"task     {args.input}; priced as framework profile {task.framework.profile}",
     ]
     return f"planner report: {problem.model.name} on {cluster.num_devices} x {cluster.device.name}", subtitle, \

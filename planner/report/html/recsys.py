@@ -88,8 +88,8 @@ def recsys_sections(problem, rows: list[tuple[str, Any]]) -> list[Section]:
         Section("Methods compared", ["As `planner compare` prints them, priced by the same cost model."],
                 table_header=["method", "status", "plan", "step", "samples/s", "memory", "solve", "vs best",
                               "why / note"], table_rows=table),
-        Section("Where the step time goes", ["Each bar is one method's step, split into the cost model's parts "
-                                             "(they sum to the step time)."],
+        Section("Where the step time goes", [("Each bar is one method's step, split into the cost model's parts "
+                                              "(they sum to the step time).")],
                 breakdown_figure(labels, [r.breakdown for _, r in rows], [r.status for _, r in rows]),
                 chart_name="breakdown"),
     ]
@@ -111,6 +111,6 @@ def recsys_sections(problem, rows: list[tuple[str, Any]]) -> list[Section]:
                      f"{format_bytes(b.memory_capacity_bytes)} usable.")
     return sections + [
         Section(f"Embedding lookups per rank: {label}", notes, lookup, chart_name=f"lookups:{label}"),
-        Section(f"Memory per rank: {label}", [f"Peak {format_bytes(b.peak_memory_bytes)} on rank "
-                                              f"{b.peak_memory_rank}."], memory, chart_name=f"memory:{label}"),
+        Section(f"Memory per rank: {label}", [(f"Peak {format_bytes(b.peak_memory_bytes)} on rank "
+                                               f"{b.peak_memory_rank}.")], memory, chart_name=f"memory:{label}"),
     ]

@@ -127,10 +127,10 @@ def sweep_sections(result: SweepResult) -> list[Section]:
     solved = [s for s in result.scenarios if s.step_time_s is not None]
     front = sorted((s for s in result.scenarios if s.pareto), key=lambda s: s.step_time_s or 0.0)
     priced = [s for s in solved if s.usd_per_mtok is not None and s.kwh_per_mtok is not None]
-    notes = [f"{len(result.scenarios)} scenarios, {len(solved)} with a plan, {len(front)} on the Pareto front "
-             f"(objectives: {', '.join(result.objectives) or 'not stated'}; each minimised). A scenario is on the "
-             "front when no other is at least as good on every objective and better on one; each panel shows two "
-             "of the three, so a red point may look beaten in one panel and win in the other or on the third."]
+    notes = [(f"{len(result.scenarios)} scenarios, {len(solved)} with a plan, {len(front)} on the Pareto front "
+              f"(objectives: {', '.join(result.objectives) or 'not stated'}; each minimised). A scenario is on the "
+              "front when no other is at least as good on every objective and better on one; each panel shows two "
+              "of the three, so a red point may look beaten in one panel and win in the other or on the third.")]
     if len(priced) < len(solved):
         notes.append(f"{len(solved) - len(priced)} scenario(s) with a plan have no price or power and are not drawn.")
     header = ["scenario", "axes", "status", "step", "tokens/s", "$/Mtok", "kWh/Mtok", "gap", "front", "plan"]

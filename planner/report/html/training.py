@@ -211,8 +211,8 @@ def plan_sections(problem: Problem, label: str, plan: Plan, b: Breakdown) -> lis
     if cap_note:
         notes.append(cap_note + ".")
     over = [s for s in b.stages if not s.fits]
-    mem_notes = [f"Peak {format_bytes(b.peak_memory_bytes)} per GPU; usable {format_bytes(b.stages[0].capacity_bytes)} "
-                 "of the device's HBM (the task's memory_headroom is kept free)."]
+    mem_notes = [(f"Peak {format_bytes(b.peak_memory_bytes)} per GPU; usable {format_bytes(b.stages[0].capacity_bytes)} "
+                  "of the device's HBM (the task's memory_headroom is kept free).")]
     if over:
         worst = max(over, key=lambda s: s.memory_bytes - s.capacity_bytes)
         mem_notes.append(f"{len(over)} stage(s) do not fit: stage {worst.index} is over by "
@@ -245,13 +245,13 @@ def training_sections(problem: Problem, rows: list[tuple[str, Any]], given: set[
         ])
     breakdowns = [r.breakdown for _, r in rows]
     sections = [
-        Section("Methods compared", ["As `planner compare` prints them: the search, the rules of thumb and the "
-                                     "given plans, priced by the same cost model."],
+        Section("Methods compared", [("As `planner compare` prints them: the search, the rules of thumb and the "
+                                      "given plans, priced by the same cost model.")],
                 table_header=["method", "status", "plan", "step", "MFU", "memory", "solve", "vs best", "why / note"],
                 table_rows=table),
-        Section("Where the step time goes", ["Each bar is one method's step, split into the cost model's parts "
-                                             "(they sum to the step time; the communication parts are what is "
-                                             "left exposed after overlap)."],
+        Section("Where the step time goes", [("Each bar is one method's step, split into the cost model's parts "
+                                              "(they sum to the step time; the communication parts are what is "
+                                              "left exposed after overlap).")],
                 breakdown_figure(labels, breakdowns, [r.status for _, r in rows]), chart_name="breakdown"),
     ]
     priced = [(label, r) for label, (_, r) in zip(labels, rows, strict=True) if r.breakdown is not None]
@@ -261,8 +261,8 @@ def training_sections(problem: Problem, rows: list[tuple[str, Any]], given: set[
         detail.append(min(fitting, key=lambda lr: lr[1].breakdown.step_time_s))
     elif priced:
         detail.append(min(priced, key=lambda lr: lr[1].breakdown.step_time_s))
-        sections.append(Section("No plan fits", ["No method found a plan that fits in memory; the fastest priced "
-                                                 "plan is drawn below."]))
+        sections.append(Section("No plan fits", [("No method found a plan that fits in memory; the fastest priced "
+                                                  "plan is drawn below.")]))
     detail += [(label, r) for label, (original, r) in zip(labels, rows, strict=True)
                if original in given and r.breakdown is not None and all(label != d for d, _ in detail)]
     for label, r in detail:
