@@ -41,6 +41,18 @@ def write(tmp_path, text: str, name: str = "sweep.yaml") -> str:
     return str(path)
 
 
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """(path, JSON document, standard error) of SMALL, run once for the tests that only read it."""
+    import contextlib
+
+    path = write(tmp_path_factory.mktemp("small"), SMALL)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        assert main(["sweep", path, "--json"]) == 0
+    return path, json.loads(out.getvalue()), err.getvalue()
+
+
 def sweep_json(capsys, *argv: str) -> dict:
     code = main(["sweep", *argv, "--json"])
     out = capsys.readouterr().out
@@ -143,10 +155,9 @@ def test_each_scenario_equals_planner_solve_of_its_task_file(tmp_path, capsys):
         assert row["tokens_per_s"] == pytest.approx(solved["estimate"]["tokens_per_s"], rel=1e-12)
 
 
-def test_output_order_and_results_do_not_depend_on_the_pool(tmp_path, capsys):
-    path = write(tmp_path, SMALL)
-    serial = sweep_json(capsys, path, "--jobs", "1")["scenarios"]
-    pooled = sweep_json(capsys, path, "--jobs", "3")["scenarios"]
+def test_output_order_and_results_do_not_depend_on_the_pool(small, capsys):
+    serial = sweep_json(capsys, small[0], "--jobs", "1")["scenarios"]
+    pooled = sweep_json(capsys, small[0], "--jobs", "3")["scenarios"]
     keep = ("name", "status", "step_time_s", "plan", "usd_per_mtok", "kwh_per_mtok", "pareto")
     assert [{k: r[k] for k in keep} for r in serial] == [{k: r[k] for k in keep} for r in pooled]
 
@@ -207,8 +218,8 @@ def test_cost_and_energy_by_hand():
     assert step_economics(64, 10.0, 1_048_576, 700.0, None).usd_per_mtok is None
 
 
-def test_rows_cost_what_the_formula_says(tmp_path, capsys):
-    rows = sweep_json(capsys, write(tmp_path, SMALL))["scenarios"]
+def test_rows_cost_what_the_formula_says(small):
+    rows = small[1]["scenarios"]
     for r in rows:
         gpu_hours = r["num_devices"] * r["step_time_s"] / 3600
         assert r["usd_per_step"] == pytest.approx(gpu_hours * r["usd_per_gpu_hour"])
@@ -242,8 +253,8 @@ def test_the_front_equals_brute_force(points):
     assert pareto_flags(points) == brute_force_front(points)
 
 
-def test_the_sweeps_front_is_the_non_dominated_rows(tmp_path, capsys):
-    doc = sweep_json(capsys, write(tmp_path, SMALL))
+def test_the_sweeps_front_is_the_non_dominated_rows(small):
+    doc = small[1]
     assert doc["objectives"] == ["step_time_s", "usd_per_mtok", "kwh_per_mtok"]
     points = [tuple(r[k] for k in doc["objectives"]) for r in doc["scenarios"]]
     assert [r["pareto"] for r in doc["scenarios"]] == brute_force_front(points)
@@ -253,8 +264,8 @@ def test_the_sweeps_front_is_the_non_dominated_rows(tmp_path, capsys):
 # -- output ------------------------------------------------------------------------------------
 
 
-def test_the_json_document_has_the_documented_shape(tmp_path, capsys):
-    doc = sweep_json(capsys, write(tmp_path, SMALL))
+def test_the_json_document_has_the_documented_shape(small):
+    doc = small[1]
     assert doc["kind"] == "sweep" and doc["sweep_file"].endswith("sweep.yaml")
     assert doc["axes"] == ["num_devices", "hbm_scale", "ib_bandwidth_scale"]
     row = doc["scenarios"][0]
@@ -278,9 +289,8 @@ def test_the_table_marks_the_front_and_output_writes_the_json(tmp_path, capsys):
     assert json.loads(out_file.read_text())["kind"] == "sweep"
 
 
-def test_json_keeps_standard_error_quiet(tmp_path, capsys):
-    sweep_json(capsys, write(tmp_path, SMALL))
-    assert capsys.readouterr().err == ""
+def test_json_keeps_standard_error_quiet(small):
+    assert small[2] == ""
 
 
 def test_progress_on_a_terminal_counts_down_and_names_the_fastest():
