@@ -92,6 +92,11 @@ class FrameworkReading:
 _MEGATRON_2021 = FrameworkReading("megatron-lm@2021", era="old")
 _MCORE = FrameworkReading("megatron-core@0.16")
 _NEMO = FrameworkReading("megatron-core@0.16", tp_overlap=True)
+# NeMo-Framework-Launcher 24.03.01-24.07 (launcher_scripts/conf/config.yaml env_vars) set
+# `NVTE_FUSED_ATTN: 0 # Disable cudnn FA until we've tested it more` (commit 562dcb4, 2024-02-13;
+# removed in 04b8d09, 2024-08-29, first in 24.09): Transformer Engine then runs the flash-attn 2
+# package, also under context parallelism (its ring's per-step kernels).
+_NEMO_FA2 = FrameworkReading("megatron-core@0.16", (("attention_backend", "flash"),), tp_overlap=True)
 _DEEPSPEED = FrameworkReading("megatron-deepspeed@2022", era="old", low_precision_grads=True)
 _TITAN = FrameworkReading("torchtitan@2024-12", torchtitan=True)
 _TITAN_COMPILE = FrameworkReading("torchtitan@2024-12", (("compile", True),), torchtitan=True)
@@ -108,9 +113,9 @@ FRAMEWORKS: dict[str, FrameworkReading] = {
     "megatron-bridge / megatron-core (nemo container 25.09)": _NEMO,
     "megatron-bridge / megatron-core (nemo container 25.11)": _NEMO,
     "megatron-bridge / megatron-core (nemo container 26.04.01)": _NEMO,
-    "nemo 24.07 / megatron-core": _NEMO,
-    "nemo 24.07": _NEMO,
-    "nemo 24.03.01 / megatron-core": _NEMO,
+    "nemo 24.07 / megatron-core": _NEMO_FA2,
+    "nemo 24.07": _NEMO_FA2,
+    "nemo 24.03.01 / megatron-core": _NEMO_FA2,
     "megatron-deepspeed (bigscience fork)": _DEEPSPEED,
     "megatron-deepspeed (bigscience fork, feb 2022)": _DEEPSPEED,
     "torchtitan (fsdp2)": _TITAN,
@@ -382,7 +387,18 @@ def resolve_row(row: dict) -> tuple[Problem, Plan, list[str], str]:
     if gbs is None and p.get("global_batch_tokens"):
         gbs = p["global_batch_tokens"] // seq
     if gbs is None:
-        raise PlannerError("global batch size not stated")
+        # A per-GPU rate without a pipeline does not depend on the batch beyond the per-step data-
+        # parallel and optimizer time; with one micro-batch per step that time is counted in full
+        # (the slowest the row can be). With a pipeline the bubble depends on it: skipped.
+        me = row.get("measured") or {}
+        per_gpu_rate = me.get("tflops_per_gpu") or me.get("tokens_per_s_per_gpu") or me.get("mfu_pct")
+        if (p.get("pp") or 1) > 1 or not per_gpu_rate or me.get("step_time_s"):
+            raise PlannerError("global batch size not stated")
+        dp = p.get("dp") or hw["num_gpus"] // ((p.get("tp") or 1) * (p.get("cp") or 1))
+        gbs = dp * (p.get("micro_batch_size") or 1)
+        notes.append(f"global batch size not stated: one micro-batch per data-parallel rank ({gbs} sequences), "
+                     "the per-step DP and optimizer time counted in full (no pipeline: the per-GPU rate "
+                     "depends on the batch only through them)")
     precision, recipe = _lookup(PRECISIONS, p, "precision", "precisions") or ("bf16", None)
     if p.get("precision") is None:
         notes.append("precision not stated: bf16 assumed")

@@ -19,8 +19,12 @@ Facts (`ProfileFacts`; bytes are HBM bytes per element of the op's tensor, forwa
     repeat_kv           K and V copied to every query head before attention (GQA models): each
                         copy reads 2 B per K/V element and writes 2 B per query-width element
     fp8_cast_bytes      per GEMM-input element, fp8 training only
-    attention_kernel    device (the device preset's fused-attention rate) or fa2
-                        (FlashAttention-2: FA2_HOPPER_FRACTION of the bf16 peak on Hopper)
+    attention_kernel    the fused-attention kernel: cudnn (Transformer Engine's cuDNN backend),
+                        fa2 (FlashAttention-2), fa3 (FlashAttention-3): on Hopper, their measured
+                        rate by key length and head dim (planner/llm/cost/attention.py); device:
+                        the device preset's flat attention_fraction
+    cp_comm_type        how context parallelism moves K and V: p2p (ring of sends overlapped
+                        with the attention steps) or allgather (gather K,V, then attend)
     fused_qkv           Q, K, V in one GEMM (else three calls)
     fused_gate_up       a gated MLP's gate and up projections in one GEMM (else two calls)
     selective_recompute what `recompute: selective` re-runs: core-attention (Megatron: the
@@ -46,19 +50,13 @@ PROFILES_FILE = Path(__file__).resolve().parent.parent / "data" / "framework_pro
 DEFAULT_PROFILE = "megatron-core@0.16"
 """The profile of a task that names none: the cost model's behaviour before profiles existed."""
 
-FA2_HOPPER_FRACTION = 0.35
-"""FlashAttention-2's share of the H100 bf16 peak (Shah et al. 2024, FlashAttention-3, abstract:
-'FlashAttention-2 ... achieving only 35% utilization on the H100 GPU')."""
-
-HOPPER_NAMES = ("H100", "H200", "H800", "H20")
-"""Device names of the Hopper generation (FA2_HOPPER_FRACTION applies to them; on other devices
-FA2 is priced at the device preset's attention rate)."""
-
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
 OPTION_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 VERSION_PATTERN = re.compile(r"^[0-9][0-9A-Za-z.-]{0,31}$")
 
 Bytes = Annotated[float, Field(ge=0, le=1000)]
+AttentionKernel = Literal["device", "cudnn", "fa2", "fa3"]
+CpCommType = Literal["p2p", "allgather"]
 
 
 class _Strict(BaseModel):
@@ -76,7 +74,8 @@ class ProfileFacts(_Strict):
     gated_act_bytes: Bytes
     repeat_kv: bool
     fp8_cast_bytes: Bytes
-    attention_kernel: Literal["device", "fa2"]
+    attention_kernel: AttentionKernel
+    cp_comm_type: CpCommType
     fused_qkv: bool
     fused_gate_up: bool
     selective_recompute: Literal["core-attention", "op-every-second-mm"]
@@ -93,7 +92,8 @@ class FactsOverride(_Strict):
     gated_act_bytes: Bytes | None = None
     repeat_kv: bool | None = None
     fp8_cast_bytes: Bytes | None = None
-    attention_kernel: Literal["device", "fa2"] | None = None
+    attention_kernel: AttentionKernel | None = None
+    cp_comm_type: CpCommType | None = None
     fused_qkv: bool | None = None
     fused_gate_up: bool | None = None
     selective_recompute: Literal["core-attention", "op-every-second-mm"] | None = None
@@ -251,16 +251,6 @@ def resolve_facts(profile: str, options: dict[str, Any]) -> ProfileFacts:
     name, _ = parse_name(profile)
     full = check_options(name, options)
     return _facts(name, tuple(sorted(full.items())))
-
-
-def attention_slowdown(facts: ProfileFacts, device) -> float:
-    """Factor on the device preset's fused-attention time for the profile's attention kernel
-    (1.0 for `device`; for fa2 on Hopper, the preset's rate over FA2's)."""
-    if facts.attention_kernel == "device":
-        return 1.0
-    if not any(tag in device.name.upper() for tag in HOPPER_NAMES):
-        return 1.0
-    return max(device.efficiency.attention_fraction / FA2_HOPPER_FRACTION, 1.0)
 
 
 def block_gemms(model) -> list[tuple[str, float]]:

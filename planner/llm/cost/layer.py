@@ -20,9 +20,9 @@ input, fc2 input.
 
 Communication per block: TP all-reduce (or SP all-gather + reduce-scatter) of T*h*2 bytes
 twice forward and twice backward (Narayanan et al. 2021, fig. 5), exposed unless overlapped
-with the GEMMs (then one chunk of t is exposed); CP ring exchange of K and
-V, which moves what an all-gather of the sequence's K,V would move (forward), plus the
-gradient reduce-scatter (backward); both hidden under attention when shorter.
+with the GEMMs (then one chunk of t is exposed). Attention kernel time and CP communication:
+planner.llm.cost.attention (measured rate by key length and head dim; Transformer Engine's ring
+of K,V sends, each hidden under one attention step when shorter, or an all-gather of K,V).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import numpy as np
 from planner.core import kernels
 from planner.core.collectives import collective_time_by_tier
 from planner.llm import frameworks
+from planner.llm.cost import attention
 from planner.llm.cost.flops import attention_matmul_flops_per_token, dense_ffn_matmul_flops_per_token
 from planner.llm.cost.moe_params import latent_width
 from planner.llm.cost.layout import PlanVars, group_members
@@ -190,12 +191,13 @@ def block_cost(problem: Problem, v: PlanVars, x: Context, ffn: Half, ep: tuple |
 
     # Attention core.
     core_width = qw + ow  # QK^T over the query/key head dim, AV over the value head dim
+    c = np.asarray(v.cp, dtype=float)
     if flash:
-        attn_flops = 2.0 * tokens * (s / 2.0) * core_width / t  # causal half skipped
-        attn_fwd, attn_bwd = kernels.flash_attention_time_s(attn_flops, device)
-        slowdown = frameworks.attention_slowdown(facts, device)
-        if slowdown != 1.0:  # the profile's attention kernel (FlashAttention-2 on Hopper)
-            attn_fwd, attn_bwd = attn_fwd * slowdown, attn_bwd * slowdown
+        # The causal half on the profile's kernel at its measured rate by key length and head dim;
+        # with CP, Transformer Engine's ring runs cp calls (planner.llm.cost.attention).
+        attn_fwd, attn_bwd, step_fwd, step_bwd = attention.flash_time_s(
+            facts.attention_kernel, device, s, c, tokens, core_width / t, qw / model.num_heads,
+            facts.cp_comm_type)
         score_bytes = 0.0
     else:
         attn_flops = 2.0 * tokens * s * core_width / t  # full s x s scores, masked after the GEMM
@@ -206,6 +208,7 @@ def block_cost(problem: Problem, v: PlanVars, x: Context, ffn: Half, ep: tuple |
         attn_score_time = kernels.memory_bound_time_s(score_bytes, device)
         attn_fwd = attn_fwd + attn_score_time
         attn_bwd = attn_bwd + 2 * attn_score_time
+        step_fwd, step_bwd = attn_fwd / c, attn_bwd / c
 
     # Memory-bound ops of the attention half (forward bytes; backward moves twice as much).
     traffic, attn_stored = residual_half(problem, x)
@@ -248,15 +251,22 @@ def block_cost(problem: Problem, v: PlanVars, x: Context, ffn: Half, ep: tuple |
         tp_bwd_total,
     )
 
-    # Context-parallel ring exchange of K and V.
+    # Context parallelism: K and V around the ring (p2p), or gathered before attention.
     cp_members = group_members(cluster, v, ("cp",))
-    c = np.asarray(v.cp, dtype=float)
-    kv_bytes = c * tokens * (kvw + vw) / t * BF16_BYTES  # the whole sequence's K and V
-    cp_fwd = collective_time_by_tier("all_gather", kv_bytes, cp_members, cluster)
-    cp_rs = collective_time_by_tier("reduce_scatter", kv_bytes, cp_members, cluster)
-    cp_bwd = [a + r for a, r in zip(cp_fwd, cp_rs, strict=True)]
-    cp_exp_fwd = np.maximum(sum(cp_fwd) - attn_fwd, 0.0)
-    cp_exp_bwd = np.maximum(sum(cp_bwd) - attn_bwd, 0.0)
+    chunk_bytes = tokens * (kvw + vw) / t * BF16_BYTES  # this GPU's K and V
+    if facts.cp_comm_type == "p2p":
+        hop = attention.ring_hop_time_by_tier(chunk_bytes, cp_members, cluster)
+        hop2 = attention.ring_hop_time_by_tier(2.0 * chunk_bytes, cp_members, cluster)
+        ring = np.asarray(c > 1, dtype=float)
+        cp_fwd = [ring * (c - 1.0) * x_ for x_ in hop]
+        cp_bwd = [ring * (2.0 * x_ + np.maximum(c - 2.0, 0.0) * y_) for x_, y_ in zip(hop, hop2, strict=True)]
+        cp_exp_fwd, cp_exp_bwd = attention.ring_exposed_s(c, sum(hop), sum(hop), sum(hop2), step_fwd, step_bwd)
+    else:
+        kv_bytes = c * chunk_bytes  # the whole sequence's K and V
+        cp_fwd = collective_time_by_tier("all_gather", kv_bytes, cp_members, cluster)
+        cp_rs = collective_time_by_tier("reduce_scatter", kv_bytes, cp_members, cluster)
+        cp_bwd = [a + r for a, r in zip(cp_fwd, cp_rs, strict=True)]
+        cp_exp_fwd, cp_exp_bwd = sum(cp_fwd), sum(cp_bwd)  # before and after the attention call
 
     # Selective recompute re-runs the attention core forward (a no-op for flash attention,
     # which already recomputes its scores inside the backward kernel).
