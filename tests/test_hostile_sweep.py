@@ -56,6 +56,14 @@ CASES = {
     "dlrm task": (sweep(head="task: madmax-dlrm-a-zionex128\nprovider: hyperstack\n"), ("sweep.yaml", "task", "DLRM")),
     "inline task misspelt": (sweep(head="task: {model: llama3-8b, cluster: dgx-h100, training: {seq_lenght: 8}}\n"
                                         "provider: hyperstack\n"), ("sweep.yaml", "task.training.seq_lenght")),
+    "inline task unknown key": (sweep(head="task: {model: llama3-8b, cluster: dgx-h100, num_device: 8, training: {}}\n"
+                                           "provider: hyperstack\n"), ("sweep.yaml", "task.num_device", "unknown field")),
+    "inline task no model": (sweep(head="task: {cluster: dgx-h100, training: {}}\nprovider: hyperstack\n"),
+                             ("sweep.yaml", "task.model", "required")),
+    "inline task boolean count": (sweep(head="task: {model: llama3-8b, cluster: dgx-h100, num_devices: true, "
+                                             "training: {}}\nprovider: hyperstack\n"), ("sweep.yaml", "task.num_devices")),
+    "inline inference task": (sweep(head="task: {model: llama3-8b, cluster: dgx-h100, inference: {}}\n"
+                                         "provider: hyperstack\n"), ("sweep.yaml", "the inline task", "inference")),
     # prices
     "no provider": (sweep(head=f"task: {BASE}\n"), ("sweep.yaml", "provider", "required")),
     "unknown provider": (sweep(head=f"task: {BASE}\nprovider: azure\n"), ("sweep.yaml", "provider", "azure", "lambda")),

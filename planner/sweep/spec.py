@@ -214,7 +214,7 @@ def load_sweep(path: str | Path, max_scenarios: int = MAX_SCENARIOS, provider_na
     scenarios = []
     for index, combo in enumerate(itertools.product(*(values[n] for n in names))):
         picked = dict(zip(names, combo))
-        axes = {n: _shown_value(n, spec, picked[n]) for n in names}
+        axes = {n: _shown_value(n, picked[n]) for n in names}
         provider = picked.get("provider", spec.provider)
         name = " ".join(_label(n, axes[n]) for n in names) or "base"
         try:
@@ -243,18 +243,21 @@ def _base_task(spec: SweepSpec, path: Path) -> tuple[dict[str, Any], Problem, li
     if isinstance(spec.task, dict):
         task_path = path
         data = spec.task
-        where = f"{source} (task)"
+        where = source
+        _check_inline_task(data, source)
     else:
         _, found = resolve(spec.task, "tasks", path.parent, "task", source)
         task_path = Path(found)
         data = read_task(task_path)
         where = found
     if "inference" in data:
-        raise InputError(f"{source}: task: {where} is an inference task; planner sweep searches training tasks")
+        raise InputError(f"{source}: task: {_named(spec, where)} is an inference task; planner sweep searches "
+                         "training tasks")
     if "training" not in data:
         raise InputError(f"{source}: task.training: field required")
     if task_model_family(task_path, data) == "dlrm":
-        raise InputError(f"{source}: task: {where} is a DLRM task; planner sweep searches LLM training tasks")
+        raise InputError(f"{source}: task: {_named(spec, where)} is a DLRM task; planner sweep searches LLM "
+                         "training tasks")
     seen = [source, str(task_path)] if task_path != path else [source]
     prefix = "task." if isinstance(spec.task, dict) else ""
     model = load_model(data.get("model"), task_path.parent, where, f"{prefix}model", seen)
@@ -263,6 +266,31 @@ def _base_task(spec: SweepSpec, path: Path) -> tuple[dict[str, Any], Problem, li
     task = build(TrainingTask, data["training"], where, prefix=f"{prefix}training.")
     problem = Problem(model=model, cluster=cluster, task=task, source=where, files=tuple(seen))
     return data, problem, seen
+
+
+def _named(spec: SweepSpec, where: str) -> str:
+    return "the inline task" if isinstance(spec.task, dict) else where
+
+
+TASK_KEYS = ("model", "cluster", "num_devices", "description", "training")
+"""The keys of an inline training task (as planner.core.inputs.read_task checks a task file's)."""
+
+
+def _check_inline_task(data: dict[str, Any], source: str) -> None:
+    for key in data:
+        if key not in TASK_KEYS and key != "inference":
+            raise InputError(f"{source}: task.{shown(key, 60)[1:-1]}: unknown field (misspelt?); expected "
+                             f"{list(TASK_KEYS)}")
+    for key in ("model", "cluster"):
+        if key not in data:
+            raise InputError(f"{source}: task.{key}: field required")
+    num_devices = data.get("num_devices")
+    if num_devices is not None and (isinstance(num_devices, bool) or not isinstance(num_devices, int)
+                                    or not 0 < num_devices <= 2**24):
+        raise InputError(f"{source}: task.num_devices: must be an integer from 1 to {2**24:,}, "
+                         f"got {shown(num_devices, 40)}")
+    if "training" in data and not isinstance(data["training"], dict):
+        raise InputError(f"{source}: task.training: expected a mapping")
 
 
 def _axis_values(spec: SweepSpec, path: Path, files: list[str]) -> dict[str, list]:
@@ -284,7 +312,7 @@ def _axis_values(spec: SweepSpec, path: Path, files: list[str]) -> dict[str, lis
     return out
 
 
-def _shown_value(name: str, spec: SweepSpec, value: Any) -> Any:
+def _shown_value(name: str, value: Any) -> Any:
     return value[0] if name in ("cluster", "device") else value
 
 
