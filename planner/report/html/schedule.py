@@ -21,6 +21,7 @@ uneven stages a chunk may wait on a slower neighbour and end after it. The repor
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from planner.llm.cost.breakdown import Breakdown
 from planner.llm.cost.pipeline import pipeline_time_s
@@ -58,13 +59,21 @@ class Timeline:
     def exact(self) -> bool:
         return abs(self.makespan_s - self.priced_s) <= EXACT_RTOL * max(self.priced_s, 1e-30)
 
+    @cached_property
+    def by_stage(self) -> list[list[Op]]:
+        """Each rank's operations in time order."""
+        out: list[list[Op]] = [[] for _ in range(self.num_stages)]
+        for op in self.ops:
+            out[op.stage].append(op)
+        return [sorted(ops, key=lambda o: o.start_s) for ops in out]
+
     def busy_s(self, stage: int) -> float:
-        return sum(op.end_s - op.start_s for op in self.ops if op.stage == stage)
+        return sum(op.end_s - op.start_s for op in self.by_stage[stage])
 
     def idle(self, stage: int) -> list[tuple[float, float]]:
         """The gaps (bubbles) of one rank between 0 and the makespan, in order."""
         gaps, at = [], 0.0
-        for op in sorted((o for o in self.ops if o.stage == stage), key=lambda o: o.start_s):
+        for op in self.by_stage[stage]:
             if op.start_s > at + EXACT_RTOL * self.makespan_s:
                 gaps.append((at, op.start_s))
             at = max(at, op.end_s)

@@ -24,6 +24,10 @@ MAX_GANTT_OPS = 6000
 """Most operations drawn in one Gantt chart; beyond it the middle micro-batches (the steady
 state) are left out, and the chart says which and how many operations are drawn."""
 
+MAX_SIMULATED_OPS = 500_000
+"""Most operations simulated for one Gantt chart (a few seconds, about 100 MB); a plan with more
+gets a note instead of the chart."""
+
 MAX_LABELLED_OPS = 600
 """Up to this many drawn operations, each bar carries its micro-batch number."""
 
@@ -190,6 +194,14 @@ def stage_recompute_s(problem: Problem, plan: Plan, num_micro_batches: int) -> l
 
 def plan_sections(problem: Problem, label: str, plan: Plan, b: Breakdown) -> list[Section]:
     """The Gantt chart and the memory chart of one priced plan."""
+    memory = memory_section(problem, label, b)
+    num_ops = 2 * len(b.stages) * b.num_micro_batches * plan.virtual_stages
+    if num_ops > MAX_SIMULATED_OPS:
+        return [Section(f"Pipeline schedule: {label}", [
+            f"{plan.summary()}: {len(b.stages)} stages x {b.num_micro_batches:,} micro-batches"
+            + (f" x {plan.virtual_stages} chunks" if plan.virtual_stages > 1 else "")
+            + f" are {num_ops:,} operations, more than the {MAX_SIMULATED_OPS:,} this report simulates; "
+            "no chart."]), memory]
     tl = timeline(b, stage_recompute_s(problem, plan, b.num_micro_batches), plan.virtual_stages)
     figure, cap_note = gantt_figure(tl, b.step_time_s)
     schedule = "interleaved 1F1B" if plan.virtual_stages > 1 else "1F1B"
@@ -210,18 +222,20 @@ def plan_sections(problem: Problem, label: str, plan: Plan, b: Breakdown) -> lis
                      f"{format_seconds(b.step_time_s - tl.priced_s)}; the step ends at {format_seconds(b.step_time_s)}.")
     if cap_note:
         notes.append(cap_note + ".")
+    return [Section(f"Pipeline schedule: {label}", notes, figure, chart_name=f"gantt:{label}"), memory]
+
+
+def memory_section(problem: Problem, label: str, b: Breakdown) -> Section:
+    """Memory per stage against the device: the chart and what it says."""
     over = [s for s in b.stages if not s.fits]
-    mem_notes = [(f"Peak {format_bytes(b.peak_memory_bytes)} per GPU; usable {format_bytes(b.stages[0].capacity_bytes)} "
-                  "of the device's HBM (the task's memory_headroom is kept free).")]
+    notes = [(f"Peak {format_bytes(b.peak_memory_bytes)} per GPU; usable {format_bytes(b.stages[0].capacity_bytes)} "
+              "of the device's HBM (the task's memory_headroom is kept free).")]
     if over:
         worst = max(over, key=lambda s: s.memory_bytes - s.capacity_bytes)
-        mem_notes.append(f"{len(over)} stage(s) do not fit: stage {worst.index} is over by "
-                         f"{format_bytes(worst.memory_bytes - worst.capacity_bytes)}.")
-    return [
-        Section(f"Pipeline schedule: {label}", notes, figure, chart_name=f"gantt:{label}"),
-        Section(f"Memory per stage: {label}", mem_notes, memory_figure(b, problem.cluster.device.hbm_bytes),
-                chart_name=f"memory:{label}"),
-    ]
+        notes.append(f"{len(over)} stage(s) do not fit: stage {worst.index} is over by "
+                     f"{format_bytes(worst.memory_bytes - worst.capacity_bytes)}.")
+    return Section(f"Memory per stage: {label}", notes, memory_figure(b, problem.cluster.device.hbm_bytes),
+                   chart_name=f"memory:{label}")
 
 
 def training_sections(problem: Problem, rows: list[tuple[str, Any]], given: set[str]) -> list[Section]:
