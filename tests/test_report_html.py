@@ -275,6 +275,29 @@ def test_sweep_report_draws_the_front(tmp_path, capsys):
     assert "6 on the Pareto front" in html
 
 
+def test_real_sweep_output_is_read():
+    """The output of `planner sweep llama3-70b-h100-h200-b200 --time-limit 3 -o FILE` (30 scenarios,
+    5 on the front; recorded) and a document made of planner.sweep's own rows (so that a field the
+    sweep renames or retypes fails here) both parse, every field this report draws intact."""
+    from planner.report.html.sweep import parse_sweep
+    from planner.sweep.run import OBJECTIVES, Row
+    from planner.sweep.spec import Scenario
+
+    recorded = json.loads((FIXTURES / "sweep-llama3-70b-h100-h200-b200.json").read_text())
+    result = parse_sweep(recorded, "recorded")
+    assert len(result.scenarios) == 30 and sum(s.pareto for s in result.scenarios) == 5
+    rows = [Row(Scenario(0, "a", {"num_devices": 64}, "list"), "OPTIMAL", step_time_s=2.0, gap=0.0,
+                tokens_per_s=5e5, usd_per_mtok=0.5, kwh_per_mtok=0.1, plan="TP8 CP1 PP1 DP8(ZeRO-1) mbs1 rc:none",
+                pareto=True),
+            Row(Scenario(1, "b", {"num_devices": 128}, "list", invalid="bad"), "INVALID", reason="bad")]
+    made = parse_sweep({"kind": "sweep", "objectives": list(OBJECTIVES), "scenarios": [r.as_json() for r in rows]},
+                       "made")
+    first = made.scenarios[0]
+    assert (first.name, first.step_time_s, first.usd_per_mtok, first.kwh_per_mtok, first.pareto) == \
+        ("a", 2.0, 0.5, 0.1, True)
+    assert made.scenarios[1].step_time_s is None and made.objectives == list(OBJECTIVES)
+
+
 def test_sweep_tables_escape_names(tmp_path):
     doc = json.loads(SWEEP.read_text())
     doc["scenarios"][0]["name"] = "</script><script>alert(1)</script>"
