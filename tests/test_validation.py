@@ -28,7 +28,7 @@ LONG_CONTEXT = ("nemo-longseq-",)
 second slice (no global batch stated: one micro-batch per DP rank, PP 1 only), bounded apart below
 (issue 11's per-row target) rather than in the foundation issue's set."""
 """torchtitan runs (FSDP2 eager/compile/float8, async TP) are priced with the torchtitan framework
-profiles (tests/test_framework_profiles.py checks their orderings); their errors (30.4% MAPE) are
+profiles (tests/test_framework_profiles.py checks their orderings); their errors (27.4% MAPE) are
 reported, not yet bounded here: issue 11's targets are not met."""
 
 

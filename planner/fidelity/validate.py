@@ -47,6 +47,14 @@ from planner.core.files import shown
 
 DEFAULT_RUNS = Path(__file__).resolve().parent.parent / "data" / "measured_runs.yaml"
 
+PREDICTED_MEMORY = (
+    "the framework's reserved peak: tensors live at the peak (planner.llm.cost.memory), an allocator "
+    "allowance of the task's allocator_fragmentation x activations and framework_overhead_bytes (CUDA "
+    "context, NCCL and cuBLAS workspaces); comparable with torch.cuda max_memory_reserved and with "
+    "nvidia-smi, not with max_memory_allocated"
+)
+"""What a memory prediction is (printed with `-v` beside each row's measured kind)."""
+
 DEVICE_PRESETS = {
     "a100-sxm4-80gb": "dgx-a100-80gb",
     "a100-sxm4-40gb": "dgx-a100-40gb",
@@ -202,6 +210,8 @@ class RowResult:
     skipped: str | None = None
     breakdown: dict[str, float] | None = None
     """DLRM rows: the predicted step's parts in seconds (planner.recsys.cost.RecsysBreakdown)."""
+    memory_kind: str | None = None
+    """Which memory number the row measured (its `memory_kind`), where it measured one."""
 
     def as_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -554,6 +564,7 @@ def validate_row(row: Any, index: int = 0) -> RowResult:
         result.memory_measured_gib = float(mem)
         result.memory_predicted_gib = breakdown.peak_memory_bytes / 2**30
         result.memory_error_pct = 100.0 * (result.memory_predicted_gib - mem) / mem
+        result.memory_kind = str(row["measured"].get("memory_kind") or "not stated")
     return result
 
 
@@ -705,6 +716,8 @@ def render_validation(results: list[RowResult], verbose: bool = False) -> str:
         for r in used:
             lines.append(f"  {r.id} [{r.plan}; preset {r.preset}" + (f"; profile {r.profile}" if r.profile else "") + "]")
             lines += [f"    - {a}" for a in r.assumptions]
+            if r.memory_kind is not None and r.workload == "training" and r.family != "dlrm":
+                lines.append(f"    memory: measured {r.memory_kind}; predicted {PREDICTED_MEMORY}")
             if r.breakdown and r.workload == "inference":
                 parts = ", ".join(f"{k.removeprefix('decode_').removesuffix('_s')} {v * 1e3:.3g}"
                                   for k, v in r.breakdown.items() if v and k.startswith("decode_"))

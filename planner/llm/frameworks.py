@@ -25,6 +25,10 @@ Facts (`ProfileFacts`; bytes are HBM bytes per element of the op's tensor, forwa
                         the device preset's flat attention_fraction
     cp_comm_type        how context parallelism moves K and V: p2p (ring of sends overlapped
                         with the attention steps) or allgather (gather K,V, then attend)
+    pp_keeps_unsharded  with ZeRO-3 (FSDP) and a pipeline, each stage keeps its parameters
+                        unsharded (2 B) and accumulates unsharded gradients (grad dtype) from the
+                        first micro-batch's forward to the last backward (torchtitan + torch
+                        pipelining); else only the blocks being run are gathered
     fused_qkv           Q, K, V in one GEMM (else three calls)
     fused_gate_up       a gated MLP's gate and up projections in one GEMM (else two calls)
     selective_recompute what `recompute: selective` re-runs: core-attention (Megatron: the
@@ -76,6 +80,7 @@ class ProfileFacts(_Strict):
     fp8_cast_bytes: Bytes
     attention_kernel: AttentionKernel
     cp_comm_type: CpCommType
+    pp_keeps_unsharded: bool
     fused_qkv: bool
     fused_gate_up: bool
     selective_recompute: Literal["core-attention", "op-every-second-mm"]
@@ -94,6 +99,7 @@ class FactsOverride(_Strict):
     fp8_cast_bytes: Bytes | None = None
     attention_kernel: AttentionKernel | None = None
     cp_comm_type: CpCommType | None = None
+    pp_keeps_unsharded: bool | None = None
     fused_qkv: bool | None = None
     fused_gate_up: bool | None = None
     selective_recompute: Literal["core-attention", "op-every-second-mm"] | None = None

@@ -13,7 +13,9 @@ activations  per-block bytes (planner.llm.cost.layer) x layers x micro-batches i
 transient  one micro-batch's full block activations while a full-recompute block is re-run;
          MoE: the dispatcher's send and receive buffers of one block (2 x R x h x 2 B);
          logits (bf16) + fp32 softmax and its gradient on the last stage; two gathered
-         layers (weights and gradients) under ZeRO-3 prefetch.
+         layers (weights and gradients) under ZeRO-3 prefetch, or, where the framework keeps
+         a pipeline stage unsharded between micro-batches (torchtitan's FSDP2 with PP), the
+         whole stage's weights (2 B) and unsharded gradients.
 overhead the framework's fixed bytes (CUDA context, NCCL, workspaces) plus an allocator
          fragmentation fraction of activations. Both are task settings.
 """
@@ -158,6 +160,11 @@ def stage_memory(
     per_block = block_params(problem, v)
     largest_block = np.maximum(per_block.dense, per_block.moe_grid + per_block.moe_expert)
     gathered = 2.0 * largest_block * (2.0 + grad_bytes_per_param)
+    if task.framework.facts.pp_keeps_unsharded:
+        # FSDP with a pipeline (torchtitan): the whole stage stays gathered (2 B per parameter)
+        # and its gradients accumulate unsharded from the first forward to the last backward.
+        held = (params + experts) * (2.0 + grad_bytes_per_param)
+        gathered = np.where(np.asarray(v.pp) > 1, np.maximum(held, gathered), gathered)
     transient = transient + np.where(zero >= 3, gathered, 0.0)
     if blocks.moe is not None:
         # The dispatcher's buffers for the block being run: the permuted tokens sent and the
