@@ -4,6 +4,9 @@ and CP-SAT vs the exhaustive oracle on the same (small) spaces in one run.
 Run by hand:  .venv/bin/python benchmarks/solve_scaling.py [--time-limit 10]
               .venv/bin/python benchmarks/solve_scaling.py --command-wall  (whole `planner solve`
               commands, interpreter start to exit, against --time-limit 1, 2 and 10)
+              .venv/bin/python benchmarks/solve_scaling.py --two-seconds  (the four issue-12 cases:
+              whole `planner solve` commands, median of 3, beside the search with the table bounds
+              off for dense models, i.e. the search as it was before them, in the same run)
               .venv/bin/python benchmarks/solve_scaling.py --moe  (MoE models: EP, ETP,
               dispatcher and EP overlap searched; the size of the space; what alignment excludes)
 Results go in benchmarks/README.md. Not a test: timings depend on the machine.
@@ -61,6 +64,45 @@ def command_wall() -> None:
                 status, gap = f"exit {done.returncode}", None
             shown = f"{100 * gap:.2f}%" if gap is not None else "-"
             print(f"| {name} | {limit} | {wall:.2f} | {wall - limit:+.2f} | {status} | {shown} |", flush=True)
+
+
+TWO_SECOND_TASKS = ["gpt3-175b-4096xa100", "megatron-1t-3072xa100", "llama3-405b-16384xh100",
+                    "llama3-405b-65536xh100"]
+
+
+def two_seconds(runs: int = 3) -> None:
+    """Whole `planner solve TASK` commands (default 10 s limit), median wall of `runs`, and the
+    in-process search with solvers.cpsat.TABLE_BOUNDS_FOR_DENSE off (the dense search before
+    the table bounds) beside it."""
+    import statistics
+
+    import solvers.cpsat as cpsat
+
+    planner = Path(sys.executable).parent / "planner"
+    print("| task | status | step s | gap | median wall s | walls s | table bounds off: status | gap | wall s |")
+    print("|---|---|---:|---:|---:|---|---|---:|---:|")
+    for name in TWO_SECOND_TASKS:
+        walls, data = [], {}
+        for _ in range(runs):
+            start = time.perf_counter()
+            done = subprocess.run([str(planner), "solve", str(ROOT / "problems" / "tasks" / f"{name}.yaml"), "--json"],
+                                  capture_output=True, text=True)
+            walls.append(time.perf_counter() - start)
+            data = json.loads(done.stdout) if done.returncode == 0 else {"status": f"exit {done.returncode}"}
+        problem = load_problem(ROOT / "problems" / "tasks" / f"{name}.yaml")
+        cpsat.TABLE_BOUNDS_FOR_DENSE = False
+        try:
+            start = time.perf_counter()
+            old = SOLVERS["cpsat"].solve(problem, SolveOptions(time_limit_s=10.0))
+            old_wall = time.perf_counter() - start
+        finally:
+            cpsat.TABLE_BOUNDS_FOR_DENSE = True
+        gap = data.get("gap")
+        old_gap = f"{100 * old.gap:.2f}%" if old.gap is not None else "-"
+        step = data.get("objective_s")
+        print(f"| {name} | {data.get('status')} | {step:.3f} | {100 * (gap or 0):.2f}% | {statistics.median(walls):.2f} | "
+              f"{', '.join(f'{w:.2f}' for w in walls)} | {old.status} ({old.objective_s:.3f}) | {old_gap} | "
+              f"{old_wall:.1f} |", flush=True)
 
 
 def moe_problems() -> list[tuple[str, object]]:
@@ -131,7 +173,11 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=10.0)
     parser.add_argument("--command-wall", action="store_true", help="only the whole-command wall times")
     parser.add_argument("--moe", action="store_true", help="only the MoE benchmarks")
+    parser.add_argument("--two-seconds", action="store_true", help="only the four issue-12 cases, whole commands")
     args = parser.parse_args()
+    if args.two_seconds:
+        two_seconds()
+        return
     if args.command_wall:
         command_wall()
         return

@@ -8,11 +8,15 @@ runs several under one deadline (`planner compare`). Every solver respects
 
 from __future__ import annotations
 
-from solvers.base import SolveOptions, SolveResult, Solver
-from solvers.compare import run_solvers
-from solvers.cpsat import CpSat
-from solvers.exhaustive import Exhaustive
-from solvers.heuristics import FsdpOnly, Greedy, MegatronRules
+from solvers.ortools_import import load_cp_model
+
+load_cp_model()  # first, so that every later `from ortools.sat.python import cp_model` is this one
+
+from solvers.base import SolveOptions, SolveResult, Solver  # noqa: E402
+from solvers.compare import run_solvers  # noqa: E402
+from solvers.cpsat import CpSat  # noqa: E402
+from solvers.exhaustive import Exhaustive  # noqa: E402
+from solvers.heuristics import FsdpOnly, Greedy, MegatronRules  # noqa: E402
 
 SOLVERS: dict[str, Solver] = {
     "cpsat": CpSat(),

@@ -26,13 +26,20 @@ every virtual chunk holds a multiple of P layers (P the period of the MoE layers
 first chunk the whole dense prefix, so that stage i of u_i units holds exactly v u_i - [i = 0] K
 MoE blocks, and full recompute covers at most those; other partitions of such models are not
 searched (a plan with one is still priced by estimate). A model whose explicit layer pattern is
-not a dense prefix followed by every P-th layer is refused (bad input). Three steps are added,
-for MoE models only (dense models search exactly as before):
+not a dense prefix followed by every P-th layer is refused (bad input).
+
+Three steps between the bounds and the rounds (all models; dense models since 2026-12-01, see
+TABLE_BOUNDS_FOR_DENSE):
   3b. Warm start: the configurations in bound order are priced into stage tables in bulk
      (planner.llm.stage_tables.stage_models) and bounded from them
      (planner.llm.bounds.pipeline_lower_bound: the pipeline part minimized exactly over
-     partitions, each stage at the least time at which it fits), until WARM_CONFIGS could still
-     beat U; the balanced split and the bound's own partition of each are tried as incumbents.
+     partitions, each stage at the least time at which it fits, plus the data-parallel time the
+     first two stages leave exposed, and, given U, every stage's exposure against the most
+     backward time the stages before it can take), until WARM_CONFIGS could still beat U; the
+     balanced split and the bound's own partition of each, with recomputed layers added where
+     they hide more of the exposed reduction than they cost (improve_recompute), are tried as
+     incumbents. A configuration whose tables equal those of one taken before it (an axis order
+     that prices the same) is skipped: its plans are priced as that one's.
   4b. In the rounds, a configuration whose table bound exceeds U is dropped before CP-SAT, and
      the bound of the others is raised to it (the cut obj >= LB_k x_k).
   4c. Stage domains also exclude unit counts whose least fitting stage time alone makes the
@@ -67,6 +74,7 @@ from planner.llm.problem import Problem
 from planner.llm.stage_tables import (
     StageModel,
     balanced_chunks,
+    improve_recompute,
     plan_with_partition,
     stage_model,
     stage_models,
@@ -90,10 +98,10 @@ from solvers.heuristics import best_heuristic
 
 _EXTRA_PARAMETERS: dict = {}  # experiments only
 STAGE_BUDGET = 400  # stages (summed over configurations) per CP-SAT round
-TABLE_BOUNDS_FOR_DENSE = False
-"""Also use the table bounds, the warm start and bulk tables (3b, 4b, 4c) for dense models. Off:
-dense searches stay as they were. On, Llama-3 405B on 512 H100 is proven optimal in 1.4 s at
-134.24 s (the default search stops at 10 s with 159.06 s and a 19.6% gap); see benchmarks/README.md."""
+TABLE_BOUNDS_FOR_DENSE = True
+"""Use the table bounds, the warm start and bulk tables (3b, 4b, 4c) for dense models too (on
+since 2026-12-01; off reproduces the earlier dense search, kept for the benchmark's side-by-side
+figures: benchmarks/solve_scaling.py --old-path)."""
 WARM_CONFIGS = 60  # MoE: configurations whose cheap incumbents are priced before the rounds
 WARM_SHARE = 0.2  # ... in at most this share of the time left
 PREFETCH = 64  # MoE: configurations priced into tables together (planner.llm.stage_tables.stage_models)
@@ -194,6 +202,9 @@ class _Search:
         self.table_bounds = alignment(problem.model).moe or TABLE_BOUNDS_FOR_DENSE
         self.carried: dict[int, StageModel] = {}  # priced, but left for the next round
         self.tight: dict[int, float] = {}  # table bounds of configurations in `carried`
+        self.seen: dict[bytes, int] = {}  # tables fingerprint -> the configuration first taken with them
+        self.duplicate_of: dict[int, int] = {}  # configurations whose tables equal an earlier one's
+        self.duplicates = 0
 
     # -- phases ------------------------------------------------------------------------------
 
@@ -321,6 +332,8 @@ class _Search:
             if table_entries(self.candidates.plan(i), self.problem.model.num_layers) > MAX_TABLE_ENTRIES:
                 continue
             sm = self._stage_model(i, position)
+            if self._duplicate(i, sm):
+                continue  # skipped again, without its tables, when its round comes
             self.tight[i], partition = pipeline_lower_bound(sm, self.upper)
             if self.tight[i] > self.upper:
                 continue  # pruned when its round comes, without its tables
@@ -361,8 +374,15 @@ class _Search:
                     del self.tight[i]
                     self.pruned_table += 1
                     continue
+                if i in self.duplicate_of:
+                    self.duplicates += 1
+                    continue
                 self.pending.append(float(lower[i]))
                 sm = self._stage_model(i, self.position - 1)
+                if self._duplicate(i, sm):
+                    self.pending.pop()
+                    self.duplicates += 1
+                    continue
                 if memory_lower_bound(sm) > sm.capacity_bytes:
                     self.pruned_memory += 1
                     self.pending.pop()
@@ -441,6 +461,20 @@ class _Search:
                     self.stats["model_invalid"] = built.model.validate()
                 break
 
+    def _duplicate(self, i: int, sm: StageModel) -> bool:
+        """Whether configuration i's tables equal those of a configuration taken before it (an
+        axis order or layout that prices the same): every plan of i then has the price of a
+        plan of that one, which its own round (or bound) settles, so i is skipped. Recorded
+        the first time, so that a configuration is never its own duplicate."""
+        if not self.table_bounds:
+            return False
+        key = fingerprint(sm)
+        first = self.seen.setdefault(key, i)
+        if first == i:
+            return False
+        self.duplicate_of[i] = first
+        return True
+
     def _leave_open(self, bound: float) -> None:
         """Skip the configuration at `position`, too large for an exact round: it stays open."""
         self.position += 1
@@ -470,6 +504,7 @@ class _Search:
         stats.update(pruned_by_memory_bound=self.pruned_memory, rounding_bound_s=self.rounding)
         if self.table_bounds:
             stats["pruned_by_table_bound"] = self.pruned_table
+            stats["duplicate_tables"] = self.duplicates
         if self.lower is not None:
             finite = np.isfinite(self.lower)
             stats["pruned_by_time_bound"] = int((finite & (self.lower > self.upper * (1 + 1e-12))).sum())
@@ -558,6 +593,22 @@ class CpSat:
             return search.result()
 
 
+def fingerprint(sm: StageModel) -> bytes:
+    """A digest of everything a round or bound reads from a configuration's tables."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(np.array([sm.num_stages, sm.virtual_stages, sm.num_micro_batches, sm.recompute_full,
+                            sm.recompute_s, sm.grad_window, sm.param_window, sm.embedding_sync_s,
+                            sm.capacity_bytes, sm.period, sm.deficit], dtype=float).tobytes())
+    for st in sm.stages:
+        for table in (st.forward_s, st.backward_s, st.grad_s, st.grad_floor_s, st.param_s, st.param_floor_s,
+                      st.optimizer_s, st.memory_bytes):
+            digest.update(np.ascontiguousarray(table).tobytes())
+        digest.update(np.array([st.memory_per_recomputed_bytes, st.memory_transient_bytes]).tobytes())
+    return digest.digest()
+
+
 def balanced_guess(sm: StageModel) -> tuple[float, list[int], list[int]] | None:
     """(step seconds, chunks, recomputed) of the balanced split with, per stage, the fewest
     recomputed layers that fit; None if it does not fit. Priced from the tables."""
@@ -580,6 +631,7 @@ def balanced_guess(sm: StageModel) -> tuple[float, list[int], list[int]] | None:
     total, peak = step_time_s(sm, chunks, recomputed)
     if peak > sm.capacity_bytes:
         return None
+    total, recomputed = improve_recompute(sm, chunks, recomputed)
     return total, chunks, recomputed
 
 
@@ -606,6 +658,7 @@ def partition_guess(sm: StageModel, units: list[int] | None) -> tuple[float, lis
     total, peak = step_time_s(sm, list(units), recomputed)
     if peak > sm.capacity_bytes:
         return None
+    total, recomputed = improve_recompute(sm, list(units), recomputed)
     return total, list(units), recomputed
 
 

@@ -54,7 +54,12 @@ def test_every_shipped_task_loads_and_prices(task, capsys):
         if problem.model.num_layers % candidate == 0 and problem.cluster.num_devices % (tp * candidate) == 0:
             pp = candidate
             break
-    code = main(["estimate", str(task), "--tp", str(tp), "--pp", str(pp), "--sp", "--recompute", "full", "--zero", "1"])
+    cp = 1  # context parallelism where the data-parallel degree would exceed the batch
+    while (problem.task.num_sequences % (problem.cluster.num_devices // (tp * pp * cp))
+           and problem.cluster.num_devices % (tp * pp * cp * 2) == 0):
+        cp *= 2
+    code = main(["estimate", str(task), "--tp", str(tp), "--pp", str(pp), "--cp", str(cp), "--sp", "--recompute",
+                 "full", "--zero", "1"])
     assert code in (0, 3)
     assert "step time" in capsys.readouterr().out
 

@@ -451,6 +451,148 @@ def least_stage_times(sm: StageModel) -> list[np.ndarray]:
     return result
 
 
+def edge_exposure(sm: StageModel, head: int) -> np.ndarray:
+    """A lower bound on the gradient-reduction plus weight-gather seconds left exposed, as a
+    function of the unit counts of the first `head` stages (1 or 2): an array indexed
+    [u_0, u_1] (with head 1, one column). From planner.llm.stage_tables' module
+    doc, the i = 0 and i = 1 terms of
+
+        grad_exposed >= max(0, X_0(u_0), X_1(u_1) - B_0(u_0)),   X_i = max(G_i - wg B_i, Gfloor_i)
+        param_exposed >= max(0, Y_0(u_0), Y_1(u_1) - F_0(u_0)),  Y_i = max(P_i - wp F_i, Pfloor_i)
+
+    (stage 0 finishes last, so only its own backward hides its reduction; stage 1's also has
+    stage 0's). B is taken with every recomputable layer recomputed (the longest backward: the
+    most hiding and the most slack), so that the bound holds whatever the recompute counts."""
+    def hidden(i: int):
+        st = sm.stages[i]
+        u = np.arange(len(st.memory_bytes))
+        backward = st.backward_s
+        if sm.recompute_full:
+            backward = backward + np.maximum(sm.recomputable(i, u), 0) * sm.recompute_s
+        grad = np.maximum(st.grad_s - sm.grad_window * backward, st.grad_floor_s)
+        param = np.maximum(st.param_s - sm.param_window * st.forward_s, st.param_floor_s)
+        return grad, param, backward, st.forward_s
+
+    g0, p0, b0, f0 = hidden(0)
+    if head == 1:
+        e = np.maximum(0.0, g0) + np.maximum(0.0, p0)
+        return e[:, None]
+    g1, p1, _, _ = hidden(1)
+    grad = np.maximum(np.maximum(0.0, g0)[:, None], g1[None, :] - b0[:, None])
+    param = np.maximum(np.maximum(0.0, p0)[:, None], p1[None, :] - f0[:, None])
+    return grad + param
+
+
+EXPOSURE_GRID = 32
+"""Exposure thresholds per slowest-stage limit in `exposure_refinement` (its rounding is at most
+1/EXPOSURE_GRID of the window between the pipeline part and the incumbent)."""
+EXPOSURE_CELLS = 2_000_000
+"""Largest stages x (units + 1)^2 for which `exposure_refinement` runs."""
+
+
+def exposure_refinement(sm: StageModel, tables: list[np.ndarray], weight: float, extra: float):
+    """A sharper bound for one slowest-stage limit, counting every stage's data-parallel exposure;
+    None where it does not apply (one stage, no exposure, too large).
+
+    Stage i's reduction is hidden only by the backward passes of the stages before it
+    (planner.llm.stage_tables module doc): exposure >= max_i Z_i with
+
+        Z_i = max(0, X_i(u_i) - S_i) + max(0, Y_i(u_i) - SF_i),   S_i = sum_{j<i} B_j(u_j)
+
+    (X_i, Y_i as in `edge_exposure`; max of sums <= sum of maxes). S_i is at most Smax_i(s), the
+    largest backward sum of i stages holding s units in all (each stage fitting; B with every
+    recomputable layer recomputed), and s is what a shortest path over stages in order knows.
+    For an exposure threshold E, the least sum of stage times with t_i <= limit and
+    Z_i(u_i; Smax_i(s)) <= E for every stage is a shortest path over (stage, units used); with
+    thresholds 0 = g_0 < ... < g_n = Emax, every partition with exposure in (g_k, g_k+1] costs
+    at least weight * limit + S(g_k+1) / v + g_k + extra, and one with exposure above Emax at
+    least weight * limit + S(inf) / v + Emax + extra. The returned function takes (limit, cap)
+    and gives the least of these (>= cap means: no partition under this limit beats cap).
+    """
+    p, v, units = sm.num_stages, sm.virtual_stages, sm.chunks
+    if p < 2 or p * (units + 1) ** 2 > EXPOSURE_CELLS:
+        return None
+    u = np.arange(units + 1)
+    hide, exposed, forward = [], [], []
+    for i, st in enumerate(sm.stages):
+        backward = st.backward_s[: units + 1]
+        if sm.recompute_full:
+            backward = backward + np.maximum(sm.recomputable(i, u), 0) * sm.recompute_s
+        grad = np.maximum(st.grad_s[: units + 1] - sm.grad_window * backward, st.grad_floor_s[: units + 1])
+        param = np.maximum(st.param_s[: units + 1] - sm.param_window * st.forward_s[: units + 1],
+                           st.param_floor_s[: units + 1])
+        fits = np.isfinite(tables[i])
+        hide.append(np.where(fits, backward, -np.inf))
+        forward.append(np.where(fits, st.forward_s[: units + 1], -np.inf))
+        exposed.append((grad, param))
+    if max(float(np.max(g)) for g, _ in exposed) <= 0 and max(float(np.max(q)) for _, q in exposed) <= 0:
+        return None
+    # Smax_i(s), SFmax_i(s): the most backward (forward) seconds i stages of s units can take.
+    sums = u
+    slack_b = [np.where(u == 0, 0.0, -np.inf)]
+    slack_f = [np.where(u == 0, 0.0, -np.inf)]
+    source = sums[:, None] - u[None, :]
+    valid = source >= 0
+    for i in range(p - 1):
+        for acc, table in ((slack_b, hide[i]), (slack_f, forward[i])):
+            prev = acc[-1]
+            cand = np.where(valid, prev[np.maximum(source, 0)] + table[None, :], -np.inf)
+            acc.append(np.max(cand, axis=1))
+    # Z_i(u, s) for every stage: (p, s, u); +inf-free (slack -inf only where s is unreachable).
+    with np.errstate(invalid="ignore"):
+        z = np.stack([
+            np.maximum(0.0, exposed[i][0][None, :] - np.where(np.isfinite(slack_b[i]), slack_b[i], 0.0)[:, None])
+            + np.maximum(0.0, exposed[i][1][None, :] - np.where(np.isfinite(slack_f[i]), slack_f[i], 0.0)[:, None])
+            for i in range(p)
+        ])
+    least_rest = sum(float(np.min(t)) for t in tables) / v
+
+    def bound(limit: float, cap: float, track: bool = False):
+        """The bound for `limit` (at most cap); with track, (bound, the partition attaining the
+        least of the shortest paths, or None)."""
+        top = cap - weight * limit - extra - least_rest  # exposure above this cannot beat cap
+        if top <= 0:
+            return (cap, None) if track else cap
+        grid = np.linspace(0.0, top, EXPOSURE_GRID + 1)
+        thresholds = np.append(grid[1:], np.inf)  # path k allows exposure <= thresholds[k]
+        floors = grid  # ... and partitions it admits but path k - 1 does not have >= grid[k]
+        best = np.full((len(thresholds), units + 1), np.inf)
+        best[:, 0] = 0.0
+        picks = []
+        for i in range(p):
+            t = tables[i]
+            allowed = np.flatnonzero(t <= limit)
+            if len(allowed) == 0:
+                return (cap, None) if track else cap
+            src = sums[:, None] - allowed[None, :]  # (s', u)
+            ok = src >= 0
+            srcc = np.maximum(src, 0)
+            zi = z[i][srcc, allowed[None, :]]  # (s', u): exposure of stage i given its prefix
+            admit = ok[None] & (zi[None] <= thresholds[:, None, None])
+            cand = np.where(admit, best[:, srcc] + t[allowed][None, None, :], np.inf)
+            if track:
+                pick = np.argmin(cand, axis=2)
+                picks.append(allowed[pick])
+                best = np.take_along_axis(cand, pick[:, :, None], axis=2)[:, :, 0]
+            else:
+                best = np.min(cand, axis=2)
+        values = weight * limit + best[:, units] / v + floors + extra
+        k = int(np.argmin(values))
+        value = float(min(values[k], cap))
+        if not track:
+            return value
+        if not np.isfinite(values[k]):
+            return value, None
+        partition, left = [], units
+        for pick in reversed(picks):
+            u_i = int(pick[k, left])
+            partition.append(u_i)
+            left -= u_i
+        return value, partition[::-1]
+
+    return bound
+
+
 PIPELINE_BOUND_CELLS = 4_000_000
 """Largest (admissible stage-unit pairs) x (units + 1) of a configuration whose pipeline part is
 minimized exactly by `pipeline_lower_bound` (memory and time); larger ones get its T* bound."""
@@ -464,8 +606,11 @@ def pipeline_lower_bound(sm: StageModel, upper: float = math.inf) -> tuple[float
     With t_i(u) of `least_stage_times` (the least stage time at which u units fit), every
     partition costs at least its pipeline part with those times, plus the least optimizer step
     and the embedding sync:
-        T >= min over partitions of (m - 1/v) max_i t_i(u_i) + sum_i t_i(u_i) / v + max_i min O_i + sync
-    which is computed exactly: for each candidate slowest time T (the table values, ascending
+        T >= min over partitions of (m - 1/v) max_i t_i(u_i) + sum_i t_i(u_i) / v + e(u_0, u_1)
+             + max_i min O_i + sync
+    where e (`edge_exposure`) bounds the data-parallel communication of stages 0 and 1 that
+    the backward and forward passes cannot hide (stage 0 finishes last), which is computed
+    exactly (stages 0 and 1 enumerated as a pair): for each candidate slowest time T (the table values, ascending
     from the least T* at which the unit counts allowed by t_i(u) <= T can sum to U), the least
     sum of stage times with every t_i(u_i) <= T and sum_i u_i = U (a shortest path over stages
     and units), until (m - 1/v) T plus the least sum exceeds the best value found (or `upper`).
@@ -480,7 +625,6 @@ def pipeline_lower_bound(sm: StageModel, upper: float = math.inf) -> tuple[float
     extra = max(float(np.min(st.optimizer_s[: units + 1][np.isfinite(t)]))
                 for st, t in zip(sm.stages, tables, strict=True))
     extra += sm.embedding_sync_s
-    free = sum(float(np.min(t)) for t in tables)
     weight = m - 1.0 / v
     sums = np.arange(units + 1)
 
@@ -488,7 +632,7 @@ def pipeline_lower_bound(sm: StageModel, upper: float = math.inf) -> tuple[float
         best = np.full(units + 1, np.inf)
         best[0] = 0.0
         choices = []
-        for t in tables:
+        for t in rest_tables:
             allowed = np.flatnonzero(t <= limit)
             source = sums[:, None] - allowed[None, :]
             cost = np.where(source >= 0, best[np.maximum(source, 0)] + t[allowed][None, :], np.inf)
@@ -496,7 +640,16 @@ def pipeline_lower_bound(sm: StageModel, upper: float = math.inf) -> tuple[float
             best = cost[sums, pick]
             if track:
                 choices.append(allowed[pick])
-        return best[units], choices
+        # The head: best_rest[U - u_0 - u_1] + its pair cost, over its units within the limit.
+        if head == 2:
+            inside = np.where((tables[0] <= limit)[:, None] & (tables[1] <= limit)[None, :], pair_cost, np.inf)
+            left = units - sums[:, None] - sums[None, :]
+            total = np.where(left >= 0, inside + best[np.maximum(left, 0)], np.inf)
+        else:
+            inside = np.where(tables[0] <= limit, pair_cost, np.inf)  # head 1: a single stage
+            total = inside + best[units - sums]
+        flat = int(np.argmin(total))
+        return float(total.flat[flat]), (np.unravel_index(flat, total.shape), choices)
 
     def admits(limit: float) -> bool:
         low = high = 0
@@ -523,8 +676,24 @@ def pipeline_lower_bound(sm: StageModel, upper: float = math.inf) -> tuple[float
         # least their least times.
         slowest = float(values[lo])
         lowest = [float(np.min(t)) for t in tables]
-        return weight * slowest + max(free, slowest + free - max(lowest)) / v + extra, None
+        least = sum(lowest)
+        shown = float(np.min(edge_exposure(sm, 1)[: units + 1, 0][np.isfinite(tables[0])]))
+        return weight * slowest + max(least, slowest + least - max(lowest)) / v + shown + extra, None
+    # What the shortest path adds up: stage times, plus the exposure of the first stages (times v,
+    # as the sum is divided by v); the slowest-stage limit still applies to the stage times alone.
+    # Stages 0 and 1 are taken as one pair (their exposure couples them), the rest one by one.
+    head = min(2, len(tables))
+    pair = edge_exposure(sm, head)[: units + 1, : units + 1]
+    if head == 2:
+        pair_cost = tables[0][:, None] + tables[1][None, :] + v * pair
+    else:
+        pair_cost = tables[0] + v * pair[:, 0]  # (units,): one stage
+    rest_tables = tables[head:]
+    free = float(np.min(pair_cost)) + sum(float(np.min(t)) for t in rest_tables)
+
+    refine = exposure_refinement(sm, tables, weight, extra) if math.isfinite(upper) else None
     found, at, rest = math.inf, None, math.inf  # rest: a bound on every slowest time not tried
+    at_refined = None  # the refinement's partition at `at`
     for limit in values[lo:].tolist():
         floor = weight * limit + free / v + extra  # no partition slowest at >= limit does better
         if floor >= min(found, upper * (1 + 1e-9)):
@@ -534,14 +703,20 @@ def pipeline_lower_bound(sm: StageModel, upper: float = math.inf) -> tuple[float
         if not math.isfinite(total):
             continue
         value = weight * limit + total / v + extra
+        refined = None
+        if refine is not None and value < min(found, upper * (1 + 1e-9)):
+            sharper, refined = refine(limit, min(found, upper * (1 + 1e-9)), track=True)
+            value = max(value, sharper)
         if value < found:
-            found, at = value, limit
+            found, at, at_refined = value, limit, refined
     if at is None or rest < found:
         return min(found, rest), None
-    _, choices = least_sum(at, True)
-    partition, left = [], units
+    if at_refined is not None:
+        return found, at_refined
+    _, (head_units, choices) = least_sum(at, True)
+    partition, left = [], units - sum(int(u) for u in head_units)
     for pick in reversed(choices):
         u = int(pick[left])
         partition.append(u)
         left -= u
-    return found, partition[::-1]
+    return found, [int(u) for u in head_units] + partition[::-1]

@@ -331,6 +331,54 @@ def step_time_s(sm: StageModel, chunks: list[int], recomputed: list[int]) -> tup
     return total + grad + param + sm.embedding_sync_s + opt, peak
 
 
+def step_times_s(sm: StageModel, chunks: list[int], recomputed: np.ndarray) -> np.ndarray:
+    """`step_time_s` of one partition under K recompute vectors at once (`recomputed` of shape
+    (K, stages)): step seconds per row, inf where a stage does not fit."""
+    r = np.asarray(recomputed, dtype=float)
+    pick = [(st, c) for st, c in zip(sm.stages, chunks, strict=True)]
+    f = np.array([st.forward_s[c] for st, c in pick])
+    b = np.array([st.backward_s[c] for st, c in pick])[None, :] + r * sm.recompute_s
+    t = f[None, :] + b
+    tmax = np.max(t, axis=1)
+    pipeline = sm.num_micro_batches * tmax + (np.sum(t, axis=1) - tmax) / sm.virtual_stages
+    g = np.array([st.grad_s[c] for st, c in pick])
+    gf = np.array([st.grad_floor_s[c] for st, c in pick])
+    pg = np.array([st.param_s[c] for st, c in pick])
+    pf = np.array([st.param_floor_s[c] for st, c in pick])
+    slack_b = np.cumsum(b, axis=1) - b
+    slack_f = np.cumsum(f) - f
+    grad = np.maximum(0.0, np.max(np.maximum(g[None, :] - sm.grad_window * b, gf[None, :]) - slack_b, axis=1))
+    param = max(0.0, float(np.max(np.maximum(pg - sm.param_window * f, pf) - slack_f)))
+    opt = max(float(st.optimizer_s[c]) for st, c in pick)
+    memory = (np.array([st.memory_bytes[c] for st, c in pick])[None, :]
+              + r * np.array([st.memory_per_recomputed_bytes for st, _ in pick])[None, :]
+              + (r > 0) * np.array([st.memory_transient_bytes for st, _ in pick])[None, :])
+    fits = np.all(memory <= sm.capacity_bytes, axis=1)
+    return np.where(fits, pipeline + grad + param + sm.embedding_sync_s + opt, np.inf)
+
+
+def improve_recompute(sm: StageModel, chunks: list[int], recomputed: list[int]) -> tuple[float, list[int]]:
+    """(step seconds, recompute counts) from `recomputed` (counts that fit) by adding one
+    recomputed layer at a time where it shortens the step most: a longer backward hides more of a
+    stage's gradient reduction and of the later stages' (the step's exposed data-parallel time),
+    at the price of that stage's time. A heuristic for incumbents; stops when no single layer
+    helps."""
+    current = np.asarray(recomputed, dtype=float)
+    best = float(step_times_s(sm, chunks, current[None, :])[0])
+    if not sm.recompute_full:
+        return best, [int(x) for x in current]
+    room = np.array([sm.recomputable(i, c) for i, c in enumerate(chunks)], dtype=float)
+    eye = np.eye(len(chunks))
+    while True:
+        trials = current[None, :] + eye
+        value = step_times_s(sm, chunks, trials)
+        value = np.where(trials.diagonal() <= room, value, np.inf)
+        k = int(np.argmin(value))
+        if not value[k] < best * (1 - 1e-12):
+            return best, [int(x) for x in current]
+        best, current = float(value[k]), trials[k]
+
+
 def balanced_chunks(chunks: int, p: int, min_first: int = 1) -> list[int]:
     """Chunks (units) per stage as equal as possible; the remainder goes to the middle stages
     first (the edge stages carry the embedding and the LM head). Stage 0 holds at least
