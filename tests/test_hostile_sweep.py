@@ -167,3 +167,16 @@ def test_an_inconsistent_scenario_is_a_row_not_an_error(tmp_path, capsys):
     rows = json.loads(capsys.readouterr().out)["scenarios"]
     assert [r["status"] for r in rows] == ["OPTIMAL", "INVALID", "OPTIMAL", "INVALID"]
     assert all("use a multiple of 3" in r["reason"] for r in rows[1::2])
+
+
+def test_a_model_the_search_cannot_cut_is_bad_input_as_for_solve(tmp_path, capsys):
+    pattern = [0, 1, 1, 0, 1, 0, 1, 1] * 4  # MoE layers not a dense prefix then every P-th
+    task = tmp_path / "task.yaml"
+    task.write_text("model: {preset: mixtral-8x7b, ffn_hidden_size: 14336, moe: {num_experts: 8, top_k: 2, "
+                    f"ffn_hidden_size: 14336, layer_pattern: {pattern}}}}}\n"
+                    "cluster: dgx-h100\nnum_devices: 16\ntraining: {global_batch_size: 64, seq_len: 4096}\n")
+    path = tmp_path / "sweep.yaml"
+    path.write_text("task: task.yaml\nprovider: aws\naxes:\n  ib_bandwidth_scale: [1, 2]\n")
+    assert main(["sweep", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "model.moe.layer_pattern" in err and str(task) in err

@@ -66,13 +66,13 @@ class Row:
 
 def solve_document(document: dict[str, Any], source: str, options) -> dict[str, Any]:
     """Worker: builds the problem from its task document and solves it; returns plain data."""
-    from planner.cli.common import check_searchable
     from planner.core.errors import PlannerError
+    from planner.llm.candidates import alignment
     from solvers import SOLVERS
 
     try:
         problem = problem_from_document(document, source)
-        check_searchable(problem)
+        alignment(problem.model)  # the searches refuse an MoE layer pattern they cannot cut (as `solve` does)
     except PlannerError as exc:
         return {"status": "INVALID", "reason": str(exc)}
     result = SOLVERS["cpsat"].solve(problem, options)

@@ -44,6 +44,7 @@ from planner.core.inputs import (
     task_model_family,
 )
 from planner.core.schema import Name, Note, Spec
+from planner.llm.candidates import alignment
 from planner.llm.problem import Problem, load_model
 from planner.llm.task import TrainingTask
 
@@ -209,6 +210,10 @@ def load_sweep(path: str | Path, max_scenarios: int = MAX_SCENARIOS, provider_na
             raise InputError(f"{source}: {where}: unknown price list {shown(name, 60)} "
                              f"(planner/data/device_costs.yaml lists {', '.join(provider_names)})")
     base_doc, base, files = _base_task(spec, path)
+    try:
+        alignment(base.model)  # an MoE layer pattern the searches cannot cut: bad input, as for `solve`
+    except InputError as exc:
+        raise InputError(f"{base.source}: {exc}") from None
     values = _axis_values(spec, path, files)
     names = [n for n in raw["axes"] if n in values]  # the file's order: the last axis varies fastest
     scenarios = []
