@@ -373,3 +373,36 @@ def test_torchtitan_export_carries_the_profile():
     eager = tomllib.loads(export(titan_problem({}), Plan(tp=8, sp=True, dp=32, zero_stage=3, micro_batch_size=16),
                                  "torchtitan", "0.2").text)
     assert "compile" not in eager and "enable_async_tensor_parallel" not in eager["parallelism"]
+
+
+def test_deepspeed_bf16_optimizer_accumulates_gradients_every_micro_batch():
+    """DeepSpeed's pipeline engine with BF16_Optimizer (v0.6.5 pipe/engine.py, bf16_optimizer.py
+    update_hp_grads): hp_grad.add_(lp.grad.to(fp32)) after every micro-batch's backward, 18 B
+    per parameter of the stage through HBM; Megatron-Core accumulates inside the GEMM (none)."""
+    from planner.llm.cost.memory import stage_params
+    from planner.llm.cost.step import StageSpec, stage_terms
+    from planner.llm.cost.blocks import block_costs
+    from planner.llm.cost.edges import edge_cost
+
+    plan = Plan(tp=2, sp=True, pp=2, dp=4, micro_batch_size=1)
+    ds = problem_with({"profile": "megatron-deepspeed@2022"})
+    mc = make_problem()
+    v_ = PlanVars.from_plan(plan)
+    spec = StageSpec(index=0, layers=4, recomputed=0, is_first=True, is_last=False)
+    terms = []
+    for p in (ds, mc):
+        blocks = block_costs(p, v_)
+        terms.append(stage_terms(p, v_, blocks, edge_cost(p, v_, blocks.tokens), spec))
+    params = float(stage_params(ds, v_, 4, True, False))
+    extra = float(terms[0].backward_s - terms[1].backward_s)
+    assert extra == pytest.approx(18.0 * params / hbm_rate(ds), rel=1e-9)
+    assert float(terms[0].forward_s) == pytest.approx(float(terms[1].forward_s), rel=1e-12)
+
+
+def test_bloom_prerelease_rows_fall_with_the_micro_batch_as_measured():
+    """At a fixed global batch (TP 8, PP 12, DP 4) the measured step falls from micro-batch 1 to
+    4 (143 > 134 > 124 s) and rises at 8 (129 s); the per-micro-batch gradient accumulation
+    gives the prediction the same shape."""
+    rows = {r.id: r for r in v.validate() if r.id.startswith("bloom-prequel-181b-384a100-tp8-pp12-dp4")}
+    steps = [rows[f"bloom-prequel-181b-384a100-tp8-pp12-dp4-mbs{b}"].predicted for b in (1, 2, 4, 8)]
+    assert steps[0] > steps[1] > steps[2] < steps[3]

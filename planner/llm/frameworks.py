@@ -29,6 +29,11 @@ Facts (`ProfileFacts`; bytes are HBM bytes per element of the op's tensor, forwa
                         unsharded (2 B) and accumulates unsharded gradients (grad dtype) from the
                         first micro-batch's forward to the last backward (torchtitan + torch
                         pipelining); else only the blocks being run are gathered
+    grad_accum_bytes    HBM bytes per parameter the framework moves after every micro-batch's
+                        backward to accumulate its gradients outside the GEMMs (DeepSpeed's
+                        BF16_Optimizer: the bf16 .grad cast and added into fp32 gradients);
+                        0 where the weight-gradient GEMM accumulates in place (Megatron's
+                        gradient_accumulation_fusion into fp32 main_grad, FSDP2)
     fused_qkv           Q, K, V in one GEMM (else three calls)
     fused_gate_up       a gated MLP's gate and up projections in one GEMM (else two calls)
     selective_recompute what `recompute: selective` re-runs: core-attention (Megatron: the
@@ -81,6 +86,7 @@ class ProfileFacts(_Strict):
     attention_kernel: AttentionKernel
     cp_comm_type: CpCommType
     pp_keeps_unsharded: bool
+    grad_accum_bytes: Bytes
     fused_qkv: bool
     fused_gate_up: bool
     selective_recompute: Literal["core-attention", "op-every-second-mm"]
@@ -100,6 +106,7 @@ class FactsOverride(_Strict):
     attention_kernel: AttentionKernel | None = None
     cp_comm_type: CpCommType | None = None
     pp_keeps_unsharded: bool | None = None
+    grad_accum_bytes: Bytes | None = None
     fused_qkv: bool | None = None
     fused_gate_up: bool | None = None
     selective_recompute: Literal["core-attention", "op-every-second-mm"] | None = None

@@ -16,6 +16,9 @@ Pipeline: planner.llm.cost.pipeline. Data parallel (after the last backward):
     With overlap, communication hides under the stage's last backward (gradients) or first
     forward (weights) except the last bucket; stage i ends sum_{j<i} B_j before stage 0,
     which is its slack.
+Gradient accumulation outside the GEMMs (the profile's grad_accum_bytes per parameter,
+DeepSpeed's BF16_Optimizer: 18 B) is a memory-bound pass over the stage's parameters after every
+micro-batch's backward, in the stage's backward time.
 Tied embeddings (pp > 1): the first and last stages all-reduce the embedding gradient (two
 members: one transfer of the table each way, i.e. one p2p time).
 Optimizer: Adam reads the gradient, reads and writes master weights and moments, writes
@@ -178,6 +181,15 @@ def stage_terms(problem: Problem, v: PlanVars, blocks: Blocks, edges: EdgeCost, 
         first_scatter = np.where(moe_all > 0, np.maximum(scatter_m, np.where(dense > 0, scatter_d, 0.0)), scatter_d)
     z_f = np.where(zero3, z_f + first_gather, 0.0)
     z_b = np.where(zero3, z_b + first_scatter, np.where(zero2, z2_b + first_scatter, 0.0))
+
+    # Gradient accumulation outside the GEMMs (DeepSpeed's BF16_Optimizer): a memory-bound pass
+    # over the stage's parameters after every micro-batch's backward (the profile's bytes).
+    accum_bytes = problem.task.framework.facts.grad_accum_bytes
+    accumulate = 0.0
+    if accum_bytes:
+        held = stage_params(problem, v, layers, first, last, moe) + stage_expert_params(problem, v, last, moe)
+        accumulate = kernels.memory_bound_time_s(accum_bytes * held, device)
+    compute_b = compute_b + accumulate
 
     forward = compute_f + tp_f + cp_f + ep_f + p2p_one_way + z_f
     backward = compute_b + recompute_s + tp_b + cp_b + ep_b + p2p_one_way + z_b
