@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -31,6 +32,10 @@ class SolveOptions:
         heuristic_results: results of heuristic solvers already run on this problem with these
             options (`run_solvers` passes them): CP-SAT and greedy reuse their plans instead of
             running those heuristics again.
+        progress: called by the exact search after each phase and round with a dict: phase,
+            configurations (enumerated), left (not yet settled or bounded out), rounds, best_s
+            (the incumbent's step time), bound_s (the best bound proven so far), elapsed_s; None
+            where not known yet. For a status line (planner.cli.progress); never for results.
     """
 
     time_limit_s: float = 10.0
@@ -42,6 +47,7 @@ class SolveOptions:
     max_evaluations: int = 5_000_000
     log: bool = False
     heuristic_results: tuple[SolveResult, ...] = ()
+    progress: Callable[[dict], None] | None = None
 
 
 @dataclass

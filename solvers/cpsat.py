@@ -85,10 +85,12 @@ from solvers.cpsat_model import (  # noqa: F401 (lower_hull, stage_domains re-ex
     LCM_V,
     MAX_TABLE_ENTRIES,
     ROUND_VALUES_MAX,
+    SCALE_MAX,
     UNIT_S,
     RoundModel,
     build_model,
     lower_hull,
+    objective_scale,
     round_values,
     rounding_bound_s,
     stage_domains,
@@ -195,6 +197,7 @@ class _Search:
         self.upper = math.inf
         self.rounding = 0.0
         self.unit_s = UNIT_S  # the coarsest time unit of any round
+        self.cut_s = UNIT_S / LCM_V  # the largest objective unit (seconds) of any round: one strict-improvement cut
         self.pruned_memory = 0
         self.pruned_table = 0
         # MoE models: configurations are also bounded from their stage tables before a round
@@ -210,13 +213,41 @@ class _Search:
 
     def run(self) -> None:
         self.heuristics()  # first: a plan even when time is short
+        self.report("heuristics")
         self.enumerate()
+        self.report("enumerated")
         if not self.enumerated or len(self.candidates) == 0:
             return
         self.bounds()
+        self.report("bounded")
         self.uniform_split()
         self.warm_start()
+        self.report("warm start")
         self.rounds()
+
+    def report(self, phase: str) -> None:
+        """A progress event (SolveOptions.progress), if anyone listens."""
+        listener = self.options.progress
+        if listener is None:
+            return
+        left = None
+        if self.lower is not None:
+            rest = np.asarray(self.order[self.position :], dtype=np.int64)
+            left = int(np.count_nonzero(self.lower[rest] <= self.upper * (1 + 1e-12))) + len(self.pending)
+        bound = self.open_lower() if self.lower is not None else None
+        if bound is not None and not math.isfinite(bound):
+            bound = self.upper if math.isfinite(self.upper) else None
+        try:
+            listener({
+                "phase": phase,
+                "configurations": len(self.candidates) if self.candidates is not None else None,
+                "left": left, "rounds": self.stats.get("rounds", 0),
+                "best_s": self.upper if math.isfinite(self.upper) else None,
+                "bound_s": None if bound is None else min(bound, self.upper),
+                "elapsed_s": time.perf_counter() - self.start,
+            })
+        except (OSError, ValueError):  # a closed terminal must not stop the search
+            pass
 
     def enumerate(self) -> None:
         mark = time.perf_counter()
@@ -260,7 +291,7 @@ class _Search:
         self.bounded = done == len(self.candidates)
         self.stats["bounds_s"] = time.perf_counter() - mark
         self.stats["cannot_fit"] = int(np.isinf(self.lower).sum())
-        self.order = [int(i) for i in np.argsort(self.lower, kind="stable")]
+        self.order = np.argsort(self.lower, kind="stable").tolist()
 
     def uniform_split(self) -> None:
         """A better incumbent from the uniform split of every configuration still in the window
@@ -335,7 +366,7 @@ class _Search:
             if self._duplicate(i, sm):
                 continue  # skipped again, without its tables, when its round comes
             self.tight[i], partition = pipeline_lower_bound(sm, self.upper)
-            if self.tight[i] > self.upper:
+            if self.tight[i] >= self.upper:
                 continue  # pruned when its round comes, without its tables
             self.carried[i] = sm
             viable += 1
@@ -370,7 +401,7 @@ class _Search:
                     self._leave_open(float(lower[i]))  # tables too large to build
                     continue
                 self.position += 1
-                if self.tight.get(i, -math.inf) > self.upper * (1 + 1e-12):  # bounded by the warm start
+                if self.tight.get(i, -math.inf) >= self.upper:  # bounded by the warm start: nothing better in it
                     del self.tight[i]
                     self.pruned_table += 1
                     continue
@@ -394,7 +425,7 @@ class _Search:
                         guess = partition_guess(sm, partition)
                         if guess is not None and guess[0] < self.upper * (1 - 1e-12):
                             self.upper, self.incumbent = guess[0], plan_with_partition(sm, guess[1], guess[2])
-                    if tight > self.upper * (1 + 1e-12):
+                    if tight >= self.upper:  # no plan of this configuration beats the incumbent
                         self.pruned_table += 1
                         self.pending.pop()
                         continue
@@ -406,7 +437,9 @@ class _Search:
                     self.position -= 1
                     self._leave_open(float(lower[i]))
                     continue
-                if batch and values_in_batch + size > value_budget:
+                if batch and (values_in_batch + size > value_budget
+                              or objective_scale([*(b.virtual_stages for b in batch), sm.virtual_stages])
+                              > SCALE_MAX):
                     self.pending.pop()
                     self.position -= 1
                     self.carried[i] = sm  # first of the next round
@@ -428,6 +461,7 @@ class _Search:
             built = build_model(batch, bounds, self.incumbent, upper_s=self.upper)
             self.rounding = max(self.rounding, max(rounding_bound_s(sm, built.unit_s) for sm in batch))
             self.unit_s = max(self.unit_s, built.unit_s)
+            self.cut_s = max(self.cut_s, built.unit_s / built.scale)
             cap = built.objective_cap(self.upper)
             if cap is not None:
                 built.model.add(built.obj <= cap)
@@ -448,6 +482,7 @@ class _Search:
                 solver.parameters.linearization_level = 2
             for key, value in _EXTRA_PARAMETERS.items():
                 setattr(solver.parameters, key, value)
+            self.report(f"CP-SAT round {self.stats['rounds']}")
             status = run_cpsat(solver, built.model, budget)
             if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
                 self._decode(solver, built)
@@ -528,7 +563,7 @@ class _Search:
             # A coarse time unit: settled configurations are only known to be no better than the
             # incumbent minus the rounding bound (and one unit of the strict-improvement cut).
             proven = False
-            bound = max(0.0, min(open_lower, self.upper - self.rounding - self.unit_s / LCM_V))
+            bound = max(0.0, min(open_lower, self.upper - self.rounding - self.cut_s))
             notes.append(f"optimal up to the rounding bound {self.rounding:.3g} s of the time unit "
                          f"{self.unit_s:.3g} s (coarsened to fit CP-SAT's 64-bit integers)")
         stats["time_unit_s"] = self.unit_s

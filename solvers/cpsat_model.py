@@ -1,7 +1,8 @@
 """The CP-SAT model of one round: configurations, stage partitions and recompute.
 
-Scaling: every time is an integer number of units u, and the objective is 12 T / u (12 = lcm
-of v = 1..4, so (sum - max)/v stays integral). u = 1 ns unless the round's largest step time
+Scaling: every time is an integer number of units u, and the objective is S T / u, S the round's
+`objective_scale` (12 when every v divides 12, else the lcm of the round's v; at most SCALE_MAX),
+so that (sum - max)/v stays integral; S is written 12 below. u = 1 ns unless the round's largest step time
 would overflow CP-SAT's int64 arithmetic; then u grows just enough that every linear row stays
 below 2^61 (`time_unit_s`). Each table entry is rounded to the nearest unit; `rounding_bound_s`
 is the worst accumulated rounding error of a configuration at that unit (reported; tested
@@ -52,6 +53,11 @@ UNIT_S = 1e-9
 """The finest time unit (seconds); coarser only when a round would overflow int64."""
 MEMORY_UNIT_BYTES = 1024
 LCM_V = 12
+"""The objective's scale when a round's virtual-stage counts all divide 12 (1, 2, 3, 4, 6, 12);
+a round's scale is the least common multiple of its counts (`objective_scale`)."""
+SCALE_MAX = 5_040
+"""Largest objective scale a round may take (the rounds group configurations so that the least
+common multiple of their virtual-stage counts stays within it; one configuration alone has v)."""
 LONG_TABLE = 2048
 """Tables longer than this are indexed from their window (c - lo) rather than from 0."""
 ROW_LIMIT = 2**61
@@ -97,15 +103,16 @@ class RoundModel:
     unit_s: float
     memory_unit_bytes: float
     horizon: int
+    scale: int = LCM_V
 
     def objective_s(self, value: float) -> float:
         """Seconds of an objective value (or bound) of this model."""
-        return value * self.unit_s / LCM_V
+        return value * self.unit_s / self.scale
 
     def objective_cap(self, upper_s: float) -> int | None:
         """The largest objective value strictly below `upper_s` seconds, or None if every
         value of the model's domain already is."""
-        scaled = LCM_V * upper_s / self.unit_s
+        scaled = self.scale * upper_s / self.unit_s
         if not math.isfinite(scaled) or scaled > self.horizon:
             return None
         return int(math.floor(scaled)) - 1
@@ -231,18 +238,28 @@ class _Ranges:
     step: int  # the objective row: 12 (m + p) stage + 12 (3 dp + sync + 1)
 
 
-def _ranges(sm: StageModel, magnitudes, unit: float) -> _Ranges:
+def objective_scale(virtual_stages) -> int:
+    """The objective's integer scale for configurations with these virtual-stage counts: 12 (the
+    historical scale) when every count divides it, else their least common multiple, so that
+    the bubble term (sum t - tmax) / v has the integer coefficient scale / v."""
+    counts = [int(v) for v in virtual_stages]
+    if all(LCM_V % v == 0 for v in counts):
+        return LCM_V
+    return math.lcm(*counts)
+
+
+def _ranges(sm: StageModel, magnitudes, unit: float, scale: int = LCM_V) -> _Ranges:
     stage_hi_s, dp_hi_s, _ = magnitudes
     # + rounding: F and B0 are rounded by half a unit each, the recompute coefficient by half a
     # unit per recomputed layer.
     stage = int(math.ceil(stage_hi_s / unit)) + sm.num_layers + 2
     dp = int(math.ceil(dp_hi_s / unit)) + 1
     sync = int(round(sm.embedding_sync_s / unit))
-    step = LCM_V * (sm.num_micro_batches + sm.num_stages) * stage + LCM_V * (3 * dp + sync + 1)
+    step = scale * (sm.num_micro_batches + sm.num_stages) * stage + scale * (3 * dp + sync + 1)
     return _Ranges(stage=stage, dp=dp, step=step)
 
 
-def time_unit_s(models: list[StageModel], magnitudes: list, max_chunks: int) -> float:
+def time_unit_s(models: list[StageModel], magnitudes: list, max_chunks: int, scale: int = LCM_V) -> float:
     """The finest unit (1 ns, doubled as needed) at which every linear row stays below ROW_LIMIT.
 
     Rows: the objective row (obj plus 12 m tmax + ..., at most 2 horizon), the bound cut (obj
@@ -252,9 +269,9 @@ def time_unit_s(models: list[StageModel], magnitudes: list, max_chunks: int) -> 
     unit = UNIT_S
     step_hi = max((mag[2] for mag in magnitudes), default=0.0)
     # A first guess from the seconds, then exact checks on the integer ranges.
-    unit = max(unit, LCM_V * step_hi * (len(models) + 2) / ROW_LIMIT)
+    unit = max(unit, scale * step_hi * (len(models) + 2) / ROW_LIMIT)
     while True:
-        ranges = [_ranges(sm, mag, unit) for sm, mag in zip(models, magnitudes, strict=True)]
+        ranges = [_ranges(sm, mag, unit, scale) for sm, mag in zip(models, magnitudes, strict=True)]
         horizon = max((r.step for r in ranges), default=1)
         table_hi = max((max(r.stage, r.dp) for r in ranges), default=1)
         if (len(models) + 2) * horizon <= ROW_LIMIT and 3 * (max_chunks + 1) * table_hi <= ROW_LIMIT:
@@ -284,8 +301,9 @@ def build_model(
             tops = _recompute_tops(sm, domains, upper_s)
             kept.append((sm, lb, domains, tops, _magnitudes(sm, domains, tops)))
     max_chunks = max((sm.chunks for sm, *_ in kept), default=1)
-    unit = time_unit_s([sm for sm, *_ in kept], [mag for *_, mag in kept], max_chunks)
-    ranges = [_ranges(sm, mag, unit) for sm, *_, mag in kept]
+    scale = objective_scale([sm.virtual_stages for sm, *_ in kept] or [1])
+    unit = time_unit_s([sm for sm, *_ in kept], [mag for *_, mag in kept], max_chunks, scale)
+    ranges = [_ranges(sm, mag, unit, scale) for sm, *_, mag in kept]
     memory_hi = max((max(float(np.max(st.memory_bytes)), abs(st.memory_per_recomputed_bytes) * sm.num_layers,
                          st.memory_transient_bytes, sm.capacity_bytes)
                      for sm, *_ in kept for st in sm.stages), default=0.0)
@@ -384,8 +402,8 @@ def build_model(
             model.add(mem + per_r * r + trans * y <= cap).only_enforce_if(literals)
         model.add(sum(chunks) == C).only_enforce_if(x)
         sync = int(round(sm.embedding_sync_s / unit))
-        expr = (LCM_V * m * tmax + (LCM_V // v) * (sum(t_terms) - tmax)
-                + LCM_V * (g_exp + p_exp + opt) + LCM_V * sync)
+        expr = (scale * m * tmax + (scale // v) * (sum(t_terms) - tmax)
+                + scale * (g_exp + p_exp + opt) + scale * sync)
         model.add(obj >= expr).only_enforce_if(x)
         configs.append(ConfigVars(k=k, sm=sm, x=x, chunks=chunks, recomputed=recomputed))
     if xs:
@@ -393,7 +411,7 @@ def build_model(
         # Branch on the configuration first (cheapest bound first): once it is fixed, the rest is
         # a small partition problem whose LP relaxation is tight.
         model.add_decision_strategy(xs, cp_model.CHOOSE_FIRST, cp_model.SELECT_MAX_VALUE)
-        model.add(obj >= sum(min(horizon, int(math.floor(LCM_V * lb / unit))) * x
+        model.add(obj >= sum(min(horizon, int(math.floor(scale * lb / unit))) * x
                              for (_, lb, *_), x in zip(kept, xs, strict=True)))
     else:
         model.add_bool_or([])  # nothing can beat the incumbent: infeasible by construction
@@ -401,7 +419,7 @@ def build_model(
     if incumbent is not None:
         _hint(model, configs, incumbent)
     return RoundModel(model=model, configs=configs, obj=obj, a_memory=a_memory, unit_s=unit,
-                      memory_unit_bytes=mem_unit, horizon=horizon)
+                      memory_unit_bytes=mem_unit, horizon=horizon, scale=scale)
 
 
 def _partition_of(plan: Plan, sm: StageModel) -> tuple[list[int], list[int]] | None:
@@ -445,7 +463,7 @@ def _hint(model: cp_model.CpModel, configs: list[ConfigVars], incumbent: Plan) -
 
 
 def rounding_bound_s(sm: StageModel, unit_s: float = UNIT_S) -> float:
-    """Worst-case |objective * u / 12 - T| from rounding each table entry to a unit u."""
+    """Worst-case |objective * u / S - T| from rounding each table entry to a unit u."""
     p, m, v, L = sm.num_stages, sm.num_micro_batches, sm.virtual_stages, sm.num_layers
     per_stage = 0.5 * unit_s * (2 + 2 + L)  # F, B0, B assembly, recompute coefficient times r <= L
     return m * per_stage + (p * per_stage) / v + 0.5 * unit_s * (6 + 4 * p) + p * per_stage * 2

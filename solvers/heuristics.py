@@ -160,7 +160,7 @@ def megatron_rules(problem: Problem, options: SolveOptions | None = None,
             continue
         m = task.num_sequences // dp
         v = 2 if pp > 1 and model.num_layers % (2 * pp) == 0 and m % pp == 0 else 1
-        if v > options.space.max_virtual_stages or (v > 1 and "interleaved" not in task.constraints.schedules):
+        if v > options.space.virtual_limit() or (v > 1 and "interleaved" not in task.constraints.schedules):
             v = 1
         for recompute in ("none", "selective", "full"):
             if recompute not in task.constraints.recompute:
@@ -217,7 +217,7 @@ def _megatron_moe_rules(problem: Problem, options: SolveOptions, budget: Budget)
     for tp, pp in shapes:
         m = task.num_sequences // (n // (tp * pp))
         v = 2 if pp > 1 and aligned_layers(model, pp, 2) is not None and m % pp == 0 else 1
-        if v > options.space.max_virtual_stages or (v > 1 and "interleaved" not in task.constraints.schedules):
+        if v > options.space.virtual_limit() or (v > 1 and "interleaved" not in task.constraints.schedules):
             v = 1
         for recompute in ("none", "selective", "full"):
             if recompute not in task.constraints.recompute:
@@ -298,7 +298,7 @@ def _neighbours(problem: Problem, plan: Plan, options: SolveOptions):
         if mbs >= 1:
             yield make(micro_batch_size=mbs)
     for vs in (fields["virtual_stages"] + 1, fields["virtual_stages"] - 1):
-        if 1 <= vs <= options.space.max_virtual_stages:
+        if 1 <= vs <= options.space.virtual_limit():
             yield make(virtual_stages=vs)
     for zero in (0, 1, 2, 3):
         if zero != fields["zero_stage"]:
@@ -324,7 +324,7 @@ def _neighbours(problem: Problem, plan: Plan, options: SolveOptions):
 
 def _allowed(problem: Problem, plan: Plan, options: SolveOptions) -> bool:
     space = options.space
-    if plan.micro_batch_size > space.max_micro_batch_size or plan.virtual_stages > space.max_virtual_stages:
+    if plan.micro_batch_size > space.max_micro_batch_size or plan.virtual_stages > space.virtual_limit():
         return False
     if tuple(plan.axis_order) not in [AXIS_ORDERS[i] for i in _orders(space.axis_orders)]:
         return False

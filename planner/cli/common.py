@@ -96,7 +96,8 @@ def add_search_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=integer(0, 2**31 - 1), default=0, help="CP-SAT random seed, 0-2147483647")
     p.add_argument("--max-configs", type=integer(1, 10_000), default=25,
                    help="configurations per CP-SAT round (default 25)")
-    p.add_argument("--max-vpp", type=integer(1, 1024), default=4, help="largest virtual-stage count searched")
+    p.add_argument("--max-vpp", type=integer(1, 1024), default=None,
+                   help="largest virtual-stage count searched (default: up to one layer per model chunk)")
     p.add_argument("--max-mbs", type=integer(1, 2**20), default=16, help="largest micro-batch searched")
     p.add_argument("--axis-orders", choices=["megatron", "tp-inner", "all"], default="tp-inner")
     p.add_argument("--no-hsdp", action="store_true", help="do not search HSDP sharding")

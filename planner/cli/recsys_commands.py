@@ -22,7 +22,7 @@ def _options(args: argparse.Namespace):
 
 
 def _refuse_llm_flags(args: argparse.Namespace) -> None:
-    llm_only = {"max_vpp": ("--max-vpp", 4), "max_mbs": ("--max-mbs", 16), "max_configs": ("--max-configs", 25),
+    llm_only = {"max_vpp": ("--max-vpp", None), "max_mbs": ("--max-mbs", 16), "max_configs": ("--max-configs", 25),
                 "axis_orders": ("--axis-orders", "tp-inner"), "no_hsdp": ("--no-hsdp", False),
                 "tp_across_tiers": ("--tp-across-tiers", False)}
     given = [flag for key, (flag, default) in llm_only.items() if getattr(args, key, default) != default]

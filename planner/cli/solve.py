@@ -19,6 +19,7 @@ from planner.cli.common import (
     load_task,
     solve_options,
 )
+from planner.cli import progress
 from planner.cli.export import EXPORT_TARGETS, check_export_flags, export_text
 from planner.core.errors import PlannerError
 from planner.report.estimate import estimate_json, render_estimate
@@ -61,7 +62,18 @@ def run(args: argparse.Namespace) -> int:
         check_export_flags(args)
     elif args.check_with or args.target_version:
         raise PlannerError("--check-with and --target-version apply to --export; add --export TARGET")
-    result = SOLVERS[args.solver].solve(problem, solve_options(args))
+    options = solve_options(args)
+    status = None
+    if progress.wanted(args):  # a status line on a terminal, erased before the result is printed
+        import dataclasses
+
+        status = progress.StatusLine()
+        options = dataclasses.replace(options, progress=lambda event: status.update(progress.search_text(event)))
+    try:
+        result = SOLVERS[args.solver].solve(problem, options)
+    finally:
+        if status is not None:
+            status.clear()
     # The result is shown (and saved) whatever happens to the export.
     exported = export_error = None
     export_code = 0

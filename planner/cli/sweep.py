@@ -63,12 +63,14 @@ def _isatty(stream) -> bool:
 
 
 class _Progress:
-    """One updating line on a terminal: done / left, and the fastest plan so far."""
+    """The sweep's status line (planner.cli.progress.StatusLine): done / left, and the fastest
+    plan so far."""
 
     def __init__(self, stream):
-        self.stream = stream
+        from planner.cli.progress import StatusLine
+
+        self.line = StatusLine(stream)
         self.best = None
-        self.width = 0
 
     def __call__(self, done: int, total: int, row) -> None:
         if row is not None and row.step_time_s is not None and (self.best is None or
@@ -76,14 +78,10 @@ class _Progress:
             self.best = row
         best = (f", fastest so far {self.best.scenario.name}: {self.best.step_time_s:.3f} s"
                 if self.best else "")
-        text = f"sweep: {done}/{total} scenarios done, {total - done} left{best}"[:200]
-        self.stream.write("\r" + text.ljust(self.width))
-        self.stream.flush()
-        self.width = len(text)
+        self.line.update(f"sweep: {done}/{total} scenarios done, {total - done} left{best}")
 
     def clear(self) -> None:
-        self.stream.write("\r" + " " * self.width + "\r")
-        self.stream.flush()
+        self.line.clear()
 
 
 def add_parser(sub) -> None:

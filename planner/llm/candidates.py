@@ -457,7 +457,8 @@ class SpaceOptions:
     """Which plans the search space declares, beyond the task's own constraints.
 
     Attributes:
-        max_virtual_stages: interleaving depth considered (1 = plain 1F1B only).
+        max_virtual_stages: interleaving depth considered (1 = plain 1F1B only); None: every
+            depth up to one layer per model chunk (v <= L / PP), as Megatron allows.
         max_micro_batch_size: largest micro-batch considered.
         axis_orders: "megatron" (tp, cp, dp, pp only), "tp-inner" (tp innermost, the other
             three in any order) or "all" (24 orders). Orders that differ only in where
@@ -470,13 +471,17 @@ class SpaceOptions:
             (stages then differ; each holds a multiple of v layers, at least v).
     """
 
-    max_virtual_stages: int = 4
+    max_virtual_stages: int | None = None
     max_micro_batch_size: int = 16
     axis_orders: str = "tp-inner"
     hsdp: bool = True
     tp_within_tier: int | None = 0
     tp_comm_overlap: bool = True
     non_uniform_stages: bool = True
+
+    def virtual_limit(self) -> int | float:
+        """The largest virtual-stage count declared (inf: one layer per chunk)."""
+        return math.inf if self.max_virtual_stages is None else self.max_virtual_stages
 
 
 def _orders(kind: str) -> list[int]:
@@ -491,7 +496,7 @@ def _orders(kind: str) -> list[int]:
 
 def enumerate_candidates(
     problem: Problem,
-    max_virtual_stages: int = 4,
+    max_virtual_stages: int | None = 4,
     axis_orders: list[int] | None = None,
     options: SpaceOptions | None = None,
 ) -> CandidateSet:
@@ -515,7 +520,7 @@ def _product(*columns) -> np.ndarray:
 
 def enumerate_within(
     problem: Problem,
-    max_virtual_stages: int = 4,
+    max_virtual_stages: int | None = 4,
     axis_orders: list[int] | None = None,
     options: SpaceOptions | None = None,
     stop: Callable[[], bool] | None = None,
@@ -585,7 +590,8 @@ def enumerate_within(
                 batch_divisors = [
                     mbs for mbs in divisors(num_sequences // dp, max_mbs) if c.micro_batch_size.admits(mbs)
                 ]
-                for vs in range(1, max_virtual_stages + 1):
+                top = model.num_layers // pp if max_virtual_stages is None else max_virtual_stages
+                for vs in range(1, top + 1):
                     if vs > 1 and pp == 1:
                         continue
                     if align.moe:
