@@ -167,12 +167,35 @@ def test_cp_never_increases_per_gpu_activation_memory(cp, tp, mbs, recompute, ti
 
 
 @settings(max_examples=30, deadline=None)
-@given(cp=st.sampled_from([2, 4, 8]), scale=st.sampled_from([0.01, 0.1, 1.0]))
-def test_more_bandwidth_never_exposes_more_cp_time(cp, scale):
-    p = problem(65536, num_devices=32, gbs=8)
+@given(cp=st.sampled_from([2, 4, 8]), scale=st.sampled_from([0.01, 0.1, 1.0]),
+       comm=st.sampled_from(["p2p", "a2a", "allgather"]))
+def test_more_bandwidth_never_exposes_more_cp_time(cp, scale, comm):
+    p = problem(65536, num_devices=32, gbs=8,
+                framework={"profile": "megatron-core@0.16", "options": {"cp_comm_type": comm}})
     plan = Plan(tp=2, sp=True, cp=cp, dp=32 // (2 * cp))
     slow = rescaled(p, scale)
     fast = rescaled(p, scale * 2)
     ls, lf = layer(slow, plan), layer(fast, plan)
     assert float(lf.cp_exposed_fwd_s) <= float(ls.cp_exposed_fwd_s) + 1e-15
     assert float(lf.cp_exposed_bwd_s) <= float(ls.cp_exposed_bwd_s) + 1e-15
+
+
+def test_ulysses_all_to_all_by_hand():
+    """Megatron-Core `cp_comm_type: a2a` (TE AttnFuncWithCPAndQKVOA2A), CP 2 in one node: one
+    causal call over all 32k keys (the same FLOPs per GPU as the ring), and exposed all-to-alls:
+    forward Q, K, V and O, backward O, dO and dQ, dK, dV, each member sending its share across."""
+    p = problem(32768, framework={"profile": "megatron-core@0.16",
+                                  "options": {"attention_backend": "fused", "cp_comm_type": "a2a"}})
+    lc = layer(p, Plan(tp=2, sp=True, cp=2, dp=4))
+    tokens, t = 16384, 2
+    fwd, bwd, _, _ = attention.flash_time_s("cudnn", p.cluster.device, 32768, 1, tokens, 256 * 8, 128)
+    assert float(lc.attention_fwd_s) == pytest.approx(float(fwd), rel=1e-12)
+    tier = p.cluster.tiers[0]
+    qkv = tokens * (2048 + 512 + 512) / t * 2
+    out = tokens * 2048 / t * 2
+
+    def a2a(num_bytes):  # 2 members: half of each member's bytes cross
+        return tier.latency_s + num_bytes / 2 / (tier.bandwidth_bytes_per_s * tier.efficiency)
+
+    assert float(lc.cp_exposed_fwd_s) == pytest.approx(a2a(qkv + out), rel=1e-9)
+    assert float(lc.cp_exposed_bwd_s) == pytest.approx(a2a(qkv + 2 * out), rel=1e-9)

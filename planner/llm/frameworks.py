@@ -24,7 +24,8 @@ Facts (`ProfileFacts`; bytes are HBM bytes per element of the op's tensor, forwa
                         rate by key length and head dim (planner/llm/cost/attention.py); device:
                         the device preset's flat attention_fraction
     cp_comm_type        how context parallelism moves K and V: p2p (ring of sends overlapped
-                        with the attention steps) or allgather (gather K,V, then attend)
+                        with the attention steps), a2a (Ulysses: all-to-all of Q, K, V and the
+                        output, heads split over CP) or allgather (gather K,V, then attend)
     pp_keeps_unsharded  with ZeRO-3 (FSDP) and a pipeline, each stage keeps its parameters
                         unsharded (2 B) and accumulates unsharded gradients (grad dtype) from the
                         first micro-batch's forward to the last backward (torchtitan + torch
@@ -65,7 +66,7 @@ VERSION_PATTERN = re.compile(r"^[0-9][0-9A-Za-z.-]{0,31}$")
 
 Bytes = Annotated[float, Field(ge=0, le=1000)]
 AttentionKernel = Literal["device", "cudnn", "fa2", "fa3"]
-CpCommType = Literal["p2p", "allgather"]
+CpCommType = Literal["p2p", "a2a", "allgather"]
 
 
 class _Strict(BaseModel):

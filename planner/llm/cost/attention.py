@@ -27,7 +27,11 @@ dK,dV (the first step K,V only, the last dK,dV only). A step's transfer is hidde
 compute is longer; the rest is exposed. The ring's transfers run at the outermost network tier the
 cp group spans (one slow hop sets every step's pace). `allgather` (Megatron-Core's
 `--cp-comm-type allgather`, Llama 3's CP) gathers the sequence's K and V before one attention
-call and reduce-scatters dK, dV after it, not overlapped.
+call and reduce-scatters dK, dV after it, not overlapped. `a2a` (`--cp-comm-type a2a`, TE's
+AttnFuncWithCPAndQKVOA2A, DeepSpeed-Ulysses) all-to-alls Q, K, V before one attention call over
+the whole sequence with heads / cp per GPU, and the output after it (backward: O and dO, then
+dQ, dK, dV), not overlapped (priced in planner.llm.cost.layer; the heads must divide by t x cp,
+which the plan check does not enforce).
 """
 
 from __future__ import annotations
@@ -116,7 +120,8 @@ def flash_time_s(kernel: str, device, seq_len: int, cp, tokens, width_per_gpu, h
         tokens: b * s / cp query positions on the GPU.
         width_per_gpu: (query/key head dim + value head dim) x local heads: QK^T and AV together.
         head_dim: the query/key head dim (the table's head dim).
-        comm_type: "p2p" (ring, cp calls) or "allgather" (one call on the gathered K, V).
+        comm_type: "p2p" (ring, cp calls), "allgather" (one call on the gathered K, V) or "a2a"
+            (one call over the whole sequence with heads / cp: the same FLOPs per GPU).
     """
     cp = np.asarray(cp, dtype=float)
     local = seq_len / cp

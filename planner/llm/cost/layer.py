@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from planner.core import kernels
-from planner.core.collectives import collective_time_by_tier
+from planner.core.collectives import all_to_all_time_by_tier, collective_time_by_tier
 from planner.llm import frameworks
 from planner.llm.cost import attention
 from planner.llm.cost.flops import attention_matmul_flops_per_token, dense_ffn_matmul_flops_per_token
@@ -261,6 +261,16 @@ def block_cost(problem: Problem, v: PlanVars, x: Context, ffn: Half, ep: tuple |
         cp_fwd = [ring * (c - 1.0) * x_ for x_ in hop]
         cp_bwd = [ring * (2.0 * x_ + np.maximum(c - 2.0, 0.0) * y_) for x_, y_ in zip(hop, hop2, strict=True)]
         cp_exp_fwd, cp_exp_bwd = attention.ring_exposed_s(c, sum(hop), sum(hop), sum(hop2), step_fwd, step_bwd)
+    elif facts.cp_comm_type == "a2a":
+        # Ulysses (TE AttnFuncWithCPAndQKVOA2A): Q, K, V all-to-all before attention (sequence
+        # gathered, heads scattered) and the output after it; backward moves O and dO back, and
+        # dQ, dK, dV. Not overlapped; the tiers of an all-to-all run at once.
+        width = (qw + kvw + vw) / t * BF16_BYTES
+        out = ow / t * BF16_BYTES
+        cp_fwd = all_to_all_time_by_tier(tokens * (width + out), cp_members, cluster)
+        cp_bwd = all_to_all_time_by_tier(tokens * (width + 2.0 * out), cp_members, cluster)
+        cp_exp_fwd = np.maximum.reduce([np.asarray(x_, dtype=float) for x_ in cp_fwd])
+        cp_exp_bwd = np.maximum.reduce([np.asarray(x_, dtype=float) for x_ in cp_bwd])
     else:
         kv_bytes = c * chunk_bytes  # the whole sequence's K and V
         cp_fwd = collective_time_by_tier("all_gather", kv_bytes, cp_members, cluster)
