@@ -66,7 +66,7 @@ import time
 import numpy as np
 from ortools.sat.python import cp_model
 
-from planner.llm.bounds import memory_lower_bound, pipeline_lower_bound, time_lower_bound_within
+from planner.llm.bounds import memory_lower_bound, pipeline_lower_bound, screened_lower_bound_within
 from planner.llm.candidates import CandidateSet, alignment, enumerate_within, price
 from planner.llm.cost.step import evaluate
 from planner.llm.plan import Plan
@@ -114,6 +114,7 @@ ROUND_VALUES_MIN = 2_000  # stage-domain values a round may always hold (see rou
 VALUES_PER_S = 4_000  # ... more per second left, up to ROUND_VALUES_MAX
 HEURISTIC_SHARE = 0.5  # of the time left, at most, for the heuristics (they take ~0.1 s)
 PRICE_CHUNK = 32_768
+SCREENED_UNIFORM = 20_000  # configurations whose uniform split is priced between the bounds' two passes
 
 
 
@@ -286,20 +287,35 @@ class _Search:
         if self.budget.expired():
             return
         mark = time.perf_counter()
-        self.lower, done = time_lower_bound_within(self.problem, self.candidates, self.upper,
-                                                   stop=self.budget.expired)
+        self.lower, done = screened_lower_bound_within(self.problem, self.candidates, self.upper,
+                                                       improve=self._screened_incumbent, stop=self.budget.expired)
         self.bounded = done == len(self.candidates)
         self.stats["bounds_s"] = time.perf_counter() - mark
         self.stats["cannot_fit"] = int(np.isinf(self.lower).sum())
         self.order = np.argsort(self.lower, kind="stable").tolist()
+
+    def _screened_incumbent(self, screen: np.ndarray) -> float:
+        """Between the two passes of the bounds: the uniform split of the SCREENED_UNIFORM
+        configurations with the least screen, priced in bulk, as an incumbent (a good one makes
+        the full bounds' pass cheaper: it only runs where the screen is below it)."""
+        count = min(SCREENED_UNIFORM, len(screen))
+        if count == 0 or self.budget.expired():
+            return self.upper
+        best = np.argpartition(screen, count - 1)[:count]
+        self._try_uniform(best[screen[best] <= self.upper], "uniform split (screened)")
+        return self.upper
 
     def uniform_split(self) -> None:
         """A better incumbent from the uniform split of every configuration still in the window
         (priced in bulk by the cost model; only evenly divisible configurations)."""
         if self.lower is None or self.budget.expired():
             return
+        self._try_uniform(np.flatnonzero(self.lower <= self.upper), "uniform split")
+
+    def _try_uniform(self, window: np.ndarray, label: str) -> None:
+        """The fastest fitting uniform split among these configurations, if better, is the
+        incumbent."""
         c = self.candidates
-        window = np.flatnonzero(self.lower <= self.upper)
         num_layers = self.problem.model.num_layers
         even = window[num_layers % (c.pp[window] * c.virtual_stages[window]) == 0]
         align = alignment(self.problem.model)
@@ -320,7 +336,7 @@ class _Search:
         if best_index is not None and best_step < self.upper:
             plan = c.plan(best_index)
             self.incumbent, self.upper = plan, float(evaluate(self.problem, plan).step_time_s)
-            self.stats["incumbent"] = "uniform split"
+            self.stats["incumbent"] = label
 
     def _stage_model(self, i: int, position: int) -> StageModel:
         """The stage model of candidate i (at `position` in the order): from the cache, else

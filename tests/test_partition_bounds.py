@@ -128,3 +128,29 @@ def test_the_vectorized_step_time_equals_the_tables_and_improving_recompute_neve
             value, counts = improve_recompute(sm, units, start)
             assert value <= step_times_s(sm, units, np.array([start]))[0]
             assert value == pytest.approx(step_times_s(sm, units, np.array([counts]))[0], rel=1e-12)
+
+
+def test_the_two_pass_bounds_equal_the_one_pass_bounds_and_never_exceed_the_best_partition():
+    """screened_lower_bound_within: pass 1 screens every configuration, `improve` may lower the
+    incumbent, pass 2 bounds fully where the screen is below it. With the same incumbent it
+    gives the one-pass bounds; with a lower one it stays valid."""
+    from planner.llm.bounds import screened_lower_bound_within, time_lower_bound_within
+
+    problem = problem_of(CASES[1])
+    candidates = enumerate_candidates(problem, options=SpaceOptions(max_virtual_stages=2, max_micro_batch_size=2,
+                                                                    axis_orders="megatron"))
+    sample = candidates.take(np.random.default_rng(2).choice(len(candidates), size=60, replace=False))
+    best = [best_partition(problem, sample.plan(i)) for i in range(len(sample))]
+    optimum = min(b[0] for b in best if b is not None)
+    upper = 1.5 * optimum
+    one, _ = time_lower_bound_within(problem, sample, upper, chunk=7)
+    two, done = screened_lower_bound_within(problem, sample, upper, chunk=7)
+    assert done == len(sample)
+    assert np.allclose(np.minimum(one, upper * 2), np.minimum(two, upper * 2), rtol=1e-12)
+    seen = []
+    lowered, _ = screened_lower_bound_within(problem, sample, upper, improve=lambda s: seen.append(s) or optimum,
+                                             chunk=7)
+    assert len(seen) == 1 and seen[0].shape == (len(sample),)
+    for b, bound in zip(best, lowered, strict=True):
+        if b is not None:
+            assert bound <= b[0] * (1 + 1e-9)

@@ -171,7 +171,7 @@ def test_ctrl_c_during_the_heuristics_returns_unknown_with_the_note(monkeypatch,
     assert result.notes == [INTERRUPTED]
 
 
-@pytest.mark.parametrize("phase", ["enumerate_within", "time_lower_bound_within", "price"])
+@pytest.mark.parametrize("phase", ["enumerate_within", "screened_lower_bound_within", "price"])
 def test_ctrl_c_before_the_bounds_returns_the_heuristic_plan_with_bound_zero(monkeypatch, medium, phase):
     monkeypatch.setattr(cpsat_module, phase, _raise)
     result = SOLVERS["cpsat"].solve(medium, SolveOptions())

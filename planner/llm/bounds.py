@@ -94,6 +94,51 @@ def time_lower_bound_within(
     return bound, done
 
 
+def screened_lower_bound_within(
+    problem: Problem, c: CandidateSet, upper: float, improve: Callable[[np.ndarray], float] | None = None,
+    stop: Callable[[], bool] | None = None, chunk: int = CHUNK,
+) -> tuple[np.ndarray, int]:
+    """`time_lower_bound_within` in two passes, so that a better incumbent found from the
+    screen makes the second pass cheaper: (bounds, number bounded).
+
+    Pass 1 computes the screen of every configuration, (m - 1/v) S/p + S/v with S the sum of
+    stage times at the uniform split (every other part of the step is >= 0: a valid bound on
+    its own). `improve(screen)` may then return a smaller incumbent (e.g. the best priced plan
+    among the best-screened configurations). Pass 2 computes the full bound of
+    `_full_time_lower_bound` only where the screen does not exceed the incumbent; elsewhere the
+    screen is the bound. Stopped in pass 1, the configurations not reached keep the bound 0;
+    stopped in pass 2, the rest keep their screen (both valid)."""
+    screen = np.zeros(len(c))
+    done = 0
+    while done < len(c):
+        if stop is not None and stop():
+            return screen, done
+        part = slice(done, min(done + chunk, len(c)))
+        screen[part] = _screen(problem, c.take(part))
+        done = part.stop
+    if improve is not None:
+        upper = min(upper, improve(screen))
+    bound = screen.copy()
+    if not np.isfinite(upper):
+        keep = np.arange(len(c))
+    else:
+        keep = np.flatnonzero(screen <= upper)
+    for begin in range(0, len(keep), chunk):
+        if stop is not None and stop():
+            break
+        part = keep[begin : begin + chunk]
+        bound[part] = np.maximum(screen[part], _full_time_lower_bound(problem, c.take(part), upper, stop))
+    return bound, len(c)
+
+
+def _screen(problem: Problem, c: CandidateSet) -> np.ndarray:
+    """The pipeline part of the uniform split alone (see `_time_lower_bound`)."""
+    _, _, _, total = _uniform_sum(problem, c, plan_vars(c))
+    m = (problem.task.num_sequences // (c.dp * c.micro_batch_size)).astype(float)
+    vs = c.virtual_stages.astype(float)
+    return (m - 1.0 / vs) * (total / c.pp.astype(float)) + total / vs
+
+
 def _moe_spec(align: Alignment, c: CandidateSet, units, first, last, index=0, count=1, recompute=False):
     """A StageSpec of an MoE model's stage holding `units` units (real; see the module doc);
     `recompute`: its most recompute (all its MoE blocks) under full recompute."""
