@@ -114,7 +114,7 @@ ROUND_VALUES_MIN = 2_000  # stage-domain values a round may always hold (see rou
 VALUES_PER_S = 4_000  # ... more per second left, up to ROUND_VALUES_MAX
 HEURISTIC_SHARE = 0.5  # of the time left, at most, for the heuristics (they take ~0.1 s)
 PRICE_CHUNK = 32_768
-SCREENED_UNIFORM = 20_000  # configurations whose uniform split is priced between the bounds' two passes
+SCREENED_UNIFORM = 60_000  # configurations whose uniform split is priced between the bounds' two passes
 
 
 
