@@ -19,7 +19,7 @@ def load_cp_model():
     """The cp_model module (see the module doc)."""
     name = "ortools.sat.python.cp_model"
     if name in sys.modules or "pandas" in sys.modules:
-        import ortools.sat.python.cp_model as cp_model
+        from ortools.sat.python import cp_model
 
         return cp_model
     stand_in = types.ModuleType("pandas")
@@ -28,14 +28,18 @@ def load_cp_model():
     stand_in.Series = type("Series", (), {})
     sys.modules["pandas"] = stand_in
     try:
-        import ortools.sat.python.cp_model as cp_model
-    except Exception:  # an OR-Tools release that needs more of pandas at import: the plain way
+        from ortools.sat.python import cp_model
+    except Exception:  # noqa: BLE001 -- an OR-Tools release that needs more of pandas at import: the plain way
+        import importlib
+
+        import ortools.sat.python as package
+
         sys.modules.pop(name, None)
+        if hasattr(package, "cp_model"):
+            delattr(package, "cp_model")
         if sys.modules.get("pandas") is stand_in:
             del sys.modules["pandas"]
-        import ortools.sat.python.cp_model as cp_model
-
-        return cp_model
+        return importlib.import_module(name)
     finally:
         if sys.modules.get("pandas") is stand_in:
             del sys.modules["pandas"]

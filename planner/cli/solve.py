@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from planner.cli import progress
 from planner.cli.common import (
     add_search_flags,
     check_output,
@@ -19,7 +20,6 @@ from planner.cli.common import (
     load_task,
     solve_options,
 )
-from planner.cli import progress
 from planner.cli.export import EXPORT_TARGETS, check_export_flags, export_text
 from planner.core.errors import PlannerError
 from planner.report.estimate import estimate_json, render_estimate

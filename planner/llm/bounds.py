@@ -55,14 +55,13 @@ from dataclasses import fields
 import numpy as np
 
 from planner.llm.candidates import Alignment, CandidateSet, alignment, plan_vars
-from planner.llm.cost.edges import edge_cost
 from planner.llm.cost.blocks import block_costs
+from planner.llm.cost.edges import edge_cost
 from planner.llm.cost.layout import RECOMPUTE_CODES, PlanVars
 from planner.llm.cost.memory import in_flight_micro_batches, stage_memory
 from planner.llm.cost.step import StageSpec, data_parallel_raw, stage_terms, tied_embedding_sync_s
 from planner.llm.problem import Problem
 from planner.llm.stage_tables import StageModel
-
 
 CHUNK = 32_768
 """Configurations bounded per numpy call (keeps memory flat; the deadline is polled between)."""
