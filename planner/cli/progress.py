@@ -16,8 +16,13 @@ def wanted(args) -> bool:
     """Whether a status line belongs on this command's standard error."""
     if getattr(args, "json", False) or getattr(args, "log", False):
         return False
+    return is_terminal(sys.stderr)
+
+
+def is_terminal(stream) -> bool:
+    """Whether `stream` is a terminal (False for a closed or unusual stream)."""
     try:
-        return bool(sys.stderr.isatty())
+        return bool(stream.isatty())
     except (AttributeError, ValueError, OSError):
         return False
 

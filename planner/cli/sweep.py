@@ -10,6 +10,7 @@ import os
 import sys
 import time
 
+from planner.cli import progress
 from planner.cli.common import add_search_flags, check_output, dump_json, integer, solve_options
 
 DEFAULT_MAX_SCENARIOS = 1_000
@@ -31,14 +32,14 @@ def run(args: argparse.Namespace) -> int:
     num_invalid = sum(s.invalid is not None for s in sweep.scenarios)
     num_unique = len({s.problem.hash for s in sweep.scenarios if s.problem is not None})
     jobs = args.jobs or os.cpu_count() or 1
-    tty = not args.json and _isatty(sys.stderr)
+    tty = not args.json and progress.is_terminal(sys.stderr)
     if not args.json:
         print(f"{num} scenarios ({num_unique} distinct problems to solve, {num_invalid} invalid), {jobs} jobs, "
               f"{args.time_limit:g} s per solve", file=sys.stderr)
-    progress = _Progress(sys.stderr) if tty else None
-    rows, interrupted = run_sweep(sweep, options, costs, jobs, progress)
-    if progress:
-        progress.clear()
+    status = _Progress(sys.stderr) if tty else None
+    rows, interrupted = run_sweep(sweep, options, costs, jobs, status)
+    if status:
+        status.clear()
     wall = time.perf_counter() - started
     document = sweep_json(sweep, rows, costs, {
         "time_limit_s": args.time_limit, "workers": args.workers, "seed": args.seed, "jobs": jobs,
@@ -55,21 +56,12 @@ def run(args: argparse.Namespace) -> int:
     return 0 if any(r.step_time_s is not None for r in rows) else 3
 
 
-def _isatty(stream) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError, OSError):
-        return False
-
-
 class _Progress:
     """The sweep's status line (planner.cli.progress.StatusLine): done / left, and the fastest
     plan so far."""
 
     def __init__(self, stream):
-        from planner.cli.progress import StatusLine
-
-        self.line = StatusLine(stream)
+        self.line = progress.StatusLine(stream)
         self.best = None
 
     def __call__(self, done: int, total: int, row) -> None:

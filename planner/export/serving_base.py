@@ -157,6 +157,19 @@ def comment(lines: list[str]) -> str:
     return "\n".join(f"# {line}" if line else "#" for line in lines)
 
 
+def flag_pairs(argv: list[str]) -> list[str]:
+    """Command-line flags one per entry, each with its value (shell-quoted) when it has one."""
+    pairs, i = [], 0
+    while i < len(argv):
+        if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            pairs.append(f"{argv[i]} {shlex.quote(argv[i + 1])}")
+            i += 2
+        else:
+            pairs.append(argv[i])
+            i += 1
+    return pairs
+
+
 def render_command(program: list[str], model: str | None, argv: list[str], head: list[str],
                    before: list[str] = (), after: list[str] = ()) -> str:
     """A bash script: the header, optional lines, then `program MODEL argv...` one flag per line."""
@@ -166,14 +179,7 @@ def render_command(program: list[str], model: str | None, argv: list[str], head:
         lines.append(f': "${{{MODEL_VARIABLE}:?set {MODEL_VARIABLE} to the checkpoint (Hugging Face id or path)}}"')
     lines += list(before)
     words = [*program, model_word] if model_word is not None else list(program)
-    body, i = [" ".join(words)], 0
-    while i < len(argv):
-        if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-            body.append(f"{argv[i]} {shlex.quote(argv[i + 1])}")
-            i += 2
-        else:
-            body.append(argv[i])
-            i += 1
+    body = [" ".join(words), *flag_pairs(argv)]
     lines.append(" \\\n  ".join(body))
     lines += list(after)
     return "\n".join(lines) + "\n"

@@ -27,7 +27,7 @@ import shlex
 from planner import __version__
 from planner.core.units import format_bytes, format_seconds
 from planner.export.base import Exported, ExportError
-from planner.export.serving_base import MODEL_VARIABLE, command_argv, comment
+from planner.export.serving_base import MODEL_VARIABLE, command_argv, comment, flag_pairs
 from planner.export.serving_check import check_flags, version_text
 
 TARGETS = ("sglang", "vllm")
@@ -65,15 +65,7 @@ def _command_lines(text: str, program: list[str]) -> list[str]:
 def _with_flags(command: list[str], flags: list[str]) -> list[str]:
     """`command` lines with `flags` appended, one flag (and its value) per line."""
     out = list(command)
-    pairs, i = [], 0
-    while i < len(flags):
-        if i + 1 < len(flags) and not flags[i + 1].startswith("--"):
-            pairs.append(f"{flags[i]} {shlex.quote(flags[i + 1])}")
-            i += 2
-        else:
-            pairs.append(flags[i])
-            i += 1
-    for pair in pairs:
+    for pair in flag_pairs(flags):
         out[-1] += " \\"
         out.append(f"  {pair}")
     return out
