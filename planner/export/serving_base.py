@@ -196,8 +196,14 @@ def command_argv(text: str, program: list[str]) -> list[str]:
     start = next((i for i, line in enumerate(lines) if line.split()[: len(program)] == program), None)
     if start is None:
         raise ExportError(f"not a planner serving export: no `{' '.join(program)}` line")
+    return continued_argv(lines[start:], program)
+
+
+def continued_argv(lines: list[str], program: list[str]) -> list[str]:
+    """The arguments of the command whose first line is lines[0], continued by trailing
+    backslashes, less its program words."""
     joined = []
-    for line in lines[start:]:
+    for line in lines:
         joined.append(line.rstrip("\\").strip())
         if not line.endswith("\\"):
             break

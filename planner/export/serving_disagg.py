@@ -22,12 +22,11 @@ ones.
 from __future__ import annotations
 
 import json
-import shlex
 
 from planner import __version__
 from planner.core.units import format_bytes, format_seconds
 from planner.export.base import Exported, ExportError
-from planner.export.serving_base import MODEL_VARIABLE, command_argv, comment, flag_pairs
+from planner.export.serving_base import MODEL_VARIABLE, command_argv, comment, continued_argv, flag_pairs
 from planner.export.serving_check import check_flags, version_text
 
 TARGETS = ("sglang", "vllm")
@@ -166,11 +165,4 @@ def role_argv(text: str, target: str, role: str) -> list[str]:
     program = _program(target)
     lines = text.splitlines()
     start = lines.index(f"{role})")
-    body = [line.strip() for line in lines[start + 1:]]
-    joined = []
-    for line in body:
-        joined.append(line.rstrip("\\").strip())
-        if not line.endswith("\\"):
-            break
-    words = shlex.split(" ".join(joined), posix=True)
-    return words[len(program):]
+    return continued_argv([line.strip() for line in lines[start + 1:]], program)
