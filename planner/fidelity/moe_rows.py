@@ -32,6 +32,7 @@ class RecipePlan(Spec):
     virtual_stages: int | None = Field(default=None, gt=0, le=2**16)
     micro_batch_size: int | None = Field(default=None, gt=0, le=2**20)
     stage_layers: list[int] | None = None
+    tp_comm_overlap: bool | None = None
 
 
 class RecipeModel(Spec):

@@ -99,7 +99,15 @@ class FrameworkReading:
 
 _MEGATRON_2021 = FrameworkReading("megatron-lm@2021", era="old")
 _MCORE = FrameworkReading("megatron-core@0.16")
-_NEMO = FrameworkReading("megatron-core@0.16", tp_overlap=True)
+# Transformer Engine's DotProductAttention picks FusedAttention (cuDNN) over FlashAttention on
+# Hopper whenever both can run ("Select FusedAttention on sm90 and FlashAttention on others for
+# performance", transformer_engine/pytorch/attention.py v1.4-v1.8; "Disabling FlashAttention to
+# give FusedAttention preference on Hopper+", attention/dot_product_attention/utils.py v2.6-v2.13),
+# and gpt-oss's learnable softmax (attention sinks) rules FlashAttention out (utils.py v2.9 l.694):
+# the Megatron-Core r0.8.0 runs and the Megatron-Bridge containers (TE 2.6-2.13), which set no
+# NVTE_FUSED_ATTN, ran cuDNN: priced at its measured rate (attention_backend=fused).
+_MCORE_CUDNN = FrameworkReading("megatron-core@0.16", (("attention_backend", "fused"),))
+_BRIDGE = FrameworkReading("megatron-core@0.16", (("attention_backend", "fused"),), tp_overlap=True)
 # NeMo-Framework-Launcher 24.03.01-24.07 (launcher_scripts/conf/config.yaml env_vars) set
 # `NVTE_FUSED_ATTN: 0 # Disable cudnn FA until we've tested it more` (commit 562dcb4, 2024-02-13;
 # removed in 04b8d09, 2024-08-29, first in 24.09): Transformer Engine then runs the flash-attn 2
@@ -117,10 +125,10 @@ FRAMEWORKS: dict[str, FrameworkReading] = {
     # Megatron-Core 0.6-0.16 (NeMo 24.03-26.04, Megatron-Bridge) share Transformer Engine's fused
     # kernels: the megatron-core@0.16 facts. NeMo containers' performance configs turn TP
     # communication overlap on.
-    "megatron-core r0.8.0": _MCORE,
-    "megatron-bridge / megatron-core (nemo container 25.09)": _NEMO,
-    "megatron-bridge / megatron-core (nemo container 25.11)": _NEMO,
-    "megatron-bridge / megatron-core (nemo container 26.04.01)": _NEMO,
+    "megatron-core r0.8.0": _MCORE_CUDNN,
+    "megatron-bridge / megatron-core (nemo container 25.09)": _BRIDGE,
+    "megatron-bridge / megatron-core (nemo container 25.11)": _BRIDGE,
+    "megatron-bridge / megatron-core (nemo container 26.04.01)": _BRIDGE,
     "nemo 24.07 / megatron-core": _NEMO_FA2,
     "nemo 24.07": _NEMO_FA2,
     "nemo 24.03.01 / megatron-core": _NEMO_FA2,
@@ -472,7 +480,10 @@ def resolve_row(row: dict) -> tuple[Problem, Plan, list[str], str]:
         notes.append(f"ZeRO stage not stated: {zero} assumed (distributed optimizer in Megatron-Core)")
     async_tp = dict(reading.options).get("async_tp", False)
     tp_overlap = tp > 1 and era == "new" and (other.get("tp_overlap", False) or reading.tp_overlap or async_tp)
-    if tp_overlap and reading.tp_overlap and not other.get("tp_overlap"):
+    recipe_tp_overlap = experts.pop("tp_comm_overlap", None)
+    if recipe_tp_overlap is not None:  # the recipe's own setting (recipes.yaml) outranks the framework's habit
+        tp_overlap = tp > 1 and recipe_tp_overlap
+    elif tp_overlap and reading.tp_overlap and not other.get("tp_overlap"):
         notes.append("TP communication overlap assumed on (NeMo performance configs)")
     layers = model.num_layers
     if pp > layers:

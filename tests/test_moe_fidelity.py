@@ -1,0 +1,75 @@
+"""Facts of the Megatron-Core and Megatron-Bridge rows of `planner validate` (issue 11): what the
+framework at the row's version ran, each read from its source and pinned here so that removing
+the fact fails a test.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from planner.fidelity import validate as v
+from planner.fidelity.moe_rows import recipes
+
+CUDNN = "megatron-core@0.16 (attention_backend=fused)"
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return {r.id: r for r in v.validate()}
+
+
+@pytest.fixture(scope="module")
+def runs():
+    return {row["id"]: row for row in v.load_runs(v.DEFAULT_RUNS)}
+
+
+def test_transformer_engine_runs_cudnn_attention_on_hopper(rows):
+    """TE's DotProductAttention prefers FusedAttention (cuDNN) over FlashAttention on sm90 (v1.4-v2.13;
+    utils.py v2.9 "give FusedAttention preference on Hopper+"); only the NeMo 24.03-24.07 launcher
+    turned it off (NVTE_FUSED_ATTN=0). So the Megatron-Core r0.8.0 and Megatron-Bridge rows run
+    cuDNN, the NeMo 24.07 rows flash-attn 2."""
+    for text in ("Megatron-Core r0.8.0", "Megatron-Bridge / Megatron-Core (NeMo container 25.09)",
+                 "Megatron-Bridge / Megatron-Core (NeMo container 25.11)",
+                 "Megatron-Bridge / Megatron-Core (NeMo container 26.04.01)"):
+        reading = v.FRAMEWORKS[text.casefold()]
+        assert dict(reading.options) == {"attention_backend": "fused"}, text
+    mcore = [r for k, r in rows.items() if k.startswith(("mcore-h100-", "mbridge-"))]
+    assert len(mcore) == 20
+    assert all(r.skipped is None and r.profile == CUDNN for r in mcore)
+    assert all(r.profile.endswith("(attention_backend=flash)") for k, r in rows.items() if k.startswith("nemo-24.07-"))
+
+
+def test_cudnn_rate_is_what_moves_the_bridge_rows(rows, runs):
+    """The measured cuDNN rate at head dim 64 (gpt-oss) is below the preset's flat 50% of peak: the
+    same row priced with the device's flat rate is faster."""
+    row = runs["mbridge-25.11-h100-gpt-oss-120b-64gpu-gbs512"]
+    saved = v.FRAMEWORKS[row["plan"]["framework"].casefold()]
+    try:
+        v.FRAMEWORKS[row["plan"]["framework"].casefold()] = v.FrameworkReading("megatron-core@0.16", tp_overlap=True)
+        flat = v.validate_row(row)
+    finally:
+        v.FRAMEWORKS[row["plan"]["framework"].casefold()] = saved
+    assert flat.profile == "megatron-core@0.16"
+    assert flat.predicted > rows[row["id"]].predicted
+
+
+@pytest.mark.parametrize("row_id", ["mbridge-25.11-h100-qwen3-235b-a22b-256gpu-gbs2048",
+                                    "mbridge-25.09-h100-deepseek-v3-1024gpu-gbs8192"])
+def test_moe_recipes_without_tp_overlap_are_priced_without_it(row_id, runs):
+    """Megatron-Bridge v0.2.2 qwen3_llm_pretrain.py (H100: CommOverlapConfig(tp_comm_overlap=False))
+    and r0.1.0 recipes/deepseek/deepseek_v3.py l.314-316 (no comm_overlap given: tp_comm_overlap
+    False): the TP-2 MoE rows ran with their TP collectives exposed, not with NeMo's usual overlap."""
+    assert recipes()[row_id].plan.tp_comm_overlap is False
+    problem, plan, notes, _ = v.resolve_row(runs[row_id])
+    assert plan.tp == 2 and plan.tp_comm_overlap is False
+    assert not any("TP communication overlap assumed on" in n for n in notes)
+    assert any(n.startswith("recipe settings") and "tp_comm_overlap False" in n for n in notes)
+
+
+def test_dense_bridge_rows_keep_the_tp_overlap_of_their_configs(runs):
+    """Llama 3 70B / 3.1 405B on H100 (Bridge v0.2.2 llama3_llm_pretrain.py l.198:
+    tp_comm_overlap=TP > 1) keep the overlap; only a recipe entry can turn it off."""
+    for row_id in ("mbridge-25.11-h100-llama3-70b-64gpu-gbs128", "mbridge-25.11-h100-llama31-405b-1024gpu-gbs512"):
+        _, plan, notes, _ = v.resolve_row(runs[row_id])
+        assert plan.tp > 1 and plan.tp_comm_overlap is True
+        assert "TP communication overlap assumed on (NeMo performance configs)" in notes
