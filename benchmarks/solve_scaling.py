@@ -7,6 +7,8 @@ Run by hand:  .venv/bin/python benchmarks/solve_scaling.py [--time-limit 10]
               .venv/bin/python benchmarks/solve_scaling.py --two-seconds  (the four issue-12 cases:
               whole `planner solve` commands, median of 3, beside the search with the table bounds
               off for dense models, i.e. the search as it was before them, in the same run)
+              .venv/bin/python benchmarks/solve_scaling.py --free-batch  (the benchmark tasks with
+              the global batch fixed, and free between 3/4 of it and it: what the free batch buys)
               .venv/bin/python benchmarks/solve_scaling.py --moe  (MoE models: EP, ETP,
               dispatcher and EP overlap searched; the size of the space; what alignment excludes)
 Results go in benchmarks/README.md. Not a test: timings depend on the machine.
@@ -169,13 +171,57 @@ def moe(time_limit: float) -> None:
             print(f"| {label} | {base} | {full} | {kept} |", flush=True)
 
 
+FREE_BATCH_TASKS = ["gpt3-175b-1024xa100", "gpt3-175b-4096xa100", "megatron-1t-3072xa100", "llama3-70b-64xh100"]
+
+
+def free_batch(time_limit: float, runs: int = 3) -> None:
+    """Each task as published (fixed batch B) and with the batch free in 3/4 B .. B (a range of
+    sequences), solved in process `runs` times each: the plans, tokens/s, median solve time and
+    the size of the space."""
+    import statistics
+
+    from planner.llm.problem import Problem
+    from planner.llm.task import BatchRange
+
+    print("| task | fixed: step s, tokens/s, median solve s | free 3/4 B..B: batch, plan, tokens/s, gain, "
+          "median solve s | configurations fixed -> free |")
+    print("|---|---|---|---|")
+    options = SolveOptions(time_limit_s=time_limit)
+    for name in FREE_BATCH_TASKS:
+        problem = load_problem(ROOT / "problems" / "tasks" / f"{name}.yaml")
+        batch = problem.task.num_sequences
+        task = problem.task.model_copy(update={"global_batch_size": BatchRange(min=3 * batch // 4, max=batch),
+                                               "global_batch_tokens": None})
+        free = Problem(model=problem.model, cluster=problem.cluster, task=TrainingTask.model_validate(
+            task.model_dump()))
+        results = {}
+        for label, p in (("fixed", problem), ("free", free)):
+            walls = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                result = SOLVERS["cpsat"].solve(p, options)
+                walls.append(time.perf_counter() - start)
+            results[label] = (result, statistics.median(walls))
+        (fixed, fixed_wall), (chosen, free_wall) = results["fixed"], results["free"]
+        gain = chosen.breakdown.tokens_per_s / fixed.breakdown.tokens_per_s - 1
+        print(f"| {name} ({3 * batch // 4}..{batch}) | {fixed.status} {fixed.objective_s:.3f}, "
+              f"{fixed.breakdown.tokens_per_s:,.0f}, {fixed_wall:.2f} | {chosen.status} "
+              f"{chosen.plan.global_batch_size}, {chosen.plan.summary()}, {chosen.breakdown.tokens_per_s:,.0f}, "
+              f"{100 * gain:+.2f}%, {free_wall:.2f} | {fixed.stats['configurations']:,} -> "
+              f"{chosen.stats['configurations']:,} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--time-limit", type=float, default=10.0)
     parser.add_argument("--command-wall", action="store_true", help="only the whole-command wall times")
     parser.add_argument("--moe", action="store_true", help="only the MoE benchmarks")
     parser.add_argument("--two-seconds", action="store_true", help="only the four issue-12 cases, whole commands")
+    parser.add_argument("--free-batch", action="store_true", help="only the fixed vs free global batch table")
     args = parser.parse_args()
+    if args.free_batch:
+        free_batch(args.time_limit)
+        return
     if args.two_seconds:
         two_seconds()
         return

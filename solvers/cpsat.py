@@ -330,12 +330,13 @@ class _Search:
             priced = price(self.problem, c.take(part))
             fits = np.flatnonzero(priced.fits)
             if len(fits):
-                best = fits[int(np.argmin(priced.step_s[fits]))]
-                if priced.step_s[best] < best_step:
-                    best_step, best_index = float(priced.step_s[best]), int(part[best])
+                value = priced.step_s * c.batch_weight(self.problem.task)[part]
+                best = fits[int(np.argmin(value[fits]))]
+                if value[best] < best_step:
+                    best_step, best_index = float(value[best]), int(part[best])
         if best_index is not None and best_step < self.upper:
             plan = c.plan(best_index)
-            self.incumbent, self.upper = plan, float(evaluate(self.problem, plan).step_time_s)
+            self.incumbent, self.upper = plan, objective_of(self.problem, plan)
             self.stats["incumbent"] = label
 
     def _stage_model(self, i: int, position: int) -> StageModel:
@@ -381,7 +382,7 @@ class _Search:
             sm = self._stage_model(i, position)
             if self._duplicate(i, sm):
                 continue  # skipped again, without its tables, when its round comes
-            self.tight[i], partition = pipeline_lower_bound(sm, self.upper)
+            self.tight[i], partition = weighted_pipeline_bound(sm, self.upper)
             if self.tight[i] >= self.upper:
                 continue  # pruned when its round comes, without its tables
             self.carried[i] = sm
@@ -437,7 +438,7 @@ class _Search:
                 if self.table_bounds:
                     tight = self.tight.pop(i, None)
                     if tight is None:
-                        tight, partition = pipeline_lower_bound(sm, self.upper)
+                        tight, partition = weighted_pipeline_bound(sm, self.upper)
                         guess = partition_guess(sm, partition)
                         if guess is not None and guess[0] < self.upper * (1 - 1e-12):
                             self.upper, self.incumbent = guess[0], plan_with_partition(sm, guess[1], guess[2])
@@ -447,7 +448,7 @@ class _Search:
                         continue
                     lower[i] = max(lower[i], tight)
                     self.pending[-1] = float(lower[i])
-                size = round_values(sm, self.upper)
+                size = round_values(sm, self.upper / sm.batch_weight)
                 if size > value_budget:  # CP-SAT could not even load it in the time left
                     self.pending.pop()
                     self.position -= 1
@@ -455,7 +456,8 @@ class _Search:
                     continue
                 if batch and (values_in_batch + size > value_budget
                               or objective_scale([*(b.virtual_stages for b in batch), sm.virtual_stages])
-                              > SCALE_MAX):
+                              > SCALE_MAX
+                              or sm.batch_weight != batch[0].batch_weight):  # one batch per round
                     self.pending.pop()
                     self.position -= 1
                     self.carried[i] = sm  # first of the next round
@@ -474,11 +476,14 @@ class _Search:
             if budget.expired():
                 break
             self.stats["rounds"] += 1
-            built = build_model(batch, bounds, self.incumbent, upper_s=self.upper)
+            # A round holds one global batch: its objective is the step time, compared with the
+            # incumbent's time per reference batch through the batch weight (1 for a fixed batch).
+            weight = batch[0].batch_weight
+            built = build_model(batch, [b / weight for b in bounds], self.incumbent, upper_s=self.upper / weight)
             self.rounding = max(self.rounding, max(rounding_bound_s(sm, built.unit_s) for sm in batch))
             self.unit_s = max(self.unit_s, built.unit_s)
             self.cut_s = max(self.cut_s, built.unit_s / built.scale)
-            cap = built.objective_cap(self.upper)
+            cap = built.objective_cap(self.upper / weight)
             if cap is not None:
                 built.model.add(built.obj <= cap)
             built.model.add_assumptions([built.a_memory])
@@ -503,7 +508,8 @@ class _Search:
             if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
                 self._decode(solver, built)
                 if status == cp_model.FEASIBLE:
-                    self.open_bound = min(self.open_bound, built.objective_s(solver.best_objective_bound))
+                    self.open_bound = min(self.open_bound,
+                                          built.objective_s(solver.best_objective_bound) * weight)
                 self.pending.clear()
             elif status == cp_model.INFEASIBLE:
                 self.pending.clear()
@@ -537,7 +543,7 @@ class _Search:
         chunks = [int(solver.value(c)) for c in chosen.chunks]
         recomputed = [int(solver.value(r)) if not isinstance(r, int) else 0 for r in chosen.recomputed]
         self.incumbent = plan_with_partition(chosen.sm, chunks, recomputed)
-        self.upper = built.objective_s(solver.objective_value)
+        self.upper = built.objective_s(solver.objective_value) * chosen.sm.batch_weight
 
     # -- the answer ----------------------------------------------------------------------------
 
@@ -613,6 +619,10 @@ class _Search:
 
 
 def _result(problem, plan, objective, bound, status, wall, stats, notes, interrupted) -> SolveResult:
+    if problem.task.batch_is_free:  # say the batch chosen, and what the objective is per
+        stats["reference_batch"] = problem.task.num_sequences
+        if plan.global_batch_size is None:
+            plan = plan.model_copy(update={"global_batch_size": problem.task.num_sequences})
     gap = None if bound is None or objective <= 0 else max(0.0, (objective - bound) / objective)
     plan = plan.model_copy(update={"provenance": plan.provenance.model_copy(update={
         "solver": CpSat.name, "status": status, "objective_s": objective, "best_bound_s": bound,
@@ -649,7 +659,7 @@ def fingerprint(sm: StageModel) -> bytes:
     import hashlib
 
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(np.array([sm.num_stages, sm.virtual_stages, sm.num_micro_batches, sm.recompute_full,
+    digest.update(np.array([sm.num_stages, sm.virtual_stages, sm.num_micro_batches, sm.batch_weight, sm.recompute_full,
                             sm.recompute_s, sm.grad_window, sm.param_window, sm.embedding_sync_s,
                             sm.capacity_bytes, sm.period, sm.deficit], dtype=float).tobytes())
     for st in sm.stages:
@@ -660,8 +670,21 @@ def fingerprint(sm: StageModel) -> bytes:
     return digest.digest()
 
 
+def objective_of(problem: Problem, plan: Plan) -> float:
+    """The search's objective of a plan: its step time times its batch weight
+    (`Plan.batch_weight`), i.e. the step time itself for a fixed batch, and with a free batch
+    the time the plan takes per reference batch (the solver then maximizes tokens per second)."""
+    return float(evaluate(problem, plan).step_time_s) * plan.batch_weight(problem.task)
+
+
+def weighted_pipeline_bound(sm: StageModel, upper: float) -> tuple[float, list[int] | None]:
+    """planner.llm.bounds.pipeline_lower_bound in the search's units (times the batch weight)."""
+    bound, partition = pipeline_lower_bound(sm, upper / sm.batch_weight)
+    return bound * sm.batch_weight, partition
+
+
 def balanced_guess(sm: StageModel) -> tuple[float, list[int], list[int]] | None:
-    """(step seconds, chunks, recomputed) of the balanced split with, per stage, the fewest
+    """(step seconds times the batch weight, chunks, recomputed) of the balanced split with, per stage, the fewest
     recomputed layers that fit; None if it does not fit. Priced from the tables."""
     from planner.llm.stage_tables import step_time_s
 
@@ -683,11 +706,11 @@ def balanced_guess(sm: StageModel) -> tuple[float, list[int], list[int]] | None:
     if peak > sm.capacity_bytes:
         return None
     total, recomputed = improve_recompute(sm, chunks, recomputed)
-    return total, chunks, recomputed
+    return total * sm.batch_weight, chunks, recomputed
 
 
 def partition_guess(sm: StageModel, units: list[int] | None) -> tuple[float, list[int], list[int]] | None:
-    """(step seconds, units, recomputed) of a given partition (that of
+    """(step seconds times the batch weight, units, recomputed) of a given partition (that of
     planner.llm.bounds.pipeline_lower_bound) with, per stage, the fewest recomputed layers
     that fit; None if it does not fit. Priced from the tables."""
     from planner.llm.stage_tables import step_time_s
@@ -710,7 +733,7 @@ def partition_guess(sm: StageModel, units: list[int] | None) -> tuple[float, lis
     if peak > sm.capacity_bytes:
         return None
     total, recomputed = improve_recompute(sm, list(units), recomputed)
-    return total, list(units), recomputed
+    return total * sm.batch_weight, list(units), recomputed
 
 
 def _simplify(problem: Problem, plan: Plan) -> Plan:

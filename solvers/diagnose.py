@@ -51,7 +51,7 @@ def explain_empty_space(problem: Problem, options: SolveOptions, budget: Budget 
     if len(pool) == 0 and complete:
         return (
             f"no plan divides the problem: {problem.cluster.num_devices} GPUs, {problem.model.num_heads} heads, "
-            f"{problem.model.num_layers} layers, {problem.task.num_sequences} sequences per step have no "
+            f"{problem.model.num_layers} layers, {problem.task.batch_text} sequences per step have no "
             "TP x CP x PP x DP split that divides them; change the GPU count or the global batch"
         )
     if len(pool) == 0:

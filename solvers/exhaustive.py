@@ -117,7 +117,7 @@ def _best_partition(problem: Problem, config: Plan,
                     budget: Budget | None) -> tuple[tuple[float, Plan] | None, bool]:
     """(best_partition, whether every partition was priced)."""
     p = config.pp
-    m = config.num_micro_batches(problem.task.num_sequences)
+    m = config.num_micro_batches(config.sequences(problem.task))
     variables = PlanVars.from_plan(config)
     capacity = problem.cluster.device.hbm_bytes * (1.0 - problem.task.memory_headroom)
     best: tuple[float, np.ndarray, np.ndarray] | None = None
@@ -143,6 +143,7 @@ def _best_partition(problem: Problem, config: Plan,
         fits = np.broadcast_to(np.asarray(a.peak_memory_bytes, dtype=float) <= capacity, (len(layers),))
         if not fits.any():
             continue
+        step = step * config.batch_weight(problem.task)
         local = int(np.argmin(np.where(fits, step, np.inf)))
         if best is None or step[local] < best[0]:
             best = (float(step[local]), layers[local], recomputed[local])
@@ -226,7 +227,7 @@ def _price_all(problem: Problem, candidates: CandidateSet, budget: Budget, state
                     break
                 chunk = members[begin : begin + per_call]
                 sub = candidates.take(np.repeat(chunk, rows))
-                m = problem.task.num_sequences // (sub.dp * sub.micro_batch_size)
+                m = sub.num_micro_batches(problem.task)
                 specs = [
                     StageSpec(index=i, layers=np.tile(layers[:, i], len(chunk)),
                               recomputed=np.tile(recomputed[:, i], len(chunk)), is_first=i == 0,
@@ -234,7 +235,9 @@ def _price_all(problem: Problem, candidates: CandidateSet, budget: Budget, state
                     for i in range(p)
                 ]
                 a = assemble(problem, plan_vars(sub), specs, m)
-                step = np.broadcast_to(np.asarray(a.step_s, dtype=float), (len(sub),)).reshape(len(chunk), rows)
+                # With a free batch, the time per reference batch (planner.llm.plan.Plan.batch_weight).
+                step = (np.broadcast_to(np.asarray(a.step_s, dtype=float), (len(sub),))
+                        * sub.batch_weight(problem.task)).reshape(len(chunk), rows)
                 fits = np.broadcast_to(np.asarray(a.peak_memory_bytes, dtype=float) <= capacity,
                                        (len(sub),)).reshape(len(chunk), rows)
                 masked = np.where(fits, step, np.inf)
@@ -277,7 +280,8 @@ class Exhaustive:
     def _search(self, problem: Problem, options: SolveOptions, budget: Budget,
                 state: dict) -> SolveResult | None:
         start = time.perf_counter()
-        candidates, complete = enumerate_within(problem, options=options.space, stop=budget.expired)
+        candidates, complete = enumerate_within(problem, options=options.space, stop=budget.expired,
+                                                every_batch=True)
         state["candidates"], state["complete"] = candidates, complete
         stats = state["stats"]
         stats["configurations"] = len(candidates)
@@ -319,6 +323,10 @@ class Exhaustive:
                                stats=stats, notes=[budget.out_of_time_note(options.time_limit_s)],
                                interrupted=interrupted)
         objective, plan = best
+        if problem.task.batch_is_free:
+            stats["reference_batch"] = problem.task.num_sequences
+            if plan.global_batch_size is None:
+                plan = plan.model_copy(update={"global_batch_size": problem.task.num_sequences})
         status, bound = ("OPTIMAL", objective) if finished else ("FEASIBLE", 0.0)
         notes = [] if finished else [
             f"{'interrupted' if interrupted else 'time limit'}: best of {state['done']:,} configurations "

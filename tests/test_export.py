@@ -128,7 +128,7 @@ def test_round_trip_of_solved_plans(solved, task, target, version):
         pytest.skip(f"{plan.summary()} is not expressible in {target} (covered by the error tests)")
     world = problem.cluster.num_devices
     expected = {"tp": plan.tp, "pp": plan.pp, "cp": plan.cp, "dp": plan.dp, "mbs": plan.micro_batch_size,
-                "gbs": problem.task.num_sequences, "zero": plan.zero_stage}
+                "gbs": plan.sequences(problem.task), "zero": plan.zero_stage}
     if target == "megatron":
         got = degrees_megatron(text, world)
     elif target == "megatron-bridge":

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         print(dump_json({"problem_hash": problem.hash, "interrupted": interrupted, "rows": records}))
     else:
         print(f"problem  {problem.model.name} on {problem.cluster.num_devices} x {problem.cluster.device.name}; "
-              f"{problem.task.num_sequences} x {problem.task.seq_len} tokens/step, {problem.task.precision}")
+              f"{problem.task.batch_text} x {problem.task.seq_len} tokens/step, {problem.task.precision}")
         print()
         print(text)
     if interrupted:

@@ -108,7 +108,7 @@ def _training(args: argparse.Namespace):
     task, cluster = problem.task, problem.cluster
     subtitle = [
         (f"problem  {problem.model.name} on {cluster.num_devices} x {cluster.device.name} ({cluster.name}); "
-         f"{task.num_sequences} x {task.seq_len} tokens/step, {task.precision}"),
+         f"{task.batch_text} x {task.seq_len} tokens/step, {task.precision}"),
         f"task     {args.input}; priced as framework profile {task.framework.profile}",
     ]
     return f"planner report: {problem.model.name} on {cluster.num_devices} x {cluster.device.name}", subtitle, \

@@ -45,7 +45,7 @@ def header(problem: Problem, plan: Plan, target: str, version: str, notes: list[
     lines = [
         f"planner {__version__} export for {target} {version}",
         f"problem {problem.hash}: {problem.model.name} on {problem.cluster.num_devices} x "
-        f"{problem.cluster.device.name}, {problem.task.num_sequences} x {problem.task.seq_len} tokens/step",
+        f"{problem.cluster.device.name}, {plan.sequences(problem.task)} x {problem.task.seq_len} tokens/step",
         f"plan: {plan.summary()}",
         f"predicted step {format_seconds(b.step_time_s)}, MFU {100 * b.mfu:.1f}%, "
         f"peak memory {format_bytes(b.peak_memory_bytes)} per GPU",
@@ -69,7 +69,7 @@ def memory_warning(problem: Problem, plan: Plan) -> str | None:
 
 def accumulation_steps(problem: Problem, plan: Plan) -> int:
     """Micro-batches per step per data-parallel rank (gradient accumulation)."""
-    return plan.num_micro_batches(problem.task.num_sequences)
+    return plan.num_micro_batches(plan.sequences(problem.task))
 
 
 def chunk_layers(layers: list[int], virtual_stages: int, extra_last: bool = False) -> list[int]:

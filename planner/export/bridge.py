@@ -65,7 +65,7 @@ def bridge_overrides(problem: Problem, plan: Plan) -> tuple[dict[str, object], l
         "model.seq_length": task.seq_len,
         "dataset.sequence_length": task.seq_len,
         "train.micro_batch_size": plan.micro_batch_size,
-        "train.global_batch_size": task.num_sequences,
+        "train.global_batch_size": plan.sequences(task),
     }
     moe = moe_settings(problem, plan)
     if moe is not None:  # explicit nulls: MoE recipes set VP, layouts and pipeline-split flags

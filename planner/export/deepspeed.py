@@ -44,7 +44,7 @@ def deepspeed_config(problem: Problem, plan: Plan) -> tuple[dict, list[str]]:
                           "and ZeRO-3 are incompatible with pipeline parallelism'); re-solve with zero_stages [0, 1], "
                           "or export to megatron")
     config: dict = {
-        "train_batch_size": task.num_sequences,
+        "train_batch_size": plan.sequences(task),
         "train_micro_batch_size_per_gpu": plan.micro_batch_size,
         "gradient_accumulation_steps": accumulation_steps(problem, plan),
         "zero_optimization": {"stage": plan.zero_stage, "overlap_comm": task.framework.overlap_grad_reduce,

@@ -214,7 +214,7 @@ def megatron_arguments(problem: Problem, plan: Plan) -> MegatronArgs:
     moe = moe_settings(problem, plan)
     if moe is not None:
         flags += config_flags(moe.runtime)
-    flags += ["--micro-batch-size", str(plan.micro_batch_size), "--global-batch-size", str(task.num_sequences)]
+    flags += ["--micro-batch-size", str(plan.micro_batch_size), "--global-batch-size", str(plan.sequences(task))]
     dp = data_parallel_settings(plan)
     if dp.get("use_distributed_optimizer"):
         flags.append("--use-distributed-optimizer")

@@ -219,7 +219,7 @@ def torchtitan_settings(problem: Problem, plan: Plan, version: str) -> tuple[dic
         notes.append("the profile's async_tp has no effect at TP 1: not exported")
     if plan.tp > 1 and not plan.sp:
         notes.append("APPROXIMATION: torchtitan's TP always shards the sequence (SP); the plan had SP off")
-    num_micro_batches = plan.num_micro_batches(task.num_sequences)
+    num_micro_batches = plan.num_micro_batches(plan.sequences(task))
     if plan.pp > 1:
         parallelism["pipeline_parallel_schedule"] = "Interleaved1F1B" if plan.virtual_stages > 1 else "1F1B"
         parallelism["pipeline_parallel_microbatch_size"] = plan.micro_batch_size
@@ -227,7 +227,7 @@ def torchtitan_settings(problem: Problem, plan: Plan, version: str) -> tuple[dic
         local = plan.micro_batch_size * num_micro_batches
     else:
         local = plan.micro_batch_size
-    training: dict = {"local_batch_size": local, "global_batch_size": task.num_sequences, "seq_len": task.seq_len}
+    training: dict = {"local_batch_size": local, "global_batch_size": plan.sequences(task), "seq_len": task.seq_len}
     if version == "0.3" and (plan.pp > 1 or plan.ep > 1):
         # 0.3 captures CUDA graphs by default and refuses them with PP, and with EP over a dispatcher
         # that synchronizes with the CPU (its all-to-all one; trainer.py _validate_cuda_graphs)

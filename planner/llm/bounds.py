@@ -68,9 +68,11 @@ CHUNK = 32_768
 
 
 def time_lower_bound(problem: Problem, c: CandidateSet, upper: float = np.inf) -> np.ndarray:
-    """Per candidate, a valid lower bound on the step time of any partition (seconds);
-    +inf where no partition fits in memory (see the module doc). The memory part of the bound
-    is only computed where the rest of it does not already exceed `upper`."""
+    """Per candidate, a valid lower bound on the step time of any partition (seconds) times the
+    candidate's batch weight (`CandidateSet.batch_weight`: 1 for a fixed batch; with a free
+    batch, the bound is on the time of the reference batch at the candidate's rate); +inf where
+    no partition fits in memory (see the module doc). The memory part of the bound is only
+    computed where the rest of it does not already exceed `upper` (in the same units)."""
     bound, _ = time_lower_bound_within(problem, c, upper)
     return bound
 
@@ -133,9 +135,9 @@ def screened_lower_bound_within(
 def _screen(problem: Problem, c: CandidateSet) -> np.ndarray:
     """The pipeline part of the uniform split alone (see `_time_lower_bound`)."""
     _, _, _, total = _uniform_sum(problem, c, plan_vars(c))
-    m = (problem.task.num_sequences // (c.dp * c.micro_batch_size)).astype(float)
+    m = c.num_micro_batches(problem.task).astype(float)
     vs = c.virtual_stages.astype(float)
-    return (m - 1.0 / vs) * (total / c.pp.astype(float)) + total / vs
+    return ((m - 1.0 / vs) * (total / c.pp.astype(float)) + total / vs) * c.batch_weight(problem.task)
 
 
 def _moe_spec(align: Alignment, c: CandidateSet, units, first, last, index=0, count=1, recompute=False):
@@ -225,10 +227,7 @@ def _time_lower_bound(problem: Problem, c: CandidateSet, upper: float,
     and computes the full bound only where that does not already exceed `upper`."""
     if not np.isfinite(upper) or len(c) == 0:
         return _full_time_lower_bound(problem, c, upper, stop)
-    _, _, _, total = _uniform_sum(problem, c, plan_vars(c))
-    m = (problem.task.num_sequences // (c.dp * c.micro_batch_size)).astype(float)
-    vs = c.virtual_stages.astype(float)
-    screen = (m - 1.0 / vs) * (total / c.pp.astype(float)) + total / vs
+    screen = _screen(problem, c)
     keep = np.flatnonzero(screen <= upper)
     bound = screen.copy()
     if len(keep):
@@ -244,7 +243,8 @@ def _full_time_lower_bound(problem: Problem, c: CandidateSet, upper: float,
     zero = np.zeros(len(c))
     single = pp == 1
     specs, layer0, edges0, total = _uniform_sum(problem, c, v)
-    m = (task.num_sequences // (c.dp * c.micro_batch_size)).astype(float)
+    m = c.num_micro_batches(task).astype(float)
+    batch_weight = c.batch_weight(task)
     optimizer_sum = sum(
         np.asarray(s.count, dtype=float) * np.asarray(data_parallel_raw(problem, v, s).optimizer_s, dtype=float)
         for s in specs
@@ -310,7 +310,7 @@ def _full_time_lower_bound(problem: Problem, c: CandidateSet, upper: float,
     sync = np.asarray(tied_embedding_sync_s(problem, v))
     bound = ((m - 1.0 / vs) * tmax_bound + total / vs + optimizer_sum / pp + sync
              + exposure[0] + exposure[1])
-    bound = np.broadcast_to(np.asarray(bound, dtype=float), (len(c),)).copy()
+    bound = np.broadcast_to(np.asarray(bound, dtype=float), (len(c),)) * batch_weight
     open_ = np.flatnonzero(bound <= upper)
     if len(open_):
         sub = c.take(open_)
@@ -323,7 +323,7 @@ def _full_time_lower_bound(problem: Problem, c: CandidateSet, upper: float,
         extra = recompute_s[open_] * layers * np.broadcast_to(weight, (len(c),))[open_]
         extra = np.where(tmax_bound[open_] > total[open_] / pp[open_],
                          recompute_s[open_] * layers / vs[open_], extra)
-        bound[open_] = np.where(feasible, bound[open_] + extra, np.inf)
+        bound[open_] = np.where(feasible, bound[open_] + extra * batch_weight[open_], np.inf)
     return bound
 
 

@@ -150,6 +150,8 @@ class CandidateSet:
     etp: np.ndarray
     dispatcher: np.ndarray
     ep_comm_overlap: np.ndarray
+    num_sequences: np.ndarray
+    """Global batch in sequences where the task leaves it free; 0 = the task's batch."""
 
     def __len__(self) -> int:
         return len(self.tp)
@@ -177,7 +179,20 @@ class CandidateSet:
             etp=int(self.etp[i]),
             dispatcher=DISPATCHER_NAMES[int(self.dispatcher[i])],
             ep_comm_overlap=bool(self.ep_comm_overlap[i]),
+            global_batch_size=int(self.num_sequences[i]) if self.num_sequences[i] > 0 else None,
         )
+
+    def sequences(self, task) -> np.ndarray:
+        """Sequences per step of each candidate on `task` (its own batch, else the task's)."""
+        return np.where(self.num_sequences > 0, self.num_sequences, task.num_sequences)
+
+    def num_micro_batches(self, task) -> np.ndarray:
+        """Micro-batches per step of each candidate."""
+        return self.sequences(task) // (self.dp * self.micro_batch_size)
+
+    def batch_weight(self, task) -> np.ndarray:
+        """Reference batch / each candidate's batch (`Plan.batch_weight`): 1 for a fixed batch."""
+        return task.num_sequences / self.sequences(task).astype(float)
 
     @classmethod
     def from_plans(cls, plans: list[Plan]) -> CandidateSet:
@@ -201,6 +216,7 @@ class CandidateSet:
             etp=col(lambda p: p.etp),
             dispatcher=col(lambda p: DISPATCHER_CODES[p.dispatcher]),
             ep_comm_overlap=col(lambda p: int(p.ep_comm_overlap)),
+            num_sequences=col(lambda p: p.global_batch_size or 0),
         )
 
 
@@ -282,7 +298,7 @@ def price(problem: Problem, c: CandidateSet) -> Priced:
             count=np.where(single, 0, 1), moe_layers=moe_other,
         ),
     ]
-    m = task.num_sequences // (c.dp * c.micro_batch_size)
+    m = c.num_micro_batches(task)
     a = assemble(problem, v, specs, m)
     capacity = problem.cluster.device.hbm_bytes * (1.0 - task.memory_headroom)
     peak = np.asarray(a.peak_memory_bytes, dtype=float)
@@ -353,7 +369,7 @@ def price_balanced(problem: Problem, c: CandidateSet) -> Priced:
         spec(1 + plus, low, no, no, rest),
         spec(pp - 1, last_chunks, no, np.ones(len(c), dtype=bool), np.where(single, 0, 1)),
     ]
-    m = task.num_sequences // (c.dp * c.micro_batch_size)
+    m = c.num_micro_batches(task)
     a = assemble(problem, v, specs, m)
     capacity = problem.cluster.device.hbm_bytes * (1.0 - task.memory_headroom)
     peak = np.broadcast_to(np.asarray(a.peak_memory_bytes, dtype=float), (len(c),))
@@ -527,8 +543,12 @@ def enumerate_within(
     recompute: list[str] | None = None,
     overlap_recompute: list[str] | None = None,
     counts: dict | None = None,
+    every_batch: bool = False,
 ) -> tuple[CandidateSet, bool]:
     """`enumerate_candidates` that can stop early: (candidates, complete).
+
+    A task whose batch is free (a range): each configuration at the batches of
+    `batch_choices` (`every_batch`: at every batch of the range it divides; the oracle's space).
 
     `stop` is polled once per (TP, CP, PP) triple; when it returns True the configurations
     listed so far are returned with complete=False. `recompute` lists only these of the
@@ -549,6 +569,8 @@ def enumerate_within(
     c = task.constraints
     n = cluster.num_devices
     num_sequences = task.num_sequences
+    free = task.batch_is_free
+    high = task.batch_range[1]
     align = alignment(model)
     if options is not None:
         max_virtual_stages = options.max_virtual_stages
@@ -582,14 +604,19 @@ def enumerate_within(
                 if not c.pp.admits(pp):
                     continue
                 dp = n // (tp * cp * pp)
-                if not c.dp.admits(dp) or num_sequences % dp:
+                if not c.dp.admits(dp) or (not free and num_sequences % dp) or (free and not batch_choices(
+                        task, dp, 1, 1, 1)):
                     continue
                 block = _inner_block(problem, options, orders, tp, cp, dp, rc_codes, overlap_ok)
                 if len(block) == 0:
                     continue
-                batch_divisors = [
-                    mbs for mbs in divisors(num_sequences // dp, max_mbs) if c.micro_batch_size.admits(mbs)
-                ]
+                if free:
+                    batch_divisors = [mbs for mbs in range(1, min(max_mbs, high // dp) + 1)
+                                      if c.micro_batch_size.admits(mbs)]
+                else:
+                    batch_divisors = [
+                        mbs for mbs in divisors(num_sequences // dp, max_mbs) if c.micro_batch_size.admits(mbs)
+                    ]
                 top = model.num_layers // pp if max_virtual_stages is None else max_virtual_stages
                 for vs in range(1, top + 1):
                     if vs > 1 and pp == 1:
@@ -604,9 +631,9 @@ def enumerate_within(
                         continue
                     if ("interleaved" if vs > 1 else "1f1b") not in c.schedules:
                         continue
-                    sizes = [mbs for mbs in batch_divisors
-                             if vs == 1 or (num_sequences // (dp * mbs)) % pp == 0]
-                    if not sizes:
+                    pairs = [(mbs, batch) for mbs in batch_divisors
+                             for batch in batch_choices(task, dp, mbs, pp, vs, every_batch)]
+                    if not pairs:
                         continue
                     inner = block
                     mtp = getattr(problem.model, "mtp_layers", 0)
@@ -617,17 +644,19 @@ def enumerate_within(
                         if len(inner) == 0:
                             continue
                     if filtered:
-                        listed += len(sizes) * len(inner)
+                        listed += len(pairs) * len(inner)
                         wanted = np.where(inner[:, 9] == 1, np.isin(inner[:, 3], overlap_codes),
                                           np.isin(inner[:, 3], asked_codes))
                         inner = inner[wanted]
                         if len(inner) == 0:
                             continue
-                    rows = np.empty((len(sizes) * len(inner), COLUMNS), dtype=np.int64)
+                    rows = np.empty((len(pairs) * len(inner), COLUMNS), dtype=np.int64)
                     rows[:, 0:4] = (tp, cp, pp, dp)
                     rows[:, 4] = vs
-                    rows[:, 5] = np.repeat(np.asarray(sizes, dtype=np.int64), len(inner))
-                    rows[:, 6:] = np.tile(inner, (len(sizes), 1))
+                    chosen = np.asarray(pairs, dtype=np.int64)
+                    rows[:, 5] = np.repeat(chosen[:, 0], len(inner))
+                    rows[:, 6:16] = np.tile(inner, (len(pairs), 1))
+                    rows[:, 16] = np.repeat(chosen[:, 1], len(inner))
                     blocks.append(rows)
             if not complete:
                 break
@@ -645,8 +674,52 @@ def enumerate_within(
     return CandidateSet(*(data[:, i] for i in range(COLUMNS))), complete  # contiguous columns
 
 
-COLUMNS = 16
+COLUMNS = 17
 """Columns of a CandidateSet, in field order."""
+
+
+def memory_threshold(pp: int, vs: int) -> int:
+    """The fewest micro-batches from which every stage keeps as many in flight as it ever does
+    (planner.llm.cost.memory.in_flight_micro_batches at stage 0): min(p, m) under 1F1B,
+    min(2(p - 1) + (v - 1) p + 1, m v) / v interleaved."""
+    if vs == 1:
+        return pp
+    return -(-(2 * (pp - 1) + (vs - 1) * pp + 1) // vs)
+
+
+def batch_choices(task, dp: int, mbs: int, pp: int, vs: int, every: bool = False) -> list[int]:
+    """The global batches (sequences) a configuration with these degrees is searched at.
+
+    A fixed batch: [0] (the task's) when dp x micro-batch divides it and, interleaved, the
+    micro-batches divide by pp; else []. A free batch (a range: `TrainingTask.batch_range`):
+    the largest batch of the range that is a multiple of dp x micro-batch (x pp, interleaved),
+    and the smaller such batches whose micro-batch count is below `memory_threshold`.
+
+    Why no other batch can be better (tested against an enumeration of every batch): for one
+    plan (partition and recompute fixed) the step time is m T + c, with T the slowest stage's
+    micro-batch time and c >= 0 (the pipeline's fill and drain, exposed data-parallel time,
+    optimizer) independent of m, so the time per sequence (m T + c) / (m d) falls as m grows;
+    and the plan's memory depends on m only through the micro-batches in flight, the same for
+    every m from `memory_threshold` on. So a plan at a batch with m at or above the threshold
+    fits, and is no slower per sequence, at the largest batch; only below it can a smaller batch
+    fit where the largest does not. `every`: every batch of the range the configuration divides
+    (the exhaustive oracle's space, which checks this argument).
+    """
+    low, high, step = task.batch_range
+    unit = dp * mbs * (pp if vs > 1 else 1)
+    if low == high:
+        return [0] if low % unit == 0 else []
+    spacing = step * unit // math.gcd(step, unit)
+    largest = high // spacing * spacing
+    if largest < low:
+        return []
+    threshold = memory_threshold(pp, vs)
+    smaller = []
+    batch = -(-low // spacing) * spacing
+    while batch < largest and (every or batch // (dp * mbs) < threshold):
+        smaller.append(batch)
+        batch += spacing
+    return [largest, *smaller]
 
 
 def expert_choices(problem: Problem, tp: int, cp: int, dp: int) -> np.ndarray:

@@ -39,6 +39,10 @@ class Plan(Spec):
         default=None, gt=0, le=2**24, description="HSDP: shard within groups of this size, replicate across."
     )
     micro_batch_size: int = Field(default=1, gt=0, le=2**40, description="Sequences per micro-batch.")
+    global_batch_size: int | None = Field(
+        default=None, gt=0, le=2**40,
+        description="Sequences per step, where the task leaves the batch to the solver (a range); "
+        "null = the task's batch (for a range, its largest).")
     ep: int = Field(default=1, gt=0, le=2**16, description="Expert-parallel degree (MoE layers).")
     etp: int = Field(default=1, gt=0, le=2**16, description="Expert tensor-parallel degree (MoE layers).")
     dispatcher: Dispatcher = Field(
@@ -129,6 +133,17 @@ class Plan(Spec):
     def num_micro_batches(self, num_sequences: int) -> int:
         return num_sequences // (self.dp * self.micro_batch_size)
 
+    def sequences(self, task) -> int:
+        """Sequences per step of this plan on `task` (a TrainingTask): its own global batch,
+        else the task's (for a range, the largest)."""
+        return self.global_batch_size if self.global_batch_size is not None else task.num_sequences
+
+    def batch_weight(self, task) -> float:
+        """Reference batch / this plan's batch: the factor that turns its step time into the
+        time of the task's reference batch (1 for a fixed batch). The solvers minimize the step
+        time times this factor, i.e. maximize tokens per second when the batch is free."""
+        return task.num_sequences / self.sequences(task)
+
     def summary(self) -> str:
         parts = [f"TP{self.tp}{'+SP' if self.sp else ''}", f"CP{self.cp}", f"PP{self.pp}"]
         if self.schedule == "interleaved":
@@ -140,6 +155,8 @@ class Plan(Spec):
         if self.ep > 1 or self.etp > 1:
             parts.append(f"EP{self.ep}xETP{self.etp}({self.dispatcher}{'+overlap' if self.ep_comm_overlap else ''})")
         parts += [f"mbs{self.micro_batch_size}", f"rc:{self.recompute}"]
+        if self.global_batch_size is not None:
+            parts.append(f"gbs{self.global_batch_size}")
         return " ".join(parts)
 
 
@@ -166,7 +183,12 @@ def check_plan(plan: Plan, problem: Problem) -> list[str]:
         errors.append(f"seq_len ({task.seq_len}) is not divisible by 2*cp ({2 * plan.cp})")
     if task.seq_len > model.max_seq_len:
         errors.append(f"seq_len ({task.seq_len}) exceeds the model's max_seq_len ({model.max_seq_len})")
-    seqs = task.num_sequences
+    seqs = plan.sequences(task)
+    if plan.global_batch_size is not None and not task.admits_batch(plan.global_batch_size):
+        low, high, step = task.batch_range
+        allowed = f"{low}" if low == high else f"a multiple of {step} within {low}..{high}"
+        errors.append(f"global_batch_size ({plan.global_batch_size} sequences) is not one the task allows "
+                      f"({allowed})")
     if seqs % (plan.dp * plan.micro_batch_size):
         errors.append(
             f"global batch ({seqs} sequences) is not divisible by dp*micro_batch_size "

@@ -80,6 +80,9 @@ class StageModel:
     period: int = 1
     deficit: int = 0
     moe: bool = False
+    batch_weight: float = 1.0
+    """Reference batch / this configuration's batch (`Plan.batch_weight`): the solvers compare
+    step times times this factor (1 for a fixed batch)."""
 
     @property
     def chunks(self) -> int:
@@ -114,7 +117,7 @@ def stage_model(problem: Problem, config: Plan) -> StageModel:
     layer = block_costs(problem, v)
     edges = edge_cost(problem, v, layer.tokens)
     p, vs = config.pp, config.virtual_stages
-    m = config.num_micro_batches(task.num_sequences)
+    m = config.num_micro_batches(config.sequences(task))
     step = vs * align.period
     layers = np.arange(0, model.num_layers + 1, step, dtype=float)
     units = np.arange(len(layers), dtype=float)
@@ -193,6 +196,7 @@ def stage_model(problem: Problem, config: Plan) -> StageModel:
         period=align.period,
         deficit=align.deficit,
         moe=align.moe,
+        batch_weight=config.batch_weight(task),
     )
 
 
@@ -227,7 +231,8 @@ def stage_models(problem: Problem, candidates) -> list[StageModel]:
         v = _shaped(plan_vars(group), (n, 1, 1))
         layer = block_costs(problem, v)
         edges = edge_cost(problem, v, layer.tokens)
-        m = task.num_sequences // (group.dp * group.micro_batch_size)
+        m = group.num_micro_batches(task)
+        weights = group.batch_weight(task)
         step = vs * align.period
         layers = np.arange(0, model.num_layers + 1, step, dtype=float)
         units = np.arange(len(layers), dtype=float)
@@ -301,6 +306,7 @@ def stage_models(problem: Problem, candidates) -> list[StageModel]:
                 recompute_s=float(recompute_s[k]) if is_full else 0.0, grad_window=grad_window,
                 param_window=param_window, embedding_sync_s=float(sync[k]), capacity_bytes=capacity,
                 stages=stages, period=align.period, deficit=align.deficit, moe=align.moe,
+                batch_weight=float(weights[k]),
             )
     return result
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
-
-from typing import Any
+import math
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_serializer, model_validator
 
@@ -41,6 +40,22 @@ class DegreeBound(Spec):
         if self.min is not None and degree < self.min:
             return False
         return not (self.max is not None and degree > self.max)
+
+
+class BatchRange(Spec):
+    """A global batch left to the solver: any multiple of `multiple_of` within min..max (in the
+    unit of the field that holds it: sequences for global_batch_size, tokens for
+    global_batch_tokens). The solver then maximizes tokens per second."""
+
+    min: int = Field(gt=0, le=2**40, description="Smallest global batch allowed.")
+    max: int = Field(gt=0, le=2**40, description="Largest global batch allowed.")
+    multiple_of: int = Field(default=1, gt=0, le=2**40, description="The batch is a multiple of this.")
+
+    @model_validator(mode="after")
+    def _check_range(self) -> BatchRange:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is larger than max ({self.max}): no batch is allowed")
+        return self
 
 
 class Constraints(Spec):
@@ -170,8 +185,11 @@ class TrainingTask(Spec):
     """A training (pre-training or fine-tuning) job: what is trained and how."""
 
     kind: Literal["training"] = "training"
-    global_batch_size: int | None = Field(default=None, gt=0, le=2**40, description="Sequences per step.")
-    global_batch_tokens: int | None = Field(default=None, gt=0, le=2**40, description="Tokens per step.")
+    global_batch_size: Annotated[int, Field(gt=0, le=2**40)] | BatchRange | None = Field(
+        default=None, description="Sequences per step, or a range (min, max, multiple_of) the solver chooses from.")
+    global_batch_tokens: Annotated[int, Field(gt=0, le=2**40)] | BatchRange | None = Field(
+        default=None, description="Tokens per step, or a range (min, max, multiple_of; default multiple_of: "
+        "seq_len) the solver chooses from.")
     seq_len: int = Field(gt=0, le=2**30, description="Tokens per sequence.")
     precision: Literal["bf16", "fp16", "fp8"] = Field(
         default="bf16", description="GEMM precision; fp8 keeps bf16 weights/activations outside GEMMs."
@@ -209,21 +227,64 @@ class TrainingTask(Spec):
     def _check_batch(self) -> TrainingTask:
         if (self.global_batch_size is None) == (self.global_batch_tokens is None):
             raise ValueError("give exactly one of global_batch_size (sequences) or global_batch_tokens")
-        if self.global_batch_tokens is not None and self.global_batch_tokens % self.seq_len != 0:
-            raise ValueError(
-                f"global_batch_tokens ({self.global_batch_tokens}) is not a multiple of seq_len ({self.seq_len})"
-            )
+        tokens = self.global_batch_tokens
+        if isinstance(tokens, int) and tokens % self.seq_len != 0:
+            raise ValueError(f"global_batch_tokens ({tokens}) is not a multiple of seq_len ({self.seq_len})")
+        if isinstance(self.global_batch_size, BatchRange) or isinstance(tokens, BatchRange):
+            field = "global_batch_size" if isinstance(self.global_batch_size, BatchRange) else "global_batch_tokens"
+            low, high, step = self.batch_range
+            if low > high:
+                given = self.global_batch_size if field == "global_batch_size" else tokens
+                unit = "sequences" if field == "global_batch_size" else f"tokens ({self.seq_len} per sequence)"
+                raise ValueError(f"{field}: no multiple of {given.multiple_of} {unit} lies within "
+                                 f"{given.min}..{given.max}")
         if self.tokens_per_step > MAX_TOKENS_PER_STEP:
             raise ValueError(f"{self.tokens_per_step:.3e} tokens per step is more than the 2**40 the planner accepts")
         return self
 
     @property
+    def batch_range(self) -> tuple[int, int, int]:
+        """(smallest, largest, step) of the global batches allowed, in sequences (one value,
+        step itself, for a fixed batch). The batches allowed are smallest, smallest + step, ...,
+        largest."""
+        size, tokens = self.global_batch_size, self.global_batch_tokens
+        if isinstance(size, int):
+            return size, size, size
+        if isinstance(tokens, int):
+            return (tokens // self.seq_len,) * 3
+        if isinstance(size, BatchRange):
+            step, low, high = size.multiple_of, size.min, size.max
+        else:
+            assert isinstance(tokens, BatchRange)
+            step = tokens.multiple_of // math.gcd(tokens.multiple_of, self.seq_len)
+            low, high = -(-tokens.min // self.seq_len), tokens.max // self.seq_len
+        return -(-low // step) * step, high // step * step, step
+
+    @property
+    def batch_is_free(self) -> bool:
+        """Whether the solver chooses the global batch (a range with more than one value)."""
+        low, high, _ = self.batch_range
+        return low < high
+
+    def admits_batch(self, num_sequences: int) -> bool:
+        """Whether the task allows a global batch of this many sequences."""
+        low, high, step = self.batch_range
+        return low <= num_sequences <= high and num_sequences % step == 0
+
+    @property
     def num_sequences(self) -> int:
-        if self.global_batch_size is not None:
-            return self.global_batch_size
-        assert self.global_batch_tokens is not None
-        return self.global_batch_tokens // self.seq_len
+        """Sequences per step: the batch, or the largest a range allows (the reference batch:
+        plans that do not say their own batch run at it)."""
+        return self.batch_range[1]
 
     @property
     def tokens_per_step(self) -> int:
         return self.num_sequences * self.seq_len
+
+    @property
+    def batch_text(self) -> str:
+        """The global batch in words: '2048' or '1536..2048 (multiples of 8)' sequences."""
+        low, high, step = self.batch_range
+        if low == high:
+            return str(high)
+        return f"{low}..{high}" + (f" (multiples of {step})" if step > 1 else "")

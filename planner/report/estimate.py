@@ -60,7 +60,7 @@ def render_estimate(problem: Problem, plan: Plan, b: Breakdown) -> str:
     cluster, task = problem.cluster, problem.task
     lines = [
         f"problem  {problem.model.name} on {cluster.num_devices} x {cluster.device.name} "
-        f"({cluster.name}); {task.num_sequences} x {task.seq_len} tokens/step, {task.precision}",
+        f"({cluster.name}); {plan.sequences(task)} x {task.seq_len} tokens/step, {task.precision}",
         f"plan     {plan.summary()}  ({b.num_micro_batches} micro-batches, axis order {'-'.join(plan.axis_order)})",
         f"priced as {_profile_text(task)}",
         "",

@@ -404,7 +404,7 @@ def evaluate(problem: Problem, plan: Plan) -> Breakdown:
         raise PlanError(errors)
     model, task, cluster = problem.model, problem.task, problem.cluster
     v = PlanVars.from_plan(plan)
-    m = plan.num_micro_batches(task.num_sequences)
+    m = plan.num_micro_batches(plan.sequences(task))
     specs = plan_stage_specs(plan, problem)
     a = assemble(problem, v, specs, m)
     stage_times = [float(x.total_s) for x in a.terms]
@@ -431,7 +431,7 @@ def evaluate(problem: Problem, plan: Plan) -> Breakdown:
         )
 
     step = float(a.step_s)
-    tokens = task.tokens_per_step
+    tokens = plan.sequences(task) * task.seq_len
     model_flops = flops.model_flops_per_token(model, task.seq_len) * tokens
     hardware_flops = flops.hardware_flops_per_token(model, task.seq_len, plan.recompute) * tokens
     peak = cluster.device.peak("fp16" if task.precision == "fp16" else "bf16") * cluster.num_devices
