@@ -127,6 +127,21 @@ def test_a_batch_the_task_does_not_allow_is_an_error():
     fixed = small_problem(TrainingTask(global_batch_size=64, seq_len=1024))
     assert any("is not one the task allows (64)" in e for e in check_plan(Plan(dp=8, global_batch_size=32), fixed))
     assert check_plan(Plan(dp=8, global_batch_size=64), fixed) == []
+    anything = small_problem(free_task(global_batch_size={"min": 24, "max": 64}))
+    assert any("(16 sequences) is not one the task allows (24..64)" in e
+               for e in check_plan(Plan(dp=8, global_batch_size=16), anything))
+
+
+def test_a_plan_file_with_a_bad_batch_is_refused_naming_the_file(tmp_path, capsys):
+    task = str(SHIPPED)
+    for value, message in ((1000, "global_batch_size (1000 sequences) is not one the task allows (1152..1536)"),
+                           ("true", "global_batch_size: Input should be a valid integer"),
+                           (0, "global_batch_size: Input should be greater than 0")):
+        path = tmp_path / "plan.yaml"
+        path.write_text(f"tp: 8\npp: 8\ndp: 16\nglobal_batch_size: {value}\n")
+        assert main(["estimate", task, "--plan", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert str(path) in err and message in err and "Traceback" not in err
 
 
 # -- the premise of the batch choice ------------------------------------------------------------

@@ -186,7 +186,8 @@ def check_plan(plan: Plan, problem: Problem) -> list[str]:
     seqs = plan.sequences(task)
     if plan.global_batch_size is not None and not task.admits_batch(plan.global_batch_size):
         low, high, step = task.batch_range
-        allowed = f"{low}" if low == high else f"a multiple of {step} within {low}..{high}"
+        allowed = (f"{low}" if low == high else f"{low}..{high}" if step == 1
+                   else f"a multiple of {step} within {low}..{high}")
         errors.append(f"global_batch_size ({plan.global_batch_size} sequences) is not one the task allows "
                       f"({allowed})")
     if seqs % (plan.dp * plan.micro_batch_size):
