@@ -303,3 +303,19 @@ def test_the_shipped_range_task_reads():
     assert problem.task.batch_is_free and problem.task.batch_range == (1152, 1536, 1)
     with pytest.raises(InputError):
         load_problem(PROBLEMS / "tasks" / "no-such-task.yaml")
+
+
+def test_estimate_prices_a_given_batch_with_gbs(capsys):
+    assert main(["estimate", str(SHIPPED), "--tp", "8", "--pp", "8", "--dp", "16", "--gbs", "1280", "--sp",
+                 "--recompute", "full", "--zero", "1", "--json"]) == 0
+    priced = json.loads(capsys.readouterr().out)
+    assert priced["num_micro_batches"] == 80
+    assert priced["tokens_per_s"] == pytest.approx(1280 * 2048 / priced["step_time_s"])
+    # a batch the task does not allow names the flag and the range
+    assert main(["estimate", str(SHIPPED), "--tp", "8", "--pp", "8", "--dp", "16", "--gbs", "1000"]) == 2
+    err = capsys.readouterr().err
+    assert "--gbs" in err and "(1000 sequences) is not one the task allows (1152..1536)" in err
+    # training flag: refused on inference and DLRM tasks, as the other plan flags
+    for task in ("llama3-70b-8xh100-serving", "madmax-dlrm-a-zionex128"):
+        assert main(["estimate", task, "--gbs", "4"]) == 2
+        assert "--gbs" in capsys.readouterr().err

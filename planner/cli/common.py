@@ -56,6 +56,7 @@ PLAN_FLAGS = {
     "dp": "--dp",
     "virtual_stages": "--vpp",
     "micro_batch_size": "--mbs",
+    "global_batch_size": "--gbs",
     "zero_stage": "--zero",
     "recompute": "--recompute",
     "schedule": "--schedule",

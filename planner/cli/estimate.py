@@ -141,6 +141,9 @@ def add_parser(sub) -> None:
     est.add_argument("--dp", type=DEGREE, help="default: devices / (tp*cp*pp)")
     est.add_argument("--vpp", dest="virtual_stages", type=integer(1, 2**16), help="virtual stages (interleaved)")
     est.add_argument("--mbs", dest="micro_batch_size", type=integer(1, 2**40), help="micro-batch size")
+    est.add_argument("--gbs", dest="global_batch_size", type=integer(1, 2**40),
+                     help="global batch (sequences) the plan runs at: one the task allows (default: the task's; "
+                     "for a range, its largest)")
     est.add_argument("--zero", dest="zero_stage", type=integer(0, 3), help="ZeRO stage 0-3")
     est.add_argument("--recompute", choices=["none", "selective", "full"])
     est.add_argument("--schedule", choices=["1f1b", "interleaved"])
