@@ -9,7 +9,7 @@ Specification:
   is m T + c with c >= 0 (so the time per sequence falls with the micro-batch count m), and the
   memory stops changing from `memory_threshold` micro-batches on;
 - CP-SAT, searching only the batches of `batch_choices`, equals the exhaustive oracle, which
-  prices every batch of the range, on random small instances;
+  prices every batch of the range, on random small dense and MoE instances;
 - a fixed batch searches exactly as before (one batch, weight 1).
 """
 
@@ -32,6 +32,7 @@ from planner.llm.task import BatchRange, Constraints, Framework, TrainingTask
 from solvers import SOLVERS, SolveOptions
 
 from .conftest import PROBLEMS, small_model
+from .test_moe_search import instances as fixed_moe_instances
 
 SHIPPED = PROBLEMS / "tasks" / "gpt3-175b-1024xa100-batch-range.yaml"
 
@@ -319,3 +320,32 @@ def test_estimate_prices_a_given_batch_with_gbs(capsys):
     for task in ("llama3-70b-8xh100-serving", "madmax-dlrm-a-zionex128"):
         assert main(["estimate", task, "--gbs", "4"]) == 2
         assert "--gbs" in capsys.readouterr().err
+
+
+@st.composite
+def moe_instances(draw):
+    problem, options = draw(fixed_moe_instances())
+    batch = problem.task.num_sequences
+    high = batch + draw(st.sampled_from([0, 1, 3, batch]))
+    task = problem.task.model_copy(update={"global_batch_size": BatchRange(min=max(1, batch // 2), max=high)})
+    task = TrainingTask.model_validate(task.model_dump())
+    return Problem(model=problem.model, cluster=problem.cluster, task=task), options
+
+
+@settings(max_examples=25, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
+@given(instance=moe_instances())
+def test_cpsat_equals_the_oracle_on_moe_models_with_a_free_batch(instance):
+    problem, options = instance
+    oracle = SOLVERS["exhaustive"].solve(problem, options)
+    assume(oracle.status != "UNKNOWN")
+    exact = SOLVERS["cpsat"].solve(problem, options)
+    if oracle.status == "INFEASIBLE":
+        assert exact.status == "INFEASIBLE"
+        return
+    assert exact.status == "OPTIMAL", exact.notes
+    rounding = exact.stats.get("rounding_bound_s", 0.0) + 1e-12
+    assert exact.objective_s == pytest.approx(oracle.objective_s, rel=1e-9, abs=rounding)
+    priced = evaluate(problem, exact.plan)
+    assert priced.fits
+    assert priced.step_time_s * exact.plan.batch_weight(problem.task) == pytest.approx(exact.objective_s, abs=rounding)
