@@ -50,7 +50,7 @@ def format_validation_error(source: str, exc: ValidationError, prefix: str = "")
     """One line per failing field: `file: dotted.field: message`."""
     lines = []
     for err in exc.errors():
-        parts = [str(part) for part in err["loc"] if not str(part).startswith("function-")]
+        parts = [str(part) for part in err["loc"] if not str(part).startswith(("function-", "union:"))]
         loc = ".".join(part if len(part) <= 80 and part.isprintable() else shown(part, 80) for part in parts)
         loc = f"{prefix}{loc}" if loc else prefix.rstrip(".")
         message = err["msg"].removeprefix("Value error, ")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_serializer, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_serializer, model_validator
 
 from planner.core.schema import Bytes, NotBool, Spec
 from planner.llm import frameworks
@@ -56,6 +56,26 @@ class BatchRange(Spec):
         if self.min > self.max:
             raise ValueError(f"min ({self.min}) is larger than max ({self.max}): no batch is allowed")
         return self
+
+
+def _batch_field(unit: str) -> Any:
+    """The type of global_batch_size / global_batch_tokens: a count of `unit` or a BatchRange.
+    A mapping is read as a range and anything else as a count, so that a bad value gets the
+    one message of what it was meant to be (not one per member of the union); the union's tag
+    (`union:count`, `union:range`) is left out of the field name in messages
+    (planner.core.inputs.format_validation_error)."""
+
+    def shape(value: Any) -> str | None:
+        if isinstance(value, (dict, BatchRange)):
+            return "union:range"
+        return "union:count" if isinstance(value, (int, float, str)) else None
+
+    return Annotated[
+        Annotated[Annotated[int, Field(gt=0, le=2**40)], Tag("union:count")]
+        | Annotated[BatchRange, Tag("union:range")],
+        Discriminator(shape, custom_error_type="batch_shape",
+                      custom_error_message=f"expected a number of {unit} or a range {{min, max, multiple_of}}"),
+    ]
 
 
 class Constraints(Spec):
@@ -185,9 +205,9 @@ class TrainingTask(Spec):
     """A training (pre-training or fine-tuning) job: what is trained and how."""
 
     kind: Literal["training"] = "training"
-    global_batch_size: Annotated[int, Field(gt=0, le=2**40)] | BatchRange | None = Field(
+    global_batch_size: _batch_field("sequences") | None = Field(
         default=None, description="Sequences per step, or a range (min, max, multiple_of) the solver chooses from.")
-    global_batch_tokens: Annotated[int, Field(gt=0, le=2**40)] | BatchRange | None = Field(
+    global_batch_tokens: _batch_field("tokens") | None = Field(
         default=None, description="Tokens per step, or a range (min, max, multiple_of; default multiple_of: "
         "seq_len) the solver chooses from.")
     seq_len: int = Field(gt=0, le=2**30, description="Tokens per sequence.")
@@ -239,7 +259,10 @@ class TrainingTask(Spec):
                 raise ValueError(f"{field}: no multiple of {given.multiple_of} {unit} lies within "
                                  f"{given.min}..{given.max}")
         if self.tokens_per_step > MAX_TOKENS_PER_STEP:
-            raise ValueError(f"{self.tokens_per_step:.3e} tokens per step is more than the 2**40 the planner accepts")
+            field = "global_batch_size" if self.global_batch_size is not None else "global_batch_tokens"
+            largest = " (the range's largest)" if self.batch_is_free else ""
+            raise ValueError(f"{field}: {self.num_sequences} sequences{largest} x seq_len {self.seq_len} = "
+                             f"{self.tokens_per_step:.3e} tokens per step is more than the 2**40 the planner accepts")
         return self
 
     @property
