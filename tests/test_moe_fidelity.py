@@ -73,3 +73,56 @@ def test_dense_bridge_rows_keep_the_tp_overlap_of_their_configs(runs):
         _, plan, notes, _ = v.resolve_row(runs[row_id])
         assert plan.tp > 1 and plan.tp_comm_overlap is True
         assert "TP communication overlap assumed on (NeMo performance configs)" in notes
+
+
+# -- EP overlap: the warm-up and cool-down chunks run alone -------------------------------------
+
+def _vars(**kw):
+    from planner.llm.cost.layout import PlanVars
+    from planner.llm.plan import Plan
+    return PlanVars.from_plan(Plan(**kw))
+
+
+def _problem(gbs: int, gpus: int = 64):
+    from planner.llm.problem import Problem, load_cluster, load_model
+    from planner.llm.task import TrainingTask
+    return Problem(model=load_model("qwen3-30b-a3b"), cluster=load_cluster("dgx-h100", num_devices=gpus),
+                   task=TrainingTask(global_batch_size=gbs, seq_len=4096, precision="bf16"))
+
+
+@pytest.mark.parametrize("kw, gbs, share", [
+    # Interleaved: mean warm-up over the ranks (pp - 1) + (vpp - 1) * pp + 1 = pp * vpp of m * vpp chunks.
+    (dict(pp=8, schedule="interleaved", virtual_stages=2, dp=8, ep=8), 1024, 8 / 128),
+    (dict(pp=2, schedule="interleaved", virtual_stages=12, dp=32, ep=8), 512, 2 / 16),
+    # No pipeline: the first forward and the last backward alone, one of m.
+    (dict(dp=64, ep=8), 4096, 1 / 64),
+    # Fewer micro-batches than stages: nothing pairs.
+    (dict(pp=8, schedule="interleaved", virtual_stages=2, dp=8, ep=8), 32, 1.0),
+])
+def test_unpaired_share_follows_megatron_cores_warm_up_count(kw, gbs, share):
+    """Megatron-Core core_r0.15 schedules.py get_pp_rank_microbatches and combined_1f1b.py."""
+    from planner.llm.cost.moe import unpaired_share
+    assert float(unpaired_share(_problem(gbs), _vars(**kw))) == pytest.approx(share)
+
+
+def test_unpaired_chunks_expose_their_collectives_in_full():
+    """exposed = u * total + (1 - u) * paired: with fewer micro-batches more of the all-to-all shows,
+    never more than without the overlap and never less than the paired exposure alone."""
+    from planner.llm.cost.moe import COMM_SM_FRACTION, dispatcher_times, moe_layer_cost, unpaired_share
+    from planner.llm.cost.layer import block_cost, context
+    from planner.llm.cost.moe import moe_ffn_half
+    kw = dict(pp=4, schedule="interleaved", virtual_stages=2, dp=16, ep=16, ep_comm_overlap=True)
+    exposed = []
+    for gbs in (64, 256, 4096):
+        p, v = _problem(gbs), _vars(**kw)
+        cost = moe_layer_cost(p, v)
+        x = context(p, v)
+        plain = block_cost(p, v, x, moe_ffn_half(p, v, x))
+        fwd, _ = dispatcher_times(p, v, x)
+        total = float(sum(fwd))
+        paired = max(total - float(plain.compute_bwd_s), COMM_SM_FRACTION * total)
+        u = float(unpaired_share(p, v))
+        assert float(cost.ep_exposed_fwd_s) == pytest.approx(u * total + (1 - u) * paired)
+        assert paired <= float(cost.ep_exposed_fwd_s) <= total
+        exposed.append(float(cost.ep_exposed_fwd_s))
+    assert exposed[0] > exposed[1] > exposed[2]

@@ -40,7 +40,14 @@ hide under the block's backward compute and the backward collectives under its f
 what does not fit stays exposed. The communication kernels occupy COMM_SM_FRACTION of the
 GPU's SMs while they run, so compute overlapped with them slows down: with C seconds of compute
 and M of communication the pair takes max(M, C + COMM_SM_FRACTION * M), i.e. at least
-COMM_SM_FRACTION * M is exposed. Without overlap every dispatcher collective is exposed.
+COMM_SM_FRACTION * M is exposed. Only micro-batches of the steady 1F1B phase have a partner:
+the warm-up forwards and the cool-down backwards run alone (Megatron-Core core_r0.15
+pipeline_parallel/schedules.py get_pp_rank_microbatches: (pp - rank - 1) * 2 + (vpp - 1) * pp
+warm-up chunks under interleaving, plus one more with the overlap; combined_1f1b.py
+combined_1f1b_schedule_for_no_pipelining: the first forward and the last backward alone). Over
+the pipeline ranks that is pp * vpp of the m * vpp chunks (pp = 1: one of m), so a share
+UNPAIRED = min(1, pp / m) of the collectives stays exposed. Without overlap every dispatcher
+collective is exposed.
 Activations kept per MoE block: the norm/router input, fp32 router scores (2 x T*E*4), the
 routed tokens (fc1 input), the fc1 output and activation (as the dense MLP, on R tokens of
 width f/etp), the expert outputs for the weighted combine (R*h*2), the shared MLP's.
@@ -187,6 +194,15 @@ def dispatcher_times(problem: Problem, v: PlanVars, x: Context) -> tuple[list, l
     return fwd, bwd
 
 
+def unpaired_share(problem: Problem, v: PlanVars):
+    """Share of micro-batch chunks whose forward (or backward) has no partner under the EP
+    overlap: the warm-up forwards and cool-down backwards, pp * vpp of m * vpp chunks averaged
+    over the pipeline ranks (one of m without a pipeline); see the module doc."""
+    pp = np.asarray(v.pp, dtype=float)
+    m = np.floor(problem.task.num_sequences / (np.asarray(v.dp, dtype=float) * np.asarray(v.micro_batch_size, dtype=float)))
+    return np.minimum(1.0, pp / np.maximum(m, 1.0))
+
+
 def moe_layer_cost(problem: Problem, v: PlanVars) -> LayerCost:
     """The MoE block (see the module doc)."""
     x = context(problem, v)
@@ -195,8 +211,9 @@ def moe_layer_cost(problem: Problem, v: PlanVars) -> LayerCost:
     fwd_total, bwd_total = sum(fwd), sum(bwd)
     plain = block_cost(problem, v, x, ffn)
     overlap = np.asarray(v.ep_comm_overlap, dtype=bool)
-    exposed_fwd = np.where(overlap, np.maximum(fwd_total - plain.compute_bwd_s, COMM_SM_FRACTION * fwd_total),
-                           fwd_total)
-    exposed_bwd = np.where(overlap, np.maximum(bwd_total - plain.compute_fwd_s, COMM_SM_FRACTION * bwd_total),
-                           bwd_total)
+    unpaired = unpaired_share(problem, v)
+    paired_fwd = np.maximum(fwd_total - plain.compute_bwd_s, COMM_SM_FRACTION * fwd_total)
+    paired_bwd = np.maximum(bwd_total - plain.compute_fwd_s, COMM_SM_FRACTION * bwd_total)
+    exposed_fwd = np.where(overlap, unpaired * fwd_total + (1.0 - unpaired) * paired_fwd, fwd_total)
+    exposed_bwd = np.where(overlap, unpaired * bwd_total + (1.0 - unpaired) * paired_bwd, bwd_total)
     return block_cost(problem, v, x, ffn, (fwd, bwd, exposed_fwd, exposed_bwd))
