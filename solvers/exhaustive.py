@@ -21,7 +21,14 @@ import time
 
 import numpy as np
 
-from planner.llm.candidates import Alignment, CandidateSet, alignment, enumerate_within, plan_vars
+from planner.llm.candidates import (
+    Alignment,
+    CandidateSet,
+    SpaceTooLarge,
+    alignment,
+    enumerate_within,
+    plan_vars,
+)
 from planner.llm.cost.blocks import layer_mix
 from planner.llm.cost.layout import PlanVars
 from planner.llm.cost.step import StageSpec, assemble, evaluate
@@ -280,8 +287,19 @@ class Exhaustive:
     def _search(self, problem: Problem, options: SolveOptions, budget: Budget,
                 state: dict) -> SolveResult | None:
         start = time.perf_counter()
-        candidates, complete = enumerate_within(problem, options=options.space, stop=budget.expired,
-                                                every_batch=True)
+        try:  # a free batch: every batch of the range (limited: a wide range is not listed)
+            candidates, complete = enumerate_within(
+                problem, options=options.space, stop=budget.expired, every_batch=True,
+                limit=options.max_evaluations if problem.task.batch_is_free else None)
+        except SpaceTooLarge:
+            low, high, step = problem.task.batch_range
+            return SolveResult(
+                solver=self.name, status="UNKNOWN", wall_time_s=time.perf_counter() - start,
+                notes=[f"space too large to enumerate: >{options.max_evaluations:,} configurations "
+                       f"(max_evaluations; the oracle prices every batch of the range, here "
+                       f"{(high - low) // step + 1:,}); cpsat searches only the batches that can be best"],
+                stats=state["stats"],
+            )
         state["candidates"], state["complete"] = candidates, complete
         stats = state["stats"]
         stats["configurations"] = len(candidates)

@@ -215,6 +215,14 @@ def valid_range_cases() -> list[Case]:
                   {"task.yaml": llama("  global_batch_size: {min: 1, max: 15}\n",
                                       "  constraints: {pp: {fixed: 1}, tp: {fixed: 1}}\n")}, 0,
                   pre=[["solve", "{d}/task.yaml", "-o", "{d}/plan.yaml", *FAST]], check=_tiny_micro_batches))
+    # The exhaustive oracle prices every batch of the range: a wide range is refused at once
+    # (it used to list them all, past the time limit, to 11 GB for 10**7 batches).
+    wide = llama("  global_batch_size: {min: 1, max: 10000000}\n")
+    c.append(Case("exhaustive-wide-range", ["solve", "{d}/task.yaml", "--solver", "exhaustive", *FAST],
+                  {"task.yaml": wide}, 3, ("UNKNOWN", "space too large to enumerate", "10,000,000")))
+    c.append(Case("compare-exhaustive-wide-range",
+                  ["compare", "{d}/task.yaml", "--solvers", "exhaustive,cpsat", *FAST], {"task.yaml": wide}, 0,
+                  ("space too large to enumerate", "OPTIMAL")))
     return c
 
 
@@ -467,3 +475,19 @@ def test_hostile_batch_range(case, tmp_path, capsys):
         assert needle not in text, (needle, text[-2000:])
     if case.check is not None:
         case.check(out, tmp_path)
+
+
+def test_batch_count_is_the_length_of_batch_choices():
+    """enumerate_within(limit=...) counts a configuration's batches without listing them."""
+    from planner.llm.candidates import batch_choices, batch_count
+    from planner.llm.task import TrainingTask
+
+    for low, high, step in ((1, 1, 1), (5, 5, 1), (1, 100, 1), (7, 93, 3), (24, 64, 8), (60, 70, 32), (3, 4, 1)):
+        task = TrainingTask.model_validate({"seq_len": 1024, "global_batch_size": {
+            "min": low, "max": high, "multiple_of": step}})
+        for dp in (1, 2, 3, 4, 8):
+            for mbs in (1, 2, 5):
+                for pp, vs in ((1, 1), (2, 1), (4, 2), (3, 3)):
+                    for every in (False, True):
+                        assert batch_count(task, dp, mbs, pp, vs, every) == \
+                            len(batch_choices(task, dp, mbs, pp, vs, every)), (low, high, step, dp, mbs, pp, vs)

@@ -544,11 +544,14 @@ def enumerate_within(
     overlap_recompute: list[str] | None = None,
     counts: dict | None = None,
     every_batch: bool = False,
+    limit: int | None = None,
 ) -> tuple[CandidateSet, bool]:
     """`enumerate_candidates` that can stop early: (candidates, complete).
 
     A task whose batch is free (a range): each configuration at the batches of
     `batch_choices` (`every_batch`: at every batch of the range it divides; the oracle's space).
+    `limit`: raise SpaceTooLarge rather than list more configurations than this (counted
+    before any is built, so that a wide range with `every_batch` cannot exhaust time or memory).
 
     `stop` is polled once per (TP, CP, PP) triple; when it returns True the configurations
     listed so far are returned with complete=False. `recompute` lists only these of the
@@ -587,7 +590,7 @@ def enumerate_within(
     filtered = counts is not None or overlap_codes != rc_codes
     if filtered:  # list every mode, then keep the rows asked for
         asked_codes, rc_codes = rc_codes, every_code
-    listed = 0
+    listed = total = 0
     blocks: list[np.ndarray] = []
     complete = True
     tp_degrees = divisors(n) if task.seq_len <= model.max_seq_len else []  # else check_plan fails every plan
@@ -631,9 +634,8 @@ def enumerate_within(
                         continue
                     if ("interleaved" if vs > 1 else "1f1b") not in c.schedules:
                         continue
-                    pairs = [(mbs, batch) for mbs in batch_divisors
-                             for batch in batch_choices(task, dp, mbs, pp, vs, every_batch)]
-                    if not pairs:
+                    batches = sum(batch_count(task, dp, mbs, pp, vs, every_batch) for mbs in batch_divisors)
+                    if not batches:
                         continue
                     inner = block
                     mtp = getattr(problem.model, "mtp_layers", 0)
@@ -644,12 +646,17 @@ def enumerate_within(
                         if len(inner) == 0:
                             continue
                     if filtered:
-                        listed += len(pairs) * len(inner)
+                        listed += batches * len(inner)
                         wanted = np.where(inner[:, 9] == 1, np.isin(inner[:, 3], overlap_codes),
                                           np.isin(inner[:, 3], asked_codes))
                         inner = inner[wanted]
                         if len(inner) == 0:
                             continue
+                    total += batches * len(inner)
+                    if limit is not None and total > limit:
+                        raise SpaceTooLarge(f"more than {limit:,} configurations")
+                    pairs = [(mbs, batch) for mbs in batch_divisors
+                             for batch in batch_choices(task, dp, mbs, pp, vs, every_batch)]
                     rows = np.empty((len(pairs) * len(inner), COLUMNS), dtype=np.int64)
                     rows[:, 0:4] = (tp, cp, pp, dp)
                     rows[:, 4] = vs
@@ -685,6 +692,23 @@ def memory_threshold(pp: int, vs: int) -> int:
     if vs == 1:
         return pp
     return -(-(2 * (pp - 1) + (vs - 1) * pp + 1) // vs)
+
+
+class SpaceTooLarge(Exception):
+    """enumerate_within(limit=...) would list more configurations than the limit."""
+
+
+def batch_count(task, dp: int, mbs: int, pp: int, vs: int, every: bool = False) -> int:
+    """len(batch_choices(...)), without building the list (a wide range at `every` holds as
+    many batches as the range)."""
+    if not every:
+        return len(batch_choices(task, dp, mbs, pp, vs))
+    low, high, step = task.batch_range
+    unit = dp * mbs * (pp if vs > 1 else 1)
+    if low == high:
+        return 1 if low % unit == 0 else 0
+    spacing = step * unit // math.gcd(step, unit)
+    return max(0, high // spacing - (low - 1) // spacing)
 
 
 def batch_choices(task, dp: int, mbs: int, pp: int, vs: int, every: bool = False) -> list[int]:
