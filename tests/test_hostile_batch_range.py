@@ -151,6 +151,10 @@ def task_cases() -> list[Case]:
       "global_batch_tokens (1000000) is not a multiple of seq_len (8192)")
     t("tokens-unknown-key", "  global_batch_tokens: {min: 786432, max: 1048576, multiple: 8192}\n",
       "training.global_batch_tokens.multiple: unknown field", command="export")
+    dlrm = ("model: madmax-dlrm-a-small\ncluster: zionex\nnum_devices: 8\ntraining:\n"
+            "  global_batch_size: {min: 1024, max: 65536}\n")
+    c.append(Case("task-dlrm-range", ["solve", "{d}/task.yaml", *FAST], {"task.yaml": dlrm}, 2,
+                  ("task.yaml", "training.global_batch_size: Input should be a valid integer")))
     return c
 
 
@@ -237,7 +241,8 @@ def infeasible_cases() -> list[Case]:
         Case("tiny-compare", ["compare", "{d}/task.yaml", *FAST], {"task.yaml": TINY}, 3,
              ("1..7 x 1023 tokens/step", "no plan divides the problem")),
         Case("tiny-estimate-largest", ["estimate", "{d}/task.yaml"], {"task.yaml": TINY}, 2,
-             ("task.yaml", "global batch (7 sequences) is not divisible by dp*micro_batch_size (8*1)")),
+             ("task.yaml", "global batch (7 sequences) is not divisible by dp*micro_batch_size (8*1)",
+              "runs at the largest of the task's range 1..7", "--gbs")),
         Case("dp-constraint-excludes-the-range", ["solve", "{d}/task.yaml", *FAST],
              {"task.yaml": llama("  global_batch_size: {min: 9, max: 15}\n", "  constraints: {dp: {fixed: 8}}\n")},
              3, ("INFEASIBLE", "the task's constraints")),
@@ -295,7 +300,9 @@ def plan_cases() -> list[Case]:
       "(16 micro-batches", code=0)
     p("none-runs-at-the-largest", ZERO3, "--global-batch-size 128", command="megatron", code=0)
     p("none-largest-indivisible", ZERO3, "global batch (127 sequences) is not divisible by dp*micro_batch_size (8*1)",
-      task=ODD)
+      "the plan gives no global_batch_size, so it runs at the largest of the task's range 96..127", task=ODD)
+    p("none-largest-indivisible", ZERO3, "runs at the largest of the task's range 96..127", task=ODD,
+      command="torchtitan")
     p("inside", ZERO3 + "global_batch_size: 104\n", "104 x 8192 tokens/step", "(13 micro-batches", code=0)
 
     def megatron(out, d):
@@ -389,7 +396,7 @@ def gbs_flag_cases() -> list[Case]:
 def sweep_cases() -> list[Case]:
     def s(id_, head, axes, code, *says, files=None, check=None):
         sweep = f"{head}provider: hyperstack\naxes:\n{axes}"
-        return Case(f"sweep-{id_}", ["sweep", "{d}/sweep.yaml", "--jobs", "1", *FAST],
+        return Case(f"sweep-{id_}", ["sweep", "{d}/sweep.yaml", "--jobs", "1", "-o", "{d}/result.json", *FAST],
                     {"sweep.yaml": sweep, **(files or {})}, code, says, check=check)
 
     def chosen(out, d):
@@ -398,6 +405,14 @@ def sweep_cases() -> list[Case]:
     def axis_replaces(out, d):
         assert "gbs" not in out.split("Pareto front")[0].split("-----")[-1]  # fixed batches: no gbs in plans
         assert re.search(r"^64 +OPTIMAL", out, re.M) and re.search(r"^127 +OPTIMAL", out, re.M)
+
+    def report_of_result(out, d):
+        result = json.loads((d / "result.json").read_text())
+        plans = [row["plan"] for row in result["scenarios"]]
+        assert all(re.search(r" gbs(9[6-9]|1[01]\d|12[0-7])$", plan) for plan in plans), plans
+        assert main(["report", str(d / "result.json"), "-o", str(d / "sweep.html")]) == 0
+        page = (d / "sweep.html").read_text()
+        assert all(plan in page for plan in plans)
 
     inline = "task: {model: llama3-8b, cluster: dgx-h100, num_devices: 8, training: {global_batch_size: %s, " \
              "seq_len: 8192}}\n"
@@ -415,6 +430,8 @@ def sweep_cases() -> list[Case]:
           "task.training.global_batch_size: expected a number of sequences or a range"),
         s("axis-range", "task: task.yaml\n", "  global_batch_size: [{min: 96, max: 128}]\n", 2, "sweep.yaml",
           "axes.global_batch_size.0", files={"task.yaml": ODD}),
+        s("result-drawn-by-report", "task: task.yaml\n", "  num_devices: [8, 16]\n", 0, files={"task.yaml": ODD},
+          check=report_of_result),
         s("axis-beyond-2**40", "task: task.yaml\n", "  global_batch_size: [2199023255552]\n", 2, "sweep.yaml",
           "axes.global_batch_size", files={"task.yaml": ODD}),
     ]

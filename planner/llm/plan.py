@@ -191,9 +191,12 @@ def check_plan(plan: Plan, problem: Problem) -> list[str]:
         errors.append(f"global_batch_size ({plan.global_batch_size} sequences) is not one the task allows "
                       f"({allowed})")
     if seqs % (plan.dp * plan.micro_batch_size):
+        unset = plan.global_batch_size is None and task.batch_is_free  # the range's largest, by default
         errors.append(
             f"global batch ({seqs} sequences) is not divisible by dp*micro_batch_size "
             f"({plan.dp}*{plan.micro_batch_size})"
+            + (f"; the plan gives no global_batch_size, so it runs at the largest of the task's range "
+               f"{task.batch_text}: give it one the range allows (estimate: --gbs)" if unset else "")
         )
     if plan.stage_layers is not None:
         if len(plan.stage_layers) != plan.pp:
