@@ -210,6 +210,16 @@ def valid_range_cases() -> list[Case]:
     c.append(Case("solve-token-range-rounds-to-one-batch", ["solve", "{d}/task.yaml", *FAST],
                   {"task.yaml": llama("  global_batch_tokens: {min: 1000000, max: 1100000, multiple_of: 1000}\n")},
                   0, check=_tokens_fixed_by_rounding))
+    def tokens_chosen(out, d):  # multiples of 65536 tokens: of 8 sequences, 96..128
+        plan = (d / "plan.yaml").read_text()
+        batch = int(re.search(r"^global_batch_size: (\d+)", plan, re.M).group(1))
+        assert 786432 <= batch * SEQ <= 1048576 and batch * SEQ % 65536 == 0
+        assert flag(out, "--global-batch-size") == batch
+
+    c.append(Case("token-range-solve-export",
+                  ["export", "{d}/plan.yaml", "--task", "{d}/task.yaml", "--to", "megatron"],
+                  {"task.yaml": llama("  global_batch_tokens: {min: 786432, max: 1048576, multiple_of: 65536}\n")},
+                  0, pre=[["solve", "{d}/task.yaml", "-o", "{d}/plan.yaml", *FAST]], check=tokens_chosen))
     c.append(Case("solve-token-range-up-to-2**40",
                   ["solve", "{d}/task.yaml", *FAST],
                   {"task.yaml": llama("  global_batch_tokens: {min: 1, max: 1099511627776}\n")}, 0,
@@ -304,6 +314,11 @@ def plan_cases() -> list[Case]:
     p("none-largest-indivisible", ZERO3, "runs at the largest of the task's range 96..127", task=ODD,
       command="torchtitan")
     p("inside", ZERO3 + "global_batch_size: 104\n", "104 x 8192 tokens/step", "(13 micro-batches", code=0)
+    interleaved = "pp: 2\ndp: 4\nschedule: interleaved\nvirtual_stages: 2\nzero_stage: 1\n"
+    p("interleaved-odd-micro-batches", interleaved + "global_batch_size: 108\n",
+      "interleaved schedule needs the number of micro-batches to be a multiple of pp", task=ODD, command="megatron")
+    p("interleaved", interleaved + "global_batch_size: 104\n", "--global-batch-size 104",
+      "--num-layers-per-virtual-pipeline-stage 8", task=ODD, command="megatron", code=0)
 
     def megatron(out, d):
         assert flag(out, "--global-batch-size") == 104 and flag(out, "--micro-batch-size") == 1
