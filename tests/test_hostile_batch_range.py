@@ -378,6 +378,18 @@ def plan_cases() -> list[Case]:
         dp = int(re.search(r" DP(\d+)", out).group(1))
         assert batch == config["train_micro_batch_size_per_gpu"] * config["gradient_accumulation_steps"] * dp
 
+    def per_token(out, d):
+        rows = {row["method"]: row for row in json.loads(out)["rows"]}
+        best, given = rows["cpsat"], rows[f"plan {d}/plan.yaml"]
+        assert " gbs120 " in best["plan"] + " " and given["plan"].endswith("gbs104")
+        # the same FSDP plan at 104 sequences: each part per token is the same but the
+        # per-step optimizer, shared by fewer tokens (compared per token, not per step, where
+        # every part of the smaller batch's step is shorter)
+        assert 0 <= given["gap_to_best"] < 0.01 and "optimizer" in given["why"] and "compute" not in given["why"]
+
+    c.append(Case("compare-plans-at-different-batches-json",
+                  ["compare", "{d}/task.yaml", "--plan", "{d}/plan.yaml", "--solvers", "cpsat", "--json", *FAST],
+                  {"task.yaml": ODD, "plan.yaml": ZERO3 + "global_batch_size: 104\n"}, 0, check=per_token))
     c.append(Case("solve-export-deepspeed", ["solve", "{d}/task.yaml", "--export", "deepspeed", *FAST],
                   {"task.yaml": ODD}, 0, check=solve_export))
     return c

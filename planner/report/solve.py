@@ -32,9 +32,13 @@ def stats_line(result) -> str:
 
 
 def why_slower(b: Breakdown, best: Breakdown, top: int = 2) -> str:
-    """The parts of the step that grew most against the best plan."""
-    diffs = sorted(((b.parts[k] - best.parts[k], k) for k in b.parts), reverse=True)
-    items = [f"+{format_seconds(d)} {k.removesuffix('_s')}" for d, k in diffs[:top] if d > 0]
+    """The parts of the step that grew most against the best plan. Plans at different global
+    batches (a task whose batch is a range) are compared per token: `b`'s parts are scaled to
+    the best plan's tokens per step (a factor of exactly 1 for the same batch)."""
+    scale = best.model_flops_per_step / b.model_flops_per_step if b.model_flops_per_step else 1.0
+    diffs = sorted(((b.parts[k] * scale - best.parts[k], k) for k in b.parts), reverse=True)
+    noise = 1e-9 * best.step_time_s  # rounding of the scaling, not a part that grew
+    items = [f"+{format_seconds(d)} {k.removesuffix('_s')}" for d, k in diffs[:top] if d > noise]
     return ", ".join(items)
 
 
