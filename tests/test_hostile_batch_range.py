@@ -242,6 +242,10 @@ def valid_range_cases() -> list[Case]:
 
 # -- no plan divides any batch of the range ---------------------------------------------------------
 
+def _says_no_plan_divides(page: str) -> None:
+    assert "1..7 x 1023 tokens/step" in page and "no plan divides the problem" in page
+
+
 def infeasible_cases() -> list[Case]:
     divides = ("no plan divides the problem", "1..7 sequences per step")
     return [
@@ -256,6 +260,8 @@ def infeasible_cases() -> list[Case]:
         Case("dp-constraint-excludes-the-range", ["solve", "{d}/task.yaml", *FAST],
              {"task.yaml": llama("  global_batch_size: {min: 9, max: 15}\n", "  constraints: {dp: {fixed: 8}}\n")},
              3, ("INFEASIBLE", "the task's constraints")),
+        Case("tiny-report", ["report", "{d}/task.yaml", "-o", "{d}/r.html", *FAST], {"task.yaml": TINY}, 0,
+             ("report written",), check=lambda out, d: _says_no_plan_divides((d / "r.html").read_text())),
         Case("tiny-sweep", ["sweep", "{d}/sweep.yaml", "--jobs", "1", *FAST],
              {"task.yaml": TINY, "sweep.yaml": "task: task.yaml\nprovider: hyperstack\naxes:\n  num_devices: [8]\n"},
              3, ("INFEASIBLE", "1..7 sequences per step")),
