@@ -152,13 +152,19 @@ def test_op_level_selective_recompute_reruns_every_second_gemm():
 @given(plans())
 def test_fused_is_never_slower_than_its_unfused_twin(plan):
     """Megatron's fused kernels <= torchtitan compiled <= torchtitan eager, on every plan; and a
-    rowwise float8 recipe is never faster than tensorwise."""
+    rowwise float8 recipe is never faster than tensorwise. Megatron and torchtitan are compared
+    with TP overlap off: they overlap TP differently (fact tp_overlap; torch's async TP decomposes
+    fewer GEMMs, so where the TP traffic is smaller than the per-call overheads it can be the
+    faster of the two)."""
     steps = [evaluate(problem_with(fw), plan).step_time_s for fw in
              (None, {"profile": TITAN, "options": {"compile": True}}, {"profile": TITAN})]
     def no_slower(a, b):  # a <= b up to rounding (a step set by a part the profile does not touch)
         return a <= b * (1 + 1e-12)
 
-    assert no_slower(steps[0], steps[1]) and no_slower(steps[1], steps[2])
+    plain = plan.model_copy(update={"tp_comm_overlap": False})
+    fused, compiled = (evaluate(problem_with(fw), plain).step_time_s for fw in
+                       (None, {"profile": TITAN, "options": {"compile": True}}))
+    assert no_slower(fused, compiled) and no_slower(steps[1], steps[2])
     fp8 = [evaluate(problem_with({"profile": TITAN, "options": {"compile": c, "float8": r}}, "fp8"), plan).step_time_s
            for c in (True, False) for r in ("tensorwise", "rowwise")]
     assert no_slower(fp8[0], fp8[1]) and no_slower(fp8[2], fp8[3]) and no_slower(fp8[0], fp8[2])

@@ -68,13 +68,39 @@ DEVICE_PRESETS = {
 }
 
 
+def power_capped_peak_scale(limit_w: float, low: tuple[float, float], high: tuple[float, float]) -> float:
+    """The tensor-core peak of a GPU run at `limit_w` watts as a fraction of `high`'s peak: the
+    straight line between two datasheet (power limit W, dense peak FLOP/s) points of the same
+    die. NVIDIA rates each SKU's peak at the clock its power limit sustains (132-SM GH100: 1.83
+    GHz at 700 W, 1.55 GHz at 400 W); the clock a die holds rises slower than linearly with
+    power (dynamic power ~ f V^2, V rising with f), so the chord is a lower bound on it."""
+    (w0, p0), (w1, p1) = low, high
+    if not w0 < limit_w <= w1:
+        raise ValueError(f"power limit {limit_w} W outside the datasheet points {w0}-{w1} W")
+    return (p0 + (p1 - p0) * (limit_w - w0) / (w1 - w0)) / p1
+
+
+H100_NVL_400W = (400.0, 1671e12 / 2)
+"""NVIDIA H100 product page, specification table, H100 NVL: BFLOAT16 Tensor Core 1,671 TFLOPS with
+sparsity (835.5 dense), max TDP 350-400 W (configurable); same 132-SM GH100 die as the SXM."""
+H100_SXM_700W = (700.0, 1979e12 / 2)
+"""The same table, H100 SXM: BFLOAT16 1,979 TFLOPS with sparsity (989.5 dense), up to 700 W."""
+
 GPU_FACTS = {
-    # torchtitan's H100 benchmark (benchmarks/llama3_h100_202412_torchtitan.md, "Hardware"): "Each
+    # torchtitan's H100 benchmarks (benchmarks/llama3_h100_202412_torchtitan.md, "Hardware"): "Each
     # H100 GPU is equipped with 96GB HBM2e with 2.4 TB/sec peak memory bandwidth" (the preset's
-    # H100 SXM5 has 3.35 TB/s HBM3). Its 500 W power limit is not priced (no clock figure given).
-    "h100-sxm-96gb": {"hbm_bandwidth_bytes_per_s": 2.4e12},
+    # H100 SXM5 has 3.35 TB/s HBM3) and "We used the default 500W power limit"; footnote 2: "the
+    # actual peak TFLOPs number is between SXM and NVL". The tensor-core peaks (every dtype, so
+    # GEMMs and attention) scale to the 500 W point of the NVL-SXM datasheet chord: 886.8 of
+    # 989.5 TFLOP/s bf16 (0.896). HBM bandwidth is the row's stated figure (the memory clock is
+    # not what a power cap lowers first). Cross-check: the same-die A100 PCIe (300 W) sustains
+    # 0.933 of the A100 SXM's (400 W) best-shape matmul rate (S_MLENG MAMF 252.9 vs 271.2 TFLOP/s,
+    # ../shared/data/efficiency.md a1) at 75% of its power; 500 W is 71% of 700 W.
+    "h100-sxm-96gb": {"hbm_bandwidth_bytes_per_s": 2.4e12,
+                      "peak_flops_scale": power_capped_peak_scale(500.0, H100_NVL_400W, H100_SXM_700W)},
 }
-"""Hardware facts of a row's GPU that no preset has, from the row's source, by GPU name."""
+"""Hardware facts of a row's GPU that no preset has, from the row's source, by GPU name
+(`peak_flops_scale` multiplies every tensor-core peak: a power limit below the preset's)."""
 
 
 @dataclass(frozen=True)
@@ -278,6 +304,13 @@ def _resolve_device(hw: dict, notes: list[str]) -> tuple[Device, str]:
     if mem and abs(mem * 1e9 - device.hbm_bytes) / device.hbm_bytes > 0.01:
         updates["hbm_bytes"] = mem * 1e9
     for key, value in GPU_FACTS.get(key, {}).items():
+        if key == "peak_flops_scale":
+            peaks = updates.get("peak_flops", device.peak_flops)
+            updates["peak_flops"] = peaks.model_copy(update={
+                dtype: peak * value for dtype, peak in peaks.model_dump().items() if peak is not None})
+            notes.append(f"tensor-core peaks x {value:.3f} for {gpu}: its power limit below the "
+                         "preset's (the row's source; validate.GPU_FACTS)")
+            continue
         updates[key] = value
         notes.append(f"{key} {value:.3g} for {gpu} (the row's source; validate.GPU_FACTS)")
     return device.model_copy(update=updates), chosen

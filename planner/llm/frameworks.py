@@ -41,6 +41,16 @@ Facts (`ProfileFacts`; bytes are HBM bytes per element of the op's tensor, forwa
                         attention core; nothing for flash attention) or op-every-second-mm
                         (torchtitan's op-level policy: the even-numbered GEMMs of the block's
                         forward order and every memory-bound op)
+    tp_overlap          what a plan's TP communication overlap (`tp_comm_overlap`) hides:
+                        chunked-all (Transformer Engine's userbuffers: every TP collective, both
+                        directions, chunked under its GEMM) or micro-pipeline (torch inductor's
+                        async TP: the forward all-gathers and reduce-scatters and the backward
+                        all-gathers, each under the one GEMM that consumes or produces it; the
+                        backward reduce-scatters, whose input is a sum of GEMM outputs, stay
+                        exposed). Defaults to chunked-all.
+    tp_fp8_all_gather   in fp8 training the TP all-gathers carry fp8 (1 B per element) in both
+                        directions (torchao Float8ColwiseParallel / PrepareFloat8ModuleInput cast
+                        before the all-gather); the reduce-scatters stay bf16. Defaults to false.
 """
 
 from __future__ import annotations
@@ -67,6 +77,7 @@ VERSION_PATTERN = re.compile(r"^[0-9][0-9A-Za-z.-]{0,31}$")
 Bytes = Annotated[float, Field(ge=0, le=1000)]
 AttentionKernel = Literal["device", "cudnn", "fa2", "fa3"]
 CpCommType = Literal["p2p", "a2a", "allgather"]
+TpOverlap = Literal["chunked-all", "micro-pipeline"]
 
 
 class _Strict(BaseModel):
@@ -91,6 +102,9 @@ class ProfileFacts(_Strict):
     fused_qkv: bool
     fused_gate_up: bool
     selective_recompute: Literal["core-attention", "op-every-second-mm"]
+    # Defaults: the cost model before these facts existed (profiles that do not name them).
+    tp_overlap: TpOverlap = "chunked-all"
+    tp_fp8_all_gather: bool = False
 
 
 class FactsOverride(_Strict):
@@ -111,6 +125,8 @@ class FactsOverride(_Strict):
     fused_qkv: bool | None = None
     fused_gate_up: bool | None = None
     selective_recompute: Literal["core-attention", "op-every-second-mm"] | None = None
+    tp_overlap: TpOverlap | None = None
+    tp_fp8_all_gather: bool | None = None
 
 
 OptionValue = bool | Annotated[str, Field(min_length=1, max_length=64)]
@@ -291,3 +307,14 @@ def op_sac_recomputed_share(model) -> tuple[float, float]:
         return sum(fl for n, fl in part if n in redo) / total if total else 0.0
 
     return share(attn), share(mlp)
+
+
+def tp_input_gemm_shares(model) -> tuple[float, float]:
+    """(share of the attention GEMMs' FLOPs in wq, wk, wv; share of the MLP GEMMs' in w1 (and
+    w3)): the GEMMs that consume a TP all-gather's output, the rest (wo, w2) producing a
+    reduce-scatter's input."""
+    gemms = dict(block_gemms(model))
+    attn = sum(gemms[n] for n in ("wq", "wk", "wv", "wo"))
+    mlp = sum(fl for n, fl in gemms.items() if n in ("w1", "w3", "w2"))
+    return ((gemms["wq"] + gemms["wk"] + gemms["wv"]) / attn if attn else 0.0,
+            (mlp - gemms.get("w2", 0.0)) / mlp if mlp else 0.0)

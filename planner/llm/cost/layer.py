@@ -20,7 +20,9 @@ input, fc2 input.
 
 Communication per block: TP all-reduce (or SP all-gather + reduce-scatter) of T*h*2 bytes
 twice forward and twice backward (Narayanan et al. 2021, fig. 5), exposed unless overlapped
-with the GEMMs (then one chunk of t is exposed). Attention kernel time and CP communication:
+with the GEMMs (then one chunk of t is exposed; under the profile fact `tp_overlap:
+micro-pipeline`, torch's async TP, only the collectives its pass fuses, see
+`_micro_pipeline_exposed`). Attention kernel time and CP communication:
 planner.llm.cost.attention (measured rate by key length and head dim; Transformer Engine's ring
 of K,V sends, each hidden under one attention step when shorter, or an all-gather of K,V).
 """
@@ -168,6 +170,46 @@ def layer_cost(problem: Problem, v: PlanVars) -> LayerCost:
     return block_cost(problem, v, x, dense_ffn_half(problem, v, x))
 
 
+def _decomposed_exposed_s(comm, gemm, t, overhead_s):
+    """A collective decomposed into t chunks under the GEMM that consumes or produces it: one
+    chunk of the communication stays exposed, the rest hides under the GEMM where shorter, and
+    the GEMM becomes t calls (the Transformer Engine formula above, per collective)."""
+    return comm / t + np.maximum(comm * (t - 1.0) / t - gemm, 0.0) + (t - 1.0) * overhead_s
+
+
+def _micro_pipeline_exposed(problem, sp, t, act_bytes, ag, rs, fwd_total, bwd_total, attn_gemm_s,
+                            ffn_gemm_s, overlap, overhead_s):
+    """(forward, backward) exposed TP time of a dense block under torch inductor's async TP
+    (`tp_overlap: micro-pipeline`; torch/_inductor/fx_passes/micro_pipeline_tp.py, read at a
+    late-2024 version, the pass torchtitan@9dec370 turns on with `_micro_pipeline_tp`).
+
+    The pass fuses an all-gather with the matmuls that take its output as their left operand
+    (fuse_all_gather_matmul -> symm_mem.fused_all_gather_matmul / _scaled_matmul) and a
+    reduce-scatter whose input is one matmul's output (fuse_matmul_reduce_scatter,
+    `_find_producer_matmul`). Forward (and the full-recompute forward): the all-gather before
+    wq, wk, wv (before w1, w3) hides under those GEMMs; the reduce-scatter after wo (after w2)
+    under that GEMM. Backward: the all-gather of wo's (w2's) output gradient hides under the
+    input-gradient GEMM only (the weight-gradient GEMM reads it transposed); the reduce-scatter
+    of the block input's gradient is not fused (its input is the sum of the wq, wk, wv (w1, w3)
+    input gradients, not one matmul's output) and stays exposed. Without sequence parallelism
+    the TP all-reduces are not decomposed: exposed.
+
+    A fused reduce-scatter (symm_mem.fused_matmul_reduce_scatter) gathers every rank's partial
+    product of its rows into a stacked buffer, then sums them on the compute stream
+    (`reduce_fn(stacked_partials...)`, torch.sum over the group dimension): a memory-bound pass
+    after the pipeline that reads the t partials (the unsharded T x h output, bf16) and writes
+    the 1/t shard, which NCCL's reduce-scatter does inside the collective."""
+    qkv_share, up_share = frameworks.tp_input_gemm_shares(problem.model)
+    g_in = [qkv_share * attn_gemm_s, up_share * ffn_gemm_s]  # consume the all-gathers
+    g_out = [(1.0 - qkv_share) * attn_gemm_s, (1.0 - up_share) * ffn_gemm_s]  # feed the reduce-scatters
+    reduce_pass = kernels.memory_bound_time_s(act_bytes * (1.0 + 1.0 / t), problem.cluster.device)
+    fwd = sum(_decomposed_exposed_s(ag, g, t, overhead_s) for g in g_in) + \
+        sum(_decomposed_exposed_s(rs, g, t, overhead_s) + reduce_pass for g in g_out)
+    bwd = sum(_decomposed_exposed_s(ag, g, t, overhead_s) for g in g_out) + 2.0 * rs
+    on = np.asarray(overlap, dtype=bool) & np.asarray(sp, dtype=bool)
+    return np.where(on, fwd, fwd_total), np.where(on, bwd, bwd_total)
+
+
 def block_cost(problem: Problem, v: PlanVars, x: Context, ffn: Half, ep: tuple | None = None) -> LayerCost:
     """A block from the attention half and the given FFN half; `ep` = (forward by tier,
     backward by tier, exposed forward, exposed backward) of the MoE dispatcher."""
@@ -227,7 +269,9 @@ def block_cost(problem: Problem, v: PlanVars, x: Context, ffn: Half, ep: tuple |
     tp_members = group_members(cluster, v, ("tp",))
     act_bytes = tokens * h * BF16_BYTES
     ar = collective_time_by_tier("all_reduce", act_bytes, tp_members, cluster)
-    ag = collective_time_by_tier("all_gather", act_bytes, tp_members, cluster)
+    # torchao's float8 TP casts before the all-gather: fp8 (1 B per element) on the wire.
+    ag_bytes = act_bytes / 2.0 if facts.tp_fp8_all_gather and task.precision == "fp8" else act_bytes
+    ag = collective_time_by_tier("all_gather", ag_bytes, tp_members, cluster)
     rs = collective_time_by_tier("reduce_scatter", act_bytes, tp_members, cluster)
     pairs = 1.0 + np.asarray(ffn.tp_pairs, dtype=float)
     tp_pair = [np.where(sp, g + r, a) for a, g, r in zip(ar, ag, rs, strict=True)]
@@ -235,21 +279,28 @@ def block_cost(problem: Problem, v: PlanVars, x: Context, ffn: Half, ep: tuple |
     tp_bwd = [pairs * x_ for x_ in tp_pair]
     overlap = np.asarray(v.tp_comm_overlap, dtype=bool)
     tp_fwd_total, tp_bwd_total = sum(tp_fwd), sum(tp_bwd)
-    # Overlap splits each GEMM and its collective into t chunks (Transformer Engine userbuffers
-    # ring exchange): one chunk of communication cannot hide, the rest hides under the GEMMs,
-    # and each TP-sharded GEMM (twice as many backward) becomes t smaller calls.
     calls = 2.0 + np.asarray(ffn.gemm_calls, dtype=float)
     chunk_calls = (t - 1.0) * device.efficiency.gemm_overhead_s
-    tp_exp_fwd = np.where(
-        overlap,
-        tp_fwd_total / t + np.maximum(tp_fwd_total * (t - 1) / t - gemm_fwd, 0.0) + calls * chunk_calls,
-        tp_fwd_total,
-    )
-    tp_exp_bwd = np.where(
-        overlap,
-        tp_bwd_total / t + np.maximum(tp_bwd_total * (t - 1) / t - 2 * gemm_fwd, 0.0) + 2 * calls * chunk_calls,
-        tp_bwd_total,
-    )
+    # MoE blocks keep the chunked model: torchtitan's MoE TP is not modelled.
+    if facts.tp_overlap == "micro-pipeline" and model.family != "moe":
+        tp_exp_fwd, tp_exp_bwd = _micro_pipeline_exposed(
+            problem, sp, t, act_bytes, sum(ag), sum(rs), tp_fwd_total, tp_bwd_total,
+            kernels.gemm_time_s(attn_gemm_flops, attn_calls, device, task.precision), ffn.gemm_fwd_s,
+            overlap, device.efficiency.gemm_overhead_s)
+    else:
+        # Overlap splits each GEMM and its collective into t chunks (Transformer Engine
+        # userbuffers ring exchange): one chunk of communication cannot hide, the rest hides
+        # under the GEMMs, and each TP-sharded GEMM (twice as many backward) becomes t calls.
+        tp_exp_fwd = np.where(
+            overlap,
+            tp_fwd_total / t + np.maximum(tp_fwd_total * (t - 1) / t - gemm_fwd, 0.0) + calls * chunk_calls,
+            tp_fwd_total,
+        )
+        tp_exp_bwd = np.where(
+            overlap,
+            tp_bwd_total / t + np.maximum(tp_bwd_total * (t - 1) / t - 2 * gemm_fwd, 0.0) + 2 * calls * chunk_calls,
+            tp_bwd_total,
+        )
 
     # Context parallelism: K and V around the ring (p2p), or gathered before attention.
     cp_members = group_members(cluster, v, ("cp",))
