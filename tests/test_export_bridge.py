@@ -50,7 +50,7 @@ def expected(problem, plan) -> dict:
         "tp": plan.tp, "pp": plan.pp, "vpp": plan.virtual_stages if plan.virtual_stages > 1 else None, "cp": plan.cp,
         "dp": plan.dp, "sequence_parallel": plan.sp, "tp_comm_overlap_requested": plan.tp_comm_overlap,
         "seq_length": task.seq_len, "dataset_seq_length": task.seq_len, "micro_batch_size": plan.micro_batch_size,
-        "global_batch_size": task.num_sequences, "use_distributed_optimizer": plan.zero_stage == 1,
+        "global_batch_size": plan.sequences(task), "use_distributed_optimizer": plan.zero_stage == 1,
         "optimizer_distributed": plan.zero_stage == 1, "use_megatron_fsdp": plan.zero_stage >= 2,
         "data_parallel_sharding_strategy": {0: "no_shard", 1: "no_shard", 2: "optim_grads",
                                             3: "optim_grads_params"}[plan.zero_stage],

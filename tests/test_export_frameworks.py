@@ -104,9 +104,9 @@ def module_parts(problem, plan, head: str) -> list[list[str]] | None:
 
 
 def expected_torchtitan(problem, plan, head: str) -> dict:
-    m = plan.num_micro_batches(problem.task.num_sequences)
+    m = plan.num_micro_batches(plan.sequences(problem.task))  # the plan's batch (a range task's choice)
     return {"tp": plan.tp, "cp": plan.cp, "pp": plan.pp, "ep": plan.ep, "dp": plan.dp,
-            "global_batch_size": problem.task.num_sequences, "seq_len": problem.task.seq_len,
+            "global_batch_size": plan.sequences(problem.task), "seq_len": problem.task.seq_len,
             "local_batch_size": plan.micro_batch_size * (m if plan.pp > 1 else 1),
             "activation_checkpoint": "full" if plan.recompute == "full" else "none",
             "module_fqns_per_model_part": module_parts(problem, plan, head),
@@ -133,9 +133,9 @@ def test_deepspeed_reads_every_expressible_export(solved, tmp_path):
         problem, plan = want
         assert "error" not in result, result
         assert result["world_size"] == plan.dp
-        assert result["train_batch_size"] == problem.task.num_sequences
+        assert result["train_batch_size"] == plan.sequences(problem.task)
         assert result["train_micro_batch_size_per_gpu"] == plan.micro_batch_size
-        assert result["gradient_accumulation_steps"] == plan.num_micro_batches(problem.task.num_sequences)
+        assert result["gradient_accumulation_steps"] == plan.num_micro_batches(plan.sequences(problem.task))
         assert result["zero_stage"] == plan.zero_stage
         assert (result["fp16"], result["bf16"]) == (problem.task.precision == "fp16", problem.task.precision != "fp16")
     for name, reason in refused:  # DeepSpeed's own limits, named
