@@ -573,9 +573,9 @@ def test_a_plan_prices_the_same_at_its_batch_on_a_range_task():
     _same_batch_two_ways("qwen3-30b-a3b-16xh100.yaml", Plan(dp=16, ep=8, zero_stage=1), 32, 1024)
 
 
-@pytest.mark.xfail(strict=False, reason="planner/llm/cost/moe.py unpaired_share prices the EP overlap's unpaired "
-                   "micro-batches with the task's largest batch (task.num_sequences), not the plan's own")
 def test_an_ep_overlap_plan_prices_the_same_at_its_batch_on_a_range_task():
+    # the EP overlap's unpaired share (planner.llm.cost.moe.unpaired_share) counts the plan's own
+    # micro-batches (PlanVars.num_sequences), not the range's largest
     from planner.llm.plan import Plan
 
     _same_batch_two_ways("qwen3-30b-a3b-16xh100.yaml",

@@ -260,6 +260,7 @@ def plan_vars(c: CandidateSet) -> PlanVars:
         etp=c.etp,
         dispatcher=c.dispatcher,
         ep_comm_overlap=c.ep_comm_overlap,
+        num_sequences=c.num_sequences,
     )
 
 
@@ -722,7 +723,9 @@ def batch_choices(task, dp: int, mbs: int, pp: int, vs: int, every: bool = False
     Why no other batch can be better (tested against an enumeration of every batch): for one
     plan (partition and recompute fixed) the step time is m T + c, with T the slowest stage's
     micro-batch time and c >= 0 (the pipeline's fill and drain, exposed data-parallel time,
-    optimizer) independent of m, so the time per sequence (m T + c) / (m d) falls as m grows;
+    optimizer) independent of m, so the time per sequence (m T + c) / (m d) falls as m grows
+    (with MoE EP overlap T itself falls with m: the unpaired share pp / m of
+    planner.llm.cost.moe.unpaired_share);
     and the plan's memory depends on m only through the micro-batches in flight, the same for
     every m from `memory_threshold` on. So a plan at a batch with m at or above the threshold
     fits, and is no slower per sequence, at the largest batch; only below it can a smaller batch

@@ -39,6 +39,7 @@ class PlanVars:
     etp: object = 1
     dispatcher: object = 0  # DISPATCHER_CODES
     ep_comm_overlap: object = 0
+    num_sequences: object = 0  # the plan's own global batch (sequences); 0 = the task's
 
     @classmethod
     def from_plan(cls, plan: Plan) -> PlanVars:
@@ -59,6 +60,7 @@ class PlanVars:
             etp=plan.etp,
             dispatcher=DISPATCHER_CODES[plan.dispatcher],
             ep_comm_overlap=int(plan.ep_comm_overlap),
+            num_sequences=plan.global_batch_size or 0,
         )
 
     @property
