@@ -61,10 +61,7 @@ DEVICE_PRESETS = {
     "h100-sxm5-80gb": "dgx-h100",
     "h200-sxm-141gb": "dgx-h200",
     "gb200": "gb200-nvl72",
-    # No DGX B200 cluster preset: the GB200 NVL72 one has the same NVLink 5 (900 GB/s per GPU per
-    # direction, its efficiency fitted on 8x B200) and 400 Gb/s NICs; a row's GPUs per node set
-    # the NVLink domain (8 on a DGX/HGX B200).
-    "b200-sxm-180gb": "gb200-nvl72",
+    "b200-sxm-180gb": "dgx-b200",
 }
 
 
@@ -266,8 +263,10 @@ def _device_presets() -> dict[str, Device]:
 
 
 @cache
-def _cluster_preset(name: str, num_devices: int) -> Cluster:
-    return load_cluster(name, num_devices=num_devices)
+def _cluster_preset(name: str) -> Cluster:
+    """A cluster preset at its own size: the row's GPU count and NVLink domain are set after
+    (a GB200 job need not fill whole NVL72 racks)."""
+    return load_cluster(name)
 
 
 def _resolve_device(hw: dict, notes: list[str]) -> tuple[Device, str]:
@@ -320,7 +319,7 @@ def resolve_cluster(hw: dict, notes: list[str]) -> tuple[Cluster, str]:
     """A cluster from the row's hardware block; fallbacks recorded in `notes`."""
     device, preset = _resolve_device(hw, notes)
     cluster_preset = DEVICE_PRESETS[preset]
-    base = _cluster_preset(cluster_preset, hw["num_gpus"])
+    base = _cluster_preset(cluster_preset)
     tiers = list(base.tiers)
     per_node = hw.get("gpus_per_node")
     rack = _nvlink_rack(hw)
@@ -328,12 +327,19 @@ def resolve_cluster(hw: dict, notes: list[str]) -> tuple[Cluster, str]:
             and (hw["num_gpus"] <= rack or hw["num_gpus"] % rack == 0):
         tiers[0] = tiers[0].model_copy(update={"size": rack})
         notes.append(f"NVLink domain: the NVL{rack} rack, not the row's {per_node}-GPU node (a compute tray)")
+    elif per_node and rack and rack > per_node and tiers[0].size and tiers[0].size >= rack:
+        # A job that does not fill whole racks: each rack holds an equal whole number of the row's
+        # nodes (the largest such share that fits in a rack and divides the job), as a scheduler
+        # placing equal blocks of trays would; not stated by the row.
+        per_rack = max(k * int(per_node) for k in range(1, rack // int(per_node) + 1)
+                       if hw["num_gpus"] % (k * int(per_node)) == 0)
+        tiers[0] = tiers[0].model_copy(update={"size": per_rack})
+        notes.append(f"NVLink domain: {per_rack} GPUs ({hw['num_gpus']} GPUs do not fill whole NVL{rack} racks; "
+                     f"equal blocks of {per_node}-GPU nodes per rack assumed)")
     elif per_node:
         tiers[0] = tiers[0].model_copy(update={"size": int(per_node)})
     else:
         notes.append(f"GPUs per node not stated: {tiers[0].size} from preset {cluster_preset}")
-    if preset == "b200-sxm-180gb":
-        notes.append("B200 cluster: the NVLink 5 and NIC tiers of the gb200-nvl72 preset (no DGX B200 preset)")
     nic = hw.get("inter_node_gbps_per_gpu")
     if nic and len(tiers) > 1:
         tiers[1] = tiers[1].model_copy(update={"bandwidth_bytes_per_s": nic * 1e9 / 8})
