@@ -151,6 +151,7 @@ FRAMEWORKS: dict[str, FrameworkReading] = {
     "megatron-core r0.8.0": _MCORE_CUDNN,
     "megatron-bridge / megatron-core (nemo container 25.09)": _BRIDGE,
     "megatron-bridge / megatron-core (nemo container 25.11)": _BRIDGE,
+    "megatron-bridge / megatron-core (nemo container 26.02)": _BRIDGE,  # between 25.11 and 26.04.01
     "megatron-bridge / megatron-core (nemo container 26.04.01)": _BRIDGE,
     "nemo 24.07 / megatron-core": _NEMO_FA2,
     "nemo 24.07": _NEMO_FA2,
