@@ -405,6 +405,27 @@ def test_deepspeed_bf16_optimizer_accumulates_gradients_every_micro_batch():
     assert float(terms[0].forward_s) == pytest.approx(float(terms[1].forward_s), rel=1e-12)
 
 
+def test_deepspeed_bf16_pipeline_all_reduces_the_whole_gradient_under_zero1():
+    """DeepSpeed v0.6.5's pipeline engine with bf16 (pipe/engine.py _bf16_reduce_grads) all-reduces
+    BF16_Optimizer's whole flat fp32 gradients once per step, then the optimizer steps its ZeRO-1
+    shard and all-gathers the bf16 parameters: by hand, the gradient time of a ZeRO-1 stage is
+    the all-reduce a ZeRO-0 stage pays, and the parameter all-gather stays; Megatron's
+    distributed optimizer reduce-scatters (less)."""
+    from planner.llm.cost.step import StageSpec, data_parallel_raw
+
+    spec = StageSpec(index=0, layers=4, recomputed=0, is_first=True, is_last=False)
+    ds, mc = problem_with({"profile": "megatron-deepspeed@2022"}), make_problem()
+    zero1 = PlanVars.from_plan(Plan(tp=2, sp=True, pp=2, dp=4, zero_stage=1))
+    zero0 = PlanVars.from_plan(Plan(tp=2, sp=True, pp=2, dp=4, zero_stage=0))
+    deepspeed, deepspeed_ddp = data_parallel_raw(ds, zero1, spec), data_parallel_raw(ds, zero0, spec)
+    megatron, megatron_ddp = data_parallel_raw(mc, zero1, spec), data_parallel_raw(mc, zero0, spec)
+    assert float(deepspeed.grad_s) == pytest.approx(float(deepspeed_ddp.grad_s), rel=1e-12)
+    assert float(deepspeed.grad_s) == pytest.approx(float(megatron_ddp.grad_s), rel=1e-12)
+    assert float(megatron.grad_s) < float(deepspeed.grad_s)
+    assert float(deepspeed.param_s) == pytest.approx(float(megatron.param_s), rel=1e-12)
+    assert float(deepspeed.param_s) > 0
+
+
 def test_bloom_prerelease_rows_fall_with_the_micro_batch_as_measured():
     """At a fixed global batch (TP 8, PP 12, DP 4) the measured step falls from micro-batch 1 to
     4 (143 > 134 > 124 s) and rises at 8 (129 s); the per-micro-batch gradient accumulation

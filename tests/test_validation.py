@@ -12,12 +12,9 @@ import yaml
 from planner.cli import main
 from planner.fidelity.validate import DEFAULT_RUNS, mape, validate
 
-KNOWN_OUTLIERS = {
-    # Two BLOOM rows with the same plan (m = 128 and m = 1 micro-batches) imply a per-stage
-    # micro-batch time of 0.71 s (we predict 0.69 s) and a fixed per-step cost of ~6.7 s
-    # (DeepSpeed optimizer step, gradient and tied-embedding sync, logging); we model ~2.6 s.
-    "bloom-176b-384a100-gbs16-rampup": 40.0,
-}
+KNOWN_OUTLIERS: dict[str, float] = {}
+"""Rows allowed past the per-row bound (none since the BLOOM ramp-up row, -32.8%, came to -24.5%
+with DeepSpeed's bf16 gradient all-reduce priced)."""
 
 
 MOE_ROWS = ("mbridge-25.11-h100-gpt-oss", "mbridge-25.11-h100-qwen3", "mbridge-26.04.01-h100-gpt-oss",
@@ -70,9 +67,11 @@ def test_dense_training_mape_within_15_percent(results):
     assert mape([r.error_pct for r in results]) <= 15.0
 
 
-def test_no_row_off_by_more_than_35_percent_except_named_outliers(results):
+def test_no_row_off_by_more_than_30_percent_except_named_outliers(results):
+    """Issue 11's per-row bound (the dense Megatron-family rows; worst today: the Megatron-Core
+    weak-scaling 1.7B row, +29.3%)."""
     for r in results:
-        limit = KNOWN_OUTLIERS.get(r.id, 35.0)
+        limit = KNOWN_OUTLIERS.get(r.id, 30.0)
         assert abs(r.error_pct) <= limit, (r.id, r.error_pct)
 
 

@@ -105,6 +105,7 @@ class ProfileFacts(_Strict):
     # Defaults: the cost model before these facts existed (profiles that do not name them).
     tp_overlap: TpOverlap = "chunked-all"
     tp_fp8_all_gather: bool = False
+    zero1_grad_all_reduce: bool = False
 
 
 class FactsOverride(_Strict):
@@ -127,6 +128,7 @@ class FactsOverride(_Strict):
     selective_recompute: Literal["core-attention", "op-every-second-mm"] | None = None
     tp_overlap: TpOverlap | None = None
     tp_fp8_all_gather: bool | None = None
+    zero1_grad_all_reduce: bool | None = None
 
 
 OptionValue = bool | Annotated[str, Field(min_length=1, max_length=64)]

@@ -252,8 +252,11 @@ def data_parallel_raw(problem: Problem, v: PlanVars, spec: StageSpec) -> DataPar
         "all_reduce", g_bytes / (shard * np.asarray(v.cp, dtype=float)), replica_group, cluster
     )
     ag = collective_time_by_tier("all_gather", params * 2.0, shard_group, cluster)
+    # ZeRO-1 whose optimizer all-reduces the whole gradient before stepping its shard (the
+    # profile fact zero1_grad_all_reduce: DeepSpeed's BF16_Optimizer) reduces like ZeRO-0.
+    all_reduced = (zero == 0) | ((zero == 1) & bool(problem.task.framework.facts.zero1_grad_all_reduce))
     grad_tiers = [
-        np.where(zero == 0, a, np.where(zero >= 2, r2, r + r2))
+        np.where(all_reduced, a, np.where(zero >= 2, r2, r + r2))
         for a, r, r2 in zip(ar_all, rs, ar_rep, strict=True)
     ]
     param_tiers = [np.where((zero >= 1) & (zero <= 2), g, 0.0) for g in ag]
