@@ -51,6 +51,9 @@ Facts (`ProfileFacts`; bytes are HBM bytes per element of the op's tensor, forwa
     tp_fp8_all_gather   in fp8 training the TP all-gathers carry fp8 (1 B per element) in both
                         directions (torchao Float8ColwiseParallel / PrepareFloat8ModuleInput cast
                         before the all-gather); the reduce-scatters stay bf16. Defaults to false.
+    zero1_grad_all_reduce  under ZeRO-1 the gradients are all-reduced whole (not reduce-scattered)
+                        before each rank steps its optimizer shard and the parameters are
+                        all-gathered (DeepSpeed's bf16 pipeline engine, v0.6.5). Defaults to false.
 """
 
 from __future__ import annotations
