@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import planner.llm.candidates as candidates_module
+import planner.llm.space as space_module
 import planner.llm.stage_tables as stage_tables_module
 import solvers.exhaustive as exhaustive_module
 from planner.llm.candidates import Alignment, alignment
@@ -69,7 +70,7 @@ def unrestricted():
     import solvers.diagnose as diagnose_module
 
     return [mock.patch.object(module, "alignment", pick)
-            for module in (candidates_module, exhaustive_module, stage_tables_module)] + [
+            for module in (candidates_module, space_module, exhaustive_module, stage_tables_module)] + [
         mock.patch.object(diagnose_module, "explain_infeasible", lambda *args, **kwargs: "infeasible")]
 
 

@@ -15,9 +15,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from planner.llm.candidates import AXIS_ORDERS, enumerate_candidates, price  # noqa: E402
+from planner.llm.candidates import AXIS_ORDERS, price  # noqa: E402
 from planner.llm.cost.step import evaluate  # noqa: E402
 from planner.llm.problem import load_problem  # noqa: E402
+from planner.llm.space import enumerate_candidates  # noqa: E402
 
 TASKS = ["gpt3-175b-1024xa100", "llama3-70b-64xh100", "llama3-8b-8xh100"]
 

@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from planner.llm.candidates import SpaceOptions  # noqa: E402
 from planner.llm.problem import load_problem  # noqa: E402
+from planner.llm.space import SpaceOptions  # noqa: E402
 from planner.llm.task import TrainingTask  # noqa: E402
 from solvers import SOLVERS, SolveOptions  # noqa: E402
 
@@ -137,7 +137,7 @@ def space_sizes(problem) -> tuple[int, int, int]:
     """(configurations without the expert decisions, with them, after exact duplicates)."""
     import numpy as np
 
-    from planner.llm.candidates import enumerate_within
+    from planner.llm.space import enumerate_within
     from solvers.cpsat import dominance_filter
 
     every, _ = enumerate_within(problem, options=SpaceOptions())

@@ -6,10 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from planner.llm.candidates import SpaceOptions
 from planner.llm.cost.breakdown import Breakdown
 from planner.llm.plan import Plan
 from planner.llm.problem import Problem
+from planner.llm.space import SpaceOptions
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Phases (Python, valid bounds only; planner.llm.bounds documents each):
   1. The best heuristic plan (megatron-rules, fsdp-only, greedy; reused from
      SolveOptions.heuristic_results when given) is the incumbent U.
-  2. The declared space is enumerated (planner.llm.candidates.enumerate_within): every
+  2. The declared space is enumerated (planner.llm.space.enumerate_within): every
      configuration k = (TP, SP, TP overlap, CP, PP, v, DP, ZeRO stage, HSDP shard, micro-batch,
      recompute mode, axis order) that passes the divisibility rules and the task's constraints;
      exact duplicates are dropped (`dominance_filter`).
@@ -18,7 +18,7 @@ Phases (Python, valid bounds only; planner.llm.bounds documents each):
      for any round (thousands of layers) is left open, its lower bound kept in the bound.
 The incumbent is optimal once every configuration is settled or bounded above it.
 
-MoE models (`family: moe`; planner.llm.candidates documents the space): each configuration also
+MoE models (`family: moe`; planner.llm.space documents the space): each configuration also
 carries EP, ETP, the token dispatcher and EP overlap (exact duplicates: every dispatcher of a
 one-GPU expert group; full recompute covers "none" except with EP overlap, which excludes full
 recompute). The declared partitions are the *aligned* ones (planner.llm.candidates.Alignment):
@@ -67,10 +67,11 @@ import numpy as np
 from ortools.sat.python import cp_model
 
 from planner.llm.bounds import memory_lower_bound, pipeline_lower_bound, screened_lower_bound_within
-from planner.llm.candidates import CandidateSet, alignment, enumerate_within, price
+from planner.llm.candidates import CandidateSet, alignment, price
 from planner.llm.cost.step import evaluate
 from planner.llm.plan import Plan
 from planner.llm.problem import Problem
+from planner.llm.space import enumerate_within
 from planner.llm.stage_tables import (
     StageModel,
     balanced_chunks,

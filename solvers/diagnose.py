@@ -13,20 +13,21 @@ it needs, how much there is, and what to try.
 
 from __future__ import annotations
 
-import numpy as np
-from ortools.sat.python import cp_model
-
 import heapq
 import math
 
+import numpy as np
+from ortools.sat.python import cp_model
+
+from planner.core.units import format_bytes
 from planner.llm.bounds import CHUNK, memory_lower_bound
-from planner.llm.candidates import CandidateSet, SpaceOptions, enumerate_within
+from planner.llm.candidates import CandidateSet
 from planner.llm.cost.step import evaluate
 from planner.llm.plan import check_plan
 from planner.llm.problem import Problem
+from planner.llm.space import SpaceOptions, enumerate_within
 from planner.llm.stage_tables import plan_with_partition, stage_model
 from planner.llm.task import Constraints
-from planner.core.units import format_bytes
 from solvers.base import SolveOptions
 from solvers.budget import Budget, run_cpsat
 

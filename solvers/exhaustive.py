@@ -1,6 +1,6 @@
 """The oracle: every plan of the declared space, priced by the cost model, the best kept.
 
-For each configuration (planner.llm.candidates.enumerate_candidates) it enumerates every stage
+For each configuration (planner.llm.space.enumerate_candidates) it enumerates every stage
 partition (each stage a multiple of v layers, at least v) and, with full recompute, every
 per-stage count of recomputed layers, and prices them all at once with
 planner.llm.cost.step.assemble on numpy arrays -- the same code path as `evaluate`, not the
@@ -21,19 +21,13 @@ import time
 
 import numpy as np
 
-from planner.llm.candidates import (
-    Alignment,
-    CandidateSet,
-    SpaceTooLarge,
-    alignment,
-    enumerate_within,
-    plan_vars,
-)
+from planner.llm.candidates import Alignment, CandidateSet, alignment, plan_vars
 from planner.llm.cost.blocks import layer_mix
 from planner.llm.cost.layout import PlanVars
 from planner.llm.cost.step import StageSpec, assemble, evaluate
 from planner.llm.plan import Plan
 from planner.llm.problem import Problem
+from planner.llm.space import SpaceTooLarge, enumerate_within
 from solvers.base import SolveOptions, SolveResult
 from solvers.budget import Budget, catch_sigint
 

@@ -29,10 +29,12 @@ import math
 import time
 from dataclasses import replace
 
-from planner.llm.candidates import AXIS_ORDERS, _orders, divisors
+from planner.core.factorize import divisors
+from planner.llm.candidates import AXIS_ORDERS
 from planner.llm.cost.step import evaluate
 from planner.llm.plan import Plan, check_plan
 from planner.llm.problem import Problem
+from planner.llm.space import _orders
 from planner.llm.stage_tables import aligned_layers, balanced_chunks
 from solvers.base import SolveOptions, SolveResult
 from solvers.budget import Budget, catch_sigint

@@ -24,10 +24,10 @@ from hypothesis import strategies as st
 
 from planner.cli import main
 from planner.core.errors import InputError
-from planner.llm.candidates import SpaceOptions, batch_choices, enumerate_within, memory_threshold
 from planner.llm.cost.step import evaluate
 from planner.llm.plan import Plan, check_plan
 from planner.llm.problem import Problem, load_cluster, load_problem
+from planner.llm.space import SpaceOptions, batch_choices, enumerate_within, memory_threshold
 from planner.llm.task import BatchRange, Constraints, Framework, TrainingTask
 from solvers import SOLVERS, SolveOptions
 

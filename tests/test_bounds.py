@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from planner.llm.bounds import memory_lower_bound, time_lower_bound
-from planner.llm.candidates import SpaceOptions, enumerate_candidates
 from planner.llm.problem import load_cluster
+from planner.llm.space import SpaceOptions, enumerate_candidates
 from planner.llm.stage_tables import stage_model
 from planner.llm.task import Framework
 from solvers.exhaustive import best_partition

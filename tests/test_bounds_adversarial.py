@@ -28,10 +28,11 @@ import pytest
 
 from planner.llm import bounds
 from planner.llm.bounds import pipeline_lower_bound
-from planner.llm.candidates import SpaceOptions, alignment, enumerate_candidates
+from planner.llm.candidates import alignment
 from planner.llm.cost.step import evaluate
 from planner.llm.moe_model import MoETransformer
 from planner.llm.problem import Problem, load_cluster
+from planner.llm.space import SpaceOptions, enumerate_candidates
 from planner.llm.stage_tables import plan_with_partition, stage_model
 from planner.llm.task import Constraints, Framework, TrainingTask
 from solvers import SOLVERS, SolveOptions

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from planner.llm.candidates import AXIS_ORDERS, CandidateSet, check_candidates, enumerate_candidates, price
+from planner.llm.candidates import AXIS_ORDERS, CandidateSet, price
 from planner.llm.cost.step import evaluate
 from planner.llm.problem import load_problem
+from planner.llm.space import check_candidates, enumerate_candidates
 from planner.llm.task import Framework
 
 from .conftest import PROBLEMS, make_problem

@@ -4,9 +4,9 @@ outcomes (problems/catalogue/expected.yaml)."""
 import pytest
 import yaml
 
-from planner.llm.candidates import SpaceOptions
 from planner.llm.cost.step import evaluate
 from planner.llm.problem import load_problem
+from planner.llm.space import SpaceOptions
 from solvers import SOLVERS, SolveOptions
 
 from .conftest import PROBLEMS

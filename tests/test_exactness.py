@@ -13,9 +13,9 @@ from __future__ import annotations
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from planner.llm.candidates import SpaceOptions
 from planner.llm.cost.step import evaluate
 from planner.llm.problem import Problem, load_cluster
+from planner.llm.space import SpaceOptions
 from planner.llm.task import Constraints, Framework, TrainingTask
 from solvers import SOLVERS, SolveOptions
 

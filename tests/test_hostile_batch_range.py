@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from planner.cli import main
 
@@ -529,7 +529,7 @@ def test_hostile_batch_range(case, tmp_path, capsys):
 
 def test_batch_count_is_the_length_of_batch_choices():
     """enumerate_within(limit=...) counts a configuration's batches without listing them."""
-    from planner.llm.candidates import batch_choices, batch_count
+    from planner.llm.space import batch_choices, batch_count
     from planner.llm.task import TrainingTask
 
     for low, high, step in ((1, 1, 1), (5, 5, 1), (1, 100, 1), (7, 93, 3), (24, 64, 8), (60, 70, 32), (3, 4, 1)):

@@ -20,20 +20,12 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from planner.core.errors import InputError
-from planner.llm.candidates import (
-    Alignment,
-    CandidateSet,
-    SpaceOptions,
-    alignment,
-    enumerate_within,
-    expert_choices,
-    price,
-    price_balanced,
-)
+from planner.llm.candidates import Alignment, CandidateSet, alignment, price, price_balanced
 from planner.llm.cost.blocks import layer_mix
 from planner.llm.cost.step import evaluate
 from planner.llm.moe_model import MoETransformer
 from planner.llm.problem import Problem, load_cluster, load_model
+from planner.llm.space import SpaceOptions, enumerate_within, expert_choices
 from planner.llm.stage_tables import aligned_layers, balanced_chunks, stage_model
 from planner.llm.task import Constraints, DegreeBound, Framework, TrainingTask
 from solvers import SOLVERS, SolveOptions
@@ -354,9 +346,7 @@ def test_moe_duplicates_dropped_in_the_enumeration_equal_filtering_after():
 
 def test_dispatchers_of_one_gpu_groups_price_the_same():
     """The duplicate removed from the space: with ep = etp = 1 every dispatcher is free."""
-    from planner.llm.plan import Plan
-
-    from planner.llm.plan import check_plan
+    from planner.llm.plan import Plan, check_plan
 
     problem = small_problem("all", n=8)
     prices = {d: evaluate(problem, Plan(tp=2, sp=True, dp=4, zero_stage=1, dispatcher=d)).step_time_s

@@ -15,10 +15,16 @@ import numpy as np
 import pytest
 
 from planner.llm.bounds import edge_exposure, pipeline_lower_bound
-from planner.llm.candidates import SpaceOptions, enumerate_candidates
 from planner.llm.cost.step import evaluate
 from planner.llm.problem import load_cluster
-from planner.llm.stage_tables import improve_recompute, plan_with_partition, stage_model, step_time_s, step_times_s
+from planner.llm.space import SpaceOptions, enumerate_candidates
+from planner.llm.stage_tables import (
+    improve_recompute,
+    plan_with_partition,
+    stage_model,
+    step_time_s,
+    step_times_s,
+)
 from planner.llm.task import Framework
 from solvers.cpsat import partition_guess
 from solvers.exhaustive import best_partition

@@ -22,9 +22,9 @@ import pytest
 import solvers.cpsat as cpsat_module
 import solvers.exhaustive as exhaustive_module
 import solvers.heuristics as heuristics_module
-from planner.llm.candidates import SpaceOptions
 from planner.llm.cost.step import evaluate
 from planner.llm.problem import load_model, load_problem
+from planner.llm.space import SpaceOptions
 from solvers import SOLVERS, SolveOptions, run_solvers
 
 from .conftest import PROBLEMS, make_problem
@@ -125,7 +125,7 @@ def test_bounds_cut_short_stay_below_the_full_bounds(medium, polls):
     """Stopped after `polls` polls (between chunks, or inside the memory part), every bound is
     still a valid lower bound: at most the full one, 0 where not reached."""
     from planner.llm.bounds import time_lower_bound, time_lower_bound_within
-    from planner.llm.candidates import enumerate_candidates
+    from planner.llm.space import enumerate_candidates
 
     candidates = enumerate_candidates(medium, options=SpaceOptions())
     upper = 10.0

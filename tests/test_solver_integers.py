@@ -16,17 +16,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from planner.llm.candidates import (
-    CandidateSet,
-    SpaceOptions,
-    divisors,
-    enumerate_candidates,
-    enumerate_within,
-    factorize,
-    price_balanced,
-)
+from planner.core.factorize import divisors, factorize
+from planner.llm.candidates import CandidateSet, price_balanced
 from planner.llm.cost.step import evaluate
 from planner.llm.problem import load_model, load_problem
+from planner.llm.space import SpaceOptions, enumerate_candidates, enumerate_within
 from solvers import SOLVERS, SolveOptions
 from solvers.cpsat import distinct_recompute_modes, dominance_filter
 from solvers.cpsat_model import UNIT_S, build_model

@@ -172,7 +172,7 @@ def check_searchable(problem) -> None:
 
 def solve_options(args: argparse.Namespace):
     """SolveOptions from the search flags."""
-    from planner.llm.candidates import SpaceOptions
+    from planner.llm.space import SpaceOptions
     from solvers import SolveOptions
 
     space = SpaceOptions(
