@@ -21,6 +21,11 @@ fsdp-only shards everything with ZeRO-3 (no EP). Greedy also moves EP (x2, /2), 
 the dispatcher and EP overlap. Stages are the balanced *aligned* split
 (planner.llm.stage_tables.aligned_layers) where one exists, so that the plans lie in the exact
 search's space.
+
+A task whose global batch is a range: each rule runs at the largest batch of the range its DP
+divides (planner.llm.space.largest_batch), and its objective is, like the exact search's, the step
+time per the range's largest batch (solvers.cpsat.objective_of); each greedy move takes the
+largest batch of the range its shape (DP x micro-batch, x PP interleaved) divides.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from planner.llm.candidates import AXIS_ORDERS
 from planner.llm.cost.step import evaluate
 from planner.llm.plan import Plan, check_plan
 from planner.llm.problem import Problem
-from planner.llm.space import _orders
+from planner.llm.space import _orders, largest_batch
 from planner.llm.stage_tables import aligned_layers, balanced_chunks
 from solvers.base import SolveOptions, SolveResult
 from solvers.budget import Budget, catch_sigint
@@ -131,7 +136,8 @@ def _finish(name: str, problem: Problem, plan: Plan | None, start: float, budget
         budget.interrupt()
         b = None
     wall = time.perf_counter() - start
-    objective = b.step_time_s if b is not None else None
+    # The step time per the task's reference batch (the step time itself for a fixed batch).
+    objective = b.step_time_s * plan.batch_weight(problem.task) if b is not None else None
     plan = plan.model_copy(
         update={
             "provenance": plan.provenance.model_copy(
@@ -158,9 +164,10 @@ def megatron_rules(problem: Problem, options: SolveOptions | None = None,
     zero = 1 if 1 in task.constraints.zero_stages else min(task.constraints.zero_stages)
     for pp in divisors(n // tp, model.num_layers):
         dp = n // (tp * pp)
-        if task.num_sequences % dp:
+        sequences = largest_batch(task, dp)
+        if sequences is None:
             continue
-        m = task.num_sequences // dp
+        m = sequences // dp
         v = 2 if pp > 1 and model.num_layers % (2 * pp) == 0 and m % pp == 0 else 1
         if v > options.space.virtual_limit() or (v > 1 and "interleaved" not in task.constraints.schedules):
             v = 1
@@ -172,6 +179,7 @@ def megatron_rules(problem: Problem, options: SolveOptions | None = None,
             plan = Plan(
                 tp=tp, sp=tp > 1, pp=pp, dp=dp, schedule="interleaved" if v > 1 else "1f1b",
                 virtual_stages=v, zero_stage=zero if dp > 1 else 0, micro_batch_size=1, recompute=recompute,
+                global_batch_size=sequences if task.batch_is_free else None,
             )
             priced = _try_price(problem, plan, budget)
             if priced and priced[1] and _allowed(problem, plan, options):
@@ -179,7 +187,8 @@ def megatron_rules(problem: Problem, options: SolveOptions | None = None,
     return None
 
 
-def _moe_expert_plans(problem: Problem, tp: int, pp: int, v: int, zero: int, recompute: str):
+def _moe_expert_plans(problem: Problem, tp: int, pp: int, v: int, zero: int, recompute: str,
+                      sequences: int | None = None):
     """The MoE rule's plans for one (TP, PP, v, recompute), in the order of preference: ETP 1;
     EP from the largest inside the NVLink domain down to 1, then the larger ones that cross
     nodes; alltoall inside a node, flex across; EP overlap where Megatron allows it."""
@@ -199,7 +208,8 @@ def _moe_expert_plans(problem: Problem, tp: int, pp: int, v: int, zero: int, rec
                 yield Plan(tp=tp, sp=tp > 1, pp=pp, dp=dp, schedule="interleaved" if v > 1 else "1f1b",
                            virtual_stages=v, zero_stage=zero if dp > 1 else 0, micro_batch_size=1,
                            recompute=recompute, ep=ep, etp=etp, dispatcher=dispatcher,
-                           ep_comm_overlap=ep_overlap, axis_order=["tp", "cp", "dp", "pp"])
+                           ep_comm_overlap=ep_overlap, axis_order=["tp", "cp", "dp", "pp"],
+                           global_batch_size=sequences)
             except ValueError:
                 continue
 
@@ -215,9 +225,10 @@ def _megatron_moe_rules(problem: Problem, options: SolveOptions, budget: Budget)
     tps = [tp for tp in divisors(node) if n % tp == 0 and model.num_heads % tp == 0
            and not (model.kv_heads % tp and tp % model.kv_heads)]
     shapes = sorted(((tp, pp) for tp in tps for pp in divisors(n // tp, model.num_layers)
-                     if task.num_sequences % (n // (tp * pp)) == 0), key=lambda s: (s[0] * s[1], s[0]))
+                     if largest_batch(task, n // (tp * pp)) is not None), key=lambda s: (s[0] * s[1], s[0]))
     for tp, pp in shapes:
-        m = task.num_sequences // (n // (tp * pp))
+        sequences = largest_batch(task, n // (tp * pp))
+        m = sequences // (n // (tp * pp))
         v = 2 if pp > 1 and aligned_layers(model, pp, 2) is not None and m % pp == 0 else 1
         if v > options.space.virtual_limit() or (v > 1 and "interleaved" not in task.constraints.schedules):
             v = 1
@@ -226,7 +237,9 @@ def _megatron_moe_rules(problem: Problem, options: SolveOptions, budget: Budget)
                 continue
             if budget.expired():
                 return None
-            plans = [p for p in _moe_expert_plans(problem, tp, pp, v, zero, recompute) if _allowed(problem, p, options)]
+            plans = [p for p in _moe_expert_plans(problem, tp, pp, v, zero, recompute,
+                                                  sequences if task.batch_is_free else None)
+                     if _allowed(problem, p, options)]
             for plan, priced in zip(plans, _price_all(problem, plans), strict=True):
                 if priced and priced[1]:
                     return plan
@@ -238,16 +251,18 @@ def fsdp_only(problem: Problem, options: SolveOptions | None = None,
     n, task = problem.cluster.num_devices, problem.task
     options = options or SolveOptions()
     budget = budget or _unbounded()
-    if task.num_sequences % n or 3 not in task.constraints.zero_stages:
+    sequences = largest_batch(task, n)
+    if sequences is None or 3 not in task.constraints.zero_stages:
         return None
     best: tuple[float, Plan] | None = None
     for recompute in ("none", "selective", "full"):
         if recompute not in task.constraints.recompute:
             continue
-        for mbs in divisors(task.num_sequences // n, options.space.max_micro_batch_size):
+        for mbs in divisors(sequences // n, options.space.max_micro_batch_size):
             if budget.expired():
                 return best[1] if best else None
-            plan = Plan(dp=n, zero_stage=3 if n > 1 else 0, micro_batch_size=mbs, recompute=recompute)
+            plan = Plan(dp=n, zero_stage=3 if n > 1 else 0, micro_batch_size=mbs, recompute=recompute,
+                        global_batch_size=sequences if task.batch_is_free else None)
             priced = _try_price(problem, plan, budget)
             if priced and priced[1] and (best is None or priced[0] < best[0]):
                 best = (priced[0], plan)
@@ -285,6 +300,11 @@ def _neighbours(problem: Problem, plan: Plan, options: SolveOptions):
             if data["ep_comm_overlap"] and (data["recompute"] == "full" or (data["pp"] > 1 and data["virtual_stages"] == 1)):
                 data["ep_comm_overlap"] = False
             if data["ep"] * data["etp"] > 1 and data["pp"] > 1 and data["axis_order"][-1] != "pp":
+                return None
+        if problem.task.batch_is_free:  # the largest batch of the range the move's shape divides
+            unit = data["dp"] * data["micro_batch_size"] * (data["pp"] if data["virtual_stages"] > 1 else 1)
+            data["global_batch_size"] = largest_batch(problem.task, unit)
+            if data["global_batch_size"] is None:
                 return None
         try:
             return Plan(**data)
@@ -351,8 +371,8 @@ def greedy(problem: Problem, options: SolveOptions, start_plans: list[Plan],
         if not _allowed(problem, plan, options):
             continue
         priced = _try_price(problem, plan, budget)
-        if priced and priced[1] and priced[0] < best_time:
-            best_plan, best_time = plan, priced[0]
+        if priced and priced[1] and priced[0] * plan.batch_weight(problem.task) < best_time:
+            best_plan, best_time = plan, priced[0] * plan.batch_weight(problem.task)
     if best_plan is None:
         return None
     improved = True
@@ -366,8 +386,10 @@ def greedy(problem: Problem, options: SolveOptions, start_plans: list[Plan],
             budget.interrupt()
             break
         for candidate, priced in zip(neighbours, prices, strict=True):
-            if priced and priced[1] and priced[0] < best_time * (1 - 1e-12):
-                best_plan, best_time, improved = candidate, priced[0], True
+            # the time per the task's reference batch (the step time for a fixed batch)
+            value = priced[0] * candidate.batch_weight(problem.task) if priced else math.inf
+            if priced and priced[1] and value < best_time * (1 - 1e-12):
+                best_plan, best_time, improved = candidate, value, True
     return best_plan
 
 

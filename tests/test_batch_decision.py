@@ -247,6 +247,27 @@ def test_cpsat_equals_the_oracle_that_prices_every_batch(instance):
     assert priced.tokens_per_s == pytest.approx(task.tokens_per_step / exact.objective_s,
                                                 rel=1e-9 + 2 * rounding / exact.objective_s)
     assert exact.stats["reference_batch"] == task.num_sequences
+    # the rules of thumb run at batches of the range too, and are never better than the optimum
+    for name in ("megatron-rules", "fsdp-only", "greedy"):
+        result = SOLVERS[name].solve(problem, options)
+        if result.plan is None or not result.breakdown.fits:
+            continue
+        assert task.admits_batch(result.plan.sequences(task)), name
+        assert result.objective_s == pytest.approx(
+            result.breakdown.step_time_s * result.plan.batch_weight(task), rel=1e-12), name
+        assert result.objective_s >= oracle.objective_s * (1 - 1e-12), name
+
+
+def test_the_rules_of_thumb_pick_a_batch_of_the_range_their_data_parallelism_divides():
+    # 8 GPUs, batches 96..127: the largest (127) is odd; FSDP over 8 GPUs runs at 120
+    task = TrainingTask(global_batch_size=BatchRange(min=96, max=127), seq_len=1024)
+    problem = small_problem(task, n=8)
+    fsdp = SOLVERS["fsdp-only"].solve(problem, SolveOptions())
+    assert fsdp.status == "HEURISTIC" and fsdp.plan.global_batch_size == 120
+    assert fsdp.objective_s == pytest.approx(fsdp.breakdown.step_time_s * 127 / 120, rel=1e-12)
+    rules = SOLVERS["megatron-rules"].solve(problem, SolveOptions())
+    assert rules.status == "HEURISTIC" and task.admits_batch(rules.plan.global_batch_size)
+    assert rules.plan.global_batch_size % rules.plan.dp == 0
 
 
 def test_memory_can_make_a_smaller_batch_the_best():

@@ -254,6 +254,15 @@ class SpaceTooLarge(Exception):
     """enumerate_within(limit=...) would list more configurations than the limit."""
 
 
+def largest_batch(task, unit: int) -> int | None:
+    """The largest global batch (sequences) the task allows that `unit` (e.g. DP, or DP x
+    micro-batch) divides, or None: the batch the rules of thumb (solvers.heuristics) run at."""
+    low, high, step = task.batch_range
+    spacing = step * unit // math.gcd(step, unit) if low < high else unit
+    largest = high // spacing * spacing
+    return largest if largest >= low else None
+
+
 def batch_count(task, dp: int, mbs: int, pp: int, vs: int, every: bool = False) -> int:
     """len(batch_choices(...)), without building the list (a wide range at `every` holds as
     many batches as the range)."""
