@@ -8,6 +8,8 @@ checked by hand on one layer or one device, so that removing a fact fails its te
 - async TP is torch inductor's micro-pipeline pass: forward collectives and backward all-gathers
   decomposed under their GEMM, backward reduce-scatters exposed, a local reduction per fused
   reduce-scatter.
+- FSDP2 under a pipeline accumulates each micro-batch's bf16 gradient into an fp32 one outside
+  the GEMMs (the first cast, 6 B per parameter; the others added, 10 B).
 """
 
 from __future__ import annotations
@@ -171,3 +173,40 @@ def test_default_facts_leave_megatron_profiles_unchanged():
             assert profile.facts.tp_overlap == "chunked-all"
             assert profile.facts.tp_fp8_all_gather is False
     assert Framework().facts.tp_overlap == "chunked-all"
+
+
+# -- FSDP2's gradient accumulation under a pipeline ------------------------------------------------
+
+def test_fsdp_under_a_pipeline_accumulates_gradients_in_fp32_by_hand(monkeypatch):
+    """torch _fsdp_param.py: with gradient sync off (every micro-batch but the last under torch
+    pipelining), micro-batch 1's bf16 gradient is cast to fp32 (read 2 B, write 4 B per
+    parameter) and each later one added into it (read 2 + 4 B, write 4 B): a stage's backward
+    per micro-batch carries 10 bytes per parameter over HBM (the first's 6 B priced as 10, so
+    that the micro-batch time does not depend on their number); none without a pipeline or
+    without FSDP."""
+    from planner.llm.cost.blocks import block_costs
+    from planner.llm.cost.edges import edge_cost
+    from planner.llm.cost.memory import stage_params
+    from planner.llm.cost.step import StageSpec, stage_terms
+    from planner.llm.plan import Plan
+
+    from .test_framework_profiles import hbm_rate, titan_problem
+
+    problem = titan_problem({"compile": True})
+    spec = StageSpec(index=1, layers=10, recomputed=0, is_first=False, is_last=False)
+
+    def backward(plan, **facts):
+        if facts:
+            with_facts(monkeypatch, **facts)
+        vars_ = PlanVars.from_plan(plan)
+        blocks = block_costs(problem, vars_)
+        result = float(stage_terms(problem, vars_, blocks, edge_cost(problem, vars_, blocks.tokens), spec).backward_s)
+        monkeypatch.undo()
+        return result
+
+    plan = Plan(tp=8, sp=True, pp=4, dp=8, zero_stage=3)
+    extra = backward(plan) - backward(plan, fsdp_pp_grad_accumulation=False)
+    params = float(stage_params(problem, PlanVars.from_plan(plan), 10, False, False))
+    assert extra == pytest.approx(10.0 * params / hbm_rate(problem), rel=1e-9)
+    for other in (Plan(tp=8, sp=True, pp=4, dp=8, zero_stage=1), Plan(tp=8, sp=True, dp=32, zero_stage=3)):
+        assert backward(other) == pytest.approx(backward(other, fsdp_pp_grad_accumulation=False), rel=1e-12)

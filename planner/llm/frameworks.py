@@ -54,6 +54,12 @@ Facts (`ProfileFacts`; bytes are HBM bytes per element of the op's tensor, forwa
     zero1_grad_all_reduce  under ZeRO-1 the gradients are all-reduced whole (not reduce-scattered)
                         before each rank steps its optimizer shard and the parameters are
                         all-gathered (DeepSpeed's bf16 pipeline engine, v0.6.5). Defaults to false.
+    fsdp_pp_grad_accumulation  with ZeRO-3 (FSDP2), a pipeline and fp32 gradient reduction, each
+                        micro-batch's bf16 gradient is cast to fp32 (the first: read 2 B, write
+                        4 B per parameter) or added into the fp32 accumulated gradient (the
+                        others: read 2 + 4, write 4) outside the GEMMs, gradient sync being off
+                        until the last micro-batch; priced at 10 B per micro-batch (over by 4 B
+                        per parameter once per step). Defaults to false.
 """
 
 from __future__ import annotations
@@ -109,6 +115,7 @@ class ProfileFacts(_Strict):
     tp_overlap: TpOverlap = "chunked-all"
     tp_fp8_all_gather: bool = False
     zero1_grad_all_reduce: bool = False
+    fsdp_pp_grad_accumulation: bool = False
 
 
 class FactsOverride(_Strict):
@@ -132,6 +139,7 @@ class FactsOverride(_Strict):
     tp_overlap: TpOverlap | None = None
     tp_fp8_all_gather: bool | None = None
     zero1_grad_all_reduce: bool | None = None
+    fsdp_pp_grad_accumulation: bool | None = None
 
 
 OptionValue = bool | Annotated[str, Field(min_length=1, max_length=64)]

@@ -184,9 +184,20 @@ def stage_terms(problem: Problem, v: PlanVars, blocks: Blocks, edges: EdgeCost, 
 
     # Gradient accumulation outside the GEMMs (DeepSpeed's BF16_Optimizer): a memory-bound pass
     # over the stage's parameters after every micro-batch's backward (the profile's bytes).
-    accum_bytes = problem.task.framework.facts.grad_accum_bytes
+    facts = problem.task.framework.facts
+    accum_bytes = facts.grad_accum_bytes
+    if facts.fsdp_pp_grad_accumulation and problem.task.framework.grad_dtype == "fp32":
+        # FSDP2 with a pipeline (torch _fsdp_param.py to_accumulated_grad_if_needed and
+        # accumulate_unsharded_grad_if_needed, called by FSDPParamGroup.post_backward while
+        # gradient sync is off): micro-batch 1 casts its bf16 gradient to fp32 (6 B per
+        # parameter), the later ones add theirs into it (10 B). Priced at 10 B for every
+        # micro-batch, so that a stage's micro-batch time does not depend on their number (the
+        # free batch's argument, planner.llm.space.batch_choices): over by 4 B per parameter
+        # once per step (10 B with a single micro-batch, which accumulates nothing).
+        fsdp_pp = (np.asarray(v.pp) > 1) & (np.asarray(v.zero_stage) >= 3)
+        accum_bytes = accum_bytes + np.where(fsdp_pp, 10.0, 0.0)
     accumulate = 0.0
-    if accum_bytes:
+    if np.any(accum_bytes):
         held = stage_params(problem, v, layers, first, last, moe) + stage_expert_params(problem, v, last, moe)
         accumulate = kernels.memory_bound_time_s(accum_bytes * held, device)
     compute_b = compute_b + accumulate
