@@ -210,3 +210,26 @@ def test_fsdp_under_a_pipeline_accumulates_gradients_in_fp32_by_hand(monkeypatch
     assert extra == pytest.approx(10.0 * params / hbm_rate(problem), rel=1e-9)
     for other in (Plan(tp=8, sp=True, pp=4, dp=8, zero_stage=1), Plan(tp=8, sp=True, dp=32, zero_stage=3)):
         assert backward(other) == pytest.approx(backward(other, fsdp_pp_grad_accumulation=False), rel=1e-12)
+
+
+# -- torchtitan's foreach AdamW ------------------------------------------------------------------
+
+def test_foreach_adamw_moves_80_bytes_per_parameter_by_hand():
+    """torchtitan@9dec370 passes foreach=not fused with --optimizer.fused off by default (no
+    llama3 config sets it): torch's _multi_tensor_adamw makes eight passes over fp32 tensors,
+    80 B per parameter of the local shard; the default profile's fused step moves 30 B
+    (gradient 4, master weights 4 + 4, two moments 8 + 8, bf16 weights 2)."""
+    from planner.llm.cost.memory import stage_params
+    from planner.llm.cost.step import StageSpec, data_parallel_raw
+    from planner.llm.plan import Plan
+
+    from .test_framework_profiles import hbm_rate, make_problem, titan_problem
+
+    spec = StageSpec(index=0, layers=80, recomputed=0, is_first=True, is_last=True)
+    plan = Plan(tp=8, sp=True, dp=32, zero_stage=3)
+    titan, default = titan_problem({"compile": True}), make_problem(num_devices=256)
+    for problem, step_bytes in ((titan, 80.0), (default, 30.0)):
+        vars_ = PlanVars.from_plan(plan)
+        local = float(stage_params(problem, vars_, 80, True, True)) / 32
+        assert float(data_parallel_raw(problem, vars_, spec).optimizer_s) == pytest.approx(
+            step_bytes * local / hbm_rate(problem), rel=1e-9)

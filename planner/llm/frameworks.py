@@ -60,6 +60,10 @@ Facts (`ProfileFacts`; bytes are HBM bytes per element of the op's tensor, forwa
                         others: read 2 + 4, write 4) outside the GEMMs, gradient sync being off
                         until the last micro-batch; priced at 10 B per micro-batch (over by 4 B
                         per parameter once per step). Defaults to false.
+    optimizer_step_bytes  HBM bytes per parameter of the local shard the optimizer step moves
+                        (torch's foreach AdamW: eight passes over fp32 tensors, 80 B); unset: a
+                        fused Adam step from the task's optimizer fields (gradient, master
+                        weights and moments read and written, bf16 weights written).
 """
 
 from __future__ import annotations
@@ -116,6 +120,7 @@ class ProfileFacts(_Strict):
     tp_fp8_all_gather: bool = False
     zero1_grad_all_reduce: bool = False
     fsdp_pp_grad_accumulation: bool = False
+    optimizer_step_bytes: Bytes | None = None
 
 
 class FactsOverride(_Strict):
@@ -140,6 +145,7 @@ class FactsOverride(_Strict):
     tp_fp8_all_gather: bool | None = None
     zero1_grad_all_reduce: bool | None = None
     fsdp_pp_grad_accumulation: bool | None = None
+    optimizer_step_bytes: Bytes | None = None
 
 
 OptionValue = bool | Annotated[str, Field(min_length=1, max_length=64)]

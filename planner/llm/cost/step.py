@@ -298,6 +298,8 @@ def data_parallel_raw(problem: Problem, v: PlanVars, spec: StageSpec) -> DataPar
 
     opt = problem.task.optimizer
     step_bytes = grad_bytes + (8.0 if opt.master_weights else 0.0) + 8.0 * opt.num_states + 2.0
+    if problem.task.framework.facts.optimizer_step_bytes is not None:  # the profile's own step
+        step_bytes = problem.task.framework.facts.optimizer_step_bytes
     optimizer_s = kernels.memory_bound_time_s(local * step_bytes, cluster.device)
     return DataParallelRaw(
         grad_s=grad_s,
