@@ -120,6 +120,21 @@ def test_a_batch_of_1e8_sequences_solves_in_bounded_time():
         assert time.perf_counter() - start < 2.0 + SLACK_S, name
 
 
+def test_a_wide_batch_range_with_huge_micro_batches_stops_at_the_deadline():
+    # A free batch of 1..100,000 sequences with micro-batches up to 2**20 lists ~12,500 sizes x
+    # their batches per (PP, v): the enumeration polls the deadline per interleaving depth too.
+    from planner.llm.task import BatchRange
+
+    base = make_problem(num_devices=8, model=load_model("llama3-8b"), seq_len=8192)
+    task = base.task.model_copy(update={"global_batch_size": BatchRange(min=1, max=100_000)})
+    problem = type(base)(model=base.model, cluster=base.cluster, task=task)
+    start = time.perf_counter()
+    result = SOLVERS["cpsat"].solve(problem, SolveOptions(time_limit_s=2.0,
+                                                          space=SpaceOptions(max_micro_batch_size=2**20)))
+    assert time.perf_counter() - start < 2.0 + SLACK_S
+    assert result.plan is not None and problem.task.admits_batch(result.plan.global_batch_size)
+
+
 @pytest.mark.parametrize("polls", [0, 1, 2, 3, 5, 8])
 def test_bounds_cut_short_stay_below_the_full_bounds(medium, polls):
     """Stopped after `polls` polls (between chunks, or inside the memory part), every bound is

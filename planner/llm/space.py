@@ -178,6 +178,9 @@ def enumerate_within(
                     ]
                 top = model.num_layers // pp if max_virtual_stages is None else max_virtual_stages
                 for vs in range(1, top + 1):
+                    if free and stop is not None and stop():  # a free batch lists many (mbs, batch) pairs
+                        complete = False
+                        break
                     if vs > 1 and pp == 1:
                         continue
                     if align.moe:
@@ -221,6 +224,8 @@ def enumerate_within(
                     rows[:, 6:16] = np.tile(inner, (len(pairs), 1))
                     rows[:, 16] = np.repeat(chosen[:, 1], len(inner))
                     blocks.append(rows)
+                if not complete:
+                    break
             if not complete:
                 break
         if not complete:
