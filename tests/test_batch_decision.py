@@ -370,3 +370,18 @@ def test_cpsat_equals_the_oracle_on_moe_models_with_a_free_batch(instance):
     priced = evaluate(problem, exact.plan)
     assert priced.fits
     assert priced.step_time_s * exact.plan.batch_weight(problem.task) == pytest.approx(exact.objective_s, abs=rounding)
+
+
+def test_compare_json_carries_each_rows_batch_and_throughput(tmp_path, capsys):
+    path = tmp_path / "task.yaml"
+    path.write_text(json.dumps({"model": "llama3-8b", "cluster": "dgx-h100", "num_devices": 8, "training": {
+        "global_batch_size": {"min": 96, "max": 127}, "seq_len": 8192, "precision": "fp8"}}))
+    assert main(["compare", str(path), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    priced = [r for r in rows if r["step_time_s"] is not None]
+    assert priced
+    best = max(r["tokens_per_s"] for r in priced if r["fits"])
+    for r in priced:
+        assert 96 <= r["global_batch_size"] <= 127
+        assert r["tokens_per_s"] == pytest.approx(r["global_batch_size"] * 8192 / r["step_time_s"], rel=1e-9)
+        assert r["gap_to_best"] == pytest.approx(best / r["tokens_per_s"] - 1, abs=1e-12)

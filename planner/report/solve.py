@@ -56,6 +56,8 @@ def compare_rows(rows: list[tuple[str, Any]]) -> tuple[str, list[dict]]:
             "status": r.status,
             "plan": r.plan.summary() if r.plan else None,
             "step_time_s": b.step_time_s if b else None,
+            "tokens_per_s": b.tokens_per_s if b else None,
+            "global_batch_size": r.plan.global_batch_size if r.plan else None,
             "mfu": b.mfu if b else None,
             "peak_memory_bytes": b.peak_memory_bytes if b else None,
             "fits": b.fits if b else None,
