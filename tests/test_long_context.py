@@ -199,3 +199,27 @@ def test_ulysses_all_to_all_by_hand():
 
     assert float(lc.cp_exposed_fwd_s) == pytest.approx(a2a(qkv + out), rel=1e-9)
     assert float(lc.cp_exposed_bwd_s) == pytest.approx(a2a(qkv + 2 * out), rel=1e-9)
+
+
+def test_torchtitan_gathers_the_repeated_k_and_v(monkeypatch):
+    """torchtitan@9dec370 repeats K and V to every query head (repeat_kv) before
+    F.scaled_dot_product_attention, the call torch's context parallelism patches: its all-gather
+    moves n_heads / n_kv_heads = 4 times the K and V bytes of the un-repeated tensors (the
+    16-head, 4-KV-head model here), by hand through the collective on the same group."""
+    from planner.core.collectives import collective_time_by_tier
+    from planner.llm import frameworks
+    from planner.llm.cost.layout import group_members
+
+    p = problem(32768, framework={"profile": "torchtitan@2024-12"})
+    plan = Plan(tp=2, sp=True, cp=2, dp=4)
+    v = PlanVars.from_plan(plan)
+    tokens = 32768 / 2  # this GPU's share of the sequence (micro-batch 1)
+    kv_width = 2 * 4 * 128 / 2  # K and V, 4 KV heads of 128, split over TP 2
+    members = group_members(p.cluster, v, ("cp",))
+    gathered = collective_time_by_tier("all_gather", 2 * tokens * 4 * kv_width * 2.0, members, p.cluster)
+    lc = layer(p, plan)
+    assert float(sum(lc.cp_fwd_by_tier)) == pytest.approx(float(sum(gathered)), rel=1e-9)
+    resolve = frameworks.resolve_facts
+    monkeypatch.setattr(frameworks, "resolve_facts", lambda n, o: resolve(n, o).model_copy(update={"repeat_kv": False}))
+    plain = collective_time_by_tier("all_gather", 2 * tokens * kv_width * 2.0, members, p.cluster)
+    assert float(sum(layer(p, plan).cp_fwd_by_tier)) == pytest.approx(float(sum(plain)), rel=1e-9)

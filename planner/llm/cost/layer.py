@@ -305,6 +305,11 @@ def block_cost(problem: Problem, v: PlanVars, x: Context, ffn: Half, ep: tuple |
     # Context parallelism: K and V around the ring (p2p), or gathered before attention.
     cp_members = group_members(cluster, v, ("cp",))
     chunk_bytes = tokens * (kvw + vw) / t * BF16_BYTES  # this GPU's K and V
+    if facts.repeat_kv and not latent and kvw < qw:
+        # K and V are repeated to every query head before the attention call that CP patches
+        # (torchtitan@9dec370 models/llama/model.py: repeat_kv, then F.scaled_dot_product_attention):
+        # what CP moves is the repeated K and V.
+        chunk_bytes = chunk_bytes * qw / kvw
     if facts.cp_comm_type == "p2p":
         hop = attention.ring_hop_time_by_tier(chunk_bytes, cp_members, cluster)
         hop2 = attention.ring_hop_time_by_tier(2.0 * chunk_bytes, cp_members, cluster)
