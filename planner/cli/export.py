@@ -203,11 +203,9 @@ def run_task_only(args: argparse.Namespace) -> int:
 def run_serving(args: argparse.Namespace, problem, solve: bool = False) -> int:
     """An inference task: its serving plan (given, or solved) as a vLLM / SGLang / TensorRT-LLM export."""
     from planner.core.errors import InputError
-    from planner.core.files import write_atomic
     from planner.export.serving import export_serving
     from planner.export.serving_check import table
     from planner.serving.plan import ServingPlan, check_plan
-    from planner.serving.plan_io import load_serving_plan
 
     task_source = problem.source
     if args.to not in SERVING_TARGETS:

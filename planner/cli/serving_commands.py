@@ -143,7 +143,6 @@ def compare(args: argparse.Namespace, problem, default_solvers: str) -> int:
     from planner.report.serving import problem_line
     from planner.serving.cost import evaluate
     from planner.serving.plan import ServingPlan, check_plan
-    from planner.serving.plan_io import load_serving_plan
     from solvers.serving import baseline_plans, solve_serving, violations
 
     if args.solvers != default_solvers:

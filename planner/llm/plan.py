@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from planner.core.provenance import Provenance
-from planner.core.schema import Name, NotBool, Spec
+from planner.core.schema import NotBool, Spec
 from planner.llm.task import Axis, Dispatcher, Recompute, Schedule
 
 if TYPE_CHECKING:

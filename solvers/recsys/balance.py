@@ -262,7 +262,6 @@ def swap(choices: Choices, counts: list[list[int]], dense_index: int, deadline: 
     if topo.world * topo.world * topo.num_tiers > MAX_CANDIDATE_ELEMENTS:
         return counts
     state = _State(choices, counts, dense_index)
-    problem = choices.problem
     table_wise = {}  # group -> (option index per rank, owner values)
     for gi in range(len(choices.groups)):
         for members, owners, values in _owner_classes(choices, gi):
