@@ -224,26 +224,40 @@ def instances(draw):
     return Problem(model=model, cluster=cluster, task=task), SolveOptions(space=space, max_evaluations=300_000)
 
 
-@settings(max_examples=100, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
-@given(instance=instances())
-def test_cpsat_equals_the_oracle_that_prices_every_batch(instance):
-    problem, options = instance
+def solved_as_the_oracle(problem, options):
+    """CP-SAT against the oracle that prices every batch of the range: the same status and
+    objective, a plan at a batch the task allows that fits and whose step time per reference
+    batch is the objective. (oracle, exact, the plan priced, rounding bound), or None when both
+    say infeasible."""
     oracle = SOLVERS["exhaustive"].solve(problem, options)
     assume(oracle.status != "UNKNOWN")
     exact = SOLVERS["cpsat"].solve(problem, options)
     if oracle.status == "INFEASIBLE":
         assert exact.status == "INFEASIBLE"
-        return
-    assert exact.status == "OPTIMAL"
+        return None
+    assert exact.status == "OPTIMAL", exact.notes
     rounding = exact.stats.get("rounding_bound_s", 0.0) + 1e-12
     assert exact.objective_s == pytest.approx(oracle.objective_s, rel=1e-9, abs=rounding)
-    task = problem.task
-    assert task.admits_batch(exact.plan.global_batch_size)
-    # the objective is the plan's step time per reference batch: tokens/s = tokens of it / objective
+    assert problem.task.admits_batch(exact.plan.sequences(problem.task))
+    # the objective is the plan's step time per reference batch
     priced = evaluate(problem, exact.plan)
     assert priced.fits
-    assert priced.step_time_s * exact.plan.batch_weight(task) == pytest.approx(exact.objective_s, abs=rounding)
+    assert priced.step_time_s * exact.plan.batch_weight(problem.task) == pytest.approx(exact.objective_s, abs=rounding)
+    return oracle, exact, priced, rounding
+
+
+@settings(max_examples=100, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
+@given(instance=instances())
+def test_cpsat_equals_the_oracle_that_prices_every_batch(instance):
+    problem, options = instance
+    found = solved_as_the_oracle(problem, options)
+    if found is None:
+        return
+    oracle, exact, priced, rounding = found
+    task = problem.task
+    if task.batch_is_free:  # the batch chosen is said, not left implicit (one value: a fixed batch)
+        assert task.admits_batch(exact.plan.global_batch_size)
     assert priced.tokens_per_s == pytest.approx(task.tokens_per_step / exact.objective_s,
                                                 rel=1e-9 + 2 * rounding / exact.objective_s)
     assert exact.stats["reference_batch"] == task.num_sequences
@@ -358,18 +372,7 @@ def moe_instances(draw):
 @given(instance=moe_instances())
 def test_cpsat_equals_the_oracle_on_moe_models_with_a_free_batch(instance):
     problem, options = instance
-    oracle = SOLVERS["exhaustive"].solve(problem, options)
-    assume(oracle.status != "UNKNOWN")
-    exact = SOLVERS["cpsat"].solve(problem, options)
-    if oracle.status == "INFEASIBLE":
-        assert exact.status == "INFEASIBLE"
-        return
-    assert exact.status == "OPTIMAL", exact.notes
-    rounding = exact.stats.get("rounding_bound_s", 0.0) + 1e-12
-    assert exact.objective_s == pytest.approx(oracle.objective_s, rel=1e-9, abs=rounding)
-    priced = evaluate(problem, exact.plan)
-    assert priced.fits
-    assert priced.step_time_s * exact.plan.batch_weight(problem.task) == pytest.approx(exact.objective_s, abs=rounding)
+    solved_as_the_oracle(problem, options)
 
 
 def test_compare_json_carries_each_rows_batch_and_throughput(tmp_path, capsys):

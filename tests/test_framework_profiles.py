@@ -227,6 +227,13 @@ def test_bad_framework_is_one_line_naming_file_and_field(tmp_path, framework, fi
     (lambda d: d["profiles"][3]["options"]["float8"].update(default="blockwise"), "default: 'blockwise'"),
     (lambda d: d["profiles"][3].update(versions=["2024 12"]), "profiles.3.versions.0"),
     (lambda d: d["profiles"].append(copy.deepcopy(d["profiles"][0])), "names repeat (megatron-core)"),
+    (lambda d: d["profiles"][3]["facts"].update(optimizer_step_bytes=-80.0), "profiles.3.facts.optimizer_step_bytes"),
+    (lambda d: d["profiles"][3]["facts"].update(optimizer_step_bytes=float("inf")),
+     "facts.optimizer_step_bytes: inf is not a finite number"),
+    (lambda d: d["profiles"][3]["facts"].update(optimizer_step_bytes="lots"), "profiles.3.facts.optimizer_step_bytes"),
+    (lambda d: d["profiles"][3]["facts"].update(fsdp_pp_grad_accumulation="yes"),
+     "profiles.3.facts.fsdp_pp_grad_accumulation"),
+    (lambda d: d["profiles"][2]["facts"].update(zero1_grad_all_reduce=1), "profiles.2.facts.zero1_grad_all_reduce"),
 ])
 def test_bad_profiles_file_names_file_and_field(tmp_path, edit, says):
     data = yaml.safe_load(frameworks.PROFILES_FILE.read_text())

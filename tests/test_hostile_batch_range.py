@@ -23,6 +23,8 @@ import tomllib
 
 from planner.cli import main
 
+from .test_hostile_inputs import run_cli
+
 SEQ = 8192
 
 
@@ -488,15 +490,6 @@ def report_cases() -> list[Case]:
 
 CASES = task_cases() + valid_range_cases() + infeasible_cases() + plan_cases() + gbs_flag_cases() \
     + sweep_cases() + report_cases()
-
-
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exc:  # argparse's own errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_the_corpus_is_large():
