@@ -259,11 +259,17 @@ class SpaceTooLarge(Exception):
     """enumerate_within(limit=...) would list more configurations than the limit."""
 
 
+def _spacing(task, unit: int) -> int:
+    """The spacing of the batches a task allows that `unit` divides: lcm(the range's step, unit)."""
+    step = task.batch_range[2]
+    return step * unit // math.gcd(step, unit)
+
+
 def largest_batch(task, unit: int) -> int | None:
     """The largest global batch (sequences) the task allows that `unit` (e.g. DP, or DP x
     micro-batch) divides, or None: the batch the rules of thumb (solvers.heuristics) run at."""
-    low, high, step = task.batch_range
-    spacing = step * unit // math.gcd(step, unit) if low < high else unit
+    low, high, _ = task.batch_range
+    spacing = _spacing(task, unit) if low < high else unit
     largest = high // spacing * spacing
     return largest if largest >= low else None
 
@@ -273,11 +279,11 @@ def batch_count(task, dp: int, mbs: int, pp: int, vs: int, every: bool = False) 
     many batches as the range)."""
     if not every:
         return len(batch_choices(task, dp, mbs, pp, vs))
-    low, high, step = task.batch_range
+    low, high, _ = task.batch_range
     unit = dp * mbs * (pp if vs > 1 else 1)
     if low == high:
         return 1 if low % unit == 0 else 0
-    spacing = step * unit // math.gcd(step, unit)
+    spacing = _spacing(task, unit)
     return max(0, high // spacing - (low - 1) // spacing)
 
 
@@ -301,14 +307,14 @@ def batch_choices(task, dp: int, mbs: int, pp: int, vs: int, every: bool = False
     fit where the largest does not. `every`: every batch of the range the configuration divides
     (the exhaustive oracle's space, which checks this argument).
     """
-    low, high, step = task.batch_range
+    low, high, _ = task.batch_range
     unit = dp * mbs * (pp if vs > 1 else 1)
     if low == high:
         return [0] if low % unit == 0 else []
-    spacing = step * unit // math.gcd(step, unit)
-    largest = high // spacing * spacing
-    if largest < low:
+    largest = largest_batch(task, unit)
+    if largest is None:
         return []
+    spacing = _spacing(task, unit)
     threshold = memory_threshold(pp, vs)
     smaller = []
     batch = -(-low // spacing) * spacing

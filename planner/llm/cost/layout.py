@@ -63,6 +63,11 @@ class PlanVars:
             num_sequences=plan.global_batch_size or 0,
         )
 
+    def sequences(self, task):
+        """Global batch in sequences: the plan's own (num_sequences), else the task's."""
+        own = np.asarray(self.num_sequences, dtype=float)
+        return np.where(own > 0, own, float(task.num_sequences))
+
     @property
     def edp(self):
         """Expert data-parallel degree: tp*cp*dp / (etp*ep)."""

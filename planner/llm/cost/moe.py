@@ -199,9 +199,7 @@ def unpaired_share(problem: Problem, v: PlanVars):
     overlap: the warm-up forwards and cool-down backwards, pp * vpp of m * vpp chunks averaged
     over the pipeline ranks (one of m without a pipeline); see the module doc."""
     pp = np.asarray(v.pp, dtype=float)
-    own = np.asarray(v.num_sequences, dtype=float)  # the plan's batch where the task leaves it free
-    sequences = np.where(own > 0, own, float(problem.task.num_sequences))
-    m = np.floor(sequences / (np.asarray(v.dp, dtype=float) * np.asarray(v.micro_batch_size, dtype=float)))
+    m = np.floor(v.sequences(problem.task) / (np.asarray(v.dp, dtype=float) * np.asarray(v.micro_batch_size, dtype=float)))
     return np.minimum(1.0, pp / np.maximum(m, 1.0))
 
 
