@@ -18,7 +18,9 @@ training rows' (throughput and TTFT separately).
 The compared metric is the first the row measured of: step time, tokens/s per GPU, TFLOP/s
 per GPU (converted to a step time with the row's own FLOP convention: hardware FLOPs count the
 recompute pass, model FLOPs do not), MFU; for DLRM rows, samples per second. Errors are
-(predicted - measured) / measured on that metric; memory is compared where measured.
+(predicted - measured) / measured on that metric; memory is compared where measured. A row
+measured under a regression its framework's maintainers documented (planner/fidelity/
+regressions.yaml) is predicted and printed but counted apart from the MAPE figures.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from planner.core.errors import InputError, PlannerError
 from planner.fidelity.dlrm_rows import predict_dlrm_row
 from planner.fidelity.measured import check_run, is_dlrm_row, is_inference_row
 from planner.fidelity.moe_rows import apply_recipe, resolve_moe_model
+from planner.fidelity.regressions import regressions
 from planner.core.hardware import Cluster, Device
 from planner.llm.model import DenseTransformer
 from planner.llm.plan import Plan
@@ -244,6 +247,14 @@ class RowResult:
     """DLRM rows: the predicted step's parts in seconds (planner.recsys.cost.RecsysBreakdown)."""
     memory_kind: str | None = None
     """Which memory number the row measured (its `memory_kind`), where it measured one."""
+    regression: str | None = None
+    """The maintainers' report of a regression the row was measured under (regressions.yaml):
+    predicted and printed, but counted apart from the MAPE lines."""
+
+    @property
+    def counted(self) -> bool:
+        """Predicted and in the MAPE lines (not skipped, not under a documented regression)."""
+        return self.skipped is None and self.regression is None
 
     def as_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -674,7 +685,7 @@ INFERENCE_METRICS = {"throughput": "output_tokens_per_s_per_gpu", "ttft": "ttft_
 
 def inference_summary(results: list[RowResult]) -> dict[str, Any]:
     """MAPE and the largest |error| of the inference rows, per metric (throughput, TTFT)."""
-    used = [r for r in results if r.skipped is None and r.workload == "inference"]
+    used = [r for r in results if r.counted and r.workload == "inference"]
     summary: dict[str, Any] = {}
     for name, metric in INFERENCE_METRICS.items():
         errors = [r.error_pct for r in used if r.metric == metric]
@@ -684,7 +695,12 @@ def inference_summary(results: list[RowResult]) -> dict[str, Any]:
 
 
 def validate(path: str | Path = DEFAULT_RUNS) -> list[RowResult]:
-    return [validate_row(row, index) for index, row in enumerate(load_runs(path))]
+    results = [validate_row(row, index) for index, row in enumerate(load_runs(path))]
+    documented = regressions()
+    for r in results:
+        if r.skipped is None and r.id in documented:
+            r.regression = documented[r.id].source
+    return results
 
 
 def mape(values: list[float]) -> float | None:
@@ -694,8 +710,12 @@ def mape(values: list[float]) -> float | None:
 
 def validation_json(results: list[RowResult]) -> dict[str, Any]:
     """The rows, then the training rows' summaries (MAPE, memory, by family) and the inference
-    rows' (`inference`: throughput and TTFT apart)."""
-    used = [r for r in results if r.skipped is None and r.workload == "training"]
+    rows' (`inference`: throughput and TTFT apart); `llm` is every LLM row (training and serving:
+    the rows of ../shared/data/measured_runs.yaml); rows under a documented regression are in
+    `regressions`, not in the MAPE figures (`with_regressions` gives the figures with them)."""
+    used = [r for r in results if r.counted and r.workload == "training"]
+    llm = [r for r in results if r.counted and r.family != "dlrm"]
+    regressed = [r for r in results if r.skipped is None and r.regression is not None]
     return {
         "rows": [r.as_json() for r in results],
         "mape_pct": mape([r.error_pct for r in used]),
@@ -711,6 +731,13 @@ def validation_json(results: list[RowResult]) -> dict[str, Any]:
         "num_predicted": len(used),
         "num_skipped": sum(1 for r in results if r.skipped is not None),
         "inference": inference_summary(results),
+        "llm": {"num_rows": len(llm), "mape_pct": mape([r.error_pct for r in llm]),
+                "max_abs_error_pct": max((abs(r.error_pct) for r in llm), default=None)},
+        "regressions": [{"id": r.id, "error_pct": r.error_pct, "source": r.regression} for r in regressed],
+        "with_regressions": {
+            "mape_pct": mape([r.error_pct for r in used + regressed if r.workload == "training"]),
+            "llm_mape_pct": mape([r.error_pct for r in llm + regressed if r.family != "dlrm"]),
+        },
     }
 
 
@@ -728,12 +755,13 @@ def render_validation(results: list[RowResult], verbose: bool = False) -> str:
             if r.memory_measured_gib
             else ""
         )
-        rows.append([r.id, r.metric, f"{r.predicted:.4g}", f"{r.measured:.4g}", f"{r.error_pct:+.1f}%", mem,
+        mark = " (regression)" if r.regression else ""
+        rows.append([r.id, r.metric, f"{r.predicted:.4g}", f"{r.measured:.4g}", f"{r.error_pct:+.1f}%{mark}", mem,
                      r.profile or ""])
     lines = [table(rows, ["row", "metric", "predicted", "measured", "error", "memory GiB pred/meas", "profile"])]
     summary = validation_json(results)
     lines.append("")
-    training = [r for r in used if r.workload == "training"]
+    training = [r for r in used if r.workload == "training" and r.counted]
     if training:
         lines.append(
             f"throughput/step-time MAPE {summary['mape_pct']:.1f}% over {summary['num_predicted']} rows "
@@ -759,6 +787,16 @@ def render_validation(results: list[RowResult], verbose: bool = False) -> str:
                          f"(max |error| {part['max_abs_error_pct']:.1f}%)")
     if summary["memory_mape_pct"] is not None:
         lines.append(f"memory MAPE {summary['memory_mape_pct']:.1f}%")
+    llm = summary["llm"]
+    if llm["num_rows"] and any(r.family == "dlrm" for r in used):
+        lines.append(f"LLM rows (training and serving) MAPE {llm['mape_pct']:.1f}% over {llm['num_rows']} rows "
+                     f"(max |error| {llm['max_abs_error_pct']:.1f}%)")
+    if summary["regressions"]:
+        lines += ["", "measured under a documented regression (predicted, counted apart from the MAPE lines above):"]
+        lines += [f"  {g['id']}: {g['error_pct']:+.1f}% ({g['source']})" for g in summary["regressions"]]
+        both = summary["with_regressions"]
+        lines.append(f"  with them: throughput/step-time MAPE {both['mape_pct']:.1f}%"
+                     + (f", LLM rows {both['llm_mape_pct']:.1f}%" if both["llm_mape_pct"] is not None else ""))
     skipped = [r for r in results if r.skipped]
     if skipped:
         lines += ["", f"skipped {len(skipped)} rows:"] + [f"  {r.id}: {r.skipped}" for r in skipped]
@@ -767,6 +805,10 @@ def render_validation(results: list[RowResult], verbose: bool = False) -> str:
         for r in used:
             lines.append(f"  {r.id} [{r.plan}; preset {r.preset}" + (f"; profile {r.profile}" if r.profile else "") + "]")
             lines += [f"    - {a}" for a in r.assumptions]
+            if r.regression:
+                entry = regressions()[r.id]
+                lines.append(f"    measured under a documented regression ({entry.source}): {entry.statement} "
+                             f"Reference: {entry.reference}")
             if r.memory_kind is not None and r.workload == "training" and r.family != "dlrm":
                 lines.append(f"    memory: measured {r.memory_kind}; predicted {PREDICTED_MEMORY}")
             if r.breakdown and r.workload == "inference":
