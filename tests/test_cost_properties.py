@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -152,3 +154,27 @@ def test_cluster_preset_resolves_tiers():
     cluster = load_cluster("dgx-h100", num_devices=64)
     assert [t.name for t in cluster.tiers] == ["nvlink", "infiniband"]
     assert cluster.tier_size(0) == 8 and cluster.tier_size(1) == 64
+
+
+def test_1f1b_exposes_every_pipeline_hop_and_interleaving_hides_a_short_one():
+    """Megatron overlaps pipeline sends with the next chunk's compute only in the interleaved
+    schedule (arguments.py turns overlap_p2p_comm off without virtual stages; Megatron-Bridge sets
+    it only for vp > 1): a 1F1B step pays each hop, one per micro-batch each way, by hand here;
+    an interleaved step hides a hop shorter than a chunk's compute."""
+    problem = make_problem(num_devices=16)
+    one_f_one_b = Plan(tp=1, pp=2, dp=8, micro_batch_size=1, axis_order=["tp", "cp", "dp", "pp"])
+    micro_batches = 64 // 8
+    # The two stages sit on different nodes: one activation (2048 tokens x 1024 x 2 B) over the
+    # outermost tier.
+    tier = problem.cluster.tiers[-1]
+    hop_s = tier.latency_s + 2048 * 1024 * 2 / (tier.bandwidth_bytes_per_s * tier.efficiency)
+    exposed = evaluate(problem, one_f_one_b)
+    assert exposed.pp_p2p_s == pytest.approx(micro_batches * 2 * hop_s, rel=1e-9)
+
+    interleaved = one_f_one_b.model_copy(update={"schedule": "interleaved", "virtual_stages": 2})
+    hidden = evaluate(problem, interleaved)
+    assert hidden.pp_p2p_s == 0.0
+    from planner.llm.task import Framework
+
+    no_overlap = make_problem(num_devices=16, framework=Framework(overlap_p2p_comm=False))
+    assert evaluate(no_overlap, interleaved).pp_p2p_s == pytest.approx(micro_batches * 2 * 2 * hop_s, rel=1e-9)

@@ -138,9 +138,14 @@ def stage_terms(problem: Problem, v: PlanVars, blocks: Blocks, edges: EdgeCost, 
     p2p_bytes = tokens * model.hidden_size * 2.0 / t
     hop = p2p_time_s(p2p_bytes, pp_hop_crosses(cluster, v), cluster)
     if problem.task.framework.overlap_p2p_comm:
-        # Each send overlaps the next chunk's compute (Megatron-Core overlap_p2p_comm).
+        # Each send overlaps the next chunk's compute (Megatron-Core overlap_p2p_comm), which only
+        # the interleaved schedule implements: Megatron-LM turns it off without virtual stages
+        # (megatron/training/arguments.py core_v0.16.0 l.584-591: "non-interleaved schedule does not
+        # support overlapping p2p communication") and Megatron-Bridge sets it only for vp > 1
+        # (training/comm_overlap.py v0.2.2 l.450-457); 1F1B waits on each batched send/recv (so does
+        # torch.distributed.pipelining's Schedule1F1B, schedules.py: each fused send/recv is waited on).
         chunk_s = (blocks.total("compute_fwd_s", dense, moe) + blocks.total("compute_bwd_s", dense, moe)) / (2 * vs)
-        hop = np.maximum(hop - chunk_s, 0.0)
+        hop = np.where(vs > 1, np.maximum(hop - chunk_s, 0.0), hop)
     p2p_one_way = np.where(np.asarray(v.pp) > 1, vs * hop, 0.0)
 
     # ZeRO-2 and -3 keep only a shard of the gradients, so every micro-batch reduce-scatters
