@@ -457,7 +457,7 @@ def evaluate(problem: Problem, plan: Plan) -> Breakdown:
     hardware_flops = flops.hardware_flops_per_token(model, task.seq_len, plan.recompute) * tokens
     peak = cluster.device.peak("fp16" if task.precision == "fp16" else "bf16") * cluster.num_devices
     blocks = block_costs(problem, v)
-    by_axis = _exposed_by_axis_tier(problem, blocks, crit, a.data_parallel, critical, m)
+    by_axis = _exposed_by_axis_tier(problem, v, blocks, crit, a.data_parallel, critical, m)
     return Breakdown(
         step_time_s=step,
         compute_s=m * float(crit.compute_s),
@@ -493,7 +493,7 @@ def _split(total: float, raw_by_tier: list, names: list[str]) -> dict[str, float
     return {n: total * r / whole for n, r in zip(names, raw, strict=True) if r > 0}
 
 
-def _exposed_by_axis_tier(problem, blocks: Blocks, crit, dp, critical, m) -> dict[str, dict[str, float]]:
+def _exposed_by_axis_tier(problem, v, blocks: Blocks, crit, dp, critical, m) -> dict[str, dict[str, float]]:
     names = [tier.name for tier in problem.cluster.tiers]
     layer = blocks.moe if blocks.moe is not None else blocks.dense
     result = {
@@ -505,7 +505,9 @@ def _exposed_by_axis_tier(problem, blocks: Blocks, crit, dp, critical, m) -> dic
     grad_tiers, param_tiers = dp[critical][3]
     dp_total = max(float(dp[critical][0]), 0.0) + max(float(dp[critical][1]), 0.0)
     result["dp"] = _split(dp_total, [g + p for g, p in zip(grad_tiers, param_tiers, strict=True)], names)
-    result["pp"] = {"p2p": m * float(crit.p2p_s)} if float(crit.p2p_s) > 0 else {}
+    # A pipeline hop runs over the outermost tier it crosses (planner.core.collectives.p2p_time_s).
+    crossed = [i for i, c in enumerate(pp_hop_crosses(problem.cluster, v)) if bool(np.asarray(c))]
+    result["pp"] = {names[max(crossed)]: m * float(crit.p2p_s)} if float(crit.p2p_s) > 0 else {}
     return {axis: parts for axis, parts in result.items() if parts}
 
 
