@@ -108,7 +108,9 @@ def expected_torchtitan(problem, plan, head: str) -> dict:
     return {"tp": plan.tp, "cp": plan.cp, "pp": plan.pp, "ep": plan.ep, "dp": plan.dp,
             "global_batch_size": plan.sequences(problem.task), "seq_len": problem.task.seq_len,
             "local_batch_size": plan.micro_batch_size * (m if plan.pp > 1 else 1),
-            "activation_checkpoint": "full" if plan.recompute == "full" else "none",
+            # Megatron's module-level selective recompute is exported as full checkpointing (approximation)
+            "activation_checkpoint": "full" if plan.recompute == "full" or (
+                plan.recompute == "selective" and plan.recompute_modules_list != ["core_attn"]) else "none",
             "module_fqns_per_model_part": module_parts(problem, plan, head),
             "compile": plan.tp_comm_overlap and plan.tp > 1}
 

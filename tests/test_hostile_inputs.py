@@ -259,6 +259,20 @@ def flag_cases() -> list[Case]:
         f(f"estimate{flag}-word", ["estimate", task, flag, "two"], f"argument {flag}", "expected an integer")
     f("estimate-tp-huge", ["estimate", task, "--tp", "9" * 40], "argument --tp")
     f("estimate-zero-5", ["estimate", task, "--zero", "5"], "argument --zero")
+    rm = "argument --recompute-modules"
+    f("estimate-recompute-modules-unknown", ["estimate", task, "--recompute-modules", "moe"], rm, "comma-separated")
+    f("estimate-recompute-modules-empty", ["estimate", task, "--recompute-modules", ""], rm)
+    f("estimate-recompute-modules-comma", ["estimate", task, "--recompute-modules", "layernorm,"], rm)
+    f("estimate-recompute-modules-twice", ["estimate", task, "--recompute-modules", "layernorm,layernorm"], rm, "twice")
+    f("estimate-recompute-modules-huge", ["estimate", task, "--recompute-modules", "x" * 100_000], rm)
+    f("estimate-recompute-modules-without-selective", ["estimate", task, "--recompute-modules", "layernorm"],
+      "recompute_modules needs recompute: selective")
+    f("estimate-recompute-modules-moe-act-dense", ["estimate", task, "--recompute", "selective",
+                                                   "--recompute-modules", "moe_act"], "moe_act needs an MoE model")
+    f("estimate-recompute-modules-mla-dense", ["estimate", task, "--recompute", "selective",
+                                               "--recompute-modules", "mla_up_proj"], "mla_up_proj needs multi-latent")
+    f("estimate-recompute-modules-dlrm", ["estimate", "{P}/tasks/mlperf-dlrm-dcnv2-8xh100.yaml",
+                                          "--recompute-modules", "layernorm"], "--recompute-modules", "DLRM")
     f("estimate-zero-5000-digits", ["estimate", task, "--zero", "9" * 5000], "argument --zero")
     f("estimate-tp-underscore", ["estimate", task, "--tp", "1_0"], "argument --tp", "expected an integer")
     f("estimate-tp-arabic-digit", ["estimate", task, "--tp", "\u0668"], "argument --tp", "expected an integer")
@@ -329,6 +343,13 @@ def plan_cases() -> list[Case]:
     p("stage-layers-sum", "pp: 2\ndp: 4\nstage_layers: [10, 10]\n", "stage_layers sum")
     p("axis-order", "dp: 8\naxis_order: [tp, tp, dp, pp]\n", "axis_order", "permutation")
     p("recompute-layers", "dp: 8\nrecompute: full\nrecompute_num_layers: [99]\n", "recompute_num_layers")
+    p("recompute-modules-full", "dp: 8\nrecompute: full\nrecompute_modules: [layernorm]\n", "recompute_modules",
+      "needs recompute: selective")
+    p("recompute-modules-unknown", "dp: 8\nrecompute: selective\nrecompute_modules: [moe]\n", "recompute_modules")
+    p("recompute-modules-empty", "dp: 8\nrecompute: selective\nrecompute_modules: []\n", "recompute_modules")
+    p("recompute-modules-text", "dp: 8\nrecompute: selective\nrecompute_modules: layernorm\n", "recompute_modules")
+    p("recompute-modules-twice", "dp: 8\nrecompute: selective\nrecompute_modules: [mlp, mlp]\n", "twice")
+    p("recompute-modules-number", "dp: 8\nrecompute: selective\nrecompute_modules: [1]\n", "recompute_modules")
     p("hsdp-not-dividing", "dp: 8\nzero_stage: 3\nzero_shard_size: 3\n", "zero_shard_size")
     p("vpp-1f1b", "pp: 2\ndp: 4\nvirtual_stages: 2\n", "virtual_stages")
     p("sp-without-tp", "dp: 8\nsp: true\n", "sp")

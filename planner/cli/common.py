@@ -49,6 +49,26 @@ def seconds(high: float):
 DEGREE = integer(1, 2**24)
 """A parallel degree on the command line."""
 
+
+def recompute_modules(text: str) -> list[str]:
+    """`--recompute-modules layernorm,moe_act`: Megatron-Core module names, comma-separated."""
+    from typing import get_args
+
+    from planner.llm.task import RecomputeModule
+
+    allowed = get_args(RecomputeModule)
+    names = [n.strip() for n in text.split(",")]
+    bad = [n for n in names if n not in allowed]
+    if not text.strip() or bad:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated list of {', '.join(allowed)}; got {text[:60]!r}")
+    if len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"a module is listed twice in {text[:60]!r}")
+    return names
+
+
+recompute_modules.__name__ = "recompute modules"
+
 PLAN_FLAGS = {
     "tp": "--tp",
     "cp": "--cp",
@@ -59,6 +79,7 @@ PLAN_FLAGS = {
     "global_batch_size": "--gbs",
     "zero_stage": "--zero",
     "recompute": "--recompute",
+    "recompute_modules": "--recompute-modules",
     "schedule": "--schedule",
     "sp": "--sp",
     "tp_comm_overlap": "--tp-comm-overlap",

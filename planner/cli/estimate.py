@@ -14,6 +14,7 @@ from planner.cli.common import (
     invalid_plan,
     is_recsys,
     is_serving,
+    recompute_modules,
     load_task,
     plan_from_args,
 )
@@ -146,6 +147,9 @@ def add_parser(sub) -> None:
                      "for a range, its largest)")
     est.add_argument("--zero", dest="zero_stage", type=integer(0, 3), help="ZeRO stage 0-3")
     est.add_argument("--recompute", choices=["none", "selective", "full"])
+    est.add_argument("--recompute-modules", type=recompute_modules,
+                     help="with --recompute selective: the parts re-run, comma-separated, of core_attn, layernorm, "
+                     "moe_act, mla_up_proj, mlp (Megatron-Core --recompute-modules; default core_attn)")
     est.add_argument("--schedule", choices=["1f1b", "interleaved"])
     est.add_argument("--sp", action="store_true", help="sequence parallelism")
     est.add_argument("--tp-comm-overlap", action="store_true")

@@ -104,7 +104,7 @@ def bridge_overrides(problem: Problem, plan: Plan) -> tuple[dict[str, object], l
     notes = list(moe.notes) if moe is not None else []
     if plan.recompute == "selective":
         items["model.recompute_granularity"] = "selective"
-        items["model.recompute_modules"] = ["core_attn"]
+        items["model.recompute_modules"] = plan.recompute_modules_list
     elif plan.recompute == "full":
         count, recompute_notes = recompute_count(problem, plan)
         notes += recompute_notes

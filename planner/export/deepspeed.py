@@ -62,6 +62,10 @@ def deepspeed_config(problem: Problem, plan: Plan) -> tuple[dict, list[str]]:
     if task.precision == "fp8":
         notes.append("APPROXIMATION: fp8 GEMMs come from Transformer Engine in the model code (te.fp8_autocast with "
                      "recipe Float8CurrentScaling(fp8_format=Format.HYBRID)); the config says bf16")
+    if plan.recompute == "selective" and plan.recompute_modules_list != ["core_attn"]:
+        notes.append(f"APPROXIMATION: Megatron-Core's selective recompute of {', '.join(plan.recompute_modules_list)} "
+                     "has no DeepSpeed equivalent: the block checkpointing below re-runs whole blocks (slower, "
+                     "never more memory)")
     if plan.recompute != "none":
         config["activation_checkpointing"] = {"partition_activations": plan.sp, "contiguous_memory_optimization": False}
         notes.append(f"activation checkpointing ({plan.recompute}) is applied by the model code "

@@ -240,7 +240,7 @@ def megatron_arguments(problem: Problem, plan: Plan) -> MegatronArgs:
     count, recompute_notes = recompute_count(problem, plan)
     notes += recompute_notes
     if plan.recompute == "selective":
-        flags += ["--recompute-granularity", "selective", "--recompute-modules", "core_attn"]
+        flags += ["--recompute-granularity", "selective", "--recompute-modules", *plan.recompute_modules_list]
     elif plan.recompute == "full":
         flags += ["--recompute-granularity", "full", "--recompute-method", "block", "--recompute-num-layers", str(count)]
     flags += {"bf16": ["--bf16"], "fp16": ["--fp16"],
@@ -259,9 +259,13 @@ def _bash_array(name: str, flags: list[str]) -> list[str]:
     lines, i = [f"{name}=("], 0
     while i < len(flags):
         if i + 1 < len(flags) and not flags[i + 1].startswith("--"):
-            value = flags[i + 1]
-            lines.append(f"    {flags[i]} " + (f'"{value}"' if any(c in value for c in "|*[]()") else value))
-            i += 2
+            values = []  # a flag and its values (nargs "+", e.g. --recompute-modules) on one line
+            while i + 1 < len(flags) and not flags[i + 1].startswith("--"):
+                value = flags[i + 1]
+                values.append(f'"{value}"' if any(c in value for c in "|*[]()") else value)
+                i += 1
+            lines.append(f"    {flags[i - len(values)]} " + " ".join(values))
+            i += 1
         else:
             lines.append(f"    {flags[i]}")
             i += 1

@@ -233,7 +233,13 @@ def torchtitan_settings(problem: Problem, plan: Plan, version: str) -> tuple[dic
         # that synchronizes with the CPU (its all-to-all one; trainer.py _validate_cuda_graphs)
         training["disable_cuda_graphs"] = True
     settings = {"training": training, "parallelism": parallelism, **settings}
-    if plan.recompute == "selective" and profile is not None:
+    modules = plan.recompute == "selective" and plan.recompute_modules_list != ["core_attn"]
+    if modules:
+        mode = "full"
+        notes.append(f"APPROXIMATION: Megatron-Core's selective recompute of {', '.join(plan.recompute_modules_list)} "
+                     "has no torchtitan equivalent (its activation checkpointing is per block or op-level): "
+                     "exported as full activation checkpointing (more recompute: slower, never more memory)")
+    elif plan.recompute == "selective" and profile is not None:
         mode = "selective"  # priced as torchtitan's op-level policy (the profile's selective_recompute)
     elif plan.recompute == "selective":
         mode = "none"

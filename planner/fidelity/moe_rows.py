@@ -20,7 +20,7 @@ from planner.core.errors import InputError, PlannerError
 from planner.core.schema import Spec
 from planner.llm.moe_model import MoETransformer
 from planner.llm.problem import PROBLEMS_DIR, build, load_model
-from planner.llm.task import Dispatcher
+from planner.llm.task import Dispatcher, RecomputeModule
 
 RECIPES = Path(__file__).resolve().parent / "recipes.yaml"
 
@@ -33,6 +33,7 @@ class RecipePlan(Spec):
     micro_batch_size: int | None = Field(default=None, gt=0, le=2**20)
     stage_layers: list[int] | None = None
     tp_comm_overlap: bool | None = None
+    recompute_modules: list[RecomputeModule] | None = Field(default=None, min_length=1)
 
 
 class RecipeModel(Spec):

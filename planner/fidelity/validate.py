@@ -514,6 +514,7 @@ def resolve_row(row: dict) -> tuple[Problem, Plan, list[str], str]:
         notes.append(f"micro-batch: local batch {other['local_batch_size']} over torchtitan's default "
                      f"{p['pp']} pipeline micro-batches (the PP degree) = {mbs}")
     stage_layers = experts.pop("stage_layers", None)
+    recompute_modules = experts.pop("recompute_modules", None)  # the recipe's selective modules
     task = build(TrainingTask, {"global_batch_size": gbs, "seq_len": seq, "precision": precision,
                                 "framework": framework, "memory_headroom": 0.0}, "measured row", "plan.")
     tp, pp, cp = p.get("tp") or 1, p.get("pp") or 1, p.get("cp") or 1
@@ -559,7 +560,8 @@ def resolve_row(row: dict) -> tuple[Problem, Plan, list[str], str]:
             "dp": dp,
             "zero_stage": zero,
             "micro_batch_size": mbs,
-            "recompute": _recompute(p, era, notes),
+            "recompute": "selective" if recompute_modules else _recompute(p, era, notes),
+            "recompute_modules": recompute_modules,
             **experts,
         },
         "measured row",
@@ -581,7 +583,7 @@ def _measured_step_time(row: dict, problem: Problem, plan: Plan) -> tuple[str, f
     if me.get("tflops_per_gpu"):
         kind = str(me.get("tflops_kind") or "model").lower()
         if kind.startswith("hardware"):
-            per_token = flops.hardware_flops_per_token(model, task.seq_len, plan.recompute)
+            per_token = flops.hardware_flops_per_token(model, task.seq_len, plan.recompute, plan.selective_modules)
         else:
             per_token = flops.model_flops_per_token(model, task.seq_len)
         return "tflops_per_gpu", me["tflops_per_gpu"], lambda step: per_token * tokens / step / gpus / 1e12

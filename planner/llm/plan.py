@@ -12,7 +12,7 @@ from pydantic import Field, field_validator, model_validator
 
 from planner.core.provenance import Provenance
 from planner.core.schema import NotBool, Spec
-from planner.llm.task import Axis, Dispatcher, Recompute, Schedule
+from planner.llm.task import DEFAULT_RECOMPUTE_MODULES, Axis, Dispatcher, Recompute, RecomputeModule, Schedule
 
 if TYPE_CHECKING:
     from planner.llm.problem import Problem
@@ -59,6 +59,12 @@ class Plan(Spec):
     recompute_num_layers: list[Annotated[int, Field(ge=0, le=2**16)]] | None = Field(
         default=None, description="Per stage: layers fully recomputed (full mode); null = all."
     )
+    recompute_modules: list[RecomputeModule] | None = Field(
+        default=None, min_length=1,
+        description="With recompute: selective, the block parts re-run in the backward (Megatron-Core "
+        "--recompute-modules): core_attn, layernorm, moe_act, mla_up_proj, mlp; null = core_attn "
+        "(Megatron's default). Priced for given plans; the search uses the default.",
+    )
     axis_order: list[Axis] = Field(
         default_factory=lambda: list(DEFAULT_AXIS_ORDER),
         description="Axes from innermost (fastest tier) to outermost.",
@@ -89,6 +95,12 @@ class Plan(Spec):
                 raise ValueError("ep_comm_overlap: true does not combine with recompute: full (Megatron-Core)")
         if self.dispatcher == "flex" and self.etp > 1:
             raise ValueError("dispatcher: flex is priced with etp: 1 only (DeepEP dispatches over the EP group)")
+        if self.recompute_modules is not None:
+            if self.recompute != "selective":
+                raise ValueError("recompute_modules needs recompute: selective (Megatron-Core's "
+                                 "--recompute-modules applies to --recompute-granularity selective)")
+            if len(set(self.recompute_modules)) != len(self.recompute_modules):
+                raise ValueError("recompute_modules lists a module twice")
         if self.tp_comm_overlap and not self.sp:
             raise ValueError("tp_comm_overlap: true needs sp: true (and tp > 1): Megatron overlaps the TP "
                              "all-gather/reduce-scatter of sequence parallelism")
@@ -104,6 +116,16 @@ class Plan(Spec):
         if self.zero_stage == 0:
             return 1
         return self.zero_shard_size if self.zero_shard_size is not None else self.dp
+
+    @property
+    def recompute_modules_list(self) -> list[str]:
+        """The modules as given (Megatron's default when not), for exports."""
+        return list(self.recompute_modules or DEFAULT_RECOMPUTE_MODULES)
+
+    @property
+    def selective_modules(self) -> tuple[str, ...]:
+        """The parts selective recompute re-runs (sorted; Megatron's default when not given)."""
+        return tuple(sorted(self.recompute_modules or DEFAULT_RECOMPUTE_MODULES))
 
     @property
     def edp(self) -> int:
@@ -154,7 +176,10 @@ class Plan(Spec):
         parts.append(f"DP{self.dp}({zero})")
         if self.ep > 1 or self.etp > 1:
             parts.append(f"EP{self.ep}xETP{self.etp}({self.dispatcher}{'+overlap' if self.ep_comm_overlap else ''})")
-        parts += [f"mbs{self.micro_batch_size}", f"rc:{self.recompute}"]
+        rc = self.recompute
+        if self.recompute == "selective" and self.selective_modules != DEFAULT_RECOMPUTE_MODULES:
+            rc += "(" + ",".join(self.selective_modules) + ")"
+        parts += [f"mbs{self.micro_batch_size}", f"rc:{rc}"]
         if self.global_batch_size is not None:
             parts.append(f"gbs{self.global_batch_size}")
         return " ".join(parts)
@@ -229,6 +254,7 @@ def check_plan(plan: Plan, problem: Problem) -> list[str]:
             if any(r > k for r, k in zip(plan.recompute_num_layers, moe, strict=True)):
                 errors.append(f"recompute_num_layers: in MoE models full recompute applies to MoE blocks; "
                               f"the stages hold {moe} MoE blocks")
+    errors += _check_recompute_modules(plan, problem)
     if plan.zero_stage and plan.dp % plan.shard_size:
         errors.append(f"zero_shard_size ({plan.shard_size}) does not divide dp ({plan.dp})")
     errors += _check_experts(plan, problem)
@@ -246,6 +272,30 @@ def check_plan(plan: Plan, problem: Problem) -> list[str]:
         errors.append(f"recompute {plan.recompute} is not allowed by the task ({c.recompute})")
     return errors
 
+
+
+def _check_recompute_modules(plan: Plan, problem: Problem) -> list[str]:
+    """Megatron-Core's own checks (transformer_config.py core_v0.16.0: moe_act with grouped MoE
+    experts, mla_up_proj with multi-latent attention), a dense MLP for `mlp`, and a framework
+    profile whose selective recompute is Megatron's module list."""
+    if plan.recompute_modules is None:
+        return []
+    model, errors = problem.model, []
+    modules = set(plan.recompute_modules)
+    moe = model.family == "moe"
+    if "moe_act" in modules and not moe:
+        errors.append("recompute_modules: moe_act needs an MoE model (the experts' activation)")
+    if "mla_up_proj" in modules and not (moe and model.mla is not None):
+        errors.append("recompute_modules: mla_up_proj needs multi-latent attention (model.mla)")
+    if "mlp" in modules and moe and all(model.moe_layers):
+        errors.append("recompute_modules: mlp re-runs the dense MLP and every layer of this model is MoE "
+                      "(moe_act re-runs the experts' activation)")
+    policy = problem.task.framework.facts.selective_recompute
+    if policy != "core-attention" and plan.selective_modules != DEFAULT_RECOMPUTE_MODULES:
+        errors.append(f"recompute_modules is Megatron-Core's option; the framework profile "
+                      f"{problem.task.framework.profile_label} prices selective recompute as its own "
+                      f"policy ({policy})")
+    return errors
 
 
 def _check_experts(plan: Plan, problem: Problem) -> list[str]:

@@ -16,6 +16,13 @@ MAX_TOKENS_PER_STEP = 2**40
 Axis = Literal["tp", "cp", "pp", "dp"]
 Schedule = Literal["1f1b", "interleaved"]
 Recompute = Literal["none", "selective", "full"]
+RecomputeModule = Literal["core_attn", "layernorm", "moe_act", "mla_up_proj", "mlp"]
+"""Block parts `recompute: selective` can re-run (Megatron-Core `--recompute-modules`,
+transformer_config.py core_v0.16.0): core attention, the two norms, the MoE experts' activation,
+MLA's up-projections with RoPE, the dense MLP. Megatron's `moe` and `shared_experts` are not
+priced."""
+DEFAULT_RECOMPUTE_MODULES: tuple[str, ...] = ("core_attn",)
+"""Megatron-Core's default `recompute_modules`."""
 Dispatcher = Literal["alltoall", "allgather", "flex"]
 
 

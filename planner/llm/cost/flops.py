@@ -130,12 +130,20 @@ def model_flops_per_token(model: Decoder, seq_len: int) -> float:
     return 3.0 * (forward + mtp_forward_flops_per_token(model, seq_len))
 
 
-def hardware_flops_per_token(model: Decoder, seq_len: int, recompute: str) -> float:
-    """Model FLOPs plus the recompute pass: full re-runs each block's forward, selective only
-    the attention core (Korthikanti et al. sec. 6)."""
+def hardware_flops_per_token(model: Decoder, seq_len: int, recompute: str,
+                             modules: tuple[str, ...] = ("core_attn",)) -> float:
+    """Model FLOPs plus the recompute pass: full re-runs each block's forward, selective the
+    parts in `modules` (Plan.recompute_modules): the attention core (Korthikanti et al. sec. 6),
+    the dense MLPs, MLA's up-projections; norms and activations add no matmul FLOPs."""
     extra = 0.0
     if recompute == "full":
         extra = block_forward_flops_per_token(model, seq_len)
     elif recompute == "selective":
-        extra = model.num_layers * attention_core_flops_per_token(model, seq_len)
+        if "core_attn" in modules:
+            extra += model.num_layers * attention_core_flops_per_token(model, seq_len)
+        if "mlp" in modules:
+            dense_layers = model.num_layers - (model.num_moe_layers if model.family == "moe" else 0)
+            extra += dense_layers * dense_ffn_matmul_flops_per_token(model)
+        if "mla_up_proj" in modules and model.family == "moe" and model.mla is not None:
+            extra += model.num_layers * 2.0 * moe_params.mla_up_projection_params(model)
     return model_flops_per_token(model, seq_len) + extra

@@ -38,7 +38,7 @@ from planner.core.collectives import all_to_all_time_by_tier, collective_time_by
 from planner.llm import frameworks
 from planner.llm.cost import attention
 from planner.llm.cost.flops import attention_matmul_flops_per_token, dense_ffn_matmul_flops_per_token
-from planner.llm.cost.moe_params import latent_width
+from planner.llm.cost.moe_params import latent_width, mla_up_projection_params
 from planner.llm.cost.layout import PlanVars, group_members
 from planner.llm.problem import Problem
 
@@ -105,6 +105,12 @@ class Half:
     tp_pairs: object  # TP collective pairs per direction (AG+RS with SP, else an all-reduce)
     gemm_calls: object  # weight GEMMs whose collectives can be chunked for TP overlap
     activation_bytes: object  # stored for backward (no recompute)
+    # What module-level selective recompute (Plan.recompute_modules) re-runs and frees in this half:
+    act_recompute_s: object = 0.0  # moe_act: the experts' activation forward again
+    act_out_bytes: object = 0.0  # moe_act: its output (the second expert GEMM's input), not kept
+    mlp_recompute_s: object = 0.0  # mlp: the dense MLP's forward again (norm, GEMMs, activation)
+    mlp_inner_bytes: object = 0.0  # mlp: what the MLP keeps inside (norm output, fc1 and act outputs)
+    is_moe: bool = False  # the MoE FFN half (moe_act applies; mlp does not)
 
 
 @dataclass(frozen=True)
@@ -155,12 +161,21 @@ def dense_ffn_half(problem: Problem, v: PlanVars, x: Context) -> Half:
         traffic = traffic + facts.fp8_cast_bytes * x.tokens * (h + f / x.t)  # casts of fc1 and fc2 inputs
     mlp_bytes = (4.0 if gated else 2.0) + x.gemm_input_bytes
     calls = 2 if facts.fused_gate_up or not gated else 3  # torchtitan: w1 and w3 apart
+    gemm_s = kernels.gemm_time_s(flops, calls, device, task.precision)
+    hidden = x.tokens * h / x.hidden_div
+    # The MLP submodule (Megatron: fc1 with the pre-MLP norm fused, activation, fc2) re-run from
+    # its input: the norm, the GEMMs, the activation and the fp8 casts; the residual add is outside.
+    inner_traffic = facts.norm_bytes * hidden + x.tokens * f / x.t * (facts.gated_act_bytes if gated else facts.act_bytes)
+    if task.precision == "fp8":
+        inner_traffic = inner_traffic + facts.fp8_cast_bytes * x.tokens * (h + f / x.t)
     return Half(
-        gemm_fwd_s=kernels.gemm_time_s(flops, calls, device, task.precision),
+        gemm_fwd_s=gemm_s,
         memory_bound_fwd_s=kernels.memory_bound_time_s(traffic, device),
         tp_pairs=1.0,
         gemm_calls=2.0,
         activation_bytes=stored + mlp_bytes * x.tokens * f / x.t,
+        mlp_recompute_s=gemm_s + kernels.memory_bound_time_s(inner_traffic, device),
+        mlp_inner_bytes=x.gemm_input_bytes * hidden + mlp_bytes * x.tokens * f / x.t,
     )
 
 
@@ -208,6 +223,44 @@ def _micro_pipeline_exposed(problem, sp, t, act_bytes, ag, rs, fwd_total, bwd_to
     bwd = sum(_decomposed_exposed_s(ag, g, t, overhead_s) for g in g_out) + 2.0 * rs
     on = np.asarray(overlap, dtype=bool) & np.asarray(sp, dtype=bool)
     return np.where(on, fwd, fwd_total), np.where(on, bwd, bwd_total)
+
+
+def _module_recompute(problem: Problem, v: PlanVars, x: Context, ffn: Half, latent, tp_exp_fwd, pairs):
+    """(seconds, bytes freed) of the recompute modules other than core_attn, per block and
+    micro-batch (Megatron-Core transformer_config.py core_v0.16.0 `recompute_modules`).
+
+    layernorm: both norms' outputs (the GEMM inputs after them) are dropped and the norms re-run
+    (output-discarding checkpointing); the FFN half's norm is inside the MLP when `mlp` is also
+    on. moe_act: the experts' activation output is dropped and the activation re-run. mlp: the
+    dense MLP keeps only its input and re-runs whole, with its share of the exposed forward TP
+    collectives. mla_up_proj: MLA's per-head Q, K and V are dropped and the up-projections and
+    RoPE re-run from the kept latents."""
+    model, task, device = problem.model, problem.task, problem.cluster.device
+    facts = task.framework.facts
+    modules = v.recompute_modules
+    dense_ffn = not ffn.is_moe
+    seconds, freed = 0.0, 0.0
+    hidden = x.tokens * model.hidden_size / x.hidden_div
+    mlp = "mlp" in modules and dense_ffn
+    if "layernorm" in modules:
+        norms = 1.0 if mlp else 2.0
+        seconds = seconds + kernels.memory_bound_time_s(norms * facts.norm_bytes * hidden, device)
+        freed = freed + norms * x.gemm_input_bytes * hidden
+    if "moe_act" in modules and ffn.is_moe:
+        seconds = seconds + ffn.act_recompute_s
+        freed = freed + ffn.act_out_bytes
+    if mlp:
+        tp_share = np.asarray(ffn.tp_pairs, dtype=float) / pairs
+        seconds = seconds + ffn.mlp_recompute_s + tp_share * tp_exp_fwd
+        freed = freed + ffn.mlp_inner_bytes
+    if "mla_up_proj" in modules and latent:
+        up = mla_up_projection_params(model)
+        calls = 2 if model.mla.q_lora_rank else 1
+        qw, kvw, vw = model.attention_width, model.kv_width, model.value_width
+        seconds = seconds + kernels.gemm_time_s(2.0 * x.tokens * up / x.t, calls, device, task.precision)
+        seconds = seconds + kernels.memory_bound_time_s(facts.rope_bytes * x.tokens * (qw + kvw) / x.t, device)
+        freed = freed + BF16_BYTES * x.tokens * (qw + kvw + vw) / x.t
+    return seconds, freed
 
 
 def block_cost(problem: Problem, v: PlanVars, x: Context, ffn: Half, ep: tuple | None = None) -> LayerCost:
@@ -334,9 +387,11 @@ def block_cost(problem: Problem, v: PlanVars, x: Context, ffn: Half, ep: tuple |
         cp_bwd = [a + r for a, r in zip(cp_fwd, cp_rs, strict=True)]
         cp_exp_fwd, cp_exp_bwd = sum(cp_fwd), sum(cp_bwd)  # before and after the attention call
 
-    # Selective recompute re-runs the attention core forward (a no-op for flash attention,
-    # which already recomputes its scores inside the backward kernel).
-    selective = 0.0 if flash else attn_fwd
+    # Selective recompute re-runs the parts in the plan's recompute_modules (Megatron-Core's
+    # default: the attention core forward, a no-op for flash attention, which already recomputes
+    # its scores inside the backward kernel); the others are priced with the memory below.
+    modules = v.recompute_modules
+    selective = (0.0 if flash else attn_fwd) if "core_attn" in modules else 0.0
     if facts.selective_recompute == "op-every-second-mm":
         # torchtitan's op-level policy: the even-numbered GEMMs of the forward order and every
         # memory-bound op are re-run; attention outputs are saved.
@@ -357,7 +412,11 @@ def block_cost(problem: Problem, v: PlanVars, x: Context, ffn: Half, ep: tuple |
         kept_scores = 0.0
     kept = attn_stored + attn_part + ffn.activation_bytes
     act_none = kept + scores
-    act_selective = kept + kept_scores
+    act_selective = kept + (kept_scores if "core_attn" in modules else scores)
+    if facts.selective_recompute == "core-attention":
+        extra_s, freed = _module_recompute(problem, v, x, ffn, latent, tp_exp_fwd, pairs)
+        selective = selective + extra_s
+        act_selective = act_selective - freed
     if facts.selective_recompute == "op-every-second-mm" and not latent and model.family != "moe":
         # torchtitan's op policy keeps the block input, the outputs of the odd-numbered GEMMs
         # (wq, wv, w1, w2 when gated) and SDPA's output and log-sum-exp; the rest is recomputed.

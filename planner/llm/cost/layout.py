@@ -40,6 +40,8 @@ class PlanVars:
     dispatcher: object = 0  # DISPATCHER_CODES
     ep_comm_overlap: object = 0
     num_sequences: object = 0  # the plan's own global batch (sequences); 0 = the task's
+    recompute_modules: frozenset = frozenset({"core_attn"})  # what selective recompute re-runs; one set
+    # for all candidates (a scalar to the array helpers: np.ndim of a frozenset is 0)
 
     @classmethod
     def from_plan(cls, plan: Plan) -> PlanVars:
@@ -61,6 +63,7 @@ class PlanVars:
             dispatcher=DISPATCHER_CODES[plan.dispatcher],
             ep_comm_overlap=int(plan.ep_comm_overlap),
             num_sequences=plan.global_batch_size or 0,
+            recompute_modules=frozenset(plan.selective_modules),
         )
 
     def sequences(self, task):

@@ -130,12 +130,19 @@ def moe_ffn_half(problem: Problem, v: PlanVars, x: Context) -> Half:
     stored = stored + 8.0 * moe_tokens * moe.num_experts
     stored = stored + routed * (x.gemm_input_bytes * h + mlp_bytes * width + 2.0 * h)
     stored = stored + mlp_bytes * x.tokens * shared_width / x.t
+    # moe_act (Megatron-Core's output-discarding checkpoint of the grouped experts' activation):
+    # the activation output, the second expert GEMM's input, is freed after that GEMM and the
+    # activation re-runs in the backward from the kept first-GEMM output (with its fp8 cast).
+    act_traffic = routed * width * ((6.0 if gated else 4.0) + (3.0 if task.precision == "fp8" else 0.0))
     return Half(
         gemm_fwd_s=router + experts + shared,
         memory_bound_fwd_s=kernels.memory_bound_time_s(traffic, device),
         tp_pairs=1.0 if shared_width else 0.0,
         gemm_calls=2.0 if shared_width else 0.0,
         activation_bytes=stored,
+        act_recompute_s=kernels.memory_bound_time_s(act_traffic, device),
+        act_out_bytes=x.gemm_input_bytes * routed * width,
+        is_moe=True,
     )
 
 

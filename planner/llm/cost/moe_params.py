@@ -37,6 +37,17 @@ def attention_weight_params(model: MoETransformer) -> float:
     return float(h * a * d + 2 * h * g * d + a * d * h)
 
 
+def mla_up_projection_params(model: MoETransformer) -> float:
+    """MLA's up-projections: key/value latent to per-head keys and values, and the query latent
+    to per-head queries where the query is compressed (what `recompute_modules: mla_up_proj`
+    re-runs)."""
+    x, a = model.mla, model.num_heads
+    up = x.kv_lora_rank * a * (x.qk_nope_head_dim + x.v_head_dim)
+    if x.q_lora_rank:
+        up += x.q_lora_rank * a * (x.qk_nope_head_dim + x.qk_rope_head_dim)
+    return float(up)
+
+
 def ffn_params(model: MoETransformer, width: int, bias: bool = False) -> float:
     """One FFN (a dense layer's, an expert's) of intermediate width `width`."""
     h = model.hidden_size

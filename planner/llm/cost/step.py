@@ -454,7 +454,7 @@ def evaluate(problem: Problem, plan: Plan) -> Breakdown:
     step = float(a.step_s)
     tokens = plan.sequences(task) * task.seq_len
     model_flops = flops.model_flops_per_token(model, task.seq_len) * tokens
-    hardware_flops = flops.hardware_flops_per_token(model, task.seq_len, plan.recompute) * tokens
+    hardware_flops = flops.hardware_flops_per_token(model, task.seq_len, plan.recompute, plan.selective_modules) * tokens
     peak = cluster.device.peak("fp16" if task.precision == "fp16" else "bf16") * cluster.num_devices
     blocks = block_costs(problem, v)
     by_axis = _exposed_by_axis_tier(problem, v, blocks, crit, a.data_parallel, critical, m)
