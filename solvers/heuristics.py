@@ -91,7 +91,8 @@ def price(problem: Problem, plan: Plan) -> tuple[float, bool] | None:
         return None
     uniform = (plan.stage_layers is None and problem.model.family != "moe") or (
         plan.stage_layers is not None and list(plan.stage_layers) == balanced)
-    if uniform and plan.recompute_num_layers is None:
+    # Bulk pricing has no column for recompute modules: a plan with its own is priced one by one.
+    if uniform and plan.recompute_num_layers is None and plan.recompute_modules is None:
         priced = price_balanced(problem, CandidateSet.from_plans([plan]))
         return float(priced.step_s[0]), bool(priced.fits[0])
     b = evaluate(problem, plan)

@@ -43,17 +43,27 @@ DEEPSEEK_PLAN = load_plan(PROBLEMS / "plans" / "deepseek-v3-bridge.yaml").model_
 """Megatron-Bridge's DeepSeek-V3 plan (PP 8 x VP 4 of 7-8 layers, EP 64, flex with the overlap)."""
 
 
-def test_layernorm_frees_both_norm_outputs_and_reruns_both_norms():
-    """Output-discarding checkpoint of the input and pre-MLP norms: the GEMM input after each
-    norm (1 B in fp8) is not kept, and each norm's forward (the profile's bytes per element)
-    runs again in the backward."""
+def test_layernorm_reruns_only_the_norms_that_are_modules_of_their_own():
+    """Output-discarding checkpoint of the norms (Megatron-Core gpt_layer_specs.py with Transformer
+    Engine): the input norm is fused into the QKV projection except with MLA, the pre-MLP norm
+    into fc1 except in MoE layers, and a fused norm is neither dropped nor re-run. So nothing on
+    a dense GQA model; the pre-MLP norm on Qwen3-MoE; both norms on DeepSeek-V3's MoE layers:
+    each frees its output (the GEMM input after it) and re-runs its forward."""
     base = layer_cost(DENSE, _vars(_selective(DENSE_PLAN, ["core_attn"])))
     norms = layer_cost(DENSE, _vars(_selective(DENSE_PLAN, ["core_attn", "layernorm"])))
-    hidden = 2048 * DENSE.model.hidden_size / 2  # one sequence, sequence-parallel over TP 2
-    facts = DENSE.task.framework.facts
-    assert base.activation_selective_bytes - norms.activation_selective_bytes == pytest.approx(2 * 1.0 * hidden)
-    expected_s = kernels.memory_bound_time_s(2 * facts.norm_bytes * hidden, DENSE.cluster.device)
-    assert norms.selective_recompute_s - base.selective_recompute_s == pytest.approx(float(expected_s))
+    assert norms.activation_selective_bytes == base.activation_selective_bytes
+    assert norms.selective_recompute_s == base.selective_recompute_s
+    for problem, plan, count in ((QWEN, QWEN_PLAN, 1), (DEEPSEEK, DEEPSEEK_PLAN, 2)):
+        v = _vars(_selective(plan, ["layernorm"]))
+        x = context(problem, v)
+        base = moe_layer_cost(problem, _vars(_selective(plan, ["core_attn"])))
+        norms = moe_layer_cost(problem, v)
+        hidden = x.tokens * problem.model.hidden_size / x.hidden_div
+        norm_s = kernels.memory_bound_time_s(count * problem.task.framework.facts.norm_bytes * hidden,
+                                             problem.cluster.device)
+        assert base.activation_selective_bytes - norms.activation_selective_bytes == pytest.approx(
+            float(count * x.gemm_input_bytes * hidden)), problem.model.name
+        assert norms.selective_recompute_s == pytest.approx(float(norm_s)), problem.model.name
 
 
 def test_mlp_keeps_only_the_mlp_input_and_reruns_the_mlp():
@@ -74,11 +84,24 @@ def test_mlp_keeps_only_the_mlp_input_and_reruns_the_mlp():
     assert half.mlp_recompute_s > half.gemm_fwd_s  # the GEMMs and the memory-bound ops
 
 
-def test_layernorm_with_mlp_counts_the_fused_norm_once():
+def test_layernorm_adds_nothing_to_mlp_on_a_dense_layer():
+    """The dense MLP's norm is fused into fc1: `mlp` already drops and re-runs it."""
     both = layer_cost(DENSE, _vars(_selective(DENSE_PLAN, ["layernorm", "mlp"])))
     mlp = layer_cost(DENSE, _vars(_selective(DENSE_PLAN, ["mlp"])))
-    hidden = 2048 * DENSE.model.hidden_size / 2
-    assert mlp.activation_selective_bytes - both.activation_selective_bytes == pytest.approx(1.0 * hidden)
+    assert both.activation_selective_bytes == mlp.activation_selective_bytes
+    assert both.selective_recompute_s == mlp.selective_recompute_s
+
+
+def test_mla_up_proj_without_a_query_latent_reruns_the_query_projection():
+    """Without q_lora_rank Megatron's qkv_up_proj_and_rope_apply re-runs linear_q_proj (hidden to
+    per-head queries) beside the key/value up-projection."""
+    m = DEEPSEEK.model
+    direct = m.model_copy(update={"mla": m.mla.model_copy(update={"q_lora_rank": None})})
+    a, x = m.num_heads, m.mla
+    qk = x.qk_nope_head_dim + x.qk_rope_head_dim
+    kv_up = x.kv_lora_rank * a * (x.qk_nope_head_dim + x.v_head_dim)
+    assert mla_up_projection_params(direct) == kv_up + m.hidden_size * a * qk
+    assert mla_up_projection_params(m) == kv_up + x.q_lora_rank * a * qk
 
 
 def test_moe_act_frees_the_experts_activation_output():
@@ -160,10 +183,11 @@ def test_plan_checks_follow_megatron():
     assert any("moe_act needs an MoE model" in e for e in check_plan(dense, DENSE))
     assert any("mla_up_proj needs multi-latent" in e for e in check_plan(_selective(QWEN_PLAN, ["mla_up_proj"]), QWEN))
     assert any("every layer of this model is MoE" in e for e in check_plan(_selective(QWEN_PLAN, ["mlp"]), QWEN))
-    titan = make_problem(num_devices=8, framework=Framework(profile="torchtitan"))
-    errors = check_plan(_selective(Plan(dp=8), ["layernorm"]), titan)
-    assert any("recompute_modules is Megatron-Core's option" in e for e in errors)
-    assert not check_plan(_selective(Plan(dp=8), None), titan)
+    for profile in ("torchtitan", "megatron-lm@2022", "megatron-deepspeed@2022"):
+        other = make_problem(num_devices=8, framework=Framework(profile=profile))
+        errors = check_plan(_selective(Plan(dp=8), ["mlp"]), other)
+        assert any("recompute_modules is Megatron-Core's option" in e for e in errors), profile
+        assert not check_plan(_selective(Plan(dp=8), None), other)
     with pytest.raises(ValueError, match="needs recompute: selective"):
         Plan(dp=8, recompute="full", recompute_modules=["layernorm"])
     with pytest.raises(ValueError, match="twice"):
@@ -178,3 +202,29 @@ def test_exports_write_the_modules_or_say_what_they_approximate():
     assert '"model.recompute_modules=[mla_up_proj,mlp]"' in bridge
     titan = export(DEEPSEEK, plan, "torchtitan", "0.2").text
     assert 'mode = "full"' in titan and "APPROXIMATION: Megatron-Core's selective recompute of mla_up_proj, mlp" in titan
+
+
+def test_bulk_pricing_refuses_a_plan_with_its_own_modules_and_heuristics_price_it_one_by_one():
+    from planner.llm.candidates import CandidateSet
+    from solvers.heuristics import price
+
+    plan = _selective(DENSE_PLAN, ["core_attn", "mlp"])
+    with pytest.raises(ValueError, match="no recompute_modules column"):
+        CandidateSet.from_plans([plan])
+    assert price(DENSE, plan)[0] == pytest.approx(evaluate(DENSE, plan).step_time_s)
+
+
+def test_a_recompute_flag_replaces_the_plan_files_modules(capsys):
+    """`--recompute none` on a plan file with selective modules drops them (the plan would be
+    invalid otherwise); `--recompute-modules` replaces them."""
+    import json
+
+    from planner.cli import main
+
+    task, plan = str(PROBLEMS / "tasks" / "deepseek-v3-1024xh100.yaml"), str(PROBLEMS / "plans" / "deepseek-v3-bridge.yaml")
+    assert main(["estimate", task, "--plan", plan, "--recompute", "none", "--json"]) in (0, 3)
+    priced = json.loads(capsys.readouterr().out)["plan"]
+    assert priced["recompute"] == "none" and priced.get("recompute_modules") is None
+    assert main(["estimate", task, "--plan", plan, "--recompute-modules", "mla_up_proj", "--json"]) in (0, 3)
+    priced = json.loads(capsys.readouterr().out)["plan"]
+    assert priced["recompute"] == "selective" and priced["recompute_modules"] == ["mla_up_proj"]

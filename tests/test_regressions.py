@@ -5,7 +5,7 @@ field, never a silent default."""
 import pytest
 
 from planner.core.errors import InputError
-from planner.fidelity.regressions import REGRESSIONS, load_regressions, regressions
+from planner.fidelity.regressions import load_regressions, regressions
 from planner.fidelity.validate import DEFAULT_RUNS, load_runs
 
 GOOD = """regressions:
@@ -20,9 +20,8 @@ def test_the_shipped_table_names_rows_of_the_shipped_file_and_cites_each():
     ids = {row["id"] for row in load_runs(DEFAULT_RUNS)}
     table = regressions()
     assert table and set(table) <= ids
-    for entry in table.values():
-        assert entry.source.startswith("https://")
-        assert entry.statement and entry.reference
+    # Each names its report and the unregressed measurement (the schema refuses less).
+    assert all(entry.reference for entry in table.values())
 
 
 def test_a_well_formed_table_loads_by_id(tmp_path):
@@ -69,4 +68,3 @@ def test_an_empty_or_unreadable_table_is_an_error(tmp_path):
     assert str(path) in str(err.value)
     with pytest.raises(InputError):
         load_regressions(tmp_path / "missing.yaml")
-    assert REGRESSIONS.exists()

@@ -97,7 +97,10 @@ def plan_from_args(args: argparse.Namespace, num_devices: int) -> tuple[Plan, st
         if not flags:
             return plan, args.plan
         source = f"{args.plan} with {named}"
-        return build(Plan, plan.model_dump() | flags, source), source
+        base = plan.model_dump()
+        if flags.get("recompute", "selective") != "selective" and "recompute_modules" not in flags:
+            base.pop("recompute_modules", None)  # --recompute none/full replaces the plan's selective modules
+        return build(Plan, base | flags, source), source
     source = f"the plan flags ({named})" if named else "the default plan (no flags)"
     if "dp" not in flags:
         flags["dp"] = max(num_devices // (flags.get("tp", 1) * flags.get("cp", 1) * flags.get("pp", 1)), 1)

@@ -438,6 +438,17 @@ def _recompute(plan: dict, era: str, notes: list[str]) -> str:
     return mode
 
 
+def _recipe_recompute(p: dict, era: str, notes: list[str], modules: list[str] | None) -> str:
+    """The row's recompute mode; a recipe's selective modules make it selective, and a row that
+    states another mode conflicts with its recipe (refused)."""
+    if not modules:
+        return _recompute(p, era, notes)
+    if p.get("recompute") is not None and _lookup(RECOMPUTE, p, "recompute", "recompute") != "selective":
+        raise PlannerError(f"plan.recompute: {p['recompute']!r} conflicts with the recipe's selective recompute "
+                           f"of {', '.join(modules)} (planner/fidelity/recipes.yaml)")
+    return "selective"
+
+
 def resolve_row(row: dict) -> tuple[Problem, Plan, list[str], str]:
     """(problem, plan, assumptions, preset) for one training row; raises PlannerError if unusable."""
     notes: list[str] = []
@@ -560,7 +571,7 @@ def resolve_row(row: dict) -> tuple[Problem, Plan, list[str], str]:
             "dp": dp,
             "zero_stage": zero,
             "micro_batch_size": mbs,
-            "recompute": "selective" if recompute_modules else _recompute(p, era, notes),
+            "recompute": _recipe_recompute(p, era, notes, recompute_modules),
             "recompute_modules": recompute_modules,
             **experts,
         },
@@ -797,8 +808,10 @@ def render_validation(results: list[RowResult], verbose: bool = False) -> str:
         lines += ["", "measured under a documented regression (predicted, counted apart from the MAPE lines above):"]
         lines += [f"  {g['id']}: {g['error_pct']:+.1f}% ({g['source']})" for g in summary["regressions"]]
         both = summary["with_regressions"]
-        lines.append(f"  with them: throughput/step-time MAPE {both['mape_pct']:.1f}%"
-                     + (f", LLM rows {both['llm_mape_pct']:.1f}%" if both["llm_mape_pct"] is not None else ""))
+        lines.append("  with them: "
+                     + ", ".join(f"{label} {both[key]:.1f}%" for key, label in
+                                 (("mape_pct", "throughput/step-time MAPE"), ("llm_mape_pct", "LLM rows"))
+                                 if both[key] is not None))
     skipped = [r for r in results if r.skipped]
     if skipped:
         lines += ["", f"skipped {len(skipped)} rows:"] + [f"  {r.id}: {r.skipped}" for r in skipped]

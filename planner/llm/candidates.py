@@ -192,6 +192,10 @@ class CandidateSet:
 
     @classmethod
     def from_plans(cls, plans: list[Plan]) -> CandidateSet:
+        own = [p.summary() for p in plans if p.recompute_modules is not None]
+        if own:  # the columns price Megatron's default module set only
+            raise ValueError(f"bulk pricing has no recompute_modules column; price {own[0]} with evaluate")
+
         def col(getter, dtype=np.int64):
             return np.array([getter(p) for p in plans], dtype=dtype)
 

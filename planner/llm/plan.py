@@ -290,11 +290,13 @@ def _check_recompute_modules(plan: Plan, problem: Problem) -> list[str]:
     if "mlp" in modules and moe and all(model.moe_layers):
         errors.append("recompute_modules: mlp re-runs the dense MLP and every layer of this model is MoE "
                       "(moe_act re-runs the experts' activation)")
-    policy = problem.task.framework.facts.selective_recompute
-    if policy != "core-attention" and plan.selective_modules != DEFAULT_RECOMPUTE_MODULES:
-        errors.append(f"recompute_modules is Megatron-Core's option; the framework profile "
-                      f"{problem.task.framework.profile_label} prices selective recompute as its own "
-                      f"policy ({policy})")
+    from planner.llm import frameworks
+
+    name, _ = frameworks.parse_name(problem.task.framework.profile)
+    if name != "megatron-core" and plan.selective_modules != DEFAULT_RECOMPUTE_MODULES:
+        errors.append(f"recompute_modules is Megatron-Core's option (--recompute-modules); the framework profile "
+                      f"{problem.task.framework.profile_label} has no module list (its selective recompute: "
+                      f"{problem.task.framework.facts.selective_recompute})")
     return errors
 
 

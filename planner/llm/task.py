@@ -147,7 +147,8 @@ class Framework(Spec):
     overlap_grad_reduce: bool = Field(default=True, description="DP reduce under backward.")
     overlap_param_gather: bool = Field(default=True, description="ZeRO param gather under forward.")
     overlap_p2p_comm: bool = Field(
-        default=True, description="Pipeline sends overlapped with the next chunk's compute."
+        default=True, description="Pipeline sends overlapped with the next chunk's compute (interleaved "
+        "schedule only: Megatron turns it off for 1F1B)."
     )
     grad_bucket_bytes: Bytes = Field(
         default=40e6 * 4, description="DP bucket size; the last bucket is exposed (Megatron: 40M params)."

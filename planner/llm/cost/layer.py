@@ -229,9 +229,12 @@ def _module_recompute(problem: Problem, v: PlanVars, x: Context, ffn: Half, late
     """(seconds, bytes freed) of the recompute modules other than core_attn, per block and
     micro-batch (Megatron-Core transformer_config.py core_v0.16.0 `recompute_modules`).
 
-    layernorm: both norms' outputs (the GEMM inputs after them) are dropped and the norms re-run
-    (output-discarding checkpointing); the FFN half's norm is inside the MLP when `mlp` is also
-    on. moe_act: the experts' activation output is dropped and the activation re-run. mlp: the
+    layernorm: the outputs of the norms that are modules of their own are dropped and those norms
+    re-run (output-discarding checkpointing). In Megatron-Core's Transformer Engine layer specs
+    (gpt_layer_specs.py core_v0.16.0) the input norm is fused into the QKV projection except with
+    MLA, and the pre-MLP norm into fc1 except in MoE layers; TransformerLayer checkpoints only
+    norms that are not an IdentityOp (transformer_layer.py l.379-390), so a fused norm is kept and
+    not re-run. moe_act: the experts' activation output is dropped and the activation re-run. mlp: the
     dense MLP keeps only its input and re-runs whole, with its share of the exposed forward TP
     collectives. mla_up_proj: MLA's per-head Q, K and V are dropped and the up-projections and
     RoPE re-run from the kept latents."""
@@ -243,7 +246,7 @@ def _module_recompute(problem: Problem, v: PlanVars, x: Context, ffn: Half, late
     hidden = x.tokens * model.hidden_size / x.hidden_div
     mlp = "mlp" in modules and dense_ffn
     if "layernorm" in modules:
-        norms = 1.0 if mlp else 2.0
+        norms = (1.0 if latent else 0.0) + (1.0 if ffn.is_moe else 0.0)  # the unfused ones
         seconds = seconds + kernels.memory_bound_time_s(norms * facts.norm_bytes * hidden, device)
         freed = freed + norms * x.gemm_input_bytes * hidden
     if "moe_act" in modules and ffn.is_moe:
@@ -255,7 +258,7 @@ def _module_recompute(problem: Problem, v: PlanVars, x: Context, ffn: Half, late
         freed = freed + ffn.mlp_inner_bytes
     if "mla_up_proj" in modules and latent:
         up = mla_up_projection_params(model)
-        calls = 2 if model.mla.q_lora_rank else 1
+        calls = 2  # the query's (up- or direct) projection and the key/value up-projection
         qw, kvw, vw = model.attention_width, model.kv_width, model.value_width
         seconds = seconds + kernels.gemm_time_s(2.0 * x.tokens * up / x.t, calls, device, task.precision)
         seconds = seconds + kernels.memory_bound_time_s(facts.rope_bytes * x.tokens * (qw + kvw) / x.t, device)

@@ -38,13 +38,14 @@ def attention_weight_params(model: MoETransformer) -> float:
 
 
 def mla_up_projection_params(model: MoETransformer) -> float:
-    """MLA's up-projections: key/value latent to per-head keys and values, and the query latent
-    to per-head queries where the query is compressed (what `recompute_modules: mla_up_proj`
-    re-runs)."""
+    """What `recompute_modules: mla_up_proj` re-runs (Megatron-Core multi_latent_attention.py
+    qkv_up_proj_and_rope_apply): the key/value latent to per-head keys and values, and the
+    per-head queries, from the query latent (linear_q_up_proj) or, without one, from the hidden
+    state (linear_q_proj)."""
     x, a = model.mla, model.num_heads
+    qk = x.qk_nope_head_dim + x.qk_rope_head_dim
     up = x.kv_lora_rank * a * (x.qk_nope_head_dim + x.v_head_dim)
-    if x.q_lora_rank:
-        up += x.q_lora_rank * a * (x.qk_nope_head_dim + x.qk_rope_head_dim)
+    up += (x.q_lora_rank if x.q_lora_rank else model.hidden_size) * a * qk
     return float(up)
 
 
