@@ -259,6 +259,14 @@ def flag_cases() -> list[Case]:
         f(f"estimate{flag}-word", ["estimate", task, flag, "two"], f"argument {flag}", "expected an integer")
     f("estimate-tp-huge", ["estimate", task, "--tp", "9" * 40], "argument --tp")
     f("estimate-zero-5", ["estimate", task, "--zero", "5"], "argument --zero")
+    f("estimate-plan-empty", ["estimate", task, "--plan", ""], "plan file (--plan): empty path")
+    f("estimate-task-empty", ["estimate", ""], "task: empty path")
+    f("estimate-task-blank", ["estimate", "  "], "task: empty path")
+    f("validate-runs-empty", ["validate", "--runs", ""], "--runs: empty path")
+    f("export-plan-empty", ["export", "", "--task", task, "--to", "megatron"], "plan file (--plan): empty path")
+    f("compare-plan-empty", ["compare", task, "--plan", "{P}/plans/llama3-70b-nemo.yaml", "--plan", ""],
+      "plan file (--plan): empty path")
+    f("solve-output-empty", ["solve", task, "-o", ""], "--output: empty path")
     rm = "argument --recompute-modules"
     f("estimate-recompute-modules-unknown", ["estimate", task, "--recompute-modules", "moe"], rm, "comma-separated")
     f("estimate-recompute-modules-empty", ["estimate", task, "--recompute-modules", ""], rm)
@@ -480,6 +488,15 @@ def fidelity_cases() -> list[Case]:
          "hardware.peak_dense_tflops_per_gpu")
     runs("row-more-stages-than-layers", RUN.replace("tp: 1, pp: 1, dp: 8", "tp: 1, pp: 8, dp: 1"), 3,
          "plan.pp (8) is larger than model.num_layers (4)")
+    runs("empty-list", "[]\n", 2, "runs.yaml", "no runs")
+    runs("repeated-id", RUN + RUN, 2, "runs.yaml", "'tiny-run' is given to more than one run")
+    runs("id-surrounding-space", RUN.replace("id: tiny-run", "id: ' tiny-run '"), 3, "bad row", "id")
+    runs("row-modules-unknown", RUN.replace("tp: 1,", "tp: 1, recompute_modules: [not_a_module],"), 3,
+         "bad row", "plan.recompute_modules")
+    runs("row-modules-number", RUN.replace("tp: 1,", "tp: 1, recompute_modules: 7,"), 3, "bad row",
+         "plan.recompute_modules")
+    runs("row-moe-act-dense", RUN.replace("tp: 1,", "tp: 1, recompute: selective, recompute_modules: [moe_act],"),
+         3, "tiny-run", "moe_act needs an MoE model")
 
     def eff(id_, text, *says):
         c.append(Case(f"efficiency-{id_}", ["calibrate", "--data", "{d}/eff.yaml"], {"eff.yaml": text}, 2,

@@ -228,3 +228,28 @@ def test_a_recompute_flag_replaces_the_plan_files_modules(capsys):
     assert main(["estimate", task, "--plan", plan, "--recompute-modules", "mla_up_proj", "--json"]) in (0, 3)
     priced = json.loads(capsys.readouterr().out)["plan"]
     assert priced["recompute"] == "selective" and priced["recompute_modules"] == ["mla_up_proj"]
+
+
+def test_recompute_none_on_a_plan_file_with_full_counts_drops_them(tmp_path, capsys):
+    import json
+
+    from planner.cli import main
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("dp: 8\nrecompute: full\nrecompute_num_layers: [4]\n")
+    task = str(PROBLEMS / "tasks" / "llama3-8b-8xh100.yaml")
+    assert main(["estimate", task, "--plan", str(plan), "--recompute", "none", "--json"]) in (0, 3)
+    priced = json.loads(capsys.readouterr().out)["plan"]
+    assert priced["recompute"] == "none" and priced.get("recompute_num_layers") is None
+
+
+def test_compare_signs_a_faster_plan_that_does_not_fit(capsys):
+    """The published DeepSeek-V3 plan is faster than the rules of thumb but over memory: its gap
+    to the best fitting plan is negative and printed with its sign."""
+    from planner.cli import main
+
+    main(["compare", str(PROBLEMS / "tasks" / "deepseek-v3-1024xh100.yaml"), "--plan",
+          str(PROBLEMS / "plans" / "deepseek-v3-bridge.yaml"), "--solvers", "megatron-rules,greedy"])
+    out = capsys.readouterr().out
+    assert "+-" not in out
+    assert any(line.startswith("plan ") and " -" in line and "%" in line for line in out.splitlines())

@@ -173,7 +173,7 @@ def test_validate_text_report(capsys):
     out = capsys.readouterr().out
     assert "MAPE" in out and "skipped" in out and "assumptions per row" in out
     assert "LLM rows (training and serving) MAPE" in out
-    assert "measured under a documented regression (predicted, counted apart" in out
+    assert "measured under a documented regression (predicted, not in the MAPE figures):" in out
     assert "+133.4% (regression)" in out and "issues/1998" in out
     assert "    measured under a documented regression (https://github.com/NVIDIA-NeMo/Megatron-Bridge/issues/1998)" in out
 
@@ -340,3 +340,57 @@ def test_a_row_whose_recompute_conflicts_with_its_recipe_is_skipped_naming_both(
     row["plan"]["recompute"] = "full"
     skipped = validate_row(row).skipped
     assert "plan.recompute: 'full' conflicts with the recipe's selective recompute of layernorm, moe_act" in skipped
+
+
+def _shipped(row_id: str) -> dict:
+    from planner.fidelity.validate import load_runs
+
+    return json.loads(json.dumps(next(r for r in load_runs(DEFAULT_RUNS) if r["id"] == row_id)))
+
+
+def test_a_run_reusing_a_shipped_id_gets_neither_its_recipe_nor_its_regression(tmp_path):
+    """Recipes and documented regressions belong to the shipped measurement of an id: a dense
+    row renamed to the regressed id is counted, and DeepSeek-V3 renamed to a gpt-oss id is not
+    priced with gpt-oss's recipe; both say why."""
+    regressed = "mbridge-25.11-h100-qwen3-30b-a3b-16gpu-gbs512"
+    dense = _shipped("nemo-24.07-h100-llama3-8b-8gpu") | {"id": regressed}
+    deepseek = _shipped("mbridge-25.09-h100-deepseek-v3-1024gpu-gbs8192") | {
+        "id": "mbridge-25.11-h100-gpt-oss-120b-64gpu-gbs512"}
+    path = tmp_path / "runs.yaml"
+    path.write_text(yaml.safe_dump([dense, deepseek]))
+    first, second = validate(path)
+    assert first.regression is None and first.counted
+    assert any("not the shipped measurement of that id" in a for a in first.assumptions)
+    assert any("no recipe settings are taken" in a for a in second.assumptions)
+    assert not any(a.startswith("recipe settings") for a in second.assumptions)
+    shipped = tmp_path / "shipped.yaml"
+    shipped.write_text(yaml.safe_dump([_shipped(regressed)]))
+    (only,) = validate(shipped)
+    assert only.regression is not None and not only.counted
+
+
+def test_the_summary_prints_no_figure_it_has_no_line_for(tmp_path, capsys):
+    """A file of serving rows and the regressed row: no training MAPE line, so no training
+    figure "with them"; training and serving rows together get the LLM line."""
+    rows = [r for r in yaml.safe_load(DEFAULT_RUNS.read_text()) if r["workload"] == "inference"][:2]
+    path = tmp_path / "runs.yaml"
+    path.write_text(yaml.safe_dump(rows + [_shipped("mbridge-25.11-h100-qwen3-30b-a3b-16gpu-gbs512")]))
+    assert main(["validate", "--runs", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "throughput/step-time MAPE" not in out and "with them" not in out
+    assert "measured under a documented regression" in out
+    path.write_text(yaml.safe_dump(rows + [_shipped("nemo-24.07-h100-llama3-8b-8gpu")]))
+    assert main(["validate", "--runs", str(path)]) == 0
+    assert "LLM rows (training and serving) MAPE" in capsys.readouterr().out
+
+
+def test_a_row_may_state_its_own_recompute_modules():
+    from planner.fidelity.validate import validate_row
+
+    row = _shipped("nemo-24.07-h100-llama3-8b-8gpu")
+    row["plan"] |= {"recompute": "selective", "recompute_modules": ["mlp"]}
+    result = validate_row(row)
+    assert result.skipped is None and "rc:selective(mlp)" in result.plan
+    gpt_oss = _shipped("mbridge-25.11-h100-gpt-oss-120b-64gpu-gbs512")
+    gpt_oss["plan"]["recompute_modules"] = ["moe_act"]
+    assert "conflicts with the recipe's ['layernorm', 'moe_act']" in validate_row(gpt_oss).skipped

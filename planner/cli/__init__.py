@@ -45,6 +45,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PATH_ARGUMENTS = {"task": "task", "plan": "plan file (--plan)", "runs": "--runs", "data": "--data", "output": "--output",
+                  "input": "TASK_OR_SWEEP_RESULT", "sweep": "sweep"}
+"""Arguments that name a file (an empty string would otherwise be read as the current directory)."""
+
+
+def _refuse_empty_paths(args) -> None:
+    from planner.core.errors import InputError
+
+    for attr, name in PATH_ARGUMENTS.items():
+        value = getattr(args, attr, None)
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, str) and not v.strip() for v in values):
+            raise InputError(f"{name}: empty path; give a file (or, where allowed, a shipped preset's name)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs one command; returns its exit code (argparse's own errors exit 2 via SystemExit)."""
     started = time.perf_counter()
@@ -66,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         common.COMMAND_START[0] = common.process_start() if argv is None else started
         args = build_parser().parse_args(argv)
         try:
+            _refuse_empty_paths(args)
             code = args.func(args)
         except ExportError as exc:
             print(f"error: {exc}", file=sys.stderr)

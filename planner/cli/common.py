@@ -100,6 +100,8 @@ def plan_from_args(args: argparse.Namespace, num_devices: int) -> tuple[Plan, st
         base = plan.model_dump()
         if flags.get("recompute", "selective") != "selective" and "recompute_modules" not in flags:
             base.pop("recompute_modules", None)  # --recompute none/full replaces the plan's selective modules
+        if flags.get("recompute", "full") != "full":
+            base.pop("recompute_num_layers", None)  # and --recompute none/selective its full-recompute counts
         return build(Plan, base | flags, source), source
     source = f"the plan flags ({named})" if named else "the default plan (no flags)"
     if "dp" not in flags:

@@ -68,7 +68,8 @@ def deepspeed_config(problem: Problem, plan: Plan) -> tuple[dict, list[str]]:
                      "never more memory)")
     if plan.recompute != "none":
         config["activation_checkpointing"] = {"partition_activations": plan.sp, "contiguous_memory_optimization": False}
-        notes.append(f"activation checkpointing ({plan.recompute}) is applied by the model code "
+        mode = "full" if plan.recompute == "selective" and plan.recompute_modules_list != ["core_attn"] else plan.recompute
+        notes.append(f"activation checkpointing ({mode}) is applied by the model code "
                      "(deepspeed.checkpointing.checkpoint around each block)")
     if plan.tp > 1 or plan.cp > 1:
         notes.append(f"TP {plan.tp} / CP {plan.cp}: set in the model code (e.g. Megatron-DeepSpeed "

@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from planner.core.files import shown
+from planner.llm.task import RecomputeModule
 
 PositiveInt = Annotated[int, Field(gt=0, le=2**40)]
 PositiveNumber = Annotated[float, Field(ge=1e-3, le=1e9)]
@@ -79,6 +80,9 @@ class RunPlan(Record):
     global_batch_tokens: PositiveInt | None = None
     sp: bool | None = None
     zero_stage: Annotated[int, Field(ge=0, le=3)] | None = None
+    # Megatron-Core --recompute-modules the run used (with recompute: selective); not a key of the
+    # shared file's rows, which take theirs from planner/fidelity/recipes.yaml.
+    recompute_modules: Annotated[list[RecomputeModule], Field(min_length=1)] | None = None
 
 
 class RunMeasured(Record):
@@ -93,7 +97,7 @@ class RunMeasured(Record):
 class MeasuredRun(Record):
     """One published run (see ../shared/data/measured_runs.yaml for the full format)."""
 
-    id: Annotated[str, Field(min_length=1, max_length=200)]
+    id: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^\S(.*\S)?$")]
     workload: str
     model: RunModel
     hardware: RunHardware
@@ -121,7 +125,7 @@ class InferenceRunMeasured(Record):
 class InferenceMeasuredRun(Record):
     """One published serving run (`workload: inference`)."""
 
-    id: Annotated[str, Field(min_length=1, max_length=200)]
+    id: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^\S(.*\S)?$")]
     workload: Literal["inference"]
     model: RunModel
     hardware: RunHardware
@@ -229,7 +233,7 @@ class DlrmRunMeasured(Record):
 class DlrmMeasuredRun(Record):
     """One published DLRM training run (`model.family: dlrm`)."""
 
-    id: Annotated[str, Field(min_length=1, max_length=200)]
+    id: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^\S(.*\S)?$")]
     workload: str
     model: DlrmRunModel
     hardware: RunHardware

@@ -82,7 +82,10 @@ def resolve_moe_model(m: dict, notes: list[str]) -> MoETransformer:
             differ = [f"{k} {m.get(k)} vs {v}" for k, v in checks.items() if m.get(k) is not None and m.get(k) != v]
             if differ:
                 raise PlannerError(f"model {name!r} differs from the preset {key}: {', '.join(differ)}")
-            notes.append(f"architecture from the preset {key} (MLA, router, shared experts, MTP as published)")
+            has = ["MLA" if preset.mla is not None else "GQA attention", "router",
+                   *(["shared experts"] if preset.moe.shared_ffn_hidden_size else []),
+                   *(["MTP"] if getattr(preset, "mtp_layers", 0) else [])]
+            notes.append(f"architecture from the preset {key} ({', '.join(has)} as published)")
             return preset
     for needed in ("num_heads", "moe_top_k", "moe_ffn_hidden_size"):
         if not m.get(needed):
@@ -105,11 +108,11 @@ def resolve_moe_model(m: dict, notes: list[str]) -> MoETransformer:
     return build(MoETransformer, data, "measured row", prefix="model.")
 
 
-def apply_recipe(row_id: str, plan: dict, framework: dict, model, notes: list[str]):
+def apply_recipe(row_id: str | None, plan: dict, framework: dict, model, notes: list[str]):
     """Applies the recipe settings of `row_id` to the plan and framework dicts; returns the
     model (with the recipe's MTP count)."""
     try:
-        recipe = recipes().get(row_id)
+        recipe = recipes().get(row_id) if row_id is not None else None
     except InputError as exc:
         raise PlannerError(f"recipe settings unreadable: {exc}") from exc
     if recipe is None:

@@ -119,17 +119,22 @@ def render_validation(results: list[RowResult], verbose: bool = False) -> str:
     if summary["memory_mape_pct"] is not None:
         lines.append(f"memory MAPE {summary['memory_mape_pct']:.1f}%")
     llm = summary["llm"]
-    if llm["num_rows"] and any(r.family == "dlrm" for r in used):
+    # The LLM rows (training and serving) apart from the DLRM rows, where the file mixes kinds.
+    kinds = {"dlrm" if r.family == "dlrm" else r.workload for r in used if r.counted}
+    llm_line = bool(llm["num_rows"]) and len(kinds) > 1
+    if llm_line:
         lines.append(f"LLM rows (training and serving) MAPE {llm['mape_pct']:.1f}% over {llm['num_rows']} rows "
                      f"(max |error| {llm['max_abs_error_pct']:.1f}%)")
     if summary["regressions"]:
-        lines += ["", "measured under a documented regression (predicted, counted apart from the MAPE lines above):"]
+        lines += ["", "measured under a documented regression (predicted, not in the MAPE figures):"]
         lines += [f"  {g['id']}: {g['error_pct']:+.1f}% ({g['source']})" for g in summary["regressions"]]
         both = summary["with_regressions"]
-        lines.append("  with them: "
-                     + ", ".join(f"{label} {both[key]:.1f}%" for key, label in
-                                 (("mape_pct", "throughput/step-time MAPE"), ("llm_mape_pct", "LLM rows"))
-                                 if both[key] is not None))
+        shown_lines = {"mape_pct": bool(training), "llm_mape_pct": llm_line}
+        parts = [f"{label} {both[key]:.1f}%" for key, label in
+                 (("mape_pct", "throughput/step-time MAPE"), ("llm_mape_pct", "LLM rows"))
+                 if both[key] is not None and shown_lines[key]]
+        if parts:
+            lines.append("  with them: " + ", ".join(parts))
     skipped = [r for r in results if r.skipped]
     if skipped:
         lines += ["", f"skipped {len(skipped)} rows:"] + [f"  {r.id}: {r.skipped}" for r in skipped]

@@ -193,6 +193,7 @@ text names or None)."""
 RECOMPUTE: dict[str, str] = {
     "none": "none",
     "full": "full",
+    "selective": "selective",
     "full (--checkpoint-activations)": "full",
     "full activation checkpointing": "full",
     "selective (attention core only) + sequence parallel": "selective",
@@ -266,7 +267,29 @@ def load_runs(path: str | Path) -> list[Any]:
     if not isinstance(rows, list):
         raise InputError(f"{path}: expected a list of runs at the top level, got "
                          f"{'nothing' if rows is None else type(rows).__name__}")
+    if not rows:
+        raise InputError(f"{path}: no runs (an empty list)")
+    ids = [r.get("id") for r in rows if isinstance(r, dict) and isinstance(r.get("id"), str)]
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise InputError(f"{path}: id {shown(repeated[0])} is given to more than one run; ids must be unique")
     return rows
+
+
+@cache
+def shipped_rows() -> dict[str, dict]:
+    """The shipped file's rows by id (recipes and documented regressions are keyed to them)."""
+    return {r["id"]: r for r in load_runs(DEFAULT_RUNS) if isinstance(r, dict) and "id" in r}
+
+
+def is_shipped_run(row: dict, sections: tuple[str, ...] = ("model", "hardware", "plan", "measured"),
+                   checked: bool = False) -> bool:
+    """Whether `row` is the shipped row of its id in these sections (not another run reusing it);
+    `checked`: `row` is as `check_run` returns it, and is compared with the shipped row checked."""
+    shipped = shipped_rows().get(row.get("id"))
+    if shipped is not None and checked:
+        shipped = check_run(shipped, 0)[1]
+    return shipped is not None and all(row.get(k) == shipped.get(k) for k in sections)
 
 
 @cache
@@ -505,7 +528,12 @@ def resolve_row(row: dict) -> tuple[Problem, Plan, list[str], str]:
     experts: dict[str, Any] = {}
     if moe:
         experts = {"ep": p.get("ep") or 1, "etp": 1}
-        model = apply_recipe(row["id"], experts, framework, model, notes)
+        recipe_id = row["id"]
+        if not is_shipped_run(row, ("model", "hardware"), checked=True):
+            recipe_id = None  # recipes are the shipped runs' settings: another run reusing an id gets none
+            notes.append(f"id {row['id']}: not the shipped run of that id (its model or hardware differ), so no "
+                         "recipe settings are taken from planner/fidelity/recipes.yaml")
+        model = apply_recipe(recipe_id, experts, framework, model, notes)
     notes.append(
         "framework era: "
         + ("2021-22 (unfused attention, dropout, no DP overlap)" if era == "old" else "2023+ (flash attention, DP overlap)")
@@ -526,6 +554,12 @@ def resolve_row(row: dict) -> tuple[Problem, Plan, list[str], str]:
                      f"{p['pp']} pipeline micro-batches (the PP degree) = {mbs}")
     stage_layers = experts.pop("stage_layers", None)
     recompute_modules = experts.pop("recompute_modules", None)  # the recipe's selective modules
+    row_modules = p.get("recompute_modules")
+    if row_modules is not None:
+        if recompute_modules is not None and sorted(recompute_modules) != sorted(row_modules):
+            raise PlannerError(f"plan.recompute_modules {row_modules} conflicts with the recipe's "
+                               f"{recompute_modules} (planner/fidelity/recipes.yaml)")
+        recompute_modules = list(row_modules)
     task = build(TrainingTask, {"global_batch_size": gbs, "seq_len": seq, "precision": precision,
                                 "framework": framework, "memory_headroom": 0.0}, "measured row", "plan.")
     tp, pp, cp = p.get("tp") or 1, p.get("pp") or 1, p.get("cp") or 1
@@ -693,9 +727,14 @@ def _validate_serving_row(row: dict, result: RowResult) -> RowResult:
 
 
 def validate(path: str | Path = DEFAULT_RUNS) -> list[RowResult]:
-    results = [validate_row(row, index) for index, row in enumerate(load_runs(path))]
+    rows = load_runs(path)
+    results = [validate_row(row, index) for index, row in enumerate(rows)]
     documented = regressions()
-    for r in results:
+    for row, r in zip(rows, results, strict=True):
         if r.skipped is None and r.id in documented:
-            r.regression = documented[r.id].source
+            if isinstance(row, dict) and is_shipped_run(row):
+                r.regression = documented[r.id].source
+            else:
+                r.assumptions.append(f"id {r.id} has a documented regression in planner/fidelity/regressions.yaml, "
+                                     "but this row is not the shipped measurement of that id: counted")
     return results

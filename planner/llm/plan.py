@@ -99,8 +99,9 @@ class Plan(Spec):
             if self.recompute != "selective":
                 raise ValueError("recompute_modules needs recompute: selective (Megatron-Core's "
                                  "--recompute-modules applies to --recompute-granularity selective)")
-            if len(set(self.recompute_modules)) != len(self.recompute_modules):
-                raise ValueError("recompute_modules lists a module twice")
+            twice = sorted({m for m in self.recompute_modules if self.recompute_modules.count(m) > 1})
+            if twice:
+                raise ValueError(f"recompute_modules lists {twice[0]} twice")
         if self.tp_comm_overlap and not self.sp:
             raise ValueError("tp_comm_overlap: true needs sp: true (and tp > 1): Megatron overlaps the TP "
                              "all-gather/reduce-scatter of sequence parallelism")
@@ -293,7 +294,7 @@ def _check_recompute_modules(plan: Plan, problem: Problem) -> list[str]:
     from planner.llm import frameworks
 
     name, _ = frameworks.parse_name(problem.task.framework.profile)
-    if name != "megatron-core" and plan.selective_modules != DEFAULT_RECOMPUTE_MODULES:
+    if name != "megatron-core":
         errors.append(f"recompute_modules is Megatron-Core's option (--recompute-modules); the framework profile "
                       f"{problem.task.framework.profile_label} has no module list (its selective recompute: "
                       f"{problem.task.framework.facts.selective_recompute})")

@@ -75,7 +75,7 @@ def compare_rows(rows: list[tuple[str, Any]]) -> tuple[str, list[dict]]:
             f"{100 * b.mfu:.1f}%" if b else "-",
             format_bytes(b.peak_memory_bytes) + ("" if b.fits else " (!)") if b else "-",
             f"{r.wall_time_s:.2f} s",
-            f"+{100 * record['gap_to_best']:.1f}%" if record["gap_to_best"] is not None else "-",
+            f"{100 * record['gap_to_best']:+.1f}%" if record["gap_to_best"] is not None else "-",
             record["why"] or (record["note"][:60] if record["note"] else ""),
         ])
     text = table(lines, ["method", "status", "plan", "step", "MFU", "memory", "solve", "vs best", "why"])

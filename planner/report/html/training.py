@@ -254,7 +254,7 @@ def training_sections(problem: Problem, rows: list[tuple[str, Any]], given: set[
             (format_bytes(rec["peak_memory_bytes"]) + ("" if rec["fits"] else " (does not fit)"))
             if rec["peak_memory_bytes"] is not None else "-",
             f"{rec['solve_time_s']:.2f} s",
-            f"+{100 * rec['gap_to_best']:.1f}%" if rec["gap_to_best"] is not None else "-",
+            f"{100 * rec['gap_to_best']:+.1f}%" if rec["gap_to_best"] is not None else "-",
             rec["why"] or rec["note"] or "",
         ])
     breakdowns = [r.breakdown for _, r in rows]
