@@ -68,3 +68,9 @@ Seconds = Annotated[float, _unit("time"), Field(ge=0, le=1e6)]
 
 Fraction = Annotated[float, Field(ge=1e-4, le=1)]
 """A fraction in [0.0001, 1] (an efficiency: zero would make a time infinite)."""
+
+
+def repeated(items) -> list:
+    """The items that occur more than once, sorted (for "given twice" errors)."""
+    items = list(items)
+    return sorted({x for x in items if items.count(x) > 1})

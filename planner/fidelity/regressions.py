@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from planner.core import files
+from planner.core import files, schema
 from planner.core.schema import Spec
 from planner.core.errors import InputError
 from planner.core.inputs import build
@@ -41,7 +41,7 @@ def load_regressions(path: Path = REGRESSIONS) -> dict[str, Regression]:
                          f"{'nothing' if data is None else type(data).__name__}")
     table = build(Regressions, data, str(path)).regressions
     ids = [r.id for r in table]
-    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    repeated = schema.repeated(ids)
     if repeated:
         raise InputError(f"{path}: regressions[].id repeated: {', '.join(repeated)}")
     return {r.id: r for r in table}

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from planner.core import files
+from planner.core import files, schema
 from planner.llm.cost import flops
 from planner.llm.cost.step import evaluate
 from planner.core.errors import InputError, PlannerError
@@ -270,7 +270,7 @@ def load_runs(path: str | Path) -> list[Any]:
     if not rows:
         raise InputError(f"{path}: no runs (an empty list)")
     ids = [r.get("id") for r in rows if isinstance(r, dict) and isinstance(r.get("id"), str)]
-    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    repeated = schema.repeated(ids)
     if repeated:
         raise InputError(f"{path}: id {shown(repeated[0])} is given to more than one run; ids must be unique")
     return rows

@@ -76,6 +76,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from planner.core import files
+from planner.core.schema import repeated
 from planner.core.errors import InputError
 from planner.core.files import shown
 
@@ -210,9 +211,9 @@ class ProfilesFile(_Strict):
 
     @model_validator(mode="after")
     def _unique(self) -> ProfilesFile:
-        names = [p.name for p in self.profiles]
-        if len(set(names)) != len(names):
-            raise ValueError(f"profiles: names repeat ({', '.join(sorted({n for n in names if names.count(n) > 1}))})")
+        names = repeated(p.name for p in self.profiles)
+        if names:
+            raise ValueError(f"profiles: names repeat ({', '.join(names)})")
         return self
 
 

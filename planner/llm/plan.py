@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from planner.core.provenance import Provenance
-from planner.core.schema import NotBool, Spec
+from planner.core.schema import NotBool, Spec, repeated
 from planner.llm.task import DEFAULT_RECOMPUTE_MODULES, Axis, Dispatcher, Recompute, RecomputeModule, Schedule
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ class Plan(Spec):
             if self.recompute != "selective":
                 raise ValueError("recompute_modules needs recompute: selective (Megatron-Core's "
                                  "--recompute-modules applies to --recompute-granularity selective)")
-            twice = sorted({m for m in self.recompute_modules if self.recompute_modules.count(m) > 1})
+            twice = repeated(self.recompute_modules)
             if twice:
                 raise ValueError(f"recompute_modules lists {twice[0]} twice")
         if self.tp_comm_overlap and not self.sp:
