@@ -279,9 +279,9 @@ def test_cli_export_and_solve_export(tmp_path, capsys):
     assert main(["export", plan, "--task", task, "--to", "megatron", "-o", str(out)]) == 0
     assert "--tensor-model-parallel-size 8" in out.read_text()
     capsys.readouterr()
-    assert main(["solve", str(PROBLEMS / "tasks" / "llama3-8b-8xh100.yaml"), "--export", "deepspeed"]) == 0
+    assert main(["solve", str(PROBLEMS / "tasks" / "llama3-8b-8xh100.yaml"), "--export", "megatron"]) == 0
     text = capsys.readouterr().out
-    assert '"train_batch_size": 128' in text
+    assert "--global-batch-size 128" in text
 
 
 def test_every_target_is_registered():

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from planner.export import ExportError, export
+from planner.llm.plan import Plan
 from planner.llm.problem import load_plan, load_problem
 
 from .conftest import LLM_PLANS, LLM_TASKS, PROBLEMS, ROOT
@@ -126,7 +127,12 @@ def read_torchtitan(result: dict, plan) -> dict:
 
 @pytest.mark.skipif(not available(PYTHON, "deepspeed"), reason=f"DeepSpeed environment not installed ({PYTHON})")
 def test_deepspeed_reads_every_expressible_export(solved, tmp_path):
-    items, expected, refused = exported_files(solved, tmp_path, "deepspeed", None, lambda pr, pl: pl.dp, ".json")
+    # Beside the solved and published plans (most of whose optima use what DeepSpeed's engine
+    # cannot express: interleaving, uneven stages), a ZeRO-3 data-parallel plan of its own.
+    zero3 = (load_problem(PROBLEMS / "tasks" / "llama3-8b-8xh100.yaml"),
+             Plan(tp=1, cp=1, pp=1, dp=8, zero_stage=3, micro_batch_size=1, recompute="none"))
+    cases = {**solved, "zero3-llama3-8b-8xh100": zero3}
+    items, expected, refused = exported_files(cases, tmp_path, "deepspeed", None, lambda pr, pl: pl.dp, ".json")
     assert len([e for e in expected if e]) >= 2
     for result, want in zip(run_check(PYTHON, "deepspeed", items), expected, strict=True):
         if want is None:

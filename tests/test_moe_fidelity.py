@@ -108,7 +108,8 @@ def test_unpaired_share_follows_megatron_cores_warm_up_count(kw, gbs, share):
 def test_unpaired_chunks_expose_their_collectives_in_full():
     """exposed = u * total + (1 - u) * paired: with fewer micro-batches more of the all-to-all shows,
     never more than without the overlap and never less than the paired exposure alone."""
-    from planner.llm.cost.moe import COMM_SM_FRACTION, dispatcher_times, moe_layer_cost, unpaired_share
+    from planner.core.kernels import COMM_SM_FRACTION
+    from planner.llm.cost.moe import dispatcher_times, moe_layer_cost, unpaired_share
     from planner.llm.cost.layer import block_cost, context
     from planner.llm.cost.moe import moe_ffn_half
     kw = dict(pp=4, schedule="interleaved", virtual_stages=2, dp=16, ep=16, ep_comm_overlap=True)

@@ -100,7 +100,7 @@ def test_a_row_under_a_documented_regression_is_predicted_but_counted_apart(ever
     assert {i: r.regression for i, r in rows.items()} == REGRESSED
     for r in rows.values():
         assert r.predicted and r.error_pct is not None and not r.counted
-        assert abs(r.error_pct) <= 150.0, (r.id, r.error_pct)  # today +133.4%: still bounded
+        assert abs(r.error_pct) <= 150.0, (r.id, r.error_pct)  # today +130.8%: still bounded
     summary = validation_json(validate())
     assert [g["id"] for g in summary["regressions"]] == list(REGRESSED)
     training = [r for r in everything if r.workload == "training"]
@@ -174,7 +174,7 @@ def test_validate_text_report(capsys):
     assert "MAPE" in out and "skipped" in out and "assumptions per row" in out
     assert "LLM rows (training and serving) MAPE" in out
     assert "measured under a documented regression (predicted, not in the MAPE figures):" in out
-    assert "+133.4% (regression)" in out and "issues/1998" in out
+    assert "+130.8% (regression)" in out and "issues/1998" in out
     assert "    measured under a documented regression (https://github.com/NVIDIA-NeMo/Megatron-Bridge/issues/1998)" in out
 
 

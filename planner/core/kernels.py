@@ -11,6 +11,12 @@ scores: 5 GEMMs backward vs 2 forward; Dao 2023, sec. 3.1).
 
 Memory-bound ops (norms, residual adds, activation functions, softmax, dropout, casts,
 optimizer): bytes / (HBM bandwidth * hbm_fraction).
+
+Communication beside compute. A collective that overlaps compute runs as kernels on SMs that the
+compute then lacks (NCCL launches one CTA per channel; DeepEP its own kernels): with C seconds
+of compute and M of communication the pair takes max(M, C + COMM_SM_FRACTION * M), so at least
+COMM_SM_FRACTION * M of an overlapped collective is exposed (`contended_exposed_s`). Transformer
+Engine's userbuffers TP overlap instead launches some GEMMs on fewer SMs (`UB_SM_MARGIN_SLOWDOWN`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,32 @@ from planner.core.hardware import Device
 
 FLASH_BACKWARD_FACTOR = 2.5
 """Backward/forward FLOP ratio of fused attention (5 vs 2 score-sized GEMMs)."""
+
+
+COMM_SM_FRACTION = 24 / 132
+"""Share of the GPU's SMs a communication kernel holds while it runs: on an H100 (132 SMs) an
+NCCL all-gather beside an FSDP GEMM launches 24 CTAs, one per channel, each on its own SM (NVIDIA
+developer forum, "Compute-Communication Overlap Causes Severe GEMM Performance Degradation because
+of Tail Effect", 2025, Nsight Systems trace), and DeepEP's normal kernels take 24 SMs for
+DeepSeek-V3-like training (DeepEP README, ../shared/reference/moe.md sec. 3). The device presets
+carry no SM count, so the H100 share stands for every device."""
+
+UB_SM_MARGIN_SLOWDOWN = 16 / (132 - 16)
+"""Extra time of a GEMM that Transformer Engine's userbuffers TP overlap launches beside its
+communication kernels: the default configuration (transformer_engine/pytorch/module/base.py
+v2.9 initialize_ub, get_default_config) gives the 'pipeline' overlaps (proj_fprop, fc2_fprop)
+and the 'bulk' ones (qkv_dgrad, qkv_wgrad, fc1_dgrad, fc1_wgrad) num_sm 16 with set_sm_margin,
+and such a GEMM runs on sm_count - num_sm SMs (common/comm_gemm_overlap/comm_gemm_overlap.cpp
+l.99, _math_sms): 132 / 116 of its time on an H100. The 'ring_exchange' overlaps (qkv_fprop,
+fc1_fprop, proj_dgrad, fc2_dgrad) move data with copy engines (use_ce, 1 SM) and keep every SM."""
+
+
+def contended_exposed_s(comm_s, compute_s):
+    """Exposed seconds of `comm_s` of communication overlapped with `compute_s` of compute: the
+    pair takes max(M, C + COMM_SM_FRACTION * M) (see the module doc), i.e. max(M - C, f * M)
+    beyond the compute (arrays broadcast)."""
+    comm = np.asarray(comm_s, dtype=float)
+    return np.maximum(comm - np.asarray(compute_s, dtype=float), COMM_SM_FRACTION * comm)
 
 
 def gemm_peak(device: Device, precision: str) -> tuple[float, float]:

@@ -24,7 +24,8 @@ local chunk x all received keys): L x L/2 either way, so every rank executes the
 total in cp calls. While step i computes, the K and V of step i+1 arrive from the previous rank
 (one send of the local K and V, 2 B per element); backward, each step sends K,V and the partial
 dK,dV (the first step K,V only, the last dK,dV only). A step's transfer is hidden when the step's
-compute is longer; the rest is exposed. The ring's transfers run at the outermost network tier the
+compute is longer, but for the SMs its kernels hold (planner.core.kernels.COMM_SM_FRACTION of
+it); the rest is exposed. The ring's transfers run at the outermost network tier the
 cp group spans (one slow hop sets every step's pace). `allgather` (Megatron-Core's
 `--cp-comm-type allgather`, Llama 3's CP) gathers the sequence's K and V before one attention
 call and reduce-scatters dK, dV after it, not overlapped. `a2a` (`--cp-comm-type a2a`, TE's
@@ -42,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from planner.core import files
-from planner.core.kernels import FLASH_BACKWARD_FACTOR
+from planner.core.kernels import FLASH_BACKWARD_FACTOR, contended_exposed_s
 
 EFFICIENCY_FILE = Path(__file__).resolve().parents[2] / "data" / "efficiency.yaml"
 
@@ -167,10 +168,11 @@ def ring_exposed_s(cp, hop_fwd_s, hop_bwd_kv_s, hop_bwd_both_s, step_fwd_s, step
 
     Forward: cp - 1 sends of K,V, each under one step's compute. Backward: cp iterations; the
     first sends K,V, the last dK,dV, the others both (Transformer Engine waits for each
-    iteration's sends before the next)."""
+    iteration's sends before the next). A send beside a step also holds SMs the step lacks
+    (kernels.contended_exposed_s: at least COMM_SM_FRACTION of it is exposed)."""
     cp = np.asarray(cp, dtype=float)
-    fwd = (cp - 1.0) * np.maximum(hop_fwd_s - step_fwd_s, 0.0)
-    middle = np.maximum(cp - 2.0, 0.0) * np.maximum(hop_bwd_both_s - step_bwd_s, 0.0)
-    ends = 2.0 * np.maximum(hop_bwd_kv_s - step_bwd_s, 0.0)
+    fwd = (cp - 1.0) * contended_exposed_s(hop_fwd_s, step_fwd_s)
+    middle = np.maximum(cp - 2.0, 0.0) * contended_exposed_s(hop_bwd_both_s, step_bwd_s)
+    ends = 2.0 * contended_exposed_s(hop_bwd_kv_s, step_bwd_s)
     bwd = np.where(cp > 1, middle + ends, 0.0)
     return np.where(cp > 1, fwd, 0.0), bwd

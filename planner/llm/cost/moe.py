@@ -37,7 +37,7 @@ Dispatcher (`plan.dispatcher`):
 EP overlap (`plan.ep_comm_overlap`, Megatron-Core --overlap-moe-expert-parallel-comm): the
 forward of one micro-batch runs beside the backward of another, so the forward collectives
 hide under the block's backward compute and the backward collectives under its forward compute;
-what does not fit stays exposed. The communication kernels occupy COMM_SM_FRACTION of the
+what does not fit stays exposed. The communication kernels occupy COMM_SM_FRACTION (planner.core.kernels) of the
 GPU's SMs while they run, so compute overlapped with them slows down: with C seconds of compute
 and M of communication the pair takes max(M, C + COMM_SM_FRACTION * M), i.e. at least
 COMM_SM_FRACTION * M is exposed. Only micro-batches of the steady 1F1B phase have a partner:
@@ -71,10 +71,6 @@ GEMMs of 100-1000 GFLOP 0.718 over 99 shapes; ../shared/data/efficiency.md sec. 
 TILE_ROWS = 128
 """Rows of a grouped-GEMM tile (CUTLASS/cuBLAS Hopper and Ampere kernels use 128-row tiles;
 Anthony et al. 2024 on tile quantization): each expert's token count pads up to it."""
-
-COMM_SM_FRACTION = 24 / 132
-"""SMs the EP communication kernels hold on an H100 (132 SMs): DeepEP's normal kernels use 24
-for DeepSeek-V3-like training (DeepEP README, ../shared/reference/moe.md sec. 3)."""
 
 FP8_DISPATCH_BYTES = 1.0 + 4.0 / 128
 """Bytes per element of an fp8 token dispatch: 1 B plus an fp32 scale per 128 elements."""
@@ -219,8 +215,8 @@ def moe_layer_cost(problem: Problem, v: PlanVars) -> LayerCost:
     plain = block_cost(problem, v, x, ffn)
     overlap = np.asarray(v.ep_comm_overlap, dtype=bool)
     unpaired = unpaired_share(problem, v)
-    paired_fwd = np.maximum(fwd_total - plain.compute_bwd_s, COMM_SM_FRACTION * fwd_total)
-    paired_bwd = np.maximum(bwd_total - plain.compute_fwd_s, COMM_SM_FRACTION * bwd_total)
+    paired_fwd = kernels.contended_exposed_s(fwd_total, plain.compute_bwd_s)
+    paired_bwd = kernels.contended_exposed_s(bwd_total, plain.compute_fwd_s)
     exposed_fwd = np.where(overlap, unpaired * fwd_total + (1.0 - unpaired) * paired_fwd, fwd_total)
     exposed_bwd = np.where(overlap, unpaired * bwd_total + (1.0 - unpaired) * paired_bwd, bwd_total)
     return block_cost(problem, v, x, ffn, (fwd, bwd, exposed_fwd, exposed_bwd))

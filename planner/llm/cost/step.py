@@ -5,8 +5,9 @@ Per stage i and micro-batch (seconds):
     B_i = L_i * block.bwd + R_i * block.fwd (full recompute) + L_i * selective part + edges
           + pipeline sends
     exposed ZeRO-3 gathers (and ZeRO-2/3 gradient reduce-scatters): per block
-    max(0, collective - block compute) (prefetch under the previous block), plus the first
-    block's collective.
+    max(collective - block compute, f * collective) (prefetch under the previous block; f the
+    SMs the collective holds, planner.core.kernels.COMM_SM_FRACTION), plus the first block's
+    collective.
     PP sends: v sends of T*h*2/t bytes each way per micro-batch (Megatron scatter/gather).
 Pipeline: planner.llm.cost.pipeline. Data parallel (after the last backward):
     ZeRO-0: all-reduce of gradients over the dp x cp group.
@@ -14,7 +15,8 @@ Pipeline: planner.llm.cost.pipeline. Data parallel (after the last backward):
     and (HSDP) an all-reduce of the shard across replicas. ZeRO-2 reduce-scatters every
     micro-batch (in the stage terms) and gathers weights after the step; ZeRO-3 gathers too.
     With overlap, communication hides under the stage's last backward (gradients) or first
-    forward (weights) except the last bucket; stage i ends sum_{j<i} B_j before stage 0,
+    forward (weights) except the last bucket and the SMs it holds (COMM_SM_FRACTION of the
+    hidden part); stage i ends sum_{j<i} B_j before stage 0,
     which is its slack.
 Gradient accumulation outside the GEMMs (the profile's grad_accum_bytes per parameter,
 DeepSpeed's BF16_Optimizer: 18 B) is a memory-bound pass over the stage's parameters after every
@@ -145,7 +147,7 @@ def stage_terms(problem: Problem, v: PlanVars, blocks: Blocks, edges: EdgeCost, 
         # (training/comm_overlap.py v0.2.2 l.450-457); 1F1B waits on each batched send/recv (so does
         # torch.distributed.pipelining's Schedule1F1B, schedules.py: each fused send/recv is waited on).
         chunk_s = (blocks.total("compute_fwd_s", dense, moe) + blocks.total("compute_bwd_s", dense, moe)) / (2 * vs)
-        hop = np.where(vs > 1, np.maximum(hop - chunk_s, 0.0), hop)
+        hop = np.where(vs > 1, kernels.contended_exposed_s(hop, chunk_s), hop)
     p2p_one_way = np.where(np.asarray(v.pp) > 1, vs * hop, 0.0)
 
     # ZeRO-2 and -3 keep only a shard of the gradients, so every micro-batch reduce-scatters
@@ -171,9 +173,10 @@ def stage_terms(problem: Problem, v: PlanVars, blocks: Blocks, edges: EdgeCost, 
     gather_m, scatter_m = gathers(params.moe_grid, params.moe_expert)
 
     def exposed(count, gather, scatter, block):
-        z_f = count * np.maximum(gather - block.fwd_s, 0.0)
-        z_b = count * np.maximum(gather + scatter - block.bwd_s, 0.0)
-        z2_b = count * np.maximum(scatter - block.bwd_s, 0.0)
+        # Prefetched under a block's compute: what does not fit, or the SMs the collective holds.
+        z_f = count * kernels.contended_exposed_s(gather, block.fwd_s)
+        z_b = count * kernels.contended_exposed_s(gather + scatter, block.bwd_s)
+        z2_b = count * kernels.contended_exposed_s(scatter, block.bwd_s)
         return z_f, z_b, z2_b
 
     z_f, z_b, z2_b = exposed(dense, gather_d, scatter_d, blocks.dense)
@@ -230,8 +233,10 @@ class DataParallelRaw:
         gradients: max(grad_s - grad_window * B, grad_floor_s)
         weights:   max(param_s - param_window * F, param_floor_s)
     where B and F are the stage's backward and forward time of one micro-batch, the windows
-    are 1 with overlap and 0 without, and the floors are the last (first) bucket with overlap,
-    the whole collective without.
+    are 1 with overlap and 0 without, and the floors (the never-hidden part) are the whole
+    collective without overlap; with it, the last (first) bucket plus f of the other buckets'
+    time, f = COMM_SM_FRACTION (planner.core.kernels): the buckets that run beside compute hold
+    SMs the compute lacks. The stage tables, bounds and CP-SAT model read these fields.
     """
 
     grad_s: object
@@ -292,12 +297,15 @@ def data_parallel_raw(problem: Problem, v: PlanVars, spec: StageSpec) -> DataPar
     grad_s, param_s = sum(grad_tiers), sum(param_tiers)
 
     bucket = framework.grad_bucket_bytes
+    f = kernels.COMM_SM_FRACTION  # the overlapped buckets' SMs (see DataParallelRaw)
     if framework.overlap_grad_reduce:
-        grad_floor = grad_s * np.minimum(1.0, bucket / np.maximum(all_bytes * grad_bytes, 1.0))
+        last = grad_s * np.minimum(1.0, bucket / np.maximum(all_bytes * grad_bytes, 1.0))
+        grad_floor = last + f * (grad_s - last)
     else:
         grad_floor = grad_s
     if framework.overlap_param_gather:
-        param_floor = param_s * np.minimum(1.0, bucket / np.maximum(all_bytes * 2.0, 1.0))
+        first = param_s * np.minimum(1.0, bucket / np.maximum(all_bytes * 2.0, 1.0))
+        param_floor = first + f * (param_s - first)
     else:
         param_floor = param_s
 
