@@ -1,28 +1,27 @@
 """Communication beside compute: an overlapped collective's kernels hold SMs the compute lacks
-(planner.core.kernels COMM_SM_FRACTION), and Transformer Engine's userbuffers TP overlap runs its
-'pipeline' and 'bulk' GEMMs on 16 fewer SMs (UB_SM_MARGIN_SLOWDOWN). Each term by hand."""
+(planner.core.kernels COMM_SM_FRACTION; for Transformer Engine's userbuffers TP overlap, its
+SM-driven reduce-scatter side, UB_COMM_SM_FRACTION). Each term by hand, and the solver's bounds."""
 
 from __future__ import annotations
 
 import pytest
 
 from planner.core import kernels
-from planner.llm import frameworks
 from planner.llm.cost.layer import layer_cost
 from planner.llm.cost.layout import PlanVars
 from planner.llm.cost.step import data_parallel_raw, evaluate, plan_stage_specs
 from planner.llm.plan import Plan
 from planner.llm.problem import Problem
 
-from .conftest import make_problem, with_bandwidth
+from .conftest import make_problem, small_model, with_bandwidth
 
 F = kernels.COMM_SM_FRACTION
 
 
 def test_the_shares_are_the_cited_sm_counts():
-    """24 of an H100's 132 SMs (NCCL's CTAs, DeepEP's kernels); TE's margin of 16 SMs."""
+    """24 of an H100's 132 SMs (NCCL's CTAs, DeepEP's kernels); TE userbuffers' num_sm 16."""
     assert F == pytest.approx(24 / 132)
-    assert kernels.UB_SM_MARGIN_SLOWDOWN == pytest.approx(132 / 116 - 1)
+    assert kernels.UB_COMM_SM_FRACTION == pytest.approx(16 / 132)
 
 
 @pytest.mark.parametrize(("comm", "compute", "exposed"), [
@@ -77,45 +76,88 @@ def test_zero3_prefetches_that_fit_cost_the_sm_share_of_their_time(monkeypatch):
     assert z2 - z1 == pytest.approx(z1 - z0, rel=1e-9)
 
 
-def _tp_block(monkeypatch, margin: float, model=None):
-    monkeypatch.setattr(kernels, "UB_SM_MARGIN_SLOWDOWN", margin)
+def _tp_block(monkeypatch, share: float, bandwidth: float = 1.0):
+    monkeypatch.setattr(kernels, "UB_COMM_SM_FRACTION", share)
+    model = small_model(hidden_size=4096, num_heads=32, num_kv_heads=8, ffn_hidden_size=14336)
     problem = make_problem(num_devices=8, model=model)
+    problem = Problem(model=problem.model, cluster=with_bandwidth(problem.cluster, bandwidth), task=problem.task)
     plan = Plan(tp=4, sp=True, tp_comm_overlap=True, dp=2, micro_batch_size=1)
     return problem, layer_cost(problem, PlanVars.from_plan(plan))
 
 
-def test_userbuffers_margin_slows_the_pipeline_and_bulk_gemms_by_hand(monkeypatch):
-    """TE's defaults: forward, the output projection and fc2 ('pipeline', feeding the
-    reduce-scatters) run on 116 of 132 SMs; backward, the data and weight gradients of QKV and fc1
-    ('bulk') do; the ring-exchange GEMMs (QKV and fc1 forward, the projection's and fc2's data
-    gradients) keep every SM."""
-    m = kernels.UB_SM_MARGIN_SLOWDOWN
+def test_userbuffers_reduce_scatter_side_holds_its_sms_by_hand(monkeypatch):
+    """TE's userbuffers overlap: of the t - 1 chunks hidden under the GEMMs, the reduce-scatter
+    side runs on 16 of 132 SMs (the all-gathers on copy engines): the hidden part exposes
+    UB_COMM_SM_FRACTION times the reduce-scatters' share of it, forward and backward."""
+    share = kernels.UB_COMM_SM_FRACTION
+    assert share == pytest.approx(16 / 132)
     problem, base = _tp_block(monkeypatch, 0.0)
-    _, with_margin = _tp_block(monkeypatch, m)
-    d_fwd = float(with_margin.tp_exposed_fwd_s - base.tp_exposed_fwd_s)
-    d_bwd = float(with_margin.tp_exposed_bwd_s - base.tp_exposed_bwd_s)
-    qkv_share, up_share = frameworks.tp_input_gemm_shares(problem.model)
-    # The block's GEMMs on 2048 tokens, TP 4: the attention projections (wq, wk, wv, wo: 2 calls,
-    # QKV fused) and the SwiGLU MLP (fc1 with gate and up, fc2: 2 calls) at the GEMM rate.
-    h, f = problem.model.hidden_size, problem.model.ffn_hidden_size
-    qw, kvw = problem.model.attention_width, problem.model.kv_width
-    device, precision = problem.cluster.device, problem.task.precision
-    attn = kernels.gemm_time_s(2048 * (2 * h * (qw + 2 * kvw) + 2 * qw * h) / 4, 2, device, precision)
-    mlp = kernels.gemm_time_s(2048 * (2 * h * 2 * f + 2 * f * h) / 4, 2, device, precision)
-    assert d_fwd == pytest.approx(m * ((1 - qkv_share) * float(attn) + (1 - up_share) * float(mlp)), rel=1e-9)
-    assert d_bwd == pytest.approx(m * 2 * (qkv_share * float(attn) + up_share * float(mlp)), rel=1e-9)
-    assert d_fwd + d_bwd / 2 == pytest.approx(m * float(with_margin.gemm_fwd_s), rel=1e-9)
+    _, contended = _tp_block(monkeypatch, share)
+    t = 4
+    fwd, bwd = float(sum(base.tp_fwd_by_tier)), float(sum(base.tp_bwd_by_tier))
+    assert fwd * (t - 1) / t < float(base.gemm_fwd_s)  # the hidden chunks fit under the GEMMs
+    # Under SP each pair is an all-gather and a reduce-scatter of the same bytes on the same tier.
+    from planner.core.collectives import collective_time_by_tier, members_per_tier
+
+    act = 2048 * problem.model.hidden_size * 2.0
+    members = members_per_tier(problem.cluster, [4], [1])
+    ag = sum(collective_time_by_tier("all_gather", act, members, problem.cluster))
+    rs = sum(collective_time_by_tier("reduce_scatter", act, members, problem.cluster))
+    rs_share = rs / (ag + rs)
+    assert float(contended.tp_exposed_fwd_s - base.tp_exposed_fwd_s) == pytest.approx(
+        share * rs_share * fwd * (t - 1) / t, rel=1e-9)
+    assert float(contended.tp_exposed_bwd_s - base.tp_exposed_bwd_s) == pytest.approx(
+        share * rs_share * bwd * (t - 1) / t, rel=1e-9)
 
 
-def test_without_tp_overlap_there_is_no_margin(monkeypatch):
-    problem = make_problem(num_devices=8)
-    plan = Plan(tp=4, sp=True, tp_comm_overlap=False, dp=2, micro_batch_size=1)
-    monkeypatch.setattr(kernels, "UB_SM_MARGIN_SLOWDOWN", 0.0)
-    base = layer_cost(problem, PlanVars.from_plan(plan))
-    monkeypatch.setattr(kernels, "UB_SM_MARGIN_SLOWDOWN", 0.5)
-    again = layer_cost(problem, PlanVars.from_plan(plan))
-    assert float(again.tp_exposed_fwd_s) == float(base.tp_exposed_fwd_s)
-    assert float(again.tp_exposed_bwd_s) == float(base.tp_exposed_bwd_s)
+def test_userbuffers_chunks_longer_than_the_gemms_expose_the_excess_only(monkeypatch):
+    """On a slow network the hidden chunks outlast the GEMMs: the GEMMs' lost SMs hide under the
+    communication, so the exposure is the excess alone, as without contention."""
+    _, base = _tp_block(monkeypatch, 0.0, bandwidth=0.01)
+    _, contended = _tp_block(monkeypatch, kernels.UB_COMM_SM_FRACTION, bandwidth=0.01)
+    assert float(contended.tp_exposed_fwd_s) == pytest.approx(float(base.tp_exposed_fwd_s), rel=1e-12)
+    assert float(contended.tp_exposed_bwd_s) == pytest.approx(float(base.tp_exposed_bwd_s), rel=1e-12)
+
+
+def test_the_stage0_bound_holds_where_the_data_parallel_floor_dips():
+    """The floor (1 - f) * bucket + f * collective can dip inside the admissible layer range (an
+    8 MB bucket here): the stage-0 bound takes its two parts' minima apart, so it never exceeds a
+    configuration's best partition, and CP-SAT meets the oracle with a 1 ms network latency."""
+    import numpy as np
+
+    from planner.llm.bounds import time_lower_bound
+    from planner.llm.space import SpaceOptions, enumerate_candidates
+    from planner.llm.task import Constraints, Framework, TrainingTask
+    from planner.llm.problem import load_cluster
+    from solvers import SOLVERS, SolveOptions
+    from solvers.exhaustive import best_partition
+
+    def problem(bucket, latency, hidden, layers, vocab, n=16):
+        model = small_model(num_layers=layers, hidden_size=hidden, num_heads=8, num_kv_heads=2,
+                            ffn_hidden_size=3 * hidden, vocab_size=vocab)
+        base = load_cluster("dgx-h100", num_devices=n)
+        tiers = base.tiers if latency is None else [t.model_copy(update={"latency_s": latency}) for t in base.tiers]
+        task = TrainingTask(global_batch_size=n, seq_len=512, framework=Framework(grad_bucket_bytes=bucket),
+                            constraints=Constraints(recompute=["none"]))
+        return Problem(model=model, cluster=base.model_copy(update={"tiers": tiers}), task=task)
+
+    p = problem(8e6, None, 512, 13, 8000)
+    c = enumerate_candidates(p, options=SpaceOptions(max_virtual_stages=1, max_micro_batch_size=1,
+                                                     axis_orders="megatron"))
+    bound = time_lower_bound(p, c)
+    checked = 0
+    for i in np.flatnonzero(c.pp >= 2):
+        best = best_partition(p, c.plan(int(i)))
+        if best is not None:
+            checked += 1
+            assert bound[i] <= best[0] * (1 + 1e-9), c.plan(int(i)).summary()
+    assert checked > 10
+
+    p = problem(1.6e8, 1e-3, 2048, 13, 256)
+    opts = SolveOptions(space=SpaceOptions(max_virtual_stages=1, max_micro_batch_size=1), max_evaluations=300_000)
+    oracle, cpsat = SOLVERS["exhaustive"].solve(p, opts), SOLVERS["cpsat"].solve(p, opts)
+    assert cpsat.status == "OPTIMAL"
+    assert cpsat.objective_s == pytest.approx(oracle.objective_s, rel=1e-6)
 
 
 def test_overlap_never_exposes_more_than_no_overlap_on_the_data_parallel_axis():

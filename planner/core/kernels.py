@@ -15,8 +15,8 @@ optimizer): bytes / (HBM bandwidth * hbm_fraction).
 Communication beside compute. A collective that overlaps compute runs as kernels on SMs that the
 compute then lacks (NCCL launches one CTA per channel; DeepEP its own kernels): with C seconds
 of compute and M of communication the pair takes max(M, C + COMM_SM_FRACTION * M), so at least
-COMM_SM_FRACTION * M of an overlapped collective is exposed (`contended_exposed_s`). Transformer
-Engine's userbuffers TP overlap instead launches some GEMMs on fewer SMs (`UB_SM_MARGIN_SLOWDOWN`).
+COMM_SM_FRACTION * M of an overlapped collective is exposed (`contended_exposed_s`); for Transformer Engine's
+userbuffers TP overlap only its SM-driven kernels count (`UB_COMM_SM_FRACTION`).
 """
 
 from __future__ import annotations
@@ -34,25 +34,29 @@ COMM_SM_FRACTION = 24 / 132
 NCCL all-gather beside an FSDP GEMM launches 24 CTAs, one per channel, each on its own SM (NVIDIA
 developer forum, "Compute-Communication Overlap Causes Severe GEMM Performance Degradation because
 of Tail Effect", 2025, Nsight Systems trace), and DeepEP's normal kernels take 24 SMs for
-DeepSeek-V3-like training (DeepEP README, ../shared/reference/moe.md sec. 3). The device presets
-carry no SM count, so the H100 share stands for every device."""
+DeepSeek-V3-like training (DeepEP README, ../shared/reference/moe.md sec. 3). NCCL's send/receive
+kernels (context-parallel ring, pipeline sends) run on SMs too; their count was not measured and
+the all-gather's stands in. The device presets carry no SM count, so the H100 share stands for
+every device."""
 
-UB_SM_MARGIN_SLOWDOWN = 16 / (132 - 16)
-"""Extra time of a GEMM that Transformer Engine's userbuffers TP overlap launches beside its
-communication kernels: the default configuration (transformer_engine/pytorch/module/base.py
-v2.9 initialize_ub, get_default_config) gives the 'pipeline' overlaps (proj_fprop, fc2_fprop)
-and the 'bulk' ones (qkv_dgrad, qkv_wgrad, fc1_dgrad, fc1_wgrad) num_sm 16 with set_sm_margin,
-and such a GEMM runs on sm_count - num_sm SMs (common/comm_gemm_overlap/comm_gemm_overlap.cpp
-l.99, _math_sms): 132 / 116 of its time on an H100. The 'ring_exchange' overlaps (qkv_fprop,
-fc1_fprop, proj_dgrad, fc2_dgrad) move data with copy engines (use_ce, 1 SM) and keep every SM."""
+UB_COMM_SM_FRACTION = 16 / 132
+"""Share of an H100's SMs Transformer Engine's userbuffers TP overlap gives its SM-driven
+communication kernels: the default configuration (transformer_engine/pytorch/module/base.py v2.9
+initialize_ub, get_default_config) runs the 'pipeline' reduce-scatters after the output
+projection and fc2 (forward) and the 'bulk' collectives of the QKV and fc1 backward on num_sm 16
+SMs, while the 'ring_exchange' all-gathers (before QKV and fc1 forward, of the projection's and
+fc2's output gradients backward) move data with copy engines and hold none. (NeMo's tuned H100
+configurations give the pipeline overlaps 16-24 SMs and the bulk ones fewer.) While such a
+kernel runs the GEMM beside it lacks those SMs."""
 
 
-def contended_exposed_s(comm_s, compute_s):
+def contended_exposed_s(comm_s, compute_s, sm_fraction=None):
     """Exposed seconds of `comm_s` of communication overlapped with `compute_s` of compute: the
-    pair takes max(M, C + COMM_SM_FRACTION * M) (see the module doc), i.e. max(M - C, f * M)
-    beyond the compute (arrays broadcast)."""
+    pair takes max(M, C + f * M) (see the module doc), i.e. max(M - C, f * M) beyond the compute,
+    with f = `sm_fraction` (default COMM_SM_FRACTION; arrays broadcast)."""
+    f = COMM_SM_FRACTION if sm_fraction is None else sm_fraction
     comm = np.asarray(comm_s, dtype=float)
-    return np.maximum(comm - np.asarray(compute_s, dtype=float), COMM_SM_FRACTION * comm)
+    return np.maximum(comm - np.asarray(compute_s, dtype=float), f * comm)
 
 
 def gemm_peak(device: Device, precision: str) -> tuple[float, float]:

@@ -11,7 +11,7 @@ micro-batches: with t_i the stage times,
 because max_i t_i >= S/p and m >= 1/v. Also max_i t_i >= the smallest stage-kind time at
 ceil(C/p) chunks (some stage holds that many; chunks are whole), which is far tighter when
 layers do not split evenly (e.g. 126 layers on 32 stages of 3-layer chunks). Every part of t_i is affine in the stage's layer count
-except the exposed pipeline send max(hop - a*l, 0), which is convex; recompute only adds time.
+except the exposed pipeline send max(hop - a*l, f*hop) (f the SMs the send holds), which is convex; recompute only adds time.
 So S >= the sum over stages of t_i at the uniform split l = L/p with no recompute (Jensen), plus
 the recompute time of the fewest recomputed layers any fitting partition needs (`_least_recompute`,
 an LP relaxation of the per-stage memory limits), and sum_i O_i (affine) equals its value at the
@@ -30,7 +30,7 @@ MoE models (the aligned partitions of planner.llm.candidates.Alignment): a stage
 units of v P layers, v u_i - [i = 0] K of them MoE blocks, and u_0 >= max(1, K). Every part of
 t_i is then affine in u_i with the same slope on every stage (each unit holds the same blocks;
 stage 0 only adds the constant K (dense - MoE block)), except two:
-  - the exposed pipeline send, h(c_i) = 2 v max(hop - c_i / (2 v), 0) of the stage's block
+  - the exposed pipeline send, h(c_i) = 2 v max(hop - c_i / (2 v), f hop) of the stage's block
     compute c_i, convex: stage 0's compute is a unit's times u_0 + delta, others' times u_i, so
     sum_i h >= p h((U + delta) / p) (Jensen on the shifted arguments), attained at the real
     split u_0 = (U + delta)/p - delta, u_i = (U + delta)/p: S is bounded by sum_i t_i there
@@ -54,6 +54,7 @@ from dataclasses import fields
 
 import numpy as np
 
+from planner.core import kernels
 from planner.llm.candidates import Alignment, CandidateSet, alignment, plan_vars
 from planner.llm.cost.blocks import block_costs
 from planner.llm.cost.edges import edge_cost
@@ -278,12 +279,15 @@ def _full_time_lower_bound(problem: Problem, c: CandidateSet, upper: float,
 
     # Stage 0 has no slack: its gradient exposure is max(G - w B, floor) and its weight exposure
     # max(P - w F, floor). G - w B is concave in the stage's layers (B is affine plus a convex
-    # send term; recompute only lowers it, so the most recompute is taken) and each floor is
-    # unimodal, so each part is smallest at an end of the admissible layer range; the larger of
-    # the two minima is a valid bound.
+    # send term; recompute only lowers it, so the most recompute is taken), so it is smallest at
+    # an end of the admissible layer range. A floor is (1 - f) * bucket + f * G (the never-hidden
+    # bucket and the SM share of the overlapped ones, planner.llm.cost.step.DataParallelRaw): the
+    # bucket term is unimodal and G affine in the layers, so each is smallest at an end, and the
+    # sum of the two minima bounds the floor (the sum itself can dip inside the range). The
+    # larger of the part's and the floor's minima is a valid bound.
     low, high = vs, model.num_layers - (pp - 1) * vs
     full = c.recompute == RECOMPUTE_CODES["full"]
-    parts = {"grad": [], "grad_floor": [], "param": [], "param_floor": []}
+    parts = {"grad": [], "grad_last": [], "grad_all": [], "param": [], "param_first": [], "param_all": []}
     if align.moe:
         units = model.num_layers / (vs * align.period)
         ends = [np.full(len(c), float(align.min_first_units)), units - (pp - 1)]
@@ -294,10 +298,19 @@ def _full_time_lower_bound(problem: Problem, c: CandidateSet, upper: float,
         raw = data_parallel_raw(problem, v, spec)
         terms = stage_terms(problem, v, layer0, edges0, spec)
         parts["grad"].append(np.asarray(raw.grad_s - raw.grad_window * terms.backward_s, dtype=float))
-        parts["grad_floor"].append(np.asarray(raw.grad_floor_s, dtype=float))
+        parts["grad_last"].append(np.asarray(raw.grad_last_s, dtype=float))
+        parts["grad_all"].append(np.asarray(raw.grad_s, dtype=float))
         parts["param"].append(np.asarray(raw.param_s - raw.param_window * terms.forward_s, dtype=float))
-        parts["param_floor"].append(np.asarray(raw.param_floor_s, dtype=float))
+        parts["param_first"].append(np.asarray(raw.param_first_s, dtype=float))
+        parts["param_all"].append(np.asarray(raw.param_s, dtype=float))
     smallest = {k: np.minimum.reduce(vals) for k, vals in parts.items()}
+    f = kernels.COMM_SM_FRACTION
+    grad_w = raw.grad_window  # the same for every spec: the framework's overlap switches
+    param_w = raw.param_window
+    smallest["grad_floor"] = np.where(grad_w > 0, (1.0 - f) * smallest["grad_last"] + f * smallest["grad_all"],
+                                      smallest["grad_last"])
+    smallest["param_floor"] = np.where(param_w > 0, (1.0 - f) * smallest["param_first"] + f * smallest["param_all"],
+                                       smallest["param_first"])
     if align.moe and align.deficit:
         # Where stage 0 can be all dense (ZeRO-2/3 only), G - w B and P - w F on the rest of the
         # range are those of the mixed composition extended to its low end, which is not

@@ -20,9 +20,9 @@ input, fc2 input.
 
 Communication per block: TP all-reduce (or SP all-gather + reduce-scatter) of T*h*2 bytes
 twice forward and twice backward (Narayanan et al. 2021, fig. 5), exposed unless overlapped
-with the GEMMs (then one chunk of t is exposed, and the GEMMs Transformer Engine overlaps by its
-'pipeline' and 'bulk' methods run on 16 fewer SMs, planner.core.kernels.UB_SM_MARGIN_SLOWDOWN;
-under the profile fact `tp_overlap:
+with the GEMMs (then one chunk of t is exposed, and the hidden reduce-scatter side holds
+Transformer Engine's SM-driven kernels' SMs, planner.core.kernels.UB_COMM_SM_FRACTION; under the
+profile fact `tp_overlap:
 micro-pipeline`, torch's async TP, only the collectives its pass fuses, see
 `_micro_pipeline_exposed`). Attention kernel time and CP communication:
 planner.llm.cost.attention (measured rate by key length and head dim; Transformer Engine's ring
@@ -307,25 +307,22 @@ def block_cost(problem: Problem, v: PlanVars, x: Context, ffn: Half, ep: tuple |
         # Overlap splits each GEMM and its collective into t chunks (Transformer Engine
         # userbuffers ring exchange): one chunk of communication cannot hide, the rest hides
         # under the GEMMs, and each TP-sharded GEMM (twice as many backward) becomes t calls.
-        # The GEMMs that TE overlaps by 'pipeline' (forward: the output projection and fc2,
-        # feeding the reduce-scatters) and 'bulk' (backward: data and weight gradients of QKV
-        # and fc1) run with an SM margin for the communication kernels
-        # (kernels.UB_SM_MARGIN_SLOWDOWN); routed experts do not go through userbuffers.
-        qkv_share, up_share = frameworks.tp_input_gemm_shares(model)
-        attn_gemm = kernels.gemm_time_s(attn_gemm_flops, attn_calls, device, task.precision)
-        ffn_gemm = 0.0 if ffn.is_moe else ffn.gemm_fwd_s
-        margin_fwd = kernels.UB_SM_MARGIN_SLOWDOWN * ((1.0 - qkv_share) * attn_gemm + (1.0 - up_share) * ffn_gemm)
-        margin_bwd = kernels.UB_SM_MARGIN_SLOWDOWN * 2.0 * (qkv_share * attn_gemm + up_share * ffn_gemm)
+        # The chunks hidden under the GEMMs still hold SMs while they run: Transformer Engine's
+        # reduce-scatter side ('pipeline' forward, 'bulk' backward) runs on UB_COMM_SM_FRACTION of
+        # them, its all-gathers ('ring_exchange') on copy engines (kernels.UB_COMM_SM_FRACTION),
+        # so the SM share of the hidden part is that fraction times the reduce-scatters' share.
+        rs_share = sum(rs) / np.maximum(sum(ag) + sum(rs), 1e-30)
+        share = kernels.UB_COMM_SM_FRACTION * rs_share
         tp_exp_fwd = np.where(
             overlap,
-            tp_fwd_total / t + np.maximum(tp_fwd_total * (t - 1) / t - gemm_fwd, 0.0) + calls * chunk_calls
-            + margin_fwd,
+            tp_fwd_total / t + kernels.contended_exposed_s(tp_fwd_total * (t - 1) / t, gemm_fwd, share)
+            + calls * chunk_calls,
             tp_fwd_total,
         )
         tp_exp_bwd = np.where(
             overlap,
-            tp_bwd_total / t + np.maximum(tp_bwd_total * (t - 1) / t - 2 * gemm_fwd, 0.0) + 2 * calls * chunk_calls
-            + margin_bwd,
+            tp_bwd_total / t + kernels.contended_exposed_s(tp_bwd_total * (t - 1) / t, 2 * gemm_fwd, share)
+            + 2 * calls * chunk_calls,
             tp_bwd_total,
         )
 

@@ -237,6 +237,8 @@ class DataParallelRaw:
     collective without overlap; with it, the last (first) bucket plus f of the other buckets'
     time, f = COMM_SM_FRACTION (planner.core.kernels): the buckets that run beside compute hold
     SMs the compute lacks. The stage tables, bounds and CP-SAT model read these fields.
+    grad_last_s / param_first_s are the never-hidden bucket alone (the whole collective without
+    overlap): floor = (1 - f) * bucket + f * collective, which the bounds take apart.
     """
 
     grad_s: object
@@ -248,6 +250,8 @@ class DataParallelRaw:
     optimizer_s: object
     grad_tiers: list
     param_tiers: list
+    grad_last_s: object = 0.0
+    param_first_s: object = 0.0
 
     def exposed(self, forward_s, backward_s):
         grad = np.maximum(self.grad_s - self.grad_window * backward_s, self.grad_floor_s)
@@ -302,12 +306,12 @@ def data_parallel_raw(problem: Problem, v: PlanVars, spec: StageSpec) -> DataPar
         last = grad_s * np.minimum(1.0, bucket / np.maximum(all_bytes * grad_bytes, 1.0))
         grad_floor = last + f * (grad_s - last)
     else:
-        grad_floor = grad_s
+        last = grad_floor = grad_s
     if framework.overlap_param_gather:
         first = param_s * np.minimum(1.0, bucket / np.maximum(all_bytes * 2.0, 1.0))
         param_floor = first + f * (param_s - first)
     else:
-        param_floor = param_s
+        first = param_floor = param_s
 
     opt = problem.task.optimizer
     step_bytes = grad_bytes + (8.0 if opt.master_weights else 0.0) + 8.0 * opt.num_states + 2.0
@@ -324,6 +328,8 @@ def data_parallel_raw(problem: Problem, v: PlanVars, spec: StageSpec) -> DataPar
         optimizer_s=optimizer_s,
         grad_tiers=grad_tiers,
         param_tiers=param_tiers,
+        grad_last_s=last,
+        param_first_s=first,
     )
 
 
