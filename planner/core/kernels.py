@@ -59,6 +59,14 @@ def contended_exposed_s(comm_s, compute_s, sm_fraction=None):
     return np.maximum(comm - np.asarray(compute_s, dtype=float), f * comm)
 
 
+def contended_floor_s(never_hidden_s, collective_s):
+    """Never-hidden seconds of a bucketed collective that overlaps compute: the part no compute
+    can hide (its last or first bucket; all of it without overlap) plus COMM_SM_FRACTION of the
+    rest, the SMs the overlapped buckets hold (arrays broadcast)."""
+    never_hidden = np.asarray(never_hidden_s, dtype=float)
+    return never_hidden + COMM_SM_FRACTION * (np.asarray(collective_s, dtype=float) - never_hidden)
+
+
 def gemm_peak(device: Device, precision: str) -> tuple[float, float]:
     """(peak FLOP/s, achievable fraction) for GEMMs in the task precision."""
     eff = device.efficiency

@@ -304,13 +304,8 @@ def _full_time_lower_bound(problem: Problem, c: CandidateSet, upper: float,
         parts["param_first"].append(np.asarray(raw.param_first_s, dtype=float))
         parts["param_all"].append(np.asarray(raw.param_s, dtype=float))
     smallest = {k: np.minimum.reduce(vals) for k, vals in parts.items()}
-    f = kernels.COMM_SM_FRACTION
-    grad_w = raw.grad_window  # the same for every spec: the framework's overlap switches
-    param_w = raw.param_window
-    smallest["grad_floor"] = np.where(grad_w > 0, (1.0 - f) * smallest["grad_last"] + f * smallest["grad_all"],
-                                      smallest["grad_last"])
-    smallest["param_floor"] = np.where(param_w > 0, (1.0 - f) * smallest["param_first"] + f * smallest["param_all"],
-                                       smallest["param_first"])
+    smallest["grad_floor"] = kernels.contended_floor_s(smallest["grad_last"], smallest["grad_all"])
+    smallest["param_floor"] = kernels.contended_floor_s(smallest["param_first"], smallest["param_all"])
     if align.moe and align.deficit:
         # Where stage 0 can be all dense (ZeRO-2/3 only), G - w B and P - w F on the rest of the
         # range are those of the mixed composition extended to its low end, which is not

@@ -301,17 +301,17 @@ def data_parallel_raw(problem: Problem, v: PlanVars, spec: StageSpec) -> DataPar
     grad_s, param_s = sum(grad_tiers), sum(param_tiers)
 
     bucket = framework.grad_bucket_bytes
-    f = kernels.COMM_SM_FRACTION  # the overlapped buckets' SMs (see DataParallelRaw)
     if framework.overlap_grad_reduce:
         last = grad_s * np.minimum(1.0, bucket / np.maximum(all_bytes * grad_bytes, 1.0))
-        grad_floor = last + f * (grad_s - last)
     else:
-        last = grad_floor = grad_s
+        last = grad_s
     if framework.overlap_param_gather:
         first = param_s * np.minimum(1.0, bucket / np.maximum(all_bytes * 2.0, 1.0))
-        param_floor = first + f * (param_s - first)
     else:
-        first = param_floor = param_s
+        first = param_s
+    # The overlapped buckets' SMs (see DataParallelRaw); without overlap the floor is all of it.
+    grad_floor = kernels.contended_floor_s(last, grad_s)
+    param_floor = kernels.contended_floor_s(first, param_s)
 
     opt = problem.task.optimizer
     step_bytes = grad_bytes + (8.0 if opt.master_weights else 0.0) + 8.0 * opt.num_states + 2.0
