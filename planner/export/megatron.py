@@ -228,6 +228,12 @@ def megatron_arguments(problem: Problem, plan: Plan) -> MegatronArgs:
         notes += moe.notes
         if problem.model.moe.router.load_balance == "aux_loss":
             notes.append("load-balancing loss: set --moe-aux-loss-coeff (Megatron's default, 0, turns it off)")
+        clamp = problem.model.moe.activation_clamp
+        if clamp is not None:
+            notes.append(f"APPROXIMATION: Megatron-LM's arguments (core_v0.16.1) have no flag for the experts' activation "
+                         f"clamp ({clamp:g}; TransformerConfig.activation_func_clamp_value, which Megatron-Bridge's "
+                         "GPT-OSS provider sets): this command runs the gated activation unclamped; the plan was "
+                         "priced with the clamp's eager passes")
     grad_overlap = bool(task.framework.overlap_grad_reduce and plan.dp > 1)
     if grad_overlap:
         flags.append("--overlap-grad-reduce")

@@ -64,6 +64,13 @@ Facts (`ProfileFacts`; bytes are HBM bytes per element of the op's tensor, forwa
                         (torch's foreach AdamW: eight passes over fp32 tensors, 80 B); unset: a
                         fused Adam step from the task's optimizer fields (gradient, master
                         weights and moments read and written, bf16 weights written).
+    expert_bias_bytes   HBM bytes per routed-token x hidden element, forward, of adding the
+                        second expert GEMM's bias outside the GEMM (experts with `moe.bias`);
+    expert_bias_bwd_bytes  the same op's backward. 0 (the defaults): not priced.
+    act_clamp_bytes     HBM bytes per routed-token x expert-width element, forward, of clamping
+                        the gated experts' pre-activation outside the fused activation (experts
+                        with `moe.activation_clamp`); every re-run of the activation pays it again;
+    act_clamp_bwd_bytes the clamp's backward. 0 (the defaults): not priced.
 """
 
 from __future__ import annotations
@@ -122,6 +129,10 @@ class ProfileFacts(_Strict):
     zero1_grad_all_reduce: bool = False
     fsdp_pp_grad_accumulation: bool = False
     optimizer_step_bytes: Bytes | None = None
+    expert_bias_bytes: Bytes = 0.0
+    expert_bias_bwd_bytes: Bytes = 0.0
+    act_clamp_bytes: Bytes = 0.0
+    act_clamp_bwd_bytes: Bytes = 0.0
 
 
 class FactsOverride(_Strict):
@@ -147,6 +158,10 @@ class FactsOverride(_Strict):
     zero1_grad_all_reduce: bool | None = None
     fsdp_pp_grad_accumulation: bool | None = None
     optimizer_step_bytes: Bytes | None = None
+    expert_bias_bytes: Bytes | None = None
+    expert_bias_bwd_bytes: Bytes | None = None
+    act_clamp_bytes: Bytes | None = None
+    act_clamp_bwd_bytes: Bytes | None = None
 
 
 OptionValue = bool | Annotated[str, Field(min_length=1, max_length=64)]

@@ -73,6 +73,11 @@ class Experts(Spec):
     dispatch_dtype: Literal["bf16", "fp8"] = Field(default="bf16", description="Token dispatch (all-to-all) dtype.")
     combine_dtype: Literal["bf16"] = "bf16"
     bias: bool = Field(default=False, description="Biases on the expert matrices (gpt-oss).")
+    activation_clamp: float | None = Field(
+        default=None, gt=0, le=1e6,
+        description="Clamp of the gated experts' pre-activation (gpt-oss: 7.0, HF swiglu_limit; Megatron-Core "
+                    "--activation-func-clamp-value); null = none.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Experts:
@@ -117,6 +122,8 @@ class MoETransformer(DecoderTransformer):
             raise ValueError("no layer is MoE: check moe.first_dense_layers, moe.moe_every or moe.layer_pattern")
         if not all(layers) and self.ffn_hidden_size is None:
             raise ValueError("ffn_hidden_size is needed: some layers are dense")
+        if self.moe.activation_clamp is not None and not self.gated_mlp:
+            raise ValueError("moe.activation_clamp clamps a gated activation's two halves: it needs gated_mlp: true")
         return self
 
     @property

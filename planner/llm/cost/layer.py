@@ -57,6 +57,7 @@ class LayerCost:
     attention_fwd_s: object
     attention_bwd_s: object
     memory_bound_fwd_s: object
+    memory_bound_bwd_s: object
     tp_fwd_by_tier: list
     tp_bwd_by_tier: list
     tp_exposed_fwd_s: object
@@ -81,7 +82,7 @@ class LayerCost:
 
     @property
     def compute_bwd_s(self):
-        return 2 * self.gemm_fwd_s + self.attention_bwd_s + 2 * self.memory_bound_fwd_s
+        return 2 * self.gemm_fwd_s + self.attention_bwd_s + self.memory_bound_bwd_s
 
     @property
     def fwd_s(self):
@@ -106,6 +107,8 @@ class Half:
     tp_pairs: object  # TP collective pairs per direction (AG+RS with SP, else an all-reduce)
     gemm_calls: object  # weight GEMMs whose collectives can be chunked for TP overlap
     activation_bytes: object  # stored for backward (no recompute)
+    # Backward memory-bound seconds where they are not twice the forward's (None: twice).
+    memory_bound_bwd_s: object = None
     # What module-level selective recompute (Plan.recompute_modules) re-runs and frees in this half:
     act_recompute_s: object = 0.0  # moe_act: the experts' activation forward again
     act_out_bytes: object = 0.0  # moe_act: its output (the second expert GEMM's input), not kept
@@ -280,6 +283,8 @@ def block_cost(problem: Problem, v: PlanVars, x: Context, ffn: Half, ep: tuple |
         traffic = traffic + 2.0 * 2.0 * tokens * (kvw + qw) / t
     attn_memory_fwd = kernels.memory_bound_time_s(traffic, device)
     memory_fwd = attn_memory_fwd + ffn.memory_bound_fwd_s
+    ffn_memory_bwd = 2.0 * ffn.memory_bound_fwd_s if ffn.memory_bound_bwd_s is None else ffn.memory_bound_bwd_s
+    memory_bwd = 2.0 * attn_memory_fwd + ffn_memory_bwd
 
     # Tensor-parallel collectives: one pair per direction for attention, the FFN's own.
     tp_members = group_members(cluster, v, ("tp",))
@@ -405,6 +410,7 @@ def block_cost(problem: Problem, v: PlanVars, x: Context, ffn: Half, ep: tuple |
         attention_fwd_s=attn_fwd,
         attention_bwd_s=attn_bwd,
         memory_bound_fwd_s=memory_fwd,
+        memory_bound_bwd_s=memory_bwd,
         tp_fwd_by_tier=tp_fwd,
         tp_bwd_by_tier=tp_bwd,
         tp_exposed_fwd_s=tp_exp_fwd,

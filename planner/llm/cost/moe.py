@@ -18,6 +18,12 @@ required with TP), k = top-k, E experts, f = expert width, imbalance u (busiest 
     permutation     gathering tokens by expert (4 B per routed element) and the weighted
                     un-permute (6 B); the alltoall dispatcher with ep*etp > 1 also sorts the
                     received chunks by local expert and back (4 + 4 B; moe.md sec. 2.2)
+    eager ops       what the framework profile says its implementation runs outside fused
+                    kernels (planner.llm.frameworks): Megatron-Core adds the second expert GEMM's
+                    bias per expert in eager PyTorch (28 B forward, 40 B backward per routed
+                    element of width h; experts with `moe.bias`) and clamps a clamped gated
+                    activation's input with torch ops (16 B forward, 30 B backward per routed
+                    element of the expert width; `moe.activation_clamp`, re-run with moe_act)
     shared experts  a TP-sharded dense MLP of the shared width on the block's tokens (one TP
                     all-gather/reduce-scatter pair each way, as the dense MLP)
 Dispatcher (`plan.dispatcher`):
@@ -130,9 +136,20 @@ def moe_ffn_half(problem: Problem, v: PlanVars, x: Context) -> Half:
     # the activation output, the second expert GEMM's input, is freed after that GEMM and the
     # activation re-runs in the backward from the kept first-GEMM output (with its fp8 cast).
     act_traffic = routed * width * ((6.0 if gated else 4.0) + (3.0 if task.precision == "fp8" else 0.0))
+    # Eager ops the framework runs beside its fused kernels (profile facts): the second expert
+    # GEMM's bias added per expert (experts with biases) and the clamp before a clamped gated
+    # activation, which every re-run of the activation pays again. Their backward is priced
+    # from the profile's own count, not as twice the forward.
+    facts = task.framework.facts
+    bias_elements = routed * h if moe.bias else 0.0
+    clamp_elements = routed * width if moe.activation_clamp is not None and gated else 0.0
+    eager_fwd = facts.expert_bias_bytes * bias_elements + facts.act_clamp_bytes * clamp_elements
+    eager_bwd = facts.expert_bias_bwd_bytes * bias_elements + facts.act_clamp_bwd_bytes * clamp_elements
+    act_traffic = act_traffic + facts.act_clamp_bytes * clamp_elements
     return Half(
         gemm_fwd_s=router + experts + shared,
-        memory_bound_fwd_s=kernels.memory_bound_time_s(traffic, device),
+        memory_bound_fwd_s=kernels.memory_bound_time_s(traffic + eager_fwd, device),
+        memory_bound_bwd_s=kernels.memory_bound_time_s(2.0 * traffic + eager_bwd, device),
         tp_pairs=1.0 if shared_width else 0.0,
         gemm_calls=2.0 if shared_width else 0.0,
         activation_bytes=stored,
