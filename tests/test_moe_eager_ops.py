@@ -23,7 +23,9 @@ SEQ = 4096
 
 def gpt_oss(bias: bool = True, clamp: float | None = 7.0, framework: Framework | None = None) -> Problem:
     model = load_model("gpt-oss-120b")
-    model = model.model_copy(update={"moe": model.moe.model_copy(update={"bias": bias, "activation_clamp": clamp})})
+    # Plain RoPE: YaRN's unfused rotary (tests/test_attention_window.py) keeps its own backward count.
+    model = model.model_copy(update={"rope_yarn_factor": None,
+                                     "moe": model.moe.model_copy(update={"bias": bias, "activation_clamp": clamp})})
     task = TrainingTask(global_batch_size=256, seq_len=SEQ, **({"framework": framework} if framework else {}))
     return Problem(model=model, cluster=load_cluster("dgx-h100", num_devices=64), task=task)
 

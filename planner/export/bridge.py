@@ -115,6 +115,14 @@ def bridge_overrides(problem: Problem, plan: Plan) -> tuple[dict[str, object], l
         notes.append(f"APPROXIMATION: fp8 as Bridge's preset {MIXED_PRECISION['fp8']} ({FP8_RECIPE} scaling, hybrid format) keeps "
                      "the first and last transformer layer in bf16 and gathers fp8 parameters; the plan was priced "
                      "with every layer in fp8")
+    model = problem.model
+    kept = [*(["the sliding window (model.window_size, model.window_attn_skip_freq)"] if model.sliding_window else []),
+            *(["YaRN (model.position_embedding_type yarn, model.yarn_*)"] if model.rope_yarn_factor else []),
+            *(["the activation clamp (model.activation_func_clamp_value)"]
+              if getattr(getattr(model, "moe", None), "activation_clamp", None) else [])]
+    if kept:
+        notes.append(f"{', '.join(kept)}: the recipe's model provider sets them (for gpt-oss Megatron-Bridge's GPT-OSS bridge: "
+                     "window (127, 0) every other layer, YaRN factor 32, clamp 7); these overrides keep them")
     notes.append("comm_overlap.* apply to recipes that set comm_overlap; for one whose comm_overlap is None, drop "
                  "them (model.tp_comm_overlap and ddp.overlap_* then apply as written)")
     env = launch_env(plan)

@@ -49,6 +49,7 @@ FP8_RECIPE = "tensorwise"
 MEGATRON_FLAGS = frozenset({
     "--num-layers", "--hidden-size", "--ffn-hidden-size", "--num-attention-heads", "--group-query-attention",
     "--num-query-groups", "--kv-channels", "--seq-length", "--max-position-embeddings", "--position-embedding-type",
+    "--window-size", "--window-attn-skip-freq",
     "--swiglu", "--untie-embeddings-and-output-weights", "--disable-bias-linear", "--attention-dropout",
     "--hidden-dropout",
     "--tensor-model-parallel-size", "--pipeline-model-parallel-size", "--context-parallel-size",
@@ -184,6 +185,11 @@ def _model_flags(problem: Problem, plan: Plan) -> list[str]:
     flags += ["--seq-length", str(task.seq_len), "--max-position-embeddings", str(m.max_seq_len),
               "--position-embedding-type", {"rope": "rope", "learned": "learned_absolute", "none": "none"}[
                   m.position_embedding]]
+    if m.sliding_window is not None:
+        # Transformer Engine's (left, right) window: left = keys before the query (it sees itself too).
+        flags += ["--window-size", f"{m.sliding_window - 1},0"]
+        if m.full_attention_every is not None:
+            flags += ["--window-attn-skip-freq", str(m.full_attention_every)]
     if m.gated_mlp:
         flags.append("--swiglu")
     if not m.tied_embeddings:
@@ -234,6 +240,12 @@ def megatron_arguments(problem: Problem, plan: Plan) -> MegatronArgs:
                          f"clamp ({clamp:g}; TransformerConfig.activation_func_clamp_value, which Megatron-Bridge's "
                          "GPT-OSS provider sets): this command runs the gated activation unclamped; the plan was "
                          "priced with the clamp's eager passes")
+    if problem.model.rope_yarn_factor is not None:
+        notes.append(f"APPROXIMATION: Megatron-LM's arguments (core_v0.16.1) give YaRN to multi-latent attention only "
+                     f"(--rope-type): this command runs plain RoPE where {problem.model.name} scales it by YaRN "
+                     f"(factor {problem.model.rope_yarn_factor:g}; TransformerConfig position_embedding_type "
+                     "'yarn', which Megatron-Bridge's GPT-OSS provider sets); the plan was priced with YaRN's "
+                     "unfused rotary")
     grad_overlap = bool(task.framework.overlap_grad_reduce and plan.dp > 1)
     if grad_overlap:
         flags.append("--overlap-grad-reduce")

@@ -27,6 +27,21 @@ class DecoderTransformer(Spec):
     linear_bias: bool = Field(default=False, description="Biases on linear layers (GPT-2/3, gpt-oss attention).")
     dropout: bool = Field(default=False, description="Dropout layers active in training.")
     position_embedding: Literal["learned", "rope", "none"] = Field(default="rope")
+    rope_yarn_factor: float | None = Field(
+        default=None, gt=1, le=1e6,
+        description="YaRN RoPE scaling factor (gpt-oss: 32; its attention concentration 1 + 0.1 ln factor); "
+                    "null = plain RoPE.",
+    )
+    sliding_window: int | None = Field(
+        default=None, gt=0, le=2**30,
+        description="Keys a query sees in a sliding-window attention layer, itself included (gpt-oss: 128); "
+                    "null = every layer attends to the whole causal prefix.",
+    )
+    full_attention_every: int | None = Field(
+        default=None, gt=1, le=2**16,
+        description="With a sliding window, every n-th layer (1-based) attends to the whole prefix (gpt-oss: 2; "
+                    "Megatron-Core window_attn_skip_freq); null = every layer windowed.",
+    )
     published_params: float | None = Field(
         default=None, gt=0, le=1e16, description="Parameter count stated by the authors (checked in tests)."
     )
@@ -35,6 +50,25 @@ class DecoderTransformer(Spec):
     def latent_attention(self) -> bool:
         """True where every head has its own keys and values from a latent (MLA): no GQA rules."""
         return False
+
+    @model_validator(mode="after")
+    def _check_positions(self) -> DecoderTransformer:
+        if self.rope_yarn_factor is not None and self.position_embedding != "rope":
+            raise ValueError(f"rope_yarn_factor scales rotary embeddings: it needs position_embedding: rope "
+                             f"(got {self.position_embedding})")
+        if self.full_attention_every is not None and self.sliding_window is None:
+            raise ValueError("full_attention_every says which layers skip the sliding window: give sliding_window too")
+        return self
+
+    @property
+    def windowed_layer_share(self) -> float:
+        """Share of the layers whose attention is windowed (0 without a sliding window)."""
+        if self.sliding_window is None:
+            return 0.0
+        every = self.full_attention_every
+        if every is None:
+            return 1.0
+        return (self.num_layers - self.num_layers // every) / self.num_layers
 
     @model_validator(mode="after")
     def _check_heads(self) -> DecoderTransformer:

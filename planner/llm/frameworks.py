@@ -71,6 +71,10 @@ Facts (`ProfileFacts`; bytes are HBM bytes per element of the op's tensor, forwa
                         the gated experts' pre-activation outside the fused activation (experts
                         with `moe.activation_clamp`); every re-run of the activation pays it again;
     act_clamp_bwd_bytes the clamp's backward. 0 (the defaults): not priced.
+    yarn_rope_bytes     HBM bytes per query and key element, forward, of the rotary embedding of
+                        a model with `rope_yarn_factor` (YaRN's attention concentration on the
+                        cos/sin), where the framework runs it apart from its rope kernel;
+    yarn_rope_bwd_bytes its backward. Unset (the default): as `rope_bytes`, backward twice that.
 """
 
 from __future__ import annotations
@@ -133,6 +137,15 @@ class ProfileFacts(_Strict):
     expert_bias_bwd_bytes: Bytes = 0.0
     act_clamp_bytes: Bytes = 0.0
     act_clamp_bwd_bytes: Bytes = 0.0
+    yarn_rope_bytes: Bytes | None = None
+    yarn_rope_bwd_bytes: Bytes | None = None
+
+
+    @model_validator(mode="after")
+    def _check_pairs(self) -> ProfileFacts:
+        if (self.yarn_rope_bytes is None) != (self.yarn_rope_bwd_bytes is None):
+            raise ValueError("yarn_rope_bytes and yarn_rope_bwd_bytes: give both or neither")
+        return self
 
 
 class FactsOverride(_Strict):
@@ -162,6 +175,8 @@ class FactsOverride(_Strict):
     expert_bias_bwd_bytes: Bytes | None = None
     act_clamp_bytes: Bytes | None = None
     act_clamp_bwd_bytes: Bytes | None = None
+    yarn_rope_bytes: Bytes | None = None
+    yarn_rope_bwd_bytes: Bytes | None = None
 
 
 OptionValue = bool | Annotated[str, Field(min_length=1, max_length=64)]

@@ -14,6 +14,17 @@ the forward's causal / non-causal ratio at the same length (the masked tiles cos
 forward and backward). Other devices, and the `device` kernel, keep the device preset's flat
 `attention_fraction` of the bf16 peak (no per-length measurement in the data).
 
+Sliding windows. A windowed layer's query sees the last `W` keys (itself included): a tiled kernel
+visits, for each block of queries, the key blocks that meet the band, about W + KEY_BLOCK keys per
+query, partly masked at both edges. It is priced as a non-causal call over that key span, at the
+table's rate for that key length (clamped at 512 below, where the table starts: the rate of a
+shorter span is overstated), never dearer than the layer's causal call. A model alternating
+windowed and full layers (`full_attention_every`) is priced per layer as their average (a stage
+of an odd number of layers holds one more of one kind than the average says). The window is not
+applied under context parallelism (the layer keeps its CP cost: Transformer Engine's ring does
+not take a window) nor to unfused attention (the era's kernels compute and mask the whole s x s scores), nor to model
+FLOPs (MFU keeps the full-attention convention).
+
 Context parallelism (cp > 1). Megatron-Core's default `--cp-comm-type p2p`
 (megatron/training/arguments.py) runs Transformer Engine's ring attention
 (transformer_engine/pytorch/attention.py AttnFuncWithCP, v1.4-v2.x): each rank holds chunks j
@@ -49,6 +60,14 @@ EFFICIENCY_FILE = Path(__file__).resolve().parents[2] / "data" / "efficiency.yam
 
 HOPPER_NAMES = ("H100", "H200", "H800", "H20")
 """Device names of the Hopper generation, whose kernels the H100 table describes."""
+
+KEY_BLOCK = 128
+"""Keys per block of a fused-attention kernel's inner loop: FlashAttention-2 runs head dim 64 with
+128 x 128 query x key blocks (csrc/flash_attn/src/flash_fwd_launch_template.h run_mha_fwd_hdim64,
+Flash_fwd_kernel_traits<64, 128, 128, 4, ...>); FlashAttention-3 uses 128-key blocks for head dim
+64, and for causal or local attention at head dim 96-128, on Hopper (hopper/
+flash_fwd_launch_template.h, run_mha_fwd_hdim64: kBlockN 128). cuDNN's blocks are not published;
+the same is assumed."""
 
 TABLE_KERNELS = ("cudnn", "fa2", "fa3")
 """Kernels with a measured rate table (the profile's `attention_kernel`; `device` has none)."""
@@ -141,6 +160,18 @@ def flash_time_s(kernel: str, device, seq_len: int, cp, tokens, width_per_gpu, h
     ring = (cp > 1) & (comm_type == "p2p")
     return (np.where(ring, ring_f, one_f), np.where(ring, ring_b, one_b),
             np.where(ring, half_f, one_f), np.where(ring, half_b, one_b))
+
+
+def windowed_time_s(kernel: str, device, seq_len: int, window: int, tokens, width_per_gpu, head_dim: float):
+    """(forward, backward) seconds of a micro-batch's sliding-window attention on one GPU (no CP
+    ring): `tokens` queries, each over a span of min(window + KEY_BLOCK, seq_len) keys at the
+    non-causal rate for that span; never more than the causal call over the whole sequence."""
+    span = float(min(window + KEY_BLOCK, seq_len))
+    flops = 2.0 * np.asarray(tokens, dtype=float) * span * width_per_gpu
+    band_f, band_b = call_time_s(flops, kernel, device, span, head_dim, causal=False)
+    total = 2.0 * np.asarray(tokens, dtype=float) * (seq_len / 2.0) * width_per_gpu
+    full_f, full_b = call_time_s(total, kernel, device, seq_len, head_dim, causal=True)
+    return np.minimum(band_f, full_f), np.minimum(band_b, full_b)
 
 
 def ring_hop_time_by_tier(num_bytes, cp_members: list, cluster) -> list:

@@ -259,6 +259,15 @@ def block_cost(problem: Problem, v: PlanVars, x: Context, ffn: Half, ep: tuple |
         attn_fwd, attn_bwd, step_fwd, step_bwd = attention.flash_time_s(
             facts.attention_kernel, device, s, c, tokens, core_width / t, qw / model.num_heads,
             facts.cp_comm_type)
+        windowed = model.windowed_layer_share
+        if windowed:
+            # Sliding-window layers (without CP) over their band; the average layer of the pattern.
+            win_fwd, win_bwd = attention.windowed_time_s(
+                facts.attention_kernel, device, s, model.sliding_window, tokens, core_width / t,
+                qw / model.num_heads)
+            alone = c == 1
+            attn_fwd = np.where(alone, (1.0 - windowed) * attn_fwd + windowed * win_fwd, attn_fwd)
+            attn_bwd = np.where(alone, (1.0 - windowed) * attn_bwd + windowed * win_bwd, attn_bwd)
         score_bytes = 0.0
     else:
         attn_flops = 2.0 * tokens * s * core_width / t  # full s x s scores, masked after the GEMM
@@ -271,20 +280,29 @@ def block_cost(problem: Problem, v: PlanVars, x: Context, ffn: Half, ep: tuple |
         attn_bwd = attn_bwd + 2 * attn_score_time
         step_fwd, step_bwd = attn_fwd / c, attn_bwd / c
 
-    # Memory-bound ops of the attention half (forward bytes; backward moves twice as much).
+    # Memory-bound ops of the attention half (forward bytes; backward moves twice as much, but
+    # for a rotary embedding the profile counts apart: YaRN's, which Megatron-Core runs unfused).
     traffic, attn_stored = residual_half(problem, x)
+    rope_fwd_bytes, rope_bwd_bytes = 0.0, 0.0
     if model.position_embedding == "rope":
-        traffic = traffic + facts.rope_bytes * tokens * (qw + kvw) / t
+        rope_elements = tokens * (qw + kvw) / t
+        if model.rope_yarn_factor is not None and facts.yarn_rope_bytes is not None:
+            rope_fwd_bytes = facts.yarn_rope_bytes * rope_elements
+            rope_bwd_bytes = facts.yarn_rope_bwd_bytes * rope_elements
+        else:
+            rope_fwd_bytes = facts.rope_bytes * rope_elements
+            rope_bwd_bytes = 2.0 * rope_fwd_bytes
     traffic = traffic + 4.0 * tokens * latent  # MLA's latent norms
     if task.precision == "fp8":
         traffic = traffic + facts.fp8_cast_bytes * tokens * (h + ow / t)  # casts of the QKV and projection inputs
     if facts.repeat_kv and not latent and kvw < qw:
         # K and V copied to every query head: read 2 B per K/V element, write 2 B per query one.
         traffic = traffic + 2.0 * 2.0 * tokens * (kvw + qw) / t
-    attn_memory_fwd = kernels.memory_bound_time_s(traffic, device)
+    attn_memory_fwd = kernels.memory_bound_time_s(traffic + rope_fwd_bytes, device)
+    attn_memory_bwd = kernels.memory_bound_time_s(2.0 * traffic + rope_bwd_bytes, device)
     memory_fwd = attn_memory_fwd + ffn.memory_bound_fwd_s
     ffn_memory_bwd = 2.0 * ffn.memory_bound_fwd_s if ffn.memory_bound_bwd_s is None else ffn.memory_bound_bwd_s
-    memory_bwd = 2.0 * attn_memory_fwd + ffn_memory_bwd
+    memory_bwd = attn_memory_bwd + ffn_memory_bwd
 
     # Tensor-parallel collectives: one pair per direction for attention, the FFN's own.
     tp_members = group_members(cluster, v, ("tp",))

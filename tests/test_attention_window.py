@@ -1,0 +1,183 @@
+"""Sliding-window attention and YaRN rotary (issue 11, gpt-oss): a windowed layer's attention over
+its band, by hand; the alternating pattern's average layer; never dearer than causal; YaRN's
+unfused rotary in Megatron-Core, by hand; the exports; bad input named by file and field."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from planner.core.errors import InputError
+from planner.export import export
+from planner.export.megatron_check import check_megatron_table
+from planner.llm import frameworks
+from planner.llm.cost import attention
+from planner.llm.cost.layer import layer_cost
+from planner.llm.cost.layout import PlanVars
+from planner.llm.cost.moe import moe_layer_cost
+from planner.llm.plan import Plan
+from planner.llm.problem import Problem, load_cluster, load_model
+from planner.llm.task import Framework, TrainingTask
+
+from .conftest import ROOT, make_problem, small_model
+
+FUSED = Framework(profile="megatron-core@0.16", options={"attention_backend": "fused"})
+PLAN = Plan(pp=4, dp=16, ep=8, zero_stage=1, micro_batch_size=1)
+
+
+def gpt_oss(framework: Framework = FUSED, **changes) -> Problem:
+    model = load_model("gpt-oss-120b").model_copy(update=changes)
+    task = TrainingTask(global_batch_size=256, seq_len=4096, framework=framework)
+    return Problem(model=model, cluster=load_cluster("dgx-h100", num_devices=64), task=task)
+
+
+def block(problem: Problem, plan: Plan = PLAN):
+    return moe_layer_cost(problem, PlanVars.from_plan(plan))
+
+
+def test_the_preset_has_gpt_oss_window_and_yarn():
+    model = load_model("gpt-oss-120b")
+    assert (model.sliding_window, model.full_attention_every, model.rope_yarn_factor) == (128, 2, 32.0)
+    assert model.windowed_layer_share == 0.5
+
+
+@pytest.mark.parametrize(("layers", "every", "share"), [(36, 2, 0.5), (5, 2, 3 / 5), (8, None, 1.0), (12, 4, 9 / 12)])
+def test_windowed_share_follows_megatron_layer_numbers(layers, every, share):
+    """Megatron-Core is_layer_window_attention: layer_number (1-based) % freq != 0 is windowed."""
+    model = small_model().model_copy(update={"num_layers": layers, "sliding_window": 64, "full_attention_every": every})
+    assert model.windowed_layer_share == pytest.approx(share)
+    assert sum(n % every != 0 if every else True for n in range(1, layers + 1)) == pytest.approx(share * layers)
+
+
+def test_a_windowed_layer_runs_over_its_band_by_hand():
+    """gpt-oss, 4096 tokens, 64 heads of 64 (QK and AV widths 4096 + 4096), window 128: each
+    query spans 128 + 128 (one key block) = 256 keys, priced at cuDNN's non-causal head-dim-64
+    rate for the table's shortest length, 512 (335 TFLOP/s forward, 266 backward, of a 989 peak);
+    the backward executes 2.5x the forward's FLOPs."""
+    device = gpt_oss().cluster.device
+    flops = 2.0 * 4096 * 256 * 8192
+    fwd, bwd = attention.windowed_time_s("cudnn", device, 4096, 128, 4096, 8192, 64)
+    peak = device.peak("bf16")
+    assert fwd == pytest.approx(flops / (peak * 335 / 989), rel=1e-9)
+    assert bwd == pytest.approx(2.5 * flops / (peak * 266 / 989), rel=1e-9)
+
+
+def test_the_alternating_model_prices_the_average_layer():
+    windowed = block(gpt_oss())
+    full = block(gpt_oss(sliding_window=None, full_attention_every=None))
+    device = gpt_oss().cluster.device
+    win_f, win_b = attention.windowed_time_s("cudnn", device, 4096, 128, 4096, 8192, 64)
+    assert windowed.attention_fwd_s == pytest.approx(0.5 * full.attention_fwd_s + 0.5 * win_f, rel=1e-12)
+    assert windowed.attention_bwd_s == pytest.approx(0.5 * full.attention_bwd_s + 0.5 * win_b, rel=1e-12)
+    assert windowed.attention_fwd_s < full.attention_fwd_s
+
+
+@settings(max_examples=60, deadline=None)
+@given(window=st.integers(1, 20000), seq=st.sampled_from([512, 2048, 4096, 8192, 32768]),
+       kernel=st.sampled_from(["cudnn", "fa2", "fa3", "device"]))
+def test_a_window_is_never_dearer_than_causal(window, seq, kernel):
+    device = gpt_oss().cluster.device
+    win = attention.windowed_time_s(kernel, device, seq, window, seq, 4096, 64)
+    full = attention.flash_time_s(kernel, device, seq, 1, seq, 4096, 64)[:2]
+    assert win[0] <= full[0] * (1 + 1e-12) and win[1] <= full[1] * (1 + 1e-12)
+    if window >= seq:
+        assert float(win[0]) == pytest.approx(float(full[0]), rel=1e-12)
+        assert float(win[1]) == pytest.approx(float(full[1]), rel=1e-12)
+
+
+def test_context_parallel_layers_keep_their_cost():
+    """Transformer Engine's ring takes no window: with CP the layer is priced as before."""
+    plan = Plan(cp=2, pp=4, dp=8, ep=8, zero_stage=1)
+    windowed = block(gpt_oss(), plan)
+    full = block(gpt_oss(sliding_window=None, full_attention_every=None), plan)
+    assert windowed.attention_fwd_s == full.attention_fwd_s and windowed.cp_exposed_fwd_s == full.cp_exposed_fwd_s
+
+
+def test_dense_models_take_the_window_too():
+    model = small_model()
+    plan = Plan(dp=16)
+    framework = {"framework": FUSED}
+    plain = layer_cost(make_problem(model=model, **framework), PlanVars.from_plan(plan))
+    windowed = layer_cost(make_problem(model=model.model_copy(update={"sliding_window": 256}), **framework),
+                          PlanVars.from_plan(plan))
+    assert windowed.attention_fwd_s < plain.attention_fwd_s
+
+
+# -- YaRN ----------------------------------------------------------------------------------------
+
+def test_yarn_rotary_runs_unfused_in_megatron_core_by_hand():
+    """Megatron-Core multiplies YaRN's concentration factor into cos and sin and then leaves TE's
+    fused rotary (mscale != 1): 24 B forward and 20 B backward per Q/K element instead of the fused
+    kernel's 4 and 8. gpt-oss at TP 1: 4096 tokens x (4096 query + 512 key width)."""
+    yarn, plain = block(gpt_oss()), block(gpt_oss(rope_yarn_factor=None))
+    device = gpt_oss().cluster.device
+    rate = device.hbm_bandwidth_bytes_per_s * device.efficiency.hbm_fraction
+    elements = 4096 * (4096 + 512)
+    assert yarn.memory_bound_fwd_s - plain.memory_bound_fwd_s == pytest.approx((24 - 4) * elements / rate, rel=1e-9)
+    assert yarn.memory_bound_bwd_s - plain.memory_bound_bwd_s == pytest.approx((20 - 8) * elements / rate, rel=1e-9)
+
+
+def test_a_profile_without_yarn_facts_prices_its_own_rotary():
+    titan = Framework(profile="torchtitan@2024-12")
+    assert frameworks.profiles()["torchtitan"].facts.yarn_rope_bytes is None
+    yarn, plain = block(gpt_oss(titan)), block(gpt_oss(titan, rope_yarn_factor=None))
+    assert yarn.memory_bound_fwd_s == plain.memory_bound_fwd_s and yarn.memory_bound_bwd_s == plain.memory_bound_bwd_s
+
+
+# -- exports -------------------------------------------------------------------------------------
+
+def test_megatron_export_sets_the_window_and_says_it_cannot_yarn():
+    exported = export(gpt_oss(), PLAN, "megatron")
+    assert "--window-size 127,0" in exported.text and "--window-attn-skip-freq 2" in exported.text
+    assert any("YaRN" in note and "factor 32" in note for note in exported.approximations)
+    assert check_megatron_table(exported.text) == []
+    plain = export(gpt_oss(sliding_window=None, full_attention_every=None, rope_yarn_factor=None), PLAN, "megatron")
+    assert "--window-size" not in plain.text and not any("YaRN" in n for n in plain.approximations)
+
+
+def test_bridge_export_leaves_them_to_the_recipe_and_says_so():
+    text = export(gpt_oss(), PLAN, "megatron-bridge").text
+    assert "model.window_size" in text and "these overrides keep them" in text
+
+
+# -- bad input -----------------------------------------------------------------------------------
+
+def write_model(tmp_path, **changes):
+    data = yaml.safe_load((ROOT / "problems" / "models" / "gpt-oss-120b.yaml").read_text())
+    data.update(changes)
+    for key in [k for k, v in changes.items() if v is None]:
+        del data[key]
+    path = tmp_path / "model.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(("changes", "field", "says"), [
+    ({"sliding_window": 0}, "sliding_window", "greater than 0"),
+    ({"sliding_window": "128"}, "sliding_window", "integer"),
+    ({"sliding_window": 12.5}, "sliding_window", "integer"),
+    ({"full_attention_every": 1}, "full_attention_every", "greater than 1"),
+    ({"full_attention_every": True}, "full_attention_every", "integer"),
+    ({"rope_yarn_factor": 1.0}, "rope_yarn_factor", "greater than 1"),
+    ({"rope_yarn_factor": "32"}, "rope_yarn_factor", "number"),
+    ({"sliding_window": None}, "full_attention_every", "give sliding_window too"),
+    ({"position_embedding": "learned"}, "rope_yarn_factor", "needs position_embedding: rope"),
+])
+def test_bad_window_or_yarn_names_file_and_field(tmp_path, changes, field, says):
+    path = write_model(tmp_path, **changes)
+    with pytest.raises(InputError) as err:
+        load_model(path.name, base=tmp_path)
+    text = str(err.value)
+    assert str(path) in text and field in text and says in text
+
+
+def test_yarn_facts_come_in_pairs(tmp_path):
+    data = yaml.safe_load(frameworks.PROFILES_FILE.read_text())
+    del data["profiles"][0]["facts"]["yarn_rope_bwd_bytes"]
+    path = tmp_path / "profiles.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(InputError, match="give both or neither") as err:
+        frameworks.load_profiles(path)
+    assert str(path) in str(err.value) and "profiles.0.facts" in str(err.value)
