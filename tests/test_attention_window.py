@@ -87,12 +87,32 @@ def test_a_window_is_never_dearer_than_causal(window, seq, kernel):
         assert float(win[1]) == pytest.approx(float(full[1]), rel=1e-12)
 
 
-def test_context_parallel_layers_keep_their_cost():
-    """Transformer Engine's ring takes no window: with CP the layer is priced as before."""
+def test_the_p2p_ring_refuses_a_window_and_the_search_leaves_it_out():
+    """Transformer Engine v2.9 takes a window under CP only with its a2a or all-gather attention:
+    check_plan refuses CP > 1 with the p2p ring (Megatron-Core's default) and the search space has
+    no such plan."""
+    from planner.llm.plan import check_plan
+    from planner.llm.space import enumerate_candidates
+    problem = gpt_oss()
+    errors = check_plan(Plan(cp=2, pp=4, dp=8, ep=8, zero_stage=1), problem)
+    assert any("sliding-window attention and the p2p ring" in e for e in errors)
+    small = Problem(model=problem.model, cluster=load_cluster("dgx-h100", num_devices=8), task=problem.task)
+    assert set(enumerate_candidates(small, max_virtual_stages=1).cp.tolist()) == {1}
+    unwindowed = Problem(model=problem.model.model_copy(update={"sliding_window": None, "full_attention_every": None}),
+                         cluster=small.cluster, task=problem.task)
+    assert max(enumerate_candidates(unwindowed, max_virtual_stages=1).cp.tolist()) > 1
+
+
+@pytest.mark.parametrize("comm", ["a2a", "allgather"])
+def test_a2a_and_allgather_cp_take_the_window(comm):
+    framework = Framework(profile="megatron-core@0.16", options={"attention_backend": "fused", "cp_comm_type": comm})
     plan = Plan(cp=2, pp=4, dp=8, ep=8, zero_stage=1)
-    windowed = block(gpt_oss(), plan)
-    full = block(gpt_oss(sliding_window=None, full_attention_every=None), plan)
-    assert windowed.attention_fwd_s == full.attention_fwd_s and windowed.cp_exposed_fwd_s == full.cp_exposed_fwd_s
+    from planner.llm.plan import check_plan
+    assert not any("sliding-window" in e for e in check_plan(plan, gpt_oss(framework)))
+    windowed = block(gpt_oss(framework), plan)
+    full = block(gpt_oss(framework, sliding_window=None, full_attention_every=None), plan)
+    assert windowed.attention_fwd_s < full.attention_fwd_s
+    assert windowed.cp_exposed_fwd_s == full.cp_exposed_fwd_s  # K and V still move whole
 
 
 def test_dense_models_take_the_window_too():
@@ -109,14 +129,30 @@ def test_dense_models_take_the_window_too():
 
 def test_yarn_rotary_runs_unfused_in_megatron_core_by_hand():
     """Megatron-Core multiplies YaRN's concentration factor into cos and sin and then leaves TE's
-    fused rotary (mscale != 1): 24 B forward and 20 B backward per Q/K element instead of the fused
-    kernel's 4 and 8. gpt-oss at TP 1: 4096 tokens x (4096 query + 512 key width)."""
+    fused rotary (mscale != 1): 24 B forward and 28 B backward per Q/K element instead of the fused
+    kernel's 4 and 8, and each of the two calls makes its cos and sin tables, 44 B per position and
+    rotary dim. gpt-oss at TP 1: 4096 tokens x (4096 query + 512 key width), head dim 64."""
     yarn, plain = block(gpt_oss()), block(gpt_oss(rope_yarn_factor=None))
     device = gpt_oss().cluster.device
     rate = device.hbm_bandwidth_bytes_per_s * device.efficiency.hbm_fraction
     elements = 4096 * (4096 + 512)
-    assert yarn.memory_bound_fwd_s - plain.memory_bound_fwd_s == pytest.approx((24 - 4) * elements / rate, rel=1e-9)
-    assert yarn.memory_bound_bwd_s - plain.memory_bound_bwd_s == pytest.approx((20 - 8) * elements / rate, rel=1e-9)
+    tables = 2 * 44 * 4096 * 64
+    assert yarn.memory_bound_fwd_s - plain.memory_bound_fwd_s == pytest.approx(
+        ((24 - 4) * elements + tables) / rate, rel=1e-9)
+    assert yarn.memory_bound_bwd_s - plain.memory_bound_bwd_s == pytest.approx((28 - 8) * elements / rate, rel=1e-9)
+
+
+def test_the_rotary_tables_are_per_position_not_per_token():
+    """Two sequences per micro-batch double the rotary's per-element traffic, not its tables."""
+    one, two = block(gpt_oss()), block(gpt_oss(), PLAN.model_copy(update={"micro_batch_size": 2}))
+    one_plain = block(gpt_oss(rope_yarn_factor=None))
+    two_plain = block(gpt_oss(rope_yarn_factor=None), PLAN.model_copy(update={"micro_batch_size": 2}))
+    device = gpt_oss().cluster.device
+    rate = device.hbm_bandwidth_bytes_per_s * device.efficiency.hbm_fraction
+    tables = 2 * 44 * 4096 * 64
+    extra_one = one.memory_bound_fwd_s - one_plain.memory_bound_fwd_s
+    extra_two = two.memory_bound_fwd_s - two_plain.memory_bound_fwd_s
+    assert extra_two - tables / rate == pytest.approx(2 * (extra_one - tables / rate), rel=1e-9)
 
 
 def test_a_profile_without_yarn_facts_prices_its_own_rotary():
@@ -137,9 +173,13 @@ def test_megatron_export_sets_the_window_and_says_it_cannot_yarn():
     assert "--window-size" not in plain.text and not any("YaRN" in n for n in plain.approximations)
 
 
-def test_bridge_export_leaves_them_to_the_recipe_and_says_so():
-    text = export(gpt_oss(), PLAN, "megatron-bridge").text
-    assert "model.window_size" in text and "these overrides keep them" in text
+def test_bridge_export_sets_the_window_and_clamp_and_says_yarn_is_the_providers():
+    """Bridge's own override code applies these (tests/test_export_bridge.py checks the values it
+    ends with); YaRN has more fields than the model carries, so the recipe's provider must set it."""
+    exported = export(gpt_oss(), PLAN, "megatron-bridge")
+    assert '"model.window_size=[127,0]"' in exported.text and "model.window_attn_skip_freq=2" in exported.text
+    assert "model.activation_func_clamp_value=7.0" in exported.text
+    assert any("YaRN (factor 32)" in note for note in exported.approximations)
 
 
 # -- bad input -----------------------------------------------------------------------------------
@@ -164,6 +204,8 @@ def write_model(tmp_path, **changes):
     ({"rope_yarn_factor": "32"}, "rope_yarn_factor", "number"),
     ({"sliding_window": None}, "full_attention_every", "give sliding_window too"),
     ({"position_embedding": "learned"}, "rope_yarn_factor", "needs position_embedding: rope"),
+    ({"full_attention_every": 37}, "full_attention_every", "larger than num_layers"),
+    ({"sliding_window": 131072}, "sliding_window", "not shorter than max_seq_len"),
 ])
 def test_bad_window_or_yarn_names_file_and_field(tmp_path, changes, field, says):
     path = write_model(tmp_path, **changes)
@@ -181,3 +223,35 @@ def test_yarn_facts_come_in_pairs(tmp_path):
     with pytest.raises(InputError, match="give both or neither") as err:
         frameworks.load_profiles(path)
     assert str(path) in str(err.value) and "profiles.0.facts" in str(err.value)
+
+
+def test_yarn_on_multi_latent_attention_is_refused(tmp_path):
+    data = yaml.safe_load((ROOT / "problems" / "models" / "deepseek-v3.yaml").read_text())
+    data["rope_yarn_factor"] = 40.0
+    path = tmp_path / "model.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(InputError, match="rope_yarn_factor is for GQA/MHA") as err:
+        load_model(path.name, base=tmp_path)
+    assert str(path) in str(err.value)
+
+
+def test_an_override_that_breaks_a_pair_is_refused_at_load(tmp_path):
+    """An option's override is checked with the facts it merges into, not when a plan is priced."""
+    data = yaml.safe_load(frameworks.PROFILES_FILE.read_text())
+    titan = next(i for i, p in enumerate(data["profiles"]) if p["name"] == "torchtitan")
+    data["profiles"][titan]["overrides"][0]["facts"]["yarn_rope_bytes"] = 24.0
+    path = tmp_path / "profiles.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(InputError, match=rf"profiles.{titan}: overrides.0.facts: .*give both or neither") as err:
+        frameworks.load_profiles(path)
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("version", ["0.2", "0.3"])
+def test_torchtitan_dense_export_says_it_drops_the_window(version):
+    model = small_model().model_copy(update={"sliding_window": 256, "full_attention_every": 2})
+    problem = make_problem(model=model)
+    exported = export(problem, Plan(dp=16), "torchtitan", version)
+    assert any("no a sliding window" in note for note in exported.approximations)
+    plain = export(make_problem(), Plan(dp=16), "torchtitan", version)
+    assert not any("sliding window" in note for note in plain.approximations)

@@ -62,6 +62,9 @@ def expected(problem, plan) -> dict:
         "fp16": task.precision == "fp16", "fp8": "hybrid" if task.precision == "fp8" else None,
         "ep": plan.ep, "etp": plan.etp if problem.model.family == "moe" else plan.tp,
         "overlap_moe_expert_parallel_comm": plan.ep_comm_overlap, "delay_wgrad_compute": plan.ep_comm_overlap,
+        "window_size": None if problem.model.sliding_window is None else [problem.model.sliding_window - 1, 0],
+        "window_attn_skip_freq": problem.model.full_attention_every,
+        "activation_func_clamp_value": getattr(getattr(problem.model, "moe", None), "activation_clamp", None),
     }
 
 

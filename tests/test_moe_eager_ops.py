@@ -67,6 +67,42 @@ def test_expert_bias_and_clamp_cost_their_eager_passes_by_hand():
     assert a.memory_bound_bwd_s == pytest.approx(2 * a.memory_bound_fwd_s, rel=1e-12)
 
 
+def test_bf16_router_probabilities_halve_the_bias_add():
+    """Megatron-Core's default router dtype (None: the input dtype, bf16), which the Bridge gpt-oss
+    recipes keep: b * p writes 2 B, the add moves 6, the cat 4, the cast is a no-op (12 B
+    forward); backward 6 + 6 for the two broadcast gradients and 4 for the split's cat (16 B)."""
+    bf16 = Framework(profile="megatron-core@0.16", options={"moe_router_dtype": "bf16"})
+    routed, h = SEQ * 4, 2880
+    plain = block(gpt_oss(bias=False, clamp=None, framework=bf16), PLAN)
+    biased = block(gpt_oss(clamp=None, framework=bf16), PLAN)
+    rate = hbm_rate(gpt_oss())
+    assert biased.memory_bound_fwd_s - plain.memory_bound_fwd_s == pytest.approx(12 * routed * h / rate, rel=1e-9)
+    assert biased.memory_bound_bwd_s - plain.memory_bound_bwd_s == pytest.approx(16 * routed * h / rate, rel=1e-9)
+
+
+@pytest.mark.parametrize(("dtype", "flag"), [("fp32", "--moe-router-dtype fp32"), ("bf16", None)])
+def test_the_exports_carry_the_router_dtype(dtype, flag):
+    from planner.export import export
+    problem = gpt_oss(framework=Framework(profile="megatron-core@0.16", options={"moe_router_dtype": dtype}))
+    megatron = export(problem, PLAN, "megatron").text
+    bridge = export(problem, PLAN, "megatron-bridge").text
+    if flag:
+        assert flag in megatron and "model.moe_router_dtype=fp32" in bridge
+    else:
+        assert "--moe-router-dtype" not in megatron and "model.moe_router_dtype=null" in bridge
+
+
+def test_the_clamped_copy_is_kept_unless_moe_act_drops_it():
+    """The fused quick-GEGLU saves its input, the clamped copy of fc1's output (2 x width bf16 per
+    routed token, 4 B per routed x width element), beside fc1's own output; moe_act frees it."""
+    routed, f = SEQ * 4, 2880
+    with_clamp, without = block(gpt_oss(), PLAN), block(gpt_oss(clamp=None), PLAN)
+    assert with_clamp.activation_none_bytes - without.activation_none_bytes == pytest.approx(4 * routed * f)
+    plan = PLAN.model_copy(update={"recompute": "selective", "recompute_modules": ["moe_act"]})
+    a, b = block(gpt_oss(), plan), block(gpt_oss(clamp=None), plan)
+    assert a.activation_selective_bytes == pytest.approx(b.activation_selective_bytes)
+
+
 def test_each_op_alone():
     routed, h = SEQ * 4, 2880
     plain = block(gpt_oss(bias=False, clamp=None), PLAN)

@@ -44,9 +44,16 @@ KINDS = {
 
 
 def tiny_moe(num_layers=4, kind="all", experts=4, top_k=2, hidden=512, heads=8, kv_heads=2, shared=False,
-             mtp=0, dispatch="bf16") -> MoETransformer:
+             mtp=0, dispatch="bf16", oss=False) -> MoETransformer:
+    """`oss`: gpt-oss's extras, each priced apart (biases, the activation clamp, YaRN, a sliding
+    window on every other layer)."""
     moe = {"num_experts": experts, "top_k": min(top_k, experts), "ffn_hidden_size": 2 * hidden,
            "dispatch_dtype": dispatch}
+    extras = {}
+    if oss:
+        moe.update(bias=True, activation_clamp=7.0)
+        extras = {"linear_bias": True, "rope_yarn_factor": 32.0, "sliding_window": 128,
+                  "full_attention_every": 2 if num_layers >= 2 else None}
     if shared:
         moe.update(shared_experts=1, shared_ffn_hidden_size=2 * hidden)
     spec = KINDS[kind]
@@ -56,7 +63,7 @@ def tiny_moe(num_layers=4, kind="all", experts=4, top_k=2, hidden=512, heads=8, 
         moe.update(spec)
     return MoETransformer(name=f"tiny-moe-{kind}", num_layers=num_layers, hidden_size=hidden, num_heads=heads,
                           num_kv_heads=kv_heads, ffn_hidden_size=3 * hidden, vocab_size=8000, max_seq_len=4096,
-                          moe=moe, mtp_layers=mtp)
+                          moe=moe, mtp_layers=mtp, **extras)
 
 
 def layers_for(kind: str, draw) -> int:
@@ -76,7 +83,7 @@ def instances(draw):
         num_layers=layers_for(kind, draw), kind=kind, experts=draw(st.sampled_from([2, 4, 8])),
         top_k=draw(st.sampled_from([1, 2])), hidden=draw(st.sampled_from([512, 1024])),
         shared=draw(st.booleans()), mtp=draw(st.sampled_from([0, 0, 1])),
-        dispatch=draw(st.sampled_from(["bf16", "fp8"])),
+        dispatch=draw(st.sampled_from(["bf16", "fp8"])), oss=draw(st.booleans()),
     )
     base = load_cluster("dgx-h100", num_devices=n)
     node = draw(st.sampled_from([2, 4, 8]))

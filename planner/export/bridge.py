@@ -81,6 +81,13 @@ def bridge_overrides(problem: Problem, plan: Plan) -> tuple[dict[str, object], l
                 items[f"model.{name}"] = NULL if value is None else value
     elif plan.pp > 1 and len(set(layers)) > 1:
         items["model.pipeline_model_parallel_layout"] = pipeline_layout(layers, plan.virtual_stages)
+    model = problem.model
+    if model.sliding_window is not None:  # Transformer Engine's (left, right): left = keys before the query
+        items["model.window_size"] = [model.sliding_window - 1, 0]
+        items["model.window_attn_skip_freq"] = model.full_attention_every
+    clamp = getattr(getattr(model, "moe", None), "activation_clamp", None)
+    if clamp is not None:
+        items["model.activation_func_clamp_value"] = clamp
     dp = data_parallel_settings(plan)
     distributed_optimizer = bool(dp.get("use_distributed_optimizer"))
     items["ddp.use_distributed_optimizer"] = distributed_optimizer
@@ -116,13 +123,10 @@ def bridge_overrides(problem: Problem, plan: Plan) -> tuple[dict[str, object], l
                      "the first and last transformer layer in bf16 and gathers fp8 parameters; the plan was priced "
                      "with every layer in fp8")
     model = problem.model
-    kept = [*(["the sliding window (model.window_size, model.window_attn_skip_freq)"] if model.sliding_window else []),
-            *(["YaRN (model.position_embedding_type yarn, model.yarn_*)"] if model.rope_yarn_factor else []),
-            *(["the activation clamp (model.activation_func_clamp_value)"]
-              if getattr(getattr(model, "moe", None), "activation_clamp", None) else [])]
-    if kept:
-        notes.append(f"{', '.join(kept)}: the recipe's model provider sets them (for gpt-oss Megatron-Bridge's GPT-OSS bridge: "
-                     "window (127, 0) every other layer, YaRN factor 32, clamp 7); these overrides keep them")
+    if model.rope_yarn_factor is not None:
+        notes.append(f"APPROXIMATION: YaRN (factor {model.rope_yarn_factor:g}) is not set by these overrides: the "
+                     "recipe's model provider must set it (model.position_embedding_type yarn and the model.yarn_* "
+                     "fields; Megatron-Bridge's GPT-OSS bridge does, with factor 32), else the job runs plain RoPE")
     notes.append("comm_overlap.* apply to recipes that set comm_overlap; for one whose comm_overlap is None, drop "
                  "them (model.tp_comm_overlap and ddp.overlap_* then apply as written)")
     env = launch_env(plan)

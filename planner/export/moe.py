@@ -143,7 +143,8 @@ def moe_settings(problem: Problem, plan: Plan) -> MoESettings | None:
         runtime["moe_flex_dispatcher_backend"] = FLEX_BACKEND
     runtime.update({
         "moe_grouped_gemm": True,
-        "moe_router_dtype": "fp32",
+        # The profile option (megatron-core): fp32, or bf16 = Megatron-Core's default None.
+        "moe_router_dtype": "fp32" if problem.task.framework.options.get("moe_router_dtype", "fp32") == "fp32" else None,
         "moe_shared_expert_overlap": False,
         "overlap_moe_expert_parallel_comm": plan.ep_comm_overlap,
         "delay_wgrad_compute": plan.ep_comm_overlap,

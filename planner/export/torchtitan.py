@@ -266,6 +266,12 @@ def torchtitan_settings(problem: Problem, plan: Plan, version: str) -> tuple[dic
     if moe and version == "0.2":
         module, flavor, _ = moe_flavor(problem, version)
         settings["model"] = {"name": module, "flavor": flavor}
+    model = problem.model
+    if not moe and (model.sliding_window is not None or model.rope_yarn_factor is not None):
+        missing = [*(["a sliding window"] if model.sliding_window is not None else []),
+                   *(["YaRN"] if model.rope_yarn_factor is not None else [])]
+        notes.append(f"APPROXIMATION: torchtitan's dense (Llama) flavors have no {' and no '.join(missing)}: the job "
+                     "attends to the whole prefix with plain RoPE; the plan was priced with the model's")
     if task.precision == "fp8":
         recipe = profile["float8"] if profile else FP8_RECIPE
         if version == "0.3":

@@ -18,6 +18,7 @@ from pydantic import Field
 from planner.core import files
 from planner.core.errors import InputError, PlannerError
 from planner.core.schema import Spec
+from planner.llm.frameworks import DEFAULT_PROFILE
 from planner.llm.moe_model import MoETransformer
 from planner.llm.problem import PROBLEMS_DIR, build, load_model
 from planner.llm.task import Dispatcher, RecomputeModule
@@ -43,6 +44,8 @@ class RecipeModel(Spec):
 
 class RecipeFramework(Spec):
     overlap_grad_reduce: bool | None = None
+    # The megatron-core profile's option: the dtype of the router's probabilities.
+    moe_router_dtype: Literal["fp32", "bf16"] | None = None
 
 
 class Recipe(Spec):
@@ -121,7 +124,11 @@ def apply_recipe(row_id: str | None, plan: dict, framework: dict, model, notes: 
     for key, value in recipe.plan.model_dump(exclude_none=True).items():
         plan[key] = value
     for key, value in recipe.framework.model_dump(exclude_none=True).items():
-        framework[key] = value
+        if key == "moe_router_dtype":  # a profile option, not a task framework field
+            framework.setdefault("profile", DEFAULT_PROFILE)
+            framework.setdefault("options", {})[key] = value
+        else:
+            framework[key] = value
     settings = {**recipe.plan.model_dump(exclude_none=True), **recipe.framework.model_dump(exclude_none=True)}
     if recipe.model.mtp_layers is not None:
         settings["mtp_layers"] = recipe.model.mtp_layers

@@ -143,6 +143,9 @@ def check(path: str, world: int, model: dict, variant: str) -> dict:
         "overlap_moe_expert_parallel_comm": m.overlap_moe_expert_parallel_comm,
         "delay_wgrad_compute": m.delay_wgrad_compute, "moe_expert_capacity_factor": m.moe_expert_capacity_factor,
         "mtp_num_layers": m.mtp_num_layers, "multi_latent_attention": getattr(m, "multi_latent_attention", False),
+        "window_size": None if m.window_size is None else [int(x) for x in m.window_size],
+        "window_attn_skip_freq": m.window_attn_skip_freq,
+        "activation_func_clamp_value": m.activation_func_clamp_value,
     }
 
 

@@ -58,6 +58,12 @@ class DecoderTransformer(Spec):
                              f"(got {self.position_embedding})")
         if self.full_attention_every is not None and self.sliding_window is None:
             raise ValueError("full_attention_every says which layers skip the sliding window: give sliding_window too")
+        if self.full_attention_every is not None and self.full_attention_every > self.num_layers:
+            raise ValueError(f"full_attention_every ({self.full_attention_every}) is larger than num_layers "
+                             f"({self.num_layers}): no layer would attend fully; drop it for an all-windowed model")
+        if self.sliding_window is not None and self.sliding_window >= self.max_seq_len:
+            raise ValueError(f"sliding_window ({self.sliding_window}) is not shorter than max_seq_len "
+                             f"({self.max_seq_len}): no query is windowed; drop it")
         return self
 
     @property

@@ -75,6 +75,9 @@ Facts (`ProfileFacts`; bytes are HBM bytes per element of the op's tensor, forwa
                         a model with `rope_yarn_factor` (YaRN's attention concentration on the
                         cos/sin), where the framework runs it apart from its rope kernel;
     yarn_rope_bwd_bytes its backward. Unset (the default): as `rope_bytes`, backward twice that.
+    yarn_rope_table_bytes  HBM bytes per sequence position and rotary dim of making the cos and
+                        sin tables in each of a layer's two rotary calls (query, key), forward
+                        only (Megatron-Core's unfused YaRN path). Defaults to 0.
 """
 
 from __future__ import annotations
@@ -139,6 +142,7 @@ class ProfileFacts(_Strict):
     act_clamp_bwd_bytes: Bytes = 0.0
     yarn_rope_bytes: Bytes | None = None
     yarn_rope_bwd_bytes: Bytes | None = None
+    yarn_rope_table_bytes: Bytes = 0.0
 
 
     @model_validator(mode="after")
@@ -177,6 +181,7 @@ class FactsOverride(_Strict):
     act_clamp_bwd_bytes: Bytes | None = None
     yarn_rope_bytes: Bytes | None = None
     yarn_rope_bwd_bytes: Bytes | None = None
+    yarn_rope_table_bytes: Bytes | None = None
 
 
 OptionValue = bool | Annotated[str, Field(min_length=1, max_length=64)]
@@ -224,6 +229,12 @@ class Profile(_Strict):
     @model_validator(mode="after")
     def _check(self) -> Profile:
         for i, override in enumerate(self.overrides):
+            merged = {**self.facts.model_dump(), **override.facts.model_dump(exclude_none=True)}
+            try:
+                ProfileFacts.model_validate(merged)
+            except ValidationError as exc:
+                raise ValueError(f"overrides.{i}.facts: "
+                                 f"{exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
             for key, value in override.when.items():
                 if key not in self.options:
                     raise ValueError(f"overrides.{i}.when.{key}: not an option of {self.name}")

@@ -122,6 +122,9 @@ class MoETransformer(DecoderTransformer):
             raise ValueError("no layer is MoE: check moe.first_dense_layers, moe.moe_every or moe.layer_pattern")
         if not all(layers) and self.ffn_hidden_size is None:
             raise ValueError("ffn_hidden_size is needed: some layers are dense")
+        if self.mla is not None and self.rope_yarn_factor is not None:
+            raise ValueError("rope_yarn_factor is for GQA/MHA attention (Megatron-Core's unfused YaRN rotary); "
+                             "multi-latent attention applies YaRN inside its own rotary, which is not modelled: drop it")
         if self.moe.activation_clamp is not None and not self.gated_mlp:
             raise ValueError("moe.activation_clamp clamps a gated activation's two halves: it needs gated_mlp: true")
         return self

@@ -207,6 +207,10 @@ def check_plan(plan: Plan, problem: Problem) -> list[str]:
         errors.append(f"num_kv_heads ({model.kv_heads}) and tp ({plan.tp}) do not divide one another")
     if task.seq_len % (2 * plan.cp) and plan.cp > 1:
         errors.append(f"seq_len ({task.seq_len}) is not divisible by 2*cp ({2 * plan.cp})")
+    if plan.cp > 1 and model.sliding_window is not None and task.framework.facts.cp_comm_type == "p2p":
+        errors.append("cp > 1 with sliding-window attention and the p2p ring: Transformer Engine takes a window "
+                      "under CP only with cp_comm_type a2a or allgather (context_parallel.py v2.9); set the "
+                      "framework option cp_comm_type or use cp: 1")
     if task.seq_len > model.max_seq_len:
         errors.append(f"seq_len ({task.seq_len}) exceeds the model's max_seq_len ({model.max_seq_len})")
     seqs = plan.sequences(task)

@@ -150,11 +150,14 @@ def enumerate_within(
     blocks: list[np.ndarray] = []
     complete = True
     tp_degrees = divisors(n) if task.seq_len <= model.max_seq_len else []  # else check_plan fails every plan
+    windowed_ring = model.sliding_window is not None and task.framework.facts.cp_comm_type == "p2p"
     for tp in tp_degrees:
         if model.num_heads % tp or (model.kv_heads % tp and tp % model.kv_heads) or not c.tp.admits(tp):
             continue
         for cp in divisors(n // tp):
             if (cp > 1 and task.seq_len % (2 * cp)) or not c.cp.admits(cp):
+                continue
+            if cp > 1 and windowed_ring:  # Transformer Engine's ring takes no window (plan.check_plan)
                 continue
             for pp in divisors(n // (tp * cp)):
                 if stop is not None and stop():

@@ -21,8 +21,9 @@ table's rate for that key length (clamped at 512 below, where the table starts: 
 shorter span is overstated), never dearer than the layer's causal call. A model alternating
 windowed and full layers (`full_attention_every`) is priced per layer as their average (a stage
 of an odd number of layers holds one more of one kind than the average says). The window is not
-applied under context parallelism (the layer keeps its CP cost: Transformer Engine's ring does
-not take a window) nor to unfused attention (the era's kernels compute and mask the whole s x s scores), nor to model
+applied to the p2p ring (Transformer Engine v2.9 refuses a window there, context_parallel.py
+l.3803-3809, and so does the plan check); its a2a and all-gather attention take it, one call per
+GPU over the same FLOPs as without CP. Nor is it applied to unfused attention (the era's kernels compute and mask the whole s x s scores), nor to model
 FLOPs (MFU keeps the full-attention convention).
 
 Context parallelism (cp > 1). Megatron-Core's default `--cp-comm-type p2p`

@@ -265,7 +265,9 @@ def block_cost(problem: Problem, v: PlanVars, x: Context, ffn: Half, ep: tuple |
             win_fwd, win_bwd = attention.windowed_time_s(
                 facts.attention_kernel, device, s, model.sliding_window, tokens, core_width / t,
                 qw / model.num_heads)
-            alone = c == 1
+            # Transformer Engine takes a window under CP with its a2a and all-gather attention
+            # (one call per GPU, the same FLOPs), not with the p2p ring (refused by the plan check).
+            alone = (c == 1) | (facts.cp_comm_type != "p2p")
             attn_fwd = np.where(alone, (1.0 - windowed) * attn_fwd + windowed * win_fwd, attn_fwd)
             attn_bwd = np.where(alone, (1.0 - windowed) * attn_bwd + windowed * win_bwd, attn_bwd)
         score_bytes = 0.0
@@ -287,7 +289,9 @@ def block_cost(problem: Problem, v: PlanVars, x: Context, ffn: Half, ep: tuple |
     if model.position_embedding == "rope":
         rope_elements = tokens * (qw + kvw) / t
         if model.rope_yarn_factor is not None and facts.yarn_rope_bytes is not None:
-            rope_fwd_bytes = facts.yarn_rope_bytes * rope_elements
+            # The query's and the key's call each also make their cos and sin tables per position.
+            tables = 2.0 * facts.yarn_rope_table_bytes * (s / c) * (qw / model.num_heads)
+            rope_fwd_bytes = facts.yarn_rope_bytes * rope_elements + tables
             rope_bwd_bytes = facts.yarn_rope_bwd_bytes * rope_elements
         else:
             rope_fwd_bytes = facts.rope_bytes * rope_elements

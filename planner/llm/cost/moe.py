@@ -131,6 +131,10 @@ def moe_ffn_half(problem: Problem, v: PlanVars, x: Context) -> Half:
     mlp_bytes = (4.0 if gated else 2.0) + x.gemm_input_bytes
     stored = stored + 8.0 * moe_tokens * moe.num_experts
     stored = stored + routed * (x.gemm_input_bytes * h + mlp_bytes * width + 2.0 * h)
+    # A clamped activation's fused kernel keeps the clamped copy of fc1's output (2 x width bf16
+    # per routed token) beside fc1's own output; moe_act drops it with the activation's output.
+    clamp_copy = 4.0 * routed * width if moe.activation_clamp is not None and gated else 0.0
+    stored = stored + clamp_copy
     stored = stored + mlp_bytes * x.tokens * shared_width / x.t
     # moe_act (Megatron-Core's output-discarding checkpoint of the grouped experts' activation):
     # the activation output, the second expert GEMM's input, is freed after that GEMM and the
@@ -154,7 +158,7 @@ def moe_ffn_half(problem: Problem, v: PlanVars, x: Context) -> Half:
         gemm_calls=2.0 if shared_width else 0.0,
         activation_bytes=stored,
         act_recompute_s=kernels.memory_bound_time_s(act_traffic, device),
-        act_out_bytes=x.gemm_input_bytes * routed * width,
+        act_out_bytes=x.gemm_input_bytes * routed * width + clamp_copy,
         is_moe=True,
     )
 
