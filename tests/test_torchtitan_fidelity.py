@@ -212,6 +212,48 @@ def test_fsdp_under_a_pipeline_accumulates_gradients_in_fp32_by_hand(monkeypatch
         assert backward(other) == pytest.approx(backward(other, fsdp_pp_grad_accumulation=False), rel=1e-12)
 
 
+# -- FSDP2's copy-out and copy-in ----------------------------------------------------------------
+
+def test_fsdp2_copies_parameters_out_and_gradients_in_by_hand(monkeypatch):
+    """torch _fsdp_collectives.py: after each all-gather the gathered buffer is copied into the
+    unsharded parameters (split_with_sizes_copy, read 2 B + write 2 B per parameter), forward and
+    again for the backward's re-gather; before each reduce-scatter the bf16 gradients are copied
+    into its fp32 input (chunk_cat, read 2 B + write 4 B). Both on the compute stream, per
+    micro-batch, for the stage's blocks; none with Megatron's profile, none under a pipeline that
+    keeps parameters unsharded."""
+    from planner.llm.cost.blocks import block_costs, block_params
+    from planner.llm.cost.edges import edge_cost
+    from planner.llm.cost.step import StageSpec, stage_terms
+    from planner.llm.plan import Plan
+
+    from .test_framework_profiles import hbm_rate, problem_with, titan_problem
+
+    spec = StageSpec(index=0, layers=10, recomputed=0, is_first=False, is_last=False)
+
+    def terms(problem, plan, **facts):
+        if facts:
+            with_facts(monkeypatch, **facts)
+        vars_ = PlanVars.from_plan(plan)
+        blocks = block_costs(problem, vars_)
+        out = stage_terms(problem, vars_, blocks, edge_cost(problem, vars_, blocks.tokens), spec)
+        monkeypatch.undo()
+        return float(out.forward_s), float(out.backward_s)
+
+    problem = titan_problem({"compile": True})
+    plan = Plan(dp=16, zero_stage=3)
+    params = 10 * float(block_params(problem, PlanVars.from_plan(plan)).dense)
+    (f1, b1), (f0, b0) = terms(problem, plan), terms(problem, plan, fsdp2_copies=False)
+    assert f1 - f0 == pytest.approx(4.0 * params / hbm_rate(problem), rel=1e-9)
+    assert b1 - b0 == pytest.approx((4.0 + 6.0) * params / hbm_rate(problem), rel=1e-9)
+    # A pipeline that keeps the parameters unsharded copies once per step: nothing per micro-batch.
+    piped = Plan(pp=2, dp=8, zero_stage=3)
+    assert terms(problem, piped) == pytest.approx(terms(problem, piped, fsdp2_copies=False), rel=1e-12)
+    # Megatron-Core's ZeRO-3 (its own buffers) pays none.
+    megatron = problem_with()
+    assert frameworks.profiles()["megatron-core"].facts.fsdp2_copies is False
+    assert terms(megatron, plan) == pytest.approx(terms(megatron, plan, fsdp2_copies=False), rel=1e-12)
+
+
 # -- torchtitan's foreach AdamW ------------------------------------------------------------------
 
 def test_foreach_adamw_moves_80_bytes_per_parameter_by_hand():

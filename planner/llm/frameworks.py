@@ -78,6 +78,12 @@ Facts (`ProfileFacts`; bytes are HBM bytes per element of the op's tensor, forwa
     yarn_rope_table_bytes  HBM bytes per sequence position and rotary dim of making the cos and
                         sin tables in each of a layer's two rotary calls (query, key), forward
                         only (Megatron-Core's unfused YaRN path). Defaults to 0.
+    fsdp2_copies        ZeRO-3 (FSDP2) copies on the compute stream every micro-batch: each
+                        all-gather's output into the unsharded parameters (4 B per parameter) and
+                        the unsharded gradients into each reduce-scatter's input (2 B read plus
+                        the reduce dtype's bytes written); not with a pipeline that keeps the
+                        parameters unsharded. Defaults to false (Megatron's buffers are the
+                        collectives' own).
 """
 
 from __future__ import annotations
@@ -143,6 +149,7 @@ class ProfileFacts(_Strict):
     yarn_rope_bytes: Bytes | None = None
     yarn_rope_bwd_bytes: Bytes | None = None
     yarn_rope_table_bytes: Bytes = 0.0
+    fsdp2_copies: bool = False
 
 
     @model_validator(mode="after")
@@ -182,6 +189,7 @@ class FactsOverride(_Strict):
     yarn_rope_bytes: Bytes | None = None
     yarn_rope_bwd_bytes: Bytes | None = None
     yarn_rope_table_bytes: Bytes | None = None
+    fsdp2_copies: bool | None = None
 
 
 OptionValue = bool | Annotated[str, Field(min_length=1, max_length=64)]

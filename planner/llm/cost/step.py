@@ -190,9 +190,24 @@ def stage_terms(problem: Problem, v: PlanVars, blocks: Blocks, edges: EdgeCost, 
     z_f = np.where(zero3, z_f + first_gather, 0.0)
     z_b = np.where(zero3, z_b + first_scatter, np.where(zero2, z2_b + first_scatter, 0.0))
 
+    # FSDP2's copies on the compute stream (profile fact fsdp2_copies): after each all-gather the
+    # gathered buffer is copied out into the unsharded parameters (split_with_sizes_copy: read
+    # 2 B, write 2 B per parameter), and before each reduce-scatter the unsharded bf16 gradients
+    # are copied into its input in the reduce dtype (chunk_cat: read 2 B, write grad_bytes).
+    # With a pipeline that keeps parameters unsharded (pp_keeps_unsharded) both happen once per
+    # step, not per micro-batch: not priced here.
+    facts = problem.task.framework.facts
+    if facts.fsdp2_copies:
+        unsharded = dense * params.dense + moe_all * (params.moe_grid + params.moe_expert)
+        per_micro_batch = ~((np.asarray(v.pp) > 1) & facts.pp_keeps_unsharded)
+        copy_out = kernels.memory_bound_time_s(4.0 * unsharded, device)
+        copy_in = kernels.memory_bound_time_s((2.0 + grad_bytes) * unsharded, device)
+        z_f = z_f + np.where(zero3 & per_micro_batch, copy_out, 0.0)
+        z_b = z_b + np.where(zero3 & per_micro_batch, copy_out, 0.0) + np.where(
+            (zero3 | zero2) & per_micro_batch, copy_in, 0.0)
+
     # Gradient accumulation outside the GEMMs (DeepSpeed's BF16_Optimizer): a memory-bound pass
     # over the stage's parameters after every micro-batch's backward (the profile's bytes).
-    facts = problem.task.framework.facts
     accum_bytes = facts.grad_accum_bytes
     if facts.fsdp_pp_grad_accumulation and problem.task.framework.grad_dtype == "fp32":
         # FSDP2 with a pipeline (torch _fsdp_param.py to_accumulated_grad_if_needed and
