@@ -255,3 +255,28 @@ def test_torchtitan_dense_export_says_it_drops_the_window(version):
     assert any("no a sliding window" in note for note in exported.approximations)
     plain = export(make_problem(), Plan(dp=16), "torchtitan", version)
     assert not any("sliding window" in note for note in plain.approximations)
+
+
+# -- serving: the window is said, not silently dropped ----------------------------------------
+
+def test_serving_says_it_does_not_model_the_window(tmp_path):
+    """The serving family prices full attention and a whole-context KV cache in every layer; a
+    windowed model's estimate (and a disaggregated one) says so instead of dropping it silently."""
+    from planner.cli.common import load_task
+    from planner.serving.cost import evaluate as serve
+    from planner.serving.disagg import DisaggregatedPlan, evaluate_disaggregated
+    from planner.serving.plan import ServingPlan
+
+    text = (ROOT / "problems" / "tasks" / "qwen3-235b-nvl72-serving.yaml").read_text()
+    path = tmp_path / "oss.yaml"
+    path.write_text(text.replace("qwen3-235b-a22b", "gpt-oss-120b"))
+    problem = load_task(str(path))
+    plan = ServingPlan(family="serving", tp=1, pp=1, dp=72, ep=8)
+    notes = serve(problem, plan).notes
+    assert any("128-token sliding window (one layer in 2 attends fully) is not modelled for serving" in n
+               for n in notes)
+    disagg = DisaggregatedPlan(family="serving", prefill={"tp": 1, "pp": 1, "dp": 8, "ep": 8},
+                               decode={"tp": 1, "pp": 1, "dp": 64, "ep": 8})
+    assert any("sliding window" in n for n in evaluate_disaggregated(problem, disagg).notes)
+    qwen = load_task(str(ROOT / "problems" / "tasks" / "qwen3-235b-nvl72-serving.yaml"))
+    assert not any("sliding window" in n for n in serve(qwen, plan).notes)

@@ -124,8 +124,19 @@ def _round(stages: _Stages, load: PassLoad) -> tuple[PassCost, float]:
     return stages.slowest(load).scaled(pp), pp * stages.hop_s(load.tokens)
 
 
+def window_note(model) -> list[str]:
+    """The serving model's silence on a sliding window, said (not a silent default)."""
+    if getattr(model, "sliding_window", None) is None:
+        return []
+    every = getattr(model, "full_attention_every", None)
+    which = f"one layer in {every} attends fully" if every else "every layer windowed"
+    return [f"{model.name}'s {model.sliding_window}-token sliding window ({which}) is not modelled for serving: "
+            "priced as full attention with the whole context cached in every layer (over-priced: the engines "
+            "keep window-sized caches for windowed layers)"]
+
+
 def _batch(problem: ServingProblem, plan: ServingPlan, fitting: int) -> tuple[int, list[str]]:
-    notes = []
+    notes = window_note(problem.model)
     concurrency = problem.task.concurrency
     if concurrency is not None:
         batch = math.ceil(concurrency / plan.dp)

@@ -58,7 +58,7 @@ from pydantic import Field
 from planner.core.collectives import p2p_time_s
 from planner.core.provenance import Provenance
 from planner.core.schema import Spec
-from planner.serving.cost import _round, _Stages
+from planner.serving.cost import _round, _Stages, window_note
 from planner.serving.forward import PassCost, PassLoad
 from planner.serving.memory import (
     LOGIT_BYTES,
@@ -336,7 +336,7 @@ def decode_batch(problem: ServingProblem, pool: ServingPlan, fitting: int) -> tu
     """Sequences per decode replica: the task's concurrency over the decode replicas (capped by
     max_num_seqs), else max_num_seqs, else what fits; capped by max_num_batched_tokens (one token
     per sequence in a decode step); at least pp."""
-    notes = []
+    notes = window_note(problem.model)
     concurrency = problem.task.concurrency
     if concurrency is not None:
         batch = math.ceil(concurrency / pool.dp)
