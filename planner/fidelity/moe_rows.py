@@ -87,7 +87,11 @@ def resolve_moe_model(m: dict, notes: list[str]) -> MoETransformer:
                 raise PlannerError(f"model {name!r} differs from the preset {key}: {', '.join(differ)}")
             has = ["MLA" if preset.mla is not None else "GQA attention", "router",
                    *(["shared experts"] if preset.moe.shared_ffn_hidden_size else []),
-                   *(["MTP"] if getattr(preset, "mtp_layers", 0) else [])]
+                   *(["MTP"] if getattr(preset, "mtp_layers", 0) else []),
+                   *(["expert biases"] if preset.moe.bias else []),
+                   *(["activation clamp"] if preset.moe.activation_clamp is not None else []),
+                   *(["YaRN"] if preset.rope_yarn_factor is not None else []),
+                   *(["sliding window"] if preset.sliding_window is not None else [])]
             notes.append(f"architecture from the preset {key} ({', '.join(has)} as published)")
             return preset
     for needed in ("num_heads", "moe_top_k", "moe_ffn_hidden_size"):
