@@ -280,3 +280,17 @@ def test_serving_says_it_does_not_model_the_window(tmp_path):
     assert any("sliding window" in n for n in evaluate_disaggregated(problem, disagg).notes)
     qwen = load_task(str(ROOT / "problems" / "tasks" / "qwen3-235b-nvl72-serving.yaml"))
     assert not any("sliding window" in n for n in serve(qwen, plan).notes)
+
+
+def test_models_without_the_new_fields_serialise_and_hash_as_before():
+    """The new fields are left out of dumps when null, so that problems without them keep their
+    hashes (plan files carry them; a changed hash refuses the plan). The shipped GPT-3 task's hash
+    is the one its export goldens and the README show."""
+    from planner.llm.problem import load_problem
+    plain = load_model("llama3-70b").model_dump()
+    assert not {"rope_yarn_factor", "sliding_window", "full_attention_every"} & set(plain)
+    assert "activation_clamp" not in load_model("deepseek-v3").model_dump()["moe"]
+    oss = load_model("gpt-oss-120b").model_dump()
+    assert (oss["sliding_window"], oss["full_attention_every"], oss["rope_yarn_factor"]) == (128, 2, 32.0)
+    assert oss["moe"]["activation_clamp"] == 7.0
+    assert load_problem(ROOT / "problems" / "tasks" / "gpt3-175b-1024xa100.yaml").hash == "cbe4c18b08f5e048"

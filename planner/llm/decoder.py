@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, model_serializer, model_validator
 
 from planner.core.schema import Name, Spec
 
@@ -50,6 +50,18 @@ class DecoderTransformer(Spec):
     def latent_attention(self) -> bool:
         """True where every head has its own keys and values from a latent (MLA): no GQA rules."""
         return False
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_attention_extras(self, handler):
+        """Leaves the YaRN and sliding-window fields out when null, so that a model without them
+        (and the hashes of the problems on it, which plan files carry) reads as it did before the
+        fields existed."""
+        data = handler(self)
+        if isinstance(data, dict):
+            for key in ("rope_yarn_factor", "sliding_window", "full_attention_every"):
+                if data.get(key, 0) is None:
+                    data.pop(key)
+        return data
 
     @model_validator(mode="after")
     def _check_positions(self) -> DecoderTransformer:

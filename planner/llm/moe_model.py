@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, model_serializer, model_validator
 
 from planner.core.schema import NotBool, Spec
 from planner.llm.decoder import DecoderTransformer
@@ -78,6 +78,15 @@ class Experts(Spec):
         description="Clamp of the gated experts' pre-activation (gpt-oss: 7.0, HF swiglu_limit; Megatron-Core "
                     "--activation-func-clamp-value); null = none.",
     )
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_clamp(self, handler):
+        """Leaves `activation_clamp` out when null, so that experts without one (and the hashes of
+        the problems on them) read as they did before the field existed."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("activation_clamp", 0) is None:
+            data.pop("activation_clamp")
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> Experts:
