@@ -282,6 +282,20 @@ def test_serving_says_it_does_not_model_the_window(tmp_path):
     assert not any("sliding window" in n for n in serve(qwen, plan).notes)
 
 
+def test_the_disaggregated_search_says_it_once(tmp_path, capsys):
+    """The disaggregated search prices its candidates through the same combine step: its chosen
+    estimate carries the note once."""
+    import json
+
+    from planner.cli import main
+    text = (ROOT / "problems" / "tasks" / "qwen3-235b-nvl72-serving.yaml").read_text()
+    path = tmp_path / "oss.yaml"
+    path.write_text(text.replace("qwen3-235b-a22b", "gpt-oss-120b"))
+    main(["solve", str(path), "--disaggregated", "--time-limit", "20", "--json"])
+    warnings = json.loads(capsys.readouterr().out)["estimate"]["warnings"]
+    assert sum("sliding window" in w for w in warnings) == 1
+
+
 def test_models_without_the_new_fields_serialise_and_hash_as_before():
     """The new fields are left out of dumps when null, so that problems without them keep their
     hashes (plan files carry them; a changed hash refuses the plan). The shipped GPT-3 task's hash

@@ -248,6 +248,9 @@ def test_fsdp2_copies_parameters_out_and_gradients_in_by_hand(monkeypatch):
     # A pipeline that keeps the parameters unsharded copies once per step: nothing per micro-batch.
     piped = Plan(pp=2, dp=8, zero_stage=3)
     assert terms(problem, piped) == pytest.approx(terms(problem, piped, fsdp2_copies=False), rel=1e-12)
+    # A shard group of one GPU (TP only, no CP) shards nothing: no copies.
+    alone = Plan(tp=8, sp=True, dp=1, zero_stage=3)
+    assert terms(problem, alone) == pytest.approx(terms(problem, alone, fsdp2_copies=False), rel=1e-12)
     # Megatron-Core's ZeRO-3 (its own buffers) pays none.
     megatron = problem_with()
     assert frameworks.profiles()["megatron-core"].facts.fsdp2_copies is False

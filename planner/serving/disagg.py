@@ -336,7 +336,7 @@ def decode_batch(problem: ServingProblem, pool: ServingPlan, fitting: int) -> tu
     """Sequences per decode replica: the task's concurrency over the decode replicas (capped by
     max_num_seqs), else max_num_seqs, else what fits; capped by max_num_batched_tokens (one token
     per sequence in a decode step); at least pp."""
-    notes = window_note(problem.model)
+    notes = []
     concurrency = problem.task.concurrency
     if concurrency is not None:
         batch = math.ceil(concurrency / pool.dp)
@@ -362,7 +362,8 @@ def decode_batch(problem: ServingProblem, pool: ServingPlan, fitting: int) -> tu
 
 def combine(problem: ServingProblem, plan: DisaggregatedPlan, prefill: PrefillPrice, decode: DecodePrice,
             fitting: int, notes: list[str] | None = None) -> DisaggregatedEstimate:
-    """The deployment's estimate from its pools' prices (module doc)."""
+    """The deployment's estimate from its pools' prices (module doc). `notes`: the decode batch's;
+    the model's unmodelled sliding window is said here, once, for every caller."""
     mix = problem.task.requests.mix()
     mean_out = sum(w * o for _, o, w in mix)
     prefill_rate = plan.prefill.dp * prefill.requests_per_s
@@ -388,7 +389,7 @@ def combine(problem: ServingProblem, plan: DisaggregatedPlan, prefill: PrefillPr
         tpot_s=decode.tpot_s, batch_per_replica=decode.batch, micro_batch=decode.micro_batch, max_batch_fits=fitting,
         output_tokens_per_s=tokens, output_tokens_per_s_per_gpu=tokens / plan.num_devices,
         prefill_parts=prefill_parts, decode_parts=decode_parts, prefill_memory=prefill.memory,
-        decode_memory=decode.memory, concurrency=in_flight, notes=list(notes or []),
+        decode_memory=decode.memory, concurrency=in_flight, notes=window_note(problem.model) + list(notes or []),
     )
 
 

@@ -195,11 +195,15 @@ def stage_terms(problem: Problem, v: PlanVars, blocks: Blocks, edges: EdgeCost, 
     # 2 B, write 2 B per parameter), and before each reduce-scatter the unsharded bf16 gradients
     # are copied into its input in the reduce dtype (chunk_cat: read 2 B, write grad_bytes).
     # With a pipeline that keeps parameters unsharded (pp_keeps_unsharded) both happen once per
-    # step, not per micro-batch: not priced here.
+    # step, not per micro-batch: not priced here. Not modelled: torchtitan's last block keeps its
+    # parameters after the forward (no backward re-gather) and the root module's (embedding, norm,
+    # head) gathers; with FSDP float8 all-gathers the copy-out moves 1-byte weights.
     facts = problem.task.framework.facts
     if facts.fsdp2_copies:
         unsharded = dense * params.dense + moe_all * (params.moe_grid + params.moe_expert)
-        per_micro_batch = ~((np.asarray(v.pp) > 1) & facts.pp_keeps_unsharded)
+        # A shard group of one GPU (no CP, shard size 1) is not FSDP-sharded: nothing is gathered.
+        sharded = np.asarray(v.cp, dtype=float) * np.asarray(v.shard_size, dtype=float) > 1
+        per_micro_batch = ~((np.asarray(v.pp) > 1) & facts.pp_keeps_unsharded) & sharded
         copy_out = kernels.memory_bound_time_s(4.0 * unsharded, device)
         copy_in = kernels.memory_bound_time_s((2.0 + grad_bytes) * unsharded, device)
         z_f = z_f + np.where(zero3 & per_micro_batch, copy_out, 0.0)
