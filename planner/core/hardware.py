@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, model_serializer, model_validator
 
 from planner.core.schema import (
+    omit_legacy_defaults,
     BytesPerSecond,
     FlopsPerSecond,
     Fraction,
@@ -41,10 +42,7 @@ class PeakFlops(Spec):
     def _omit_absent_fp4(self, handler):
         """Leaves `fp4` out when it is null, so that devices without it (and the hashes of the
         problems on them, which plans carry) read as they did before the field existed."""
-        data = handler(self)
-        if isinstance(data, dict) and data.get("fp4") is None:
-            data.pop("fp4", None)
-        return data
+        return omit_legacy_defaults(handler(self), {"fp4": None})
 
 
 class DeviceEfficiency(Spec):

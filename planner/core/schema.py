@@ -21,6 +21,17 @@ class Spec(BaseModel):
                               allow_inf_nan=False)
 
 
+def omit_legacy_defaults(data: Any, defaults: dict[str, Any]) -> Any:
+    """A dump without the fields added after inputs were first hashed, where they hold the value
+    named in `defaults`: problems that do not use them read (and hash, which plan files carry) as
+    they did before the fields existed. For `model_serializer(mode="wrap")` methods."""
+    if isinstance(data, dict):
+        for key, value in defaults.items():
+            if key in data and data[key] == value and type(data[key]) is type(value):
+                data.pop(key)
+    return data
+
+
 def _unit(kind: str) -> BeforeValidator:
     return BeforeValidator(lambda value: parse_quantity(value, kind))
 

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_serializer, model_validator
 
-from planner.core.schema import Name, Spec
+from planner.core.schema import Name, Spec, omit_legacy_defaults
 
 
 class DecoderTransformer(Spec):
@@ -56,12 +56,8 @@ class DecoderTransformer(Spec):
         """Leaves the YaRN and sliding-window fields out when null, so that a model without them
         (and the hashes of the problems on it, which plan files carry) reads as it did before the
         fields existed."""
-        data = handler(self)
-        if isinstance(data, dict):
-            for key in ("rope_yarn_factor", "sliding_window", "full_attention_every"):
-                if data.get(key, 0) is None:
-                    data.pop(key)
-        return data
+        return omit_legacy_defaults(handler(self), dict.fromkeys(
+            ("rope_yarn_factor", "sliding_window", "full_attention_every")))
 
     @model_validator(mode="after")
     def _check_positions(self) -> DecoderTransformer:

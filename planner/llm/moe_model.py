@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_serializer, model_validator
 
-from planner.core.schema import NotBool, Spec
+from planner.core.schema import NotBool, Spec, omit_legacy_defaults
 from planner.llm.decoder import DecoderTransformer
 
 
@@ -83,10 +83,7 @@ class Experts(Spec):
     def _omit_absent_clamp(self, handler):
         """Leaves `activation_clamp` out when null, so that experts without one (and the hashes of
         the problems on them) read as they did before the field existed."""
-        data = handler(self)
-        if isinstance(data, dict) and data.get("activation_clamp", 0) is None:
-            data.pop("activation_clamp")
-        return data
+        return omit_legacy_defaults(handler(self), {"activation_clamp": None})
 
     @model_validator(mode="after")
     def _check(self) -> Experts:

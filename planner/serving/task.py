@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_serializer, model_validator
 
-from planner.core.schema import Bytes, Seconds, Spec
+from planner.core.schema import Bytes, Seconds, Spec, omit_legacy_defaults
 
 MAX_REQUEST_TOKENS = 2**24
 """Longest prompt or output accepted (16.7 M tokens)."""
@@ -135,10 +135,7 @@ class Engine(Spec):
     def _dump(self, handler: Any) -> dict[str, Any]:
         """two_batch_overlap off (the default) is left out of dumps, so that a task without it
         serialises (and hashes) as it did before the field existed."""
-        data = handler(self)
-        if not self.two_batch_overlap:
-            data.pop("two_batch_overlap", None)
-        return data
+        return omit_legacy_defaults(handler(self), {"two_batch_overlap": False})
 
     @model_validator(mode="before")
     @classmethod

@@ -23,8 +23,9 @@ windowed and full layers (`full_attention_every`) is priced per layer as their a
 of an odd number of layers holds one more of one kind than the average says). The window is not
 applied to the p2p ring (Transformer Engine v2.9 refuses a window there, context_parallel.py
 l.3803-3809, and so does the plan check); its a2a and all-gather attention take it, one call per
-GPU over the same FLOPs as without CP. Nor is it applied to unfused attention (the era's kernels compute and mask the whole s x s scores), nor to model
-FLOPs (MFU keeps the full-attention convention).
+GPU over the same FLOPs as without CP. Nor is it applied to unfused attention (the era's kernels
+compute and mask the whole s x s scores), nor to model FLOPs (MFU keeps the full-attention
+convention).
 
 Context parallelism (cp > 1). Megatron-Core's default `--cp-comm-type p2p`
 (megatron/training/arguments.py) runs Transformer Engine's ring attention
@@ -130,6 +131,11 @@ def call_time_s(forward_flops, kernel: str, device, key_length, head_dim: float,
     return flops / (peak * fwd), FLASH_BACKWARD_FACTOR * flops / (peak * bwd)
 
 
+def _causal_flops(tokens, seq_len: int, width_per_gpu):
+    """Forward FLOPs of the causal half of `tokens` queries over a `seq_len`-key sequence."""
+    return 2.0 * np.asarray(tokens, dtype=float) * (seq_len / 2.0) * width_per_gpu
+
+
 def flash_time_s(kernel: str, device, seq_len: int, cp, tokens, width_per_gpu, head_dim: float,
                  comm_type: str = "p2p"):
     """(forward, backward, forward of one ring step, backward of one ring step) seconds of a
@@ -146,7 +152,7 @@ def flash_time_s(kernel: str, device, seq_len: int, cp, tokens, width_per_gpu, h
     """
     cp = np.asarray(cp, dtype=float)
     local = seq_len / cp
-    total = 2.0 * np.asarray(tokens, dtype=float) * (seq_len / 2.0) * width_per_gpu  # causal half
+    total = _causal_flops(tokens, seq_len, width_per_gpu)
     # cp = 1, or all-gathered K and V: one causal call over the whole key length.
     one_f, one_b = call_time_s(total, kernel, device, seq_len, head_dim, causal=True)
     # Ring: step 0 causal on the local L x L; cp - 1 half blocks L x L/2, non-causal; a rank runs
@@ -170,8 +176,8 @@ def windowed_time_s(kernel: str, device, seq_len: int, window: int, tokens, widt
     span = float(min(window + KEY_BLOCK, seq_len))
     flops = 2.0 * np.asarray(tokens, dtype=float) * span * width_per_gpu
     band_f, band_b = call_time_s(flops, kernel, device, span, head_dim, causal=False)
-    total = 2.0 * np.asarray(tokens, dtype=float) * (seq_len / 2.0) * width_per_gpu
-    full_f, full_b = call_time_s(total, kernel, device, seq_len, head_dim, causal=True)
+    full_f, full_b = call_time_s(_causal_flops(tokens, seq_len, width_per_gpu), kernel, device, seq_len,
+                                 head_dim, causal=True)
     return np.minimum(band_f, full_f), np.minimum(band_b, full_b)
 
 
