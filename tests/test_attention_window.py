@@ -205,6 +205,9 @@ def write_model(tmp_path, **changes):
     ({"sliding_window": None}, "full_attention_every", "give sliding_window too"),
     ({"position_embedding": "learned"}, "rope_yarn_factor", "needs position_embedding: rope"),
     ({"full_attention_every": 37}, "full_attention_every", "larger than num_layers"),
+    ({"rope_yarn_factor": float("nan")}, "rope_yarn_factor", "finite number"),
+    ({"rope_yarn_factor": float("inf")}, "rope_yarn_factor", "finite number"),
+    ({"sliding_window": 2**40}, "sliding_window", "less than or equal"),
     ({"sliding_window": 131072}, "sliding_window", "not shorter than max_seq_len"),
 ])
 def test_bad_window_or_yarn_names_file_and_field(tmp_path, changes, field, says):

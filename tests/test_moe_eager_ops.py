@@ -150,6 +150,7 @@ def write_model(tmp_path, **moe_changes):
 
 @pytest.mark.parametrize(("value", "says"), [
     (0, "greater than 0"), (-7.0, "greater than 0"), ("7", "number"), (True, "number"), (1e9, "less than or equal"),
+    (float("nan"), "finite number"), (float("inf"), "finite number"),
 ])
 def test_a_bad_clamp_names_file_and_field(tmp_path, value, says):
     path = write_model(tmp_path, activation_clamp=value)
@@ -194,3 +195,17 @@ def test_the_megatron_lm_export_says_it_cannot_clamp():
     assert any("activation clamp (7;" in note for note in exported.approximations)
     plain = export(gpt_oss(clamp=None), PLAN, "megatron")
     assert not any("clamp" in note for note in plain.approximations)
+
+
+@pytest.mark.parametrize("value", ["fp16", "", True, "FP32"])
+def test_a_bad_router_dtype_option_names_file_and_field(tmp_path, value):
+    from planner.llm.problem import load_problem
+    task = {"model": "gpt-oss-120b", "cluster": "dgx-h100", "num_devices": 64,
+            "training": {"global_batch_size": 256, "seq_len": 4096,
+                         "framework": {"profile": "megatron-core@0.16", "options": {"moe_router_dtype": value}}}}
+    path = tmp_path / "task.yaml"
+    path.write_text(yaml.safe_dump(task))
+    with pytest.raises(InputError) as err:
+        load_problem(path)
+    text = str(err.value)
+    assert str(path) in text and "moe_router_dtype" in text and "\n" not in text.strip()
